@@ -1,0 +1,16 @@
+//! Waybill's domain: the types and rules every service shares. Pure: no I/O, no runtime.
+
+pub mod catalog;
+pub mod change;
+pub mod secret;
+pub mod subscription;
+pub mod tenant;
+pub mod url_policy;
+pub mod validation;
+
+pub use catalog::{CatalogIndex, EventDefinition, EventTypeName};
+pub use secret::SigningSecret;
+pub use subscription::{EventPattern, HttpMethod, WebhookAuth, WebhookInput, WebhookSettings};
+pub use tenant::{Scope, TenantId};
+pub use url_policy::UrlPolicy;
+pub use validation::ValidationErrors;

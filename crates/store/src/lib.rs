@@ -1,0 +1,101 @@
+//! Waybill's Postgres layer: schema, models and queries over diesel-async.
+
+pub mod crypto;
+pub mod event_types;
+pub mod outbox;
+pub mod schema;
+pub mod webhooks;
+
+use std::time::Duration;
+
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_async::{
+    AsyncPgConnection,
+    async_connection_wrapper::AsyncConnectionWrapper,
+    pooled_connection::{AsyncDieselConnectionManager, deadpool},
+};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+pub use crypto::{Cipher, CryptoError};
+
+/// Every migration of `migrations/`, compiled in.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
+
+/// A pool of async Postgres connections.
+pub type PgPool = deadpool::Pool<AsyncPgConnection>;
+/// A connection checked out of the pool.
+pub type PooledConn = deadpool::Object<AsyncPgConnection>;
+
+/// How long a caller waits for a connection before the store counts as unavailable.
+const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What can go wrong below the HTTP layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Postgres cannot be reached or gave up the connection.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// A unique constraint refused the write.
+    #[error("a conflicting row exists")]
+    Conflict,
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error("database error: {0}")]
+    Query(DieselError),
+    #[error("stored data is malformed: {0}")]
+    Corrupt(String),
+}
+
+impl From<DieselError> for StoreError {
+    fn from(e: DieselError) -> Self {
+        match e {
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => StoreError::Conflict,
+            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
+                StoreError::Unavailable(info.message().to_owned())
+            }
+            DieselError::BrokenTransactionManager => StoreError::Unavailable(e.to_string()),
+            other => StoreError::Query(other),
+        }
+    }
+}
+
+/// Builds a pool; connections are opened lazily.
+pub fn pool(url: &str, max_size: usize) -> Result<PgPool, StoreError> {
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+    deadpool::Pool::builder(manager)
+        .max_size(max_size)
+        .build()
+        .map_err(|e| StoreError::Unavailable(e.to_string()))
+}
+
+/// Checks out a connection, giving up after a few seconds.
+pub async fn conn(pool: &PgPool) -> Result<PooledConn, StoreError> {
+    match tokio::time::timeout(CHECKOUT_TIMEOUT, pool.get()).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string())),
+        Err(_) => Err(StoreError::Unavailable("timed out waiting for a connection".into())),
+    }
+}
+
+/// Applies pending migrations through the async connection, off the async threads.
+pub async fn migrate(url: &str) -> Result<usize, StoreError> {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use diesel::Connection;
+        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        conn.run_pending_migrations(MIGRATIONS)
+            .map(|applied| applied.len())
+            .map_err(|e| StoreError::Corrupt(format!("migration failed: {e}")))
+    })
+    .await
+    .map_err(|e| StoreError::Unavailable(format!("migration task failed: {e}")))?
+}
+
+/// Whether Postgres answers a trivial query.
+pub async fn ping(pool: &PgPool) -> Result<(), StoreError> {
+    use diesel_async::RunQueryDsl;
+    let mut c = conn(pool).await?;
+    diesel::sql_query("SELECT 1").execute(&mut c).await?;
+    Ok(())
+}

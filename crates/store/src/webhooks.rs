@@ -1,0 +1,445 @@
+//! Webhook subscriptions and their signing secrets. Every change writes its change-feed message
+//! to the outbox in the same transaction.
+
+use std::collections::BTreeMap;
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use chrono::{DateTime, Duration, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+use waybill_domain::{
+    EventPattern, HttpMethod, SigningSecret, WebhookAuth, WebhookSettings,
+    change::{AuthSnapshot, ChangeKind, SecretSnapshot, SubscriptionChange, SubscriptionSnapshot},
+};
+
+use crate::{
+    Cipher, StoreError,
+    crypto::{credential_context, secret_context},
+    outbox,
+    schema::{webhook_secrets, webhooks},
+};
+
+/// One subscription row.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = webhooks)]
+pub struct WebhookRow {
+    pub id: Uuid,
+    pub tenant: String,
+    pub name: String,
+    pub description: String,
+    pub url: String,
+    pub method: String,
+    pub events: Vec<String>,
+    pub events_key: String,
+    pub client_ids: Vec<String>,
+    pub headers: serde_json::Value,
+    pub auth_type: String,
+    pub auth_username: Option<String>,
+    pub auth_header: Option<String>,
+    pub auth_credential: Option<Vec<u8>>,
+    pub active: bool,
+    pub disabled_reason: Option<String>,
+    pub revision: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One signing secret row.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = webhook_secrets)]
+pub struct SecretRow {
+    pub id: i64,
+    pub webhook_id: Uuid,
+    pub secret: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl WebhookRow {
+    /// The custom headers as a map.
+    pub fn header_map(&self) -> BTreeMap<String, String> {
+        serde_json::from_value(self.headers.clone()).unwrap_or_default()
+    }
+
+    /// The row as domain settings, credentials decrypted (for applying an update).
+    pub fn settings(&self, cipher: &Cipher) -> Result<WebhookSettings, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("webhook {}: {what}", self.id));
+        let credential = || -> Result<String, StoreError> {
+            let ct = self.auth_credential.as_deref().ok_or_else(|| corrupt("credential missing"))?;
+            Ok(cipher.decrypt_string(ct, &credential_context(self.id))?)
+        };
+        let auth = match self.auth_type.as_str() {
+            "none" => WebhookAuth::None,
+            "basic" => WebhookAuth::Basic {
+                username: self.auth_username.clone().ok_or_else(|| corrupt("username missing"))?,
+                password: credential()?,
+            },
+            "token" => WebhookAuth::Token {
+                header: self.auth_header.clone().ok_or_else(|| corrupt("auth header missing"))?,
+                token: credential()?,
+            },
+            other => return Err(corrupt(&format!("unknown auth type {other}"))),
+        };
+        Ok(WebhookSettings {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            url: self.url.clone(),
+            method: HttpMethod::parse(&self.method).ok_or_else(|| corrupt("bad method"))?,
+            events: self
+                .events
+                .iter()
+                .map(|e| EventPattern::parse(e).ok_or_else(|| corrupt("bad event pattern")))
+                .collect::<Result<_, _>>()?,
+            client_ids: self.client_ids.clone(),
+            headers: self.header_map(),
+            auth,
+            active: self.active,
+        })
+    }
+
+    fn snapshot(&self, secrets: &[SecretRow]) -> SubscriptionSnapshot {
+        SubscriptionSnapshot {
+            id: self.id,
+            tenant: self.tenant.clone(),
+            url: self.url.clone(),
+            method: self.method.clone(),
+            events: self.events.clone(),
+            client_ids: self.client_ids.clone(),
+            headers: self.header_map(),
+            auth: AuthSnapshot {
+                kind: self.auth_type.clone(),
+                username: self.auth_username.clone(),
+                header: self.auth_header.clone(),
+                credential_encrypted: self.auth_credential.as_deref().map(|c| STANDARD.encode(c)),
+            },
+            secrets: secrets
+                .iter()
+                .map(|s| SecretSnapshot {
+                    secret_encrypted: STANDARD.encode(&s.secret),
+                    expires_at: s.expires_at,
+                })
+                .collect(),
+            active: self.active,
+            disabled_reason: self.disabled_reason.clone(),
+            revision: self.revision,
+        }
+    }
+}
+
+/// Columns written from settings on create and update.
+#[derive(AsChangeset, Insertable)]
+#[diesel(table_name = webhooks, treat_none_as_null = true)]
+struct SettingsColumns {
+    name: String,
+    description: String,
+    url: String,
+    method: String,
+    events: Vec<String>,
+    events_key: String,
+    client_ids: Vec<String>,
+    headers: serde_json::Value,
+    auth_type: String,
+    auth_username: Option<String>,
+    auth_header: Option<String>,
+    auth_credential: Option<Vec<u8>>,
+    active: bool,
+}
+
+impl SettingsColumns {
+    fn new(id: Uuid, s: &WebhookSettings, cipher: &Cipher) -> Result<Self, StoreError> {
+        let ctx = credential_context(id);
+        let (username, header, credential) = match &s.auth {
+            WebhookAuth::None => (None, None, None),
+            WebhookAuth::Basic { username, password } => {
+                (Some(username.clone()), None, Some(cipher.encrypt(password.as_bytes(), &ctx)?))
+            }
+            WebhookAuth::Token { header, token } => {
+                (None, Some(header.clone()), Some(cipher.encrypt(token.as_bytes(), &ctx)?))
+            }
+        };
+        Ok(Self {
+            name: s.name.clone(),
+            description: s.description.clone(),
+            url: s.url.clone(),
+            method: s.method.as_str().to_owned(),
+            events: s.events.iter().map(ToString::to_string).collect(),
+            events_key: s.events_key(),
+            client_ids: s.client_ids.clone(),
+            headers: serde_json::to_value(&s.headers).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            auth_type: s.auth.kind().to_owned(),
+            auth_username: username,
+            auth_header: header,
+            auth_credential: credential,
+            active: s.active,
+        })
+    }
+}
+
+async fn live_secrets(conn: &mut AsyncPgConnection, id: Uuid, now: DateTime<Utc>) -> QueryResult<Vec<SecretRow>> {
+    use webhook_secrets::dsl;
+    webhook_secrets::table
+        .filter(dsl::webhook_id.eq(id))
+        .filter(dsl::expires_at.is_null().or(dsl::expires_at.gt(now)))
+        .order(dsl::id.desc())
+        .select(SecretRow::as_select())
+        .load(conn)
+        .await
+}
+
+async fn record_change(
+    conn: &mut AsyncPgConnection,
+    kind: ChangeKind,
+    row: &WebhookRow,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let subscription = match kind {
+        ChangeKind::Deleted => None,
+        _ => Some(row.snapshot(&live_secrets(conn, row.id, now).await?)),
+    };
+    let change = SubscriptionChange {
+        kind,
+        tenant: row.tenant.clone(),
+        webhook_id: row.id,
+        revision: row.revision,
+        changed_at: now,
+        subscription,
+    };
+    outbox::enqueue(conn, &change).await
+}
+
+/// Creates a subscription with its first secret. `Conflict` when the tenant already has one with
+/// the same url, method and events.
+pub async fn create(
+    conn: &mut AsyncPgConnection,
+    cipher: &Cipher,
+    tenant: &str,
+    settings: &WebhookSettings,
+    secret: &SigningSecret,
+) -> Result<WebhookRow, StoreError> {
+    let id = Uuid::now_v7();
+    let now = Utc::now();
+    let columns = SettingsColumns::new(id, settings, cipher)?;
+    let secret_ct = cipher.encrypt(secret.expose().as_bytes(), &secret_context(id))?;
+    let tenant = tenant.to_owned();
+    conn.transaction::<_, StoreError, _>(async move |conn| {
+        {
+            let row = diesel::insert_into(webhooks::table)
+                .values((
+                    webhooks::id.eq(id),
+                    webhooks::tenant.eq(&tenant),
+                    columns,
+                    webhooks::revision.eq(1i64),
+                    webhooks::created_at.eq(now),
+                    webhooks::updated_at.eq(now),
+                ))
+                .returning(WebhookRow::as_returning())
+                .get_result(conn)
+                .await?;
+            diesel::insert_into(webhook_secrets::table)
+                .values((
+                    webhook_secrets::webhook_id.eq(id),
+                    webhook_secrets::secret.eq(secret_ct),
+                    webhook_secrets::created_at.eq(now),
+                ))
+                .execute(conn)
+                .await?;
+            record_change(conn, ChangeKind::Created, &row, now).await?;
+            Ok(row)
+        }
+    })
+    .await
+}
+
+/// One subscription of a tenant.
+pub async fn find(conn: &mut AsyncPgConnection, tenant: &str, id: Uuid) -> QueryResult<Option<WebhookRow>> {
+    webhooks::table
+        .filter(webhooks::id.eq(id))
+        .filter(webhooks::tenant.eq(tenant))
+        .select(WebhookRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Writes new settings if the row is still at `expected_revision`; `None` when another writer
+/// got there first (the caller re-reads and re-applies).
+pub async fn update(
+    conn: &mut AsyncPgConnection,
+    cipher: &Cipher,
+    current: &WebhookRow,
+    settings: &WebhookSettings,
+) -> Result<Option<WebhookRow>, StoreError> {
+    let now = Utc::now();
+    let columns = SettingsColumns::new(current.id, settings, cipher)?;
+    // Re-enabling clears the reason the platform disabled it for.
+    let disabled_reason = if settings.active { None } else { current.disabled_reason.clone() };
+    let (id, tenant, expected) = (current.id, current.tenant.clone(), current.revision);
+    conn.transaction::<_, StoreError, _>(async move |conn| {
+        {
+            let row = diesel::update(
+                webhooks::table
+                    .filter(webhooks::id.eq(id))
+                    .filter(webhooks::tenant.eq(&tenant))
+                    .filter(webhooks::revision.eq(expected)),
+            )
+            .set((
+                columns,
+                webhooks::disabled_reason.eq(disabled_reason),
+                webhooks::revision.eq(expected + 1),
+                webhooks::updated_at.eq(now),
+            ))
+            .returning(WebhookRow::as_returning())
+            .get_result(conn)
+            .await
+            .optional()?;
+            if let Some(row) = &row {
+                record_change(conn, ChangeKind::Updated, row, now).await?;
+            }
+            Ok(row)
+        }
+    })
+    .await
+}
+
+/// Deletes a subscription (its secrets go with it). False when there was none.
+pub async fn delete(conn: &mut AsyncPgConnection, tenant: &str, id: Uuid) -> Result<bool, StoreError> {
+    let tenant = tenant.to_owned();
+    conn.transaction::<_, StoreError, _>(async move |conn| {
+        {
+            let now = Utc::now();
+            let deleted = diesel::delete(webhooks::table.filter(webhooks::id.eq(id)).filter(webhooks::tenant.eq(&tenant)))
+                .returning(WebhookRow::as_returning())
+                .get_result(conn)
+                .await
+                .optional()?;
+            let Some(mut row) = deleted else { return Ok(false) };
+            row.revision += 1;
+            record_change(conn, ChangeKind::Deleted, &row, now).await?;
+            Ok(true)
+        }
+    })
+    .await
+}
+
+/// The current signing secret of a subscription.
+pub async fn current_secret(
+    conn: &mut AsyncPgConnection,
+    cipher: &Cipher,
+    tenant: &str,
+    id: Uuid,
+) -> Result<Option<String>, StoreError> {
+    let row: Option<Vec<u8>> = webhook_secrets::table
+        .inner_join(webhooks::table)
+        .filter(webhooks::id.eq(id))
+        .filter(webhooks::tenant.eq(tenant))
+        .filter(webhook_secrets::expires_at.is_null())
+        .select(webhook_secrets::secret)
+        .first(conn)
+        .await
+        .optional()?;
+    row.map(|ct| cipher.decrypt_string(&ct, &secret_context(id)).map_err(StoreError::from))
+        .transpose()
+}
+
+/// Makes `secret` the current key; the old one keeps signing for `grace`. Returns when the old
+/// key stops signing, or `None` when there is no such subscription.
+pub async fn rotate_secret(
+    conn: &mut AsyncPgConnection,
+    cipher: &Cipher,
+    tenant: &str,
+    id: Uuid,
+    secret: &SigningSecret,
+    grace: Duration,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let ct = cipher.encrypt(secret.expose().as_bytes(), &secret_context(id))?;
+    let tenant = tenant.to_owned();
+    conn.transaction::<_, StoreError, _>(async move |conn| {
+        {
+            let now = Utc::now();
+            let row = diesel::update(webhooks::table.filter(webhooks::id.eq(id)).filter(webhooks::tenant.eq(&tenant)))
+                .set((webhooks::revision.eq(webhooks::revision + 1), webhooks::updated_at.eq(now)))
+                .returning(WebhookRow::as_returning())
+                .get_result(conn)
+                .await
+                .optional()?;
+            let Some(row) = row else { return Ok(None) };
+            let expires = now + grace;
+            use webhook_secrets::dsl;
+            diesel::delete(webhook_secrets::table.filter(dsl::webhook_id.eq(id)).filter(dsl::expires_at.le(now)))
+                .execute(conn)
+                .await?;
+            if grace.is_zero() {
+                diesel::delete(webhook_secrets::table.filter(dsl::webhook_id.eq(id)).filter(dsl::expires_at.is_null()))
+                    .execute(conn)
+                    .await?;
+            } else {
+                diesel::update(webhook_secrets::table.filter(dsl::webhook_id.eq(id)).filter(dsl::expires_at.is_null()))
+                    .set(dsl::expires_at.eq(expires))
+                    .execute(conn)
+                    .await?;
+            }
+            diesel::insert_into(webhook_secrets::table)
+                .values((dsl::webhook_id.eq(id), dsl::secret.eq(ct), dsl::created_at.eq(now)))
+                .execute(conn)
+                .await?;
+            record_change(conn, ChangeKind::SecretRotated, &row, now).await?;
+            Ok(Some(expires))
+        }
+    })
+    .await
+}
+
+/// Sort keys of the listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    CreatedAt,
+    UpdatedAt,
+    Name,
+    Url,
+}
+
+/// Filters and order of the listing.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    pub sort: SortKey,
+    pub descending: bool,
+    /// Keep subscriptions that would receive this event type.
+    pub event: Option<String>,
+    pub active: Option<bool>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// A page of a tenant's subscriptions and the total that matches.
+pub async fn list(conn: &mut AsyncPgConnection, tenant: &str, q: &ListQuery) -> QueryResult<(Vec<WebhookRow>, i64)> {
+    let filtered = || {
+        let mut b = webhooks::table.filter(webhooks::tenant.eq(tenant.to_owned())).into_boxed();
+        if let Some(event) = &q.event {
+            b = b.filter(webhooks::events.overlaps_with(EventPattern::covering(event)));
+        }
+        if let Some(active) = q.active {
+            b = b.filter(webhooks::active.eq(active));
+        }
+        b
+    };
+    let total: i64 = filtered().count().get_result(conn).await?;
+    let mut page = filtered();
+    page = match (q.sort, q.descending) {
+        (SortKey::CreatedAt, false) => page.order((webhooks::created_at.asc(), webhooks::id.asc())),
+        (SortKey::CreatedAt, true) => page.order((webhooks::created_at.desc(), webhooks::id.desc())),
+        (SortKey::UpdatedAt, false) => page.order((webhooks::updated_at.asc(), webhooks::id.asc())),
+        (SortKey::UpdatedAt, true) => page.order((webhooks::updated_at.desc(), webhooks::id.desc())),
+        (SortKey::Name, false) => page.order((webhooks::name.asc(), webhooks::id.asc())),
+        (SortKey::Name, true) => page.order((webhooks::name.desc(), webhooks::id.desc())),
+        (SortKey::Url, false) => page.order((webhooks::url.asc(), webhooks::id.asc())),
+        (SortKey::Url, true) => page.order((webhooks::url.desc(), webhooks::id.desc())),
+    };
+    let rows = page
+        .limit(q.limit)
+        .offset(q.offset)
+        .select(WebhookRow::as_select())
+        .load(conn)
+        .await?;
+    Ok((rows, total))
+}

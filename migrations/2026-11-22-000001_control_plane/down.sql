@@ -1,0 +1,4 @@
+DROP TABLE subscription_changes;
+DROP TABLE webhook_secrets;
+DROP TABLE webhooks;
+DROP TABLE event_types;
