@@ -19,9 +19,16 @@ fn main() {
     out.push_str("pub(crate) const EMBEDDED: &[(&str, &str)] = &[\n");
     for path in entries {
         println!("cargo:rerun-if-changed={}", path.display());
-        let file = path.file_name().and_then(|f| f.to_str()).unwrap_or_default();
+        let file = path
+            .file_name()
+            .and_then(|f| f.to_str())
+            .unwrap_or_default();
         let abs = fs::canonicalize(&path).unwrap_or(path.clone());
-        let _ = writeln!(out, "    ({file:?}, include_str!({:?})),", abs.display().to_string());
+        let _ = writeln!(
+            out,
+            "    ({file:?}, include_str!({:?})),",
+            abs.display().to_string()
+        );
     }
     out.push_str("];\n");
     let dest = PathBuf::from(env::var("OUT_DIR").unwrap_or_default()).join("embedded_catalog.rs");

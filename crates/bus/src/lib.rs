@@ -1,1 +1,8 @@
-//! placeholder
+//! Waybill's RabbitMQ layer: exchange and queue names, one connection per process that comes
+//! back by itself, and publishing that waits for the broker's confirm.
+
+pub mod publisher;
+pub mod topology;
+
+pub use publisher::{Broker, BusError, Outgoing};
+pub use topology::Topology;

@@ -156,7 +156,15 @@ mod tests {
         let n = EventTypeName::parse("tracking_parcel.status_changed").unwrap();
         assert_eq!(n.group(), "tracking_parcel");
         assert_eq!(n.action(), "status_changed");
-        for bad in ["order", "Order.shipped", "order.", ".shipped", "order.shipped.x", "order.ship-ped", "1order.x"] {
+        for bad in [
+            "order",
+            "Order.shipped",
+            "order.",
+            ".shipped",
+            "order.shipped.x",
+            "order.ship-ped",
+            "1order.x",
+        ] {
             assert!(EventTypeName::parse(bad).is_err(), "{bad}");
         }
     }
@@ -166,10 +174,21 @@ mod tests {
         let defs = definitions().unwrap();
         let names: BTreeSet<&str> = defs.iter().map(|d| d.name.as_str()).collect();
         for required in [
-            "shipment_order.created", "order.shipped", "order.cancelled", "stock.updated",
-            "inventory.adjusted", "inbound.received", "inbound.status_changed", "return.updated",
-            "shipment.created", "shipment.shipped", "shipment.cancelled", "freight.tracking_updated",
-            "tracking_parcel.status_changed", "shipping_channel.validated", "webhook.test",
+            "shipment_order.created",
+            "order.shipped",
+            "order.cancelled",
+            "stock.updated",
+            "inventory.adjusted",
+            "inbound.received",
+            "inbound.status_changed",
+            "return.updated",
+            "shipment.created",
+            "shipment.shipped",
+            "shipment.cancelled",
+            "freight.tracking_updated",
+            "tracking_parcel.status_changed",
+            "shipping_channel.validated",
+            "webhook.test",
         ] {
             assert!(names.contains(required), "catalog lacks {required}");
         }
@@ -178,11 +197,18 @@ mod tests {
                 .should_validate_formats(true)
                 .build(&def.schema)
                 .unwrap_or_else(|e| panic!("{}: bad schema: {e}", def.name));
-            let examples = def.schema["examples"].as_array().unwrap_or_else(|| panic!("{} has no examples", def.name));
+            let examples = def.schema["examples"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{} has no examples", def.name));
             assert!(!examples.is_empty(), "{} has no example", def.name);
             for ex in examples {
-                let errors: Vec<String> = validator.iter_errors(ex).map(|e| e.to_string()).collect();
-                assert!(errors.is_empty(), "{}: example invalid: {errors:?}", def.name);
+                let errors: Vec<String> =
+                    validator.iter_errors(ex).map(|e| e.to_string()).collect();
+                assert!(
+                    errors.is_empty(),
+                    "{}: example invalid: {errors:?}",
+                    def.name
+                );
             }
             assert!(!def.description.is_empty());
         }

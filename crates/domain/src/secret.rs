@@ -74,12 +74,18 @@ mod tests {
 
     #[test]
     fn rules() {
-        assert_eq!(SigningSecret::parse("plainsecret").unwrap().key(), b"plainsecret");
+        assert_eq!(
+            SigningSecret::parse("plainsecret").unwrap().key(),
+            b"plainsecret"
+        );
         assert!(SigningSecret::parse("short").is_err());
         assert!(SigningSecret::parse(&"a".repeat(129)).is_err());
         assert!(SigningSecret::parse("tab\there!!").is_err());
         let k = STANDARD.encode([7u8; 24]);
-        assert_eq!(SigningSecret::parse(&format!("whsec_{k}")).unwrap().key(), &[7u8; 24]);
+        assert_eq!(
+            SigningSecret::parse(&format!("whsec_{k}")).unwrap().key(),
+            &[7u8; 24]
+        );
         assert!(SigningSecret::parse(&format!("whsec_{}", STANDARD.encode([1u8; 16]))).is_err());
         assert!(SigningSecret::parse("whsec_not*base64*at*all").is_err());
         let g = SigningSecret::from_random([9u8; 32]);

@@ -259,18 +259,45 @@ impl WebhookSettings {
                     } else {
                         "auth".to_owned()
                     };
-                    errors.add(field, format!("`{clash}` is set by `auth`; it cannot also be a custom header"));
+                    errors.add(
+                        field,
+                        format!("`{clash}` is set by `auth`; it cannot also be a custom header"),
+                    );
                 }
             }
         }
         let active = input.active.unwrap_or(base.is_none_or(|b| b.active));
 
-        match (name, description, url, method, events, client_ids, headers, auth) {
-            (Some(name), Some(description), Some(url), Some(method), Some(events), Some(client_ids), Some(headers), Some(auth))
-                if errors.is_empty() =>
-            {
-                Ok(WebhookSettings { name, description, url, method, events, client_ids, headers, auth, active })
-            }
+        match (
+            name,
+            description,
+            url,
+            method,
+            events,
+            client_ids,
+            headers,
+            auth,
+        ) {
+            (
+                Some(name),
+                Some(description),
+                Some(url),
+                Some(method),
+                Some(events),
+                Some(client_ids),
+                Some(headers),
+                Some(auth),
+            ) if errors.is_empty() => Ok(WebhookSettings {
+                name,
+                description,
+                url,
+                method,
+                events,
+                client_ids,
+                headers,
+                auth,
+                active,
+            }),
             _ => Err(errors),
         }
     }
@@ -290,7 +317,12 @@ impl WebhookSettings {
     }
 }
 
-fn check_len(errors: &mut ValidationErrors, field: &str, value: String, max: usize) -> Option<String> {
+fn check_len(
+    errors: &mut ValidationErrors,
+    field: &str,
+    value: String,
+    max: usize,
+) -> Option<String> {
     if value.chars().count() > max {
         errors.add(field, format!("must be at most {max} characters"));
         None
@@ -299,7 +331,11 @@ fn check_len(errors: &mut ValidationErrors, field: &str, value: String, max: usi
     }
 }
 
-fn check_events(errors: &mut ValidationErrors, raw: &[String], catalog: &CatalogIndex) -> Option<Vec<EventPattern>> {
+fn check_events(
+    errors: &mut ValidationErrors,
+    raw: &[String],
+    catalog: &CatalogIndex,
+) -> Option<Vec<EventPattern>> {
     let mut ok = true;
     let mut fail = |field: &str, msg: String| {
         errors.add(field, msg);
@@ -320,7 +356,10 @@ fn check_events(errors: &mut ValidationErrors, raw: &[String], catalog: &Catalog
             continue;
         }
         match EventPattern::parse(entry) {
-            None => fail(&field, format!("`{entry}` is not an event type, `<group>.*` or `*`")),
+            None => fail(
+                &field,
+                format!("`{entry}` is not an event type, `<group>.*` or `*`"),
+            ),
             Some(EventPattern::Group(g)) if !catalog.has_group(&g) => {
                 fail(&field, format!("there is no event group `{g}`"));
             }
@@ -338,14 +377,20 @@ fn check_events(errors: &mut ValidationErrors, raw: &[String], catalog: &Catalog
 fn check_client_ids(errors: &mut ValidationErrors, raw: Vec<String>) -> Option<Vec<String>> {
     let mut ok = true;
     if raw.len() > MAX_CLIENT_IDS {
-        errors.add("client_ids", format!("must list at most {MAX_CLIENT_IDS} entries"));
+        errors.add(
+            "client_ids",
+            format!("must list at most {MAX_CLIENT_IDS} entries"),
+        );
         ok = false;
     }
     let mut seen = BTreeSet::new();
     for (i, c) in raw.iter().enumerate() {
         let n = c.chars().count();
         if !(1..=128).contains(&n) || c.chars().any(char::is_control) {
-            errors.add(format!("client_ids[{i}]"), "must be 1 to 128 characters without control characters");
+            errors.add(
+                format!("client_ids[{i}]"),
+                "must be 1 to 128 characters without control characters",
+            );
             ok = false;
         } else if !seen.insert(c.as_str()) {
             errors.add(format!("client_ids[{i}]"), format!("`{c}` is listed twice"));
@@ -358,7 +403,8 @@ fn check_client_ids(errors: &mut ValidationErrors, raw: Vec<String>) -> Option<V
 /// RFC 9110 `token`: the characters allowed in a header name.
 pub fn is_token(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Header values: visible ASCII and spaces (so `Bearer abc` passes).
@@ -371,34 +417,57 @@ pub fn is_reserved_header(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
     matches!(
         n.as_str(),
-        "host" | "content-length" | "content-type" | "transfer-encoding" | "connection" | "upgrade"
-            | "te" | "trailer" | "keep-alive" | "user-agent"
+        "host"
+            | "content-length"
+            | "content-type"
+            | "transfer-encoding"
+            | "connection"
+            | "upgrade"
+            | "te"
+            | "trailer"
+            | "keep-alive"
+            | "user-agent"
     ) || n.starts_with("proxy-")
         || n.starts_with("webhook-")
         || n.starts_with("waybill-")
 }
 
-fn check_headers(errors: &mut ValidationErrors, raw: BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
+fn check_headers(
+    errors: &mut ValidationErrors,
+    raw: BTreeMap<String, String>,
+) -> Option<BTreeMap<String, String>> {
     let mut ok = true;
     if raw.len() > MAX_HEADERS {
-        errors.add("headers", format!("must have at most {MAX_HEADERS} entries"));
+        errors.add(
+            "headers",
+            format!("must have at most {MAX_HEADERS} entries"),
+        );
         ok = false;
     }
     let mut seen = BTreeSet::new();
     for (name, value) in &raw {
         let field = format!("headers.{name}");
         if !is_token(name) || name.len() > 256 {
-            errors.add(&field, "name must be an HTTP token (RFC 9110) of at most 256 characters");
+            errors.add(
+                &field,
+                "name must be an HTTP token (RFC 9110) of at most 256 characters",
+            );
             ok = false;
         } else if is_reserved_header(name) {
-            errors.add(&field, format!("`{name}` is set by Waybill and cannot be overridden"));
+            errors.add(
+                &field,
+                format!("`{name}` is set by Waybill and cannot be overridden"),
+            );
             ok = false;
         } else if !seen.insert(name.to_ascii_lowercase()) {
             errors.add(&field, "is given twice in different case");
             ok = false;
         }
         if value.len() > 1024 || !is_header_value(value) {
-            errors.add(&field, "value must be at most 1024 characters of visible ASCII or spaces");
+            errors.add(
+                &field,
+                "value must be at most 1024 characters of visible ASCII or spaces",
+            );
             ok = false;
         }
     }
@@ -413,19 +482,30 @@ fn check_auth(errors: &mut ValidationErrors, a: AuthInput) -> Option<WebhookAuth
             let password = required(errors, "auth.password", a.password);
             let mut ok = true;
             if let Some(u) = &username {
-                if !(1..=255).contains(&u.chars().count()) || u.contains(':') || u.chars().any(char::is_control) {
-                    errors.add("auth.username", "must be 1 to 255 characters without `:` or control characters");
+                if !(1..=255).contains(&u.chars().count())
+                    || u.contains(':')
+                    || u.chars().any(char::is_control)
+                {
+                    errors.add(
+                        "auth.username",
+                        "must be 1 to 255 characters without `:` or control characters",
+                    );
                     ok = false;
                 }
             }
             if let Some(p) = &password {
                 if !(1..=255).contains(&p.chars().count()) || p.chars().any(char::is_control) {
-                    errors.add("auth.password", "must be 1 to 255 characters without control characters");
+                    errors.add(
+                        "auth.password",
+                        "must be 1 to 255 characters without control characters",
+                    );
                     ok = false;
                 }
             }
             match (username, password) {
-                (Some(username), Some(password)) if ok => Some(WebhookAuth::Basic { username, password }),
+                (Some(username), Some(password)) if ok => {
+                    Some(WebhookAuth::Basic { username, password })
+                }
                 _ => None,
             }
         }
@@ -434,15 +514,24 @@ fn check_auth(errors: &mut ValidationErrors, a: AuthInput) -> Option<WebhookAuth
             let header = a.header.unwrap_or_else(|| "Authorization".to_owned());
             let mut ok = true;
             if !is_token(&header) || header.len() > 256 {
-                errors.add("auth.header", "must be an HTTP token (RFC 9110) of at most 256 characters");
+                errors.add(
+                    "auth.header",
+                    "must be an HTTP token (RFC 9110) of at most 256 characters",
+                );
                 ok = false;
             } else if is_reserved_header(&header) {
-                errors.add("auth.header", format!("`{header}` is set by Waybill and cannot be used"));
+                errors.add(
+                    "auth.header",
+                    format!("`{header}` is set by Waybill and cannot be used"),
+                );
                 ok = false;
             }
             if let Some(t) = &token {
                 if !(1..=4096).contains(&t.len()) || !is_header_value(t) {
-                    errors.add("auth.token", "must be 1 to 4096 characters of visible ASCII or spaces");
+                    errors.add(
+                        "auth.token",
+                        "must be 1 to 4096 characters of visible ASCII or spaces",
+                    );
                     ok = false;
                 }
             }
@@ -452,7 +541,10 @@ fn check_auth(errors: &mut ValidationErrors, a: AuthInput) -> Option<WebhookAuth
             }
         }
         other => {
-            errors.add("auth.type", format!("must be `none`, `basic` or `token`, got `{other}`"));
+            errors.add(
+                "auth.type",
+                format!("must be `none`, `basic` or `token`, got `{other}`"),
+            );
             None
         }
     }
@@ -470,13 +562,24 @@ mod tests {
     use super::*;
 
     fn catalog() -> CatalogIndex {
-        CatalogIndex::new([("order.shipped", true), ("order.cancelled", true), ("stock.updated", false)])
+        CatalogIndex::new([
+            ("order.shipped", true),
+            ("order.cancelled", true),
+            ("stock.updated", false),
+        ])
     }
 
     fn build(input: WebhookInput) -> Result<WebhookSettings, ValidationErrors> {
         let cat = catalog();
         let urls = UrlPolicy::default();
-        WebhookSettings::build(input, None, RuleContext { catalog: &cat, urls: &urls })
+        WebhookSettings::build(
+            input,
+            None,
+            RuleContext {
+                catalog: &cat,
+                urls: &urls,
+            },
+        )
     }
 
     fn minimal() -> WebhookInput {
@@ -498,19 +601,46 @@ mod tests {
 
     #[test]
     fn events_rules() {
-        let e = build(WebhookInput { events: Some(vec!["order.*".into(), "order.*".into(), "stock.updated".into(), "nope.x".into(), "stock.*".into(), "Bad".into()]), ..minimal() }).unwrap_err();
+        let e = build(WebhookInput {
+            events: Some(vec![
+                "order.*".into(),
+                "order.*".into(),
+                "stock.updated".into(),
+                "nope.x".into(),
+                "stock.*".into(),
+                "Bad".into(),
+            ]),
+            ..minimal()
+        })
+        .unwrap_err();
         let f = e.fields();
         assert!(f.contains_key("events[1]"), "{e}");
         assert!(f["events[2]"][0].contains("inactive"));
         assert!(f["events[3]"][0].contains("no event type"));
-        assert!(!f.contains_key("events[4]"), "group of an inactive type still exists");
+        assert!(
+            !f.contains_key("events[4]"),
+            "group of an inactive type still exists"
+        );
         assert!(f.contains_key("events[5]"));
-        assert!(build(WebhookInput { events: Some(vec![]), ..minimal() }).unwrap_err().fields().contains_key("events"));
+        assert!(
+            build(WebhookInput {
+                events: Some(vec![]),
+                ..minimal()
+            })
+            .unwrap_err()
+            .fields()
+            .contains_key("events")
+        );
     }
 
     #[test]
     fn matching() {
-        let s = build(WebhookInput { events: Some(vec!["order.*".into()]), client_ids: Some(vec!["c1".into()]), ..minimal() }).unwrap();
+        let s = build(WebhookInput {
+            events: Some(vec!["order.*".into()]),
+            client_ids: Some(vec!["c1".into()]),
+            ..minimal()
+        })
+        .unwrap();
         assert!(s.wants("order.cancelled", Some("c1")));
         assert!(!s.wants("order.cancelled", Some("c2")));
         assert!(!s.wants("order.cancelled", None));
@@ -522,20 +652,41 @@ mod tests {
     fn auth_and_header_clash() {
         let e = build(WebhookInput {
             headers: Some([("X-Api-Key".to_string(), "a".to_string())].into()),
-            auth: Some(AuthInput { kind: "token".into(), header: Some("x-api-key".into()), token: Some("t".into()), ..Default::default() }),
+            auth: Some(AuthInput {
+                kind: "token".into(),
+                header: Some("x-api-key".into()),
+                token: Some("t".into()),
+                ..Default::default()
+            }),
             ..minimal()
         })
         .unwrap_err();
         assert!(e.fields().contains_key("headers.X-Api-Key"), "{e}");
-        let e = build(WebhookInput { auth: Some(AuthInput { kind: "basic".into(), username: Some("a:b".into()), ..Default::default() }), ..minimal() }).unwrap_err();
+        let e = build(WebhookInput {
+            auth: Some(AuthInput {
+                kind: "basic".into(),
+                username: Some("a:b".into()),
+                ..Default::default()
+            }),
+            ..minimal()
+        })
+        .unwrap_err();
         assert!(e.fields().contains_key("auth.username"));
         assert!(e.fields().contains_key("auth.password"));
     }
 
     #[test]
     fn events_key_ignores_order() {
-        let a = build(WebhookInput { events: Some(vec!["order.shipped".into(), "*".into()]), ..minimal() }).unwrap();
-        let b = build(WebhookInput { events: Some(vec!["*".into(), "order.shipped".into()]), ..minimal() }).unwrap();
+        let a = build(WebhookInput {
+            events: Some(vec!["order.shipped".into(), "*".into()]),
+            ..minimal()
+        })
+        .unwrap();
+        let b = build(WebhookInput {
+            events: Some(vec!["*".into(), "order.shipped".into()]),
+            ..minimal()
+        })
+        .unwrap();
         assert_eq!(a.events_key(), b.events_key());
     }
 }

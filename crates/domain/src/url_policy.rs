@@ -113,14 +113,29 @@ mod tests {
     fn refuses_non_public_literals() {
         let p = UrlPolicy::default();
         for bad in [
-            "https://127.0.0.1/x", "https://10.1.2.3/", "https://192.168.0.10/", "https://172.16.5.4/",
-            "https://169.254.169.254/latest", "https://100.64.0.1/", "https://[::1]/", "https://[fd00::1]/",
-            "https://[fe80::1]/", "https://0.0.0.0/", "https://224.0.0.1/", "https://[::ffff:10.0.0.1]/",
-            "https://localhost/hook", "https://api.localhost/hook", "https://255.255.255.255/",
+            "https://127.0.0.1/x",
+            "https://10.1.2.3/",
+            "https://192.168.0.10/",
+            "https://172.16.5.4/",
+            "https://169.254.169.254/latest",
+            "https://100.64.0.1/",
+            "https://[::1]/",
+            "https://[fd00::1]/",
+            "https://[fe80::1]/",
+            "https://0.0.0.0/",
+            "https://224.0.0.1/",
+            "https://[::ffff:10.0.0.1]/",
+            "https://localhost/hook",
+            "https://api.localhost/hook",
+            "https://255.255.255.255/",
         ] {
             assert!(p.check(bad).is_err(), "{bad} should be refused");
         }
-        for good in ["https://8.8.8.8/x", "https://example.com/hook?a=1", "https://[2606:4700::1111]/"] {
+        for good in [
+            "https://8.8.8.8/x",
+            "https://example.com/hook?a=1",
+            "https://[2606:4700::1111]/",
+        ] {
             assert!(p.check(good).is_ok(), "{good} should pass");
         }
     }
@@ -132,8 +147,14 @@ mod tests {
         assert!(p.check("ftp://example.com").is_err());
         assert!(p.check("/relative").is_err());
         assert!(p.check("https://user:pw@example.com").is_err());
-        assert!(p.check(&format!("https://example.com/{}", "a".repeat(2048))).is_err());
-        let lenient = UrlPolicy { allow_http: true, allowed_ranges: vec!["127.0.0.0/8".parse().unwrap()] };
+        assert!(
+            p.check(&format!("https://example.com/{}", "a".repeat(2048)))
+                .is_err()
+        );
+        let lenient = UrlPolicy {
+            allow_http: true,
+            allowed_ranges: vec!["127.0.0.0/8".parse().unwrap()],
+        };
         assert!(lenient.check("http://127.0.0.1:9000/hook").is_ok());
         assert!(lenient.check("http://10.0.0.1/").is_err());
     }

@@ -29,7 +29,11 @@ impl ValidationErrors {
 
     /// `Ok(value)` when nothing was recorded.
     pub fn into_result<T>(self, value: impl FnOnce() -> T) -> Result<T, ValidationErrors> {
-        if self.is_empty() { Ok(value()) } else { Err(self) }
+        if self.is_empty() {
+            Ok(value())
+        } else {
+            Err(self)
+        }
     }
 
     pub fn fields(&self) -> &BTreeMap<String, Vec<String>> {

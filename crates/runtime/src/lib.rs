@@ -1,1 +1,14 @@
-//! placeholder
+//! What every Waybill service shares at run time: configuration, logging, errors, auth, rate
+//! limits, request ids, health and metrics.
+
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod rate_limit;
+pub mod telemetry;
+
+pub use auth::{Auth, AuthState, JwtKeys};
+pub use config::{Environment, Settings};
+pub use error::ApiError;

@@ -43,7 +43,13 @@ impl Cipher {
         let nonce = Nonce::generate();
         let sealed = self
             .aead
-            .encrypt(&nonce, Payload { msg: plaintext, aad: context.as_bytes() })
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad: context.as_bytes(),
+                },
+            )
             .map_err(|_| CryptoError::Encrypt)?;
         let mut out = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
         out.push(VERSION);
@@ -60,7 +66,13 @@ impl Cipher {
         let (nonce, sealed) = rest.split_at(NONCE_LEN);
         let nonce = Nonce::try_from(nonce).map_err(|_| CryptoError::Decrypt)?;
         self.aead
-            .decrypt(&nonce, Payload { msg: sealed, aad: context.as_bytes() })
+            .decrypt(
+                &nonce,
+                Payload {
+                    msg: sealed,
+                    aad: context.as_bytes(),
+                },
+            )
             .map_err(|_| CryptoError::Decrypt)
     }
 
@@ -89,8 +101,15 @@ mod tests {
         let s = c.encrypt(b"hunter2", "a").unwrap();
         assert_eq!(c.decrypt(&s, "a").unwrap(), b"hunter2");
         assert!(c.decrypt(&s, "b").is_err(), "bound to its context");
-        assert!(Cipher::new(&[4u8; 32]).unwrap().decrypt(&s, "a").is_err(), "wrong key");
-        assert_ne!(c.encrypt(b"hunter2", "a").unwrap(), s, "fresh nonce each time");
+        assert!(
+            Cipher::new(&[4u8; 32]).unwrap().decrypt(&s, "a").is_err(),
+            "wrong key"
+        );
+        assert_ne!(
+            c.encrypt(b"hunter2", "a").unwrap(),
+            s,
+            "fresh nonce each time"
+        );
         assert!(!s.windows(7).any(|w| w == b"hunter2"));
         assert!(Cipher::new(&[0u8; 16]).is_err());
         assert!(c.decrypt(&[], "a").is_err());

@@ -24,7 +24,10 @@ pub struct EventTypeRow {
 
 /// Upserts the catalog from its definitions: new types arrive active; an existing type keeps its
 /// `active` flag and an operator's description.
-pub async fn sync_catalog(conn: &mut AsyncPgConnection, defs: &[EventDefinition]) -> QueryResult<usize> {
+pub async fn sync_catalog(
+    conn: &mut AsyncPgConnection,
+    defs: &[EventDefinition],
+) -> QueryResult<usize> {
     let now = Utc::now();
     let rows: Vec<_> = defs
         .iter()
@@ -131,5 +134,8 @@ pub async fn update(
 
 /// `(name, active)` of every type, for the subscription rules.
 pub async fn flags(conn: &mut AsyncPgConnection) -> QueryResult<Vec<(String, bool)>> {
-    event_types::table.select((dsl::name, dsl::active)).load(conn).await
+    event_types::table
+        .select((dsl::name, dsl::active))
+        .load(conn)
+        .await
 }

@@ -49,7 +49,9 @@ pub enum StoreError {
 impl From<DieselError> for StoreError {
     fn from(e: DieselError) -> Self {
         match e {
-            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => StoreError::Conflict,
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+                StoreError::Conflict
+            }
             DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
                 StoreError::Unavailable(info.message().to_owned())
             }
@@ -73,7 +75,9 @@ pub async fn conn(pool: &PgPool) -> Result<PooledConn, StoreError> {
     match tokio::time::timeout(CHECKOUT_TIMEOUT, pool.get()).await {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(StoreError::Unavailable(e.to_string())),
-        Err(_) => Err(StoreError::Unavailable("timed out waiting for a connection".into())),
+        Err(_) => Err(StoreError::Unavailable(
+            "timed out waiting for a connection".into(),
+        )),
     }
 }
 

@@ -19,7 +19,10 @@ pub struct PendingChange {
 }
 
 /// Records a change; call inside the transaction that made it.
-pub async fn enqueue(conn: &mut AsyncPgConnection, change: &SubscriptionChange) -> Result<(), StoreError> {
+pub async fn enqueue(
+    conn: &mut AsyncPgConnection,
+    change: &SubscriptionChange,
+) -> Result<(), StoreError> {
     let payload = serde_json::to_value(change).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     diesel::insert_into(subscription_changes::table)
         .values((
@@ -49,7 +52,11 @@ pub async fn claim(conn: &mut AsyncPgConnection, limit: i64) -> QueryResult<Vec<
         .await
 }
 
-pub async fn mark_published(conn: &mut AsyncPgConnection, seqs: &[i64], at: DateTime<Utc>) -> QueryResult<usize> {
+pub async fn mark_published(
+    conn: &mut AsyncPgConnection,
+    seqs: &[i64],
+    at: DateTime<Utc>,
+) -> QueryResult<usize> {
     diesel::update(subscription_changes::table.filter(dsl::seq.eq_any(seqs)))
         .set(dsl::published_at.eq(at))
         .execute(conn)
@@ -66,7 +73,11 @@ pub async fn backlog(conn: &mut AsyncPgConnection) -> QueryResult<i64> {
 }
 
 /// Deletes published changes older than `before`, at most `batch` rows per call.
-pub async fn prune(conn: &mut AsyncPgConnection, before: DateTime<Utc>, batch: i64) -> QueryResult<usize> {
+pub async fn prune(
+    conn: &mut AsyncPgConnection,
+    before: DateTime<Utc>,
+    batch: i64,
+) -> QueryResult<usize> {
     diesel::sql_query(
         "DELETE FROM subscription_changes WHERE seq IN \
          (SELECT seq FROM subscription_changes WHERE published_at < $1 ORDER BY seq LIMIT $2)",

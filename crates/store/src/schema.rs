@@ -62,4 +62,9 @@ diesel::table! {
 }
 
 diesel::joinable!(webhook_secrets -> webhooks (webhook_id));
-diesel::allow_tables_to_appear_in_same_query!(event_types, webhooks, webhook_secrets, subscription_changes);
+diesel::allow_tables_to_appear_in_same_query!(
+    event_types,
+    webhooks,
+    webhook_secrets,
+    subscription_changes
+);

@@ -66,17 +66,26 @@ impl WebhookRow {
     pub fn settings(&self, cipher: &Cipher) -> Result<WebhookSettings, StoreError> {
         let corrupt = |what: &str| StoreError::Corrupt(format!("webhook {}: {what}", self.id));
         let credential = || -> Result<String, StoreError> {
-            let ct = self.auth_credential.as_deref().ok_or_else(|| corrupt("credential missing"))?;
+            let ct = self
+                .auth_credential
+                .as_deref()
+                .ok_or_else(|| corrupt("credential missing"))?;
             Ok(cipher.decrypt_string(ct, &credential_context(self.id))?)
         };
         let auth = match self.auth_type.as_str() {
             "none" => WebhookAuth::None,
             "basic" => WebhookAuth::Basic {
-                username: self.auth_username.clone().ok_or_else(|| corrupt("username missing"))?,
+                username: self
+                    .auth_username
+                    .clone()
+                    .ok_or_else(|| corrupt("username missing"))?,
                 password: credential()?,
             },
             "token" => WebhookAuth::Token {
-                header: self.auth_header.clone().ok_or_else(|| corrupt("auth header missing"))?,
+                header: self
+                    .auth_header
+                    .clone()
+                    .ok_or_else(|| corrupt("auth header missing"))?,
                 token: credential()?,
             },
             other => return Err(corrupt(&format!("unknown auth type {other}"))),
@@ -151,12 +160,16 @@ impl SettingsColumns {
         let ctx = credential_context(id);
         let (username, header, credential) = match &s.auth {
             WebhookAuth::None => (None, None, None),
-            WebhookAuth::Basic { username, password } => {
-                (Some(username.clone()), None, Some(cipher.encrypt(password.as_bytes(), &ctx)?))
-            }
-            WebhookAuth::Token { header, token } => {
-                (None, Some(header.clone()), Some(cipher.encrypt(token.as_bytes(), &ctx)?))
-            }
+            WebhookAuth::Basic { username, password } => (
+                Some(username.clone()),
+                None,
+                Some(cipher.encrypt(password.as_bytes(), &ctx)?),
+            ),
+            WebhookAuth::Token { header, token } => (
+                None,
+                Some(header.clone()),
+                Some(cipher.encrypt(token.as_bytes(), &ctx)?),
+            ),
         };
         Ok(Self {
             name: s.name.clone(),
@@ -166,7 +179,8 @@ impl SettingsColumns {
             events: s.events.iter().map(ToString::to_string).collect(),
             events_key: s.events_key(),
             client_ids: s.client_ids.clone(),
-            headers: serde_json::to_value(&s.headers).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            headers: serde_json::to_value(&s.headers)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
             auth_type: s.auth.kind().to_owned(),
             auth_username: username,
             auth_header: header,
@@ -176,7 +190,11 @@ impl SettingsColumns {
     }
 }
 
-async fn live_secrets(conn: &mut AsyncPgConnection, id: Uuid, now: DateTime<Utc>) -> QueryResult<Vec<SecretRow>> {
+async fn live_secrets(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> QueryResult<Vec<SecretRow>> {
     use webhook_secrets::dsl;
     webhook_secrets::table
         .filter(dsl::webhook_id.eq(id))
@@ -223,36 +241,38 @@ pub async fn create(
     let secret_ct = cipher.encrypt(secret.expose().as_bytes(), &secret_context(id))?;
     let tenant = tenant.to_owned();
     conn.transaction::<_, StoreError, _>(async move |conn| {
-        {
-            let row = diesel::insert_into(webhooks::table)
-                .values((
-                    webhooks::id.eq(id),
-                    webhooks::tenant.eq(&tenant),
-                    columns,
-                    webhooks::revision.eq(1i64),
-                    webhooks::created_at.eq(now),
-                    webhooks::updated_at.eq(now),
-                ))
-                .returning(WebhookRow::as_returning())
-                .get_result(conn)
-                .await?;
-            diesel::insert_into(webhook_secrets::table)
-                .values((
-                    webhook_secrets::webhook_id.eq(id),
-                    webhook_secrets::secret.eq(secret_ct),
-                    webhook_secrets::created_at.eq(now),
-                ))
-                .execute(conn)
-                .await?;
-            record_change(conn, ChangeKind::Created, &row, now).await?;
-            Ok(row)
-        }
+        let row = diesel::insert_into(webhooks::table)
+            .values((
+                webhooks::id.eq(id),
+                webhooks::tenant.eq(&tenant),
+                columns,
+                webhooks::revision.eq(1i64),
+                webhooks::created_at.eq(now),
+                webhooks::updated_at.eq(now),
+            ))
+            .returning(WebhookRow::as_returning())
+            .get_result(conn)
+            .await?;
+        diesel::insert_into(webhook_secrets::table)
+            .values((
+                webhook_secrets::webhook_id.eq(id),
+                webhook_secrets::secret.eq(secret_ct),
+                webhook_secrets::created_at.eq(now),
+            ))
+            .execute(conn)
+            .await?;
+        record_change(conn, ChangeKind::Created, &row, now).await?;
+        Ok(row)
     })
     .await
 }
 
 /// One subscription of a tenant.
-pub async fn find(conn: &mut AsyncPgConnection, tenant: &str, id: Uuid) -> QueryResult<Option<WebhookRow>> {
+pub async fn find(
+    conn: &mut AsyncPgConnection,
+    tenant: &str,
+    id: Uuid,
+) -> QueryResult<Option<WebhookRow>> {
     webhooks::table
         .filter(webhooks::id.eq(id))
         .filter(webhooks::tenant.eq(tenant))
@@ -273,51 +293,61 @@ pub async fn update(
     let now = Utc::now();
     let columns = SettingsColumns::new(current.id, settings, cipher)?;
     // Re-enabling clears the reason the platform disabled it for.
-    let disabled_reason = if settings.active { None } else { current.disabled_reason.clone() };
+    let disabled_reason = if settings.active {
+        None
+    } else {
+        current.disabled_reason.clone()
+    };
     let (id, tenant, expected) = (current.id, current.tenant.clone(), current.revision);
     conn.transaction::<_, StoreError, _>(async move |conn| {
-        {
-            let row = diesel::update(
-                webhooks::table
-                    .filter(webhooks::id.eq(id))
-                    .filter(webhooks::tenant.eq(&tenant))
-                    .filter(webhooks::revision.eq(expected)),
-            )
-            .set((
-                columns,
-                webhooks::disabled_reason.eq(disabled_reason),
-                webhooks::revision.eq(expected + 1),
-                webhooks::updated_at.eq(now),
-            ))
-            .returning(WebhookRow::as_returning())
-            .get_result(conn)
-            .await
-            .optional()?;
-            if let Some(row) = &row {
-                record_change(conn, ChangeKind::Updated, row, now).await?;
-            }
-            Ok(row)
+        let row = diesel::update(
+            webhooks::table
+                .filter(webhooks::id.eq(id))
+                .filter(webhooks::tenant.eq(&tenant))
+                .filter(webhooks::revision.eq(expected)),
+        )
+        .set((
+            columns,
+            webhooks::disabled_reason.eq(disabled_reason),
+            webhooks::revision.eq(expected + 1),
+            webhooks::updated_at.eq(now),
+        ))
+        .returning(WebhookRow::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?;
+        if let Some(row) = &row {
+            record_change(conn, ChangeKind::Updated, row, now).await?;
         }
+        Ok(row)
     })
     .await
 }
 
 /// Deletes a subscription (its secrets go with it). False when there was none.
-pub async fn delete(conn: &mut AsyncPgConnection, tenant: &str, id: Uuid) -> Result<bool, StoreError> {
+pub async fn delete(
+    conn: &mut AsyncPgConnection,
+    tenant: &str,
+    id: Uuid,
+) -> Result<bool, StoreError> {
     let tenant = tenant.to_owned();
     conn.transaction::<_, StoreError, _>(async move |conn| {
-        {
-            let now = Utc::now();
-            let deleted = diesel::delete(webhooks::table.filter(webhooks::id.eq(id)).filter(webhooks::tenant.eq(&tenant)))
-                .returning(WebhookRow::as_returning())
-                .get_result(conn)
-                .await
-                .optional()?;
-            let Some(mut row) = deleted else { return Ok(false) };
-            row.revision += 1;
-            record_change(conn, ChangeKind::Deleted, &row, now).await?;
-            Ok(true)
-        }
+        let now = Utc::now();
+        let deleted = diesel::delete(
+            webhooks::table
+                .filter(webhooks::id.eq(id))
+                .filter(webhooks::tenant.eq(&tenant)),
+        )
+        .returning(WebhookRow::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?;
+        let Some(mut row) = deleted else {
+            return Ok(false);
+        };
+        row.revision += 1;
+        record_change(conn, ChangeKind::Deleted, &row, now).await?;
+        Ok(true)
     })
     .await
 }
@@ -338,8 +368,12 @@ pub async fn current_secret(
         .first(conn)
         .await
         .optional()?;
-    row.map(|ct| cipher.decrypt_string(&ct, &secret_context(id)).map_err(StoreError::from))
-        .transpose()
+    row.map(|ct| {
+        cipher
+            .decrypt_string(&ct, &secret_context(id))
+            .map_err(StoreError::from)
+    })
+    .transpose()
 }
 
 /// Makes `secret` the current key; the old one keeps signing for `grace`. Returns when the old
@@ -355,37 +389,58 @@ pub async fn rotate_secret(
     let ct = cipher.encrypt(secret.expose().as_bytes(), &secret_context(id))?;
     let tenant = tenant.to_owned();
     conn.transaction::<_, StoreError, _>(async move |conn| {
-        {
-            let now = Utc::now();
-            let row = diesel::update(webhooks::table.filter(webhooks::id.eq(id)).filter(webhooks::tenant.eq(&tenant)))
-                .set((webhooks::revision.eq(webhooks::revision + 1), webhooks::updated_at.eq(now)))
-                .returning(WebhookRow::as_returning())
-                .get_result(conn)
-                .await
-                .optional()?;
-            let Some(row) = row else { return Ok(None) };
-            let expires = now + grace;
-            use webhook_secrets::dsl;
-            diesel::delete(webhook_secrets::table.filter(dsl::webhook_id.eq(id)).filter(dsl::expires_at.le(now)))
-                .execute(conn)
-                .await?;
-            if grace.is_zero() {
-                diesel::delete(webhook_secrets::table.filter(dsl::webhook_id.eq(id)).filter(dsl::expires_at.is_null()))
-                    .execute(conn)
-                    .await?;
-            } else {
-                diesel::update(webhook_secrets::table.filter(dsl::webhook_id.eq(id)).filter(dsl::expires_at.is_null()))
-                    .set(dsl::expires_at.eq(expires))
-                    .execute(conn)
-                    .await?;
-            }
-            diesel::insert_into(webhook_secrets::table)
-                .values((dsl::webhook_id.eq(id), dsl::secret.eq(ct), dsl::created_at.eq(now)))
-                .execute(conn)
-                .await?;
-            record_change(conn, ChangeKind::SecretRotated, &row, now).await?;
-            Ok(Some(expires))
+        let now = Utc::now();
+        let row = diesel::update(
+            webhooks::table
+                .filter(webhooks::id.eq(id))
+                .filter(webhooks::tenant.eq(&tenant)),
+        )
+        .set((
+            webhooks::revision.eq(webhooks::revision + 1),
+            webhooks::updated_at.eq(now),
+        ))
+        .returning(WebhookRow::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?;
+        let Some(row) = row else { return Ok(None) };
+        let expires = now + grace;
+        use webhook_secrets::dsl;
+        diesel::delete(
+            webhook_secrets::table
+                .filter(dsl::webhook_id.eq(id))
+                .filter(dsl::expires_at.le(now)),
+        )
+        .execute(conn)
+        .await?;
+        if grace.is_zero() {
+            diesel::delete(
+                webhook_secrets::table
+                    .filter(dsl::webhook_id.eq(id))
+                    .filter(dsl::expires_at.is_null()),
+            )
+            .execute(conn)
+            .await?;
+        } else {
+            diesel::update(
+                webhook_secrets::table
+                    .filter(dsl::webhook_id.eq(id))
+                    .filter(dsl::expires_at.is_null()),
+            )
+            .set(dsl::expires_at.eq(expires))
+            .execute(conn)
+            .await?;
         }
+        diesel::insert_into(webhook_secrets::table)
+            .values((
+                dsl::webhook_id.eq(id),
+                dsl::secret.eq(ct),
+                dsl::created_at.eq(now),
+            ))
+            .execute(conn)
+            .await?;
+        record_change(conn, ChangeKind::SecretRotated, &row, now).await?;
+        Ok(Some(expires))
     })
     .await
 }
@@ -412,9 +467,15 @@ pub struct ListQuery {
 }
 
 /// A page of a tenant's subscriptions and the total that matches.
-pub async fn list(conn: &mut AsyncPgConnection, tenant: &str, q: &ListQuery) -> QueryResult<(Vec<WebhookRow>, i64)> {
+pub async fn list(
+    conn: &mut AsyncPgConnection,
+    tenant: &str,
+    q: &ListQuery,
+) -> QueryResult<(Vec<WebhookRow>, i64)> {
     let filtered = || {
-        let mut b = webhooks::table.filter(webhooks::tenant.eq(tenant.to_owned())).into_boxed();
+        let mut b = webhooks::table
+            .filter(webhooks::tenant.eq(tenant.to_owned()))
+            .into_boxed();
         if let Some(event) = &q.event {
             b = b.filter(webhooks::events.overlaps_with(EventPattern::covering(event)));
         }
@@ -427,9 +488,13 @@ pub async fn list(conn: &mut AsyncPgConnection, tenant: &str, q: &ListQuery) -> 
     let mut page = filtered();
     page = match (q.sort, q.descending) {
         (SortKey::CreatedAt, false) => page.order((webhooks::created_at.asc(), webhooks::id.asc())),
-        (SortKey::CreatedAt, true) => page.order((webhooks::created_at.desc(), webhooks::id.desc())),
+        (SortKey::CreatedAt, true) => {
+            page.order((webhooks::created_at.desc(), webhooks::id.desc()))
+        }
         (SortKey::UpdatedAt, false) => page.order((webhooks::updated_at.asc(), webhooks::id.asc())),
-        (SortKey::UpdatedAt, true) => page.order((webhooks::updated_at.desc(), webhooks::id.desc())),
+        (SortKey::UpdatedAt, true) => {
+            page.order((webhooks::updated_at.desc(), webhooks::id.desc()))
+        }
         (SortKey::Name, false) => page.order((webhooks::name.asc(), webhooks::id.asc())),
         (SortKey::Name, true) => page.order((webhooks::name.desc(), webhooks::id.desc())),
         (SortKey::Url, false) => page.order((webhooks::url.asc(), webhooks::id.asc())),

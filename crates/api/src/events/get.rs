@@ -1,0 +1,37 @@
+//! `GET /v1/events/{name}`.
+
+use actix_web::{HttpResponse, web};
+use waybill_runtime::{ApiError, Auth};
+use waybill_store::event_types;
+
+use super::{READ_SCOPES, not_found, view::EventTypeView};
+use crate::{
+    envelope::One,
+    state::{AppState, StoreResultExt},
+};
+
+/// One event type with its schema.
+#[utoipa::path(
+    get, path = "/v1/events/{name}", tag = "events",
+    params(("name" = String, Path, description = "Event type, e.g. `order.shipped`")),
+    responses(
+        (status = 200, body = crate::openapi::EventTypeResponse),
+        (status = 401, body = crate::openapi::ErrorResponse), (status = 404, body = crate::openapi::ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get(
+    auth: Auth,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    auth.require_any(READ_SCOPES)?;
+    let mut conn = state.conn().await?;
+    let row = event_types::find(&mut conn, &path)
+        .await
+        .api()?
+        .ok_or_else(|| not_found(&path))?;
+    Ok(HttpResponse::Ok().json(One {
+        data: EventTypeView::from(row),
+    }))
+}

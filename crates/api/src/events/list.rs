@@ -1,0 +1,58 @@
+//! `GET /v1/events`.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use waybill_domain::ValidationErrors;
+use waybill_runtime::{
+    ApiError, Auth,
+    body::{parse_bool, query_pairs},
+};
+use waybill_store::event_types::{self, EventTypeFilter};
+
+use super::{READ_SCOPES, view::EventTypeView};
+use crate::{
+    envelope::Paging,
+    state::{AppState, StoreResultExt},
+};
+
+/// The catalog, optionally one group or only (in)active types, sorted by name.
+#[utoipa::path(
+    get, path = "/v1/events", tag = "events",
+    params(
+        ("group" = Option<String>, Query, description = "Only this group, e.g. `order`"),
+        ("active" = Option<bool>, Query, description = "`true` or `false`"),
+        ("limit" = Option<i64>, Query, description = "1 to 200, default 100"),
+        ("page" = Option<i64>, Query, description = "From 1, default 1"),
+    ),
+    responses(
+        (status = 200, body = crate::openapi::EventTypeList),
+        (status = 401, body = crate::openapi::ErrorResponse), (status = 422, body = crate::openapi::ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    auth: Auth,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    auth.require_any(READ_SCOPES)?;
+    let pairs = query_pairs(&req, &["group", "active", "limit", "page"])?;
+    let mut errors = ValidationErrors::new();
+    let paging = Paging::parse(&pairs, 100, 200, &mut errors);
+    let mut filter = EventTypeFilter::default();
+    for (k, v) in &pairs {
+        match k.as_str() {
+            "group" => filter.group = Some(v.clone()),
+            "active" => filter.active = parse_bool("active", v, &mut errors),
+            _ => {}
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let mut conn = state.conn().await?;
+    let (rows, count) = event_types::list(&mut conn, &filter, paging.limit, paging.offset())
+        .await
+        .api()?;
+    let data = rows.into_iter().map(EventTypeView::from).collect();
+    Ok(HttpResponse::Ok().json(paging.page("/v1/events", &pairs, data, count)))
+}

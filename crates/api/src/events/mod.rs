@@ -1,0 +1,20 @@
+//! `/v1/events`: the event catalog.
+
+pub mod get;
+pub mod list;
+pub mod update;
+pub mod view;
+
+use waybill_domain::Scope;
+use waybill_runtime::ApiError;
+
+/// Reading the catalog takes any scope.
+pub const READ_SCOPES: &[Scope] = &[
+    Scope::WebhooksRead,
+    Scope::WebhooksWrite,
+    Scope::EventsPublish,
+];
+
+pub fn not_found(name: &str) -> ApiError {
+    ApiError::not_found(format!("There is no event type `{name}`."))
+}

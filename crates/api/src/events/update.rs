@@ -1,0 +1,80 @@
+//! `PATCH /v1/events/{name}` (admin).
+
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use waybill_domain::{Scope, ValidationErrors};
+use waybill_runtime::{
+    ApiError, Auth,
+    body::{self, JsonObject},
+};
+use waybill_store::event_types;
+
+use super::{not_found, view::EventTypeView};
+use crate::{
+    envelope::One,
+    state::{AppState, StoreResultExt},
+};
+
+#[derive(Deserialize)]
+struct Patch {
+    active: Option<bool>,
+    description: Option<String>,
+}
+
+/// Activates or deactivates an event type, or changes its description. An inactive type cannot
+/// be newly subscribed to or published, and is not delivered.
+#[utoipa::path(
+    patch, path = "/v1/events/{name}", tag = "events",
+    params(("name" = String, Path, description = "Event type")),
+    request_body = crate::openapi::EventTypeUpdate,
+    responses(
+        (status = 200, body = crate::openapi::EventTypeResponse),
+        (status = 400, body = crate::openapi::ErrorResponse), (status = 401, body = crate::openapi::ErrorResponse),
+        (status = 403, body = crate::openapi::ErrorResponse), (status = 404, body = crate::openapi::ErrorResponse),
+        (status = 422, body = crate::openapi::ErrorResponse),
+    ),
+    security(("bearer" = ["admin"]))
+)]
+pub async fn update(
+    auth: Auth,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: JsonObject,
+) -> Result<HttpResponse, ApiError> {
+    auth.require_any(&[Scope::Admin])?;
+    let mut errors = ValidationErrors::new();
+    let mut map = body.0;
+    body::unknown_fields(&map, &["active", "description"], "", &mut errors);
+    for (k, _) in map.iter().filter(|(_, v)| v.is_null()) {
+        errors.add(k.clone(), "must not be null");
+    }
+    map.retain(|_, v| !v.is_null());
+    let patch: Patch = body::typed(map)?;
+    if patch
+        .description
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > 1000)
+    {
+        errors.add("description", "must be at most 1000 characters");
+    }
+    let mut conn = state.conn().await?;
+    let Some(current) = event_types::find(&mut conn, &path).await.api()? else {
+        return Err(not_found(&path));
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    if patch.active.is_none() && patch.description.is_none() {
+        return Ok(HttpResponse::Ok().json(One {
+            data: EventTypeView::from(current),
+        }));
+    }
+    let row = event_types::update(&mut conn, &path, patch.active, patch.description.as_deref())
+        .await
+        .api()?
+        .ok_or_else(|| not_found(&path))?;
+    tracing::info!(event_type = %row.name, active = row.active, by_tenant = %auth.tenant, "event type updated");
+    Ok(HttpResponse::Ok().json(One {
+        data: EventTypeView::from(row),
+    }))
+}

@@ -1,0 +1,86 @@
+//! `POST /v1/webhooks`.
+
+use actix_web::{HttpResponse, http::header, web};
+use waybill_domain::{Scope, SigningSecret, WebhookSettings, subscription::RuleContext};
+use waybill_runtime::{ApiError, Auth, body::JsonObject};
+use waybill_store::{StoreError, webhooks};
+
+use super::{
+    duplicate,
+    input::{self, Mode},
+    view::WebhookView,
+};
+use crate::{
+    envelope::One,
+    state::{AppState, StoreResultExt, catalog_index},
+};
+
+/// Creates a subscription.
+#[utoipa::path(
+    post, path = "/v1/webhooks", tag = "webhooks",
+    request_body = crate::openapi::WebhookCreate,
+    responses(
+        (status = 201, description = "Created; `Location` names it.", body = crate::openapi::WebhookResponse),
+        (status = 400, body = crate::openapi::ErrorResponse), (status = 401, body = crate::openapi::ErrorResponse),
+        (status = 403, body = crate::openapi::ErrorResponse), (status = 409, body = crate::openapi::ErrorResponse),
+        (status = 413, body = crate::openapi::ErrorResponse), (status = 415, body = crate::openapi::ErrorResponse),
+        (status = 422, body = crate::openapi::ErrorResponse), (status = 429, body = crate::openapi::ErrorResponse),
+    ),
+    security(("bearer" = ["webhooks:write"]))
+)]
+pub async fn create(
+    auth: Auth,
+    state: web::Data<AppState>,
+    body: JsonObject,
+) -> Result<HttpResponse, ApiError> {
+    auth.require_any(&[Scope::WebhooksWrite])?;
+    let parsed = input::parse(body.0, Mode::Create)?;
+    let mut errors = parsed.errors;
+    let mut conn = state.conn().await?;
+    let catalog = catalog_index(&mut conn).await?;
+    let settings = WebhookSettings::build(
+        parsed.input,
+        None,
+        RuleContext {
+            catalog: &catalog,
+            urls: &state.urls,
+        },
+    )
+    .map_err(|e| errors.merge(e))
+    .ok();
+    let secret = match parsed.secret {
+        Some(raw) => SigningSecret::parse(&raw)
+            .map_err(|e| errors.add("secret", e))
+            .ok(),
+        None => Some(generate_secret()?),
+    };
+    let (Some(settings), Some(secret), true) = (settings, secret, errors.is_empty()) else {
+        return Err(ApiError::validation(errors));
+    };
+    let row = match webhooks::create(
+        &mut conn,
+        &state.cipher,
+        auth.tenant.as_str(),
+        &settings,
+        &secret,
+    )
+    .await
+    {
+        Err(StoreError::Conflict) => return Err(duplicate()),
+        other => other.api()?,
+    };
+    state.relay_wakeup.notify_one();
+    tracing::info!(tenant = %auth.tenant, webhook_id = %row.id, "webhook created");
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/v1/webhooks/{}", row.id)))
+        .json(One {
+            data: WebhookView::from(&row),
+        }))
+}
+
+/// A fresh `whsec_` secret from 32 bytes of the OS's randomness.
+pub fn generate_secret() -> Result<SigningSecret, ApiError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(ApiError::internal)?;
+    Ok(SigningSecret::from_random(bytes))
+}

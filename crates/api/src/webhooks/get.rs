@@ -1,0 +1,40 @@
+//! `GET /v1/webhooks/{id}`.
+
+use actix_web::{HttpResponse, web};
+use waybill_domain::Scope;
+use waybill_runtime::{ApiError, Auth};
+use waybill_store::webhooks;
+
+use super::{not_found, parse_id, view::WebhookView};
+use crate::{
+    envelope::One,
+    state::{AppState, StoreResultExt},
+};
+
+/// One subscription of the caller's tenant.
+#[utoipa::path(
+    get, path = "/v1/webhooks/{id}", tag = "webhooks",
+    params(("id" = uuid::Uuid, Path, description = "Webhook id")),
+    responses(
+        (status = 200, body = crate::openapi::WebhookResponse),
+        (status = 401, body = crate::openapi::ErrorResponse), (status = 403, body = crate::openapi::ErrorResponse),
+        (status = 404, body = crate::openapi::ErrorResponse),
+    ),
+    security(("bearer" = ["webhooks:read"]))
+)]
+pub async fn get(
+    auth: Auth,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    auth.require_any(&[Scope::WebhooksRead, Scope::WebhooksWrite])?;
+    let id = parse_id(&path)?;
+    let mut conn = state.conn().await?;
+    let row = webhooks::find(&mut conn, auth.tenant.as_str(), id)
+        .await
+        .api()?
+        .ok_or_else(|| not_found(id))?;
+    Ok(HttpResponse::Ok().json(One {
+        data: WebhookView::from(&row),
+    }))
+}

@@ -1,0 +1,90 @@
+//! `GET /v1/webhooks`.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use waybill_domain::{Scope, ValidationErrors, catalog::TypeStatus};
+use waybill_runtime::{
+    ApiError, Auth,
+    body::{parse_bool, query_pairs},
+};
+use waybill_store::webhooks::{self, ListQuery, SortKey};
+
+use super::view::WebhookView;
+use crate::{
+    envelope::Paging,
+    state::{AppState, StoreResultExt, catalog_index},
+};
+
+const PARAMS: &[&str] = &["limit", "page", "sort", "direction", "event", "active"];
+
+/// The caller's subscriptions, a page at a time.
+#[utoipa::path(
+    get, path = "/v1/webhooks", tag = "webhooks",
+    params(
+        ("limit" = Option<i64>, Query, description = "1 to 200, default 50"),
+        ("page" = Option<i64>, Query, description = "From 1, default 1"),
+        ("sort" = Option<String>, Query, description = "`created_at` (default), `updated_at`, `name` or `url`"),
+        ("direction" = Option<String>, Query, description = "`desc` (default) or `asc`"),
+        ("event" = Option<String>, Query, description = "Only subscriptions that would receive this event type"),
+        ("active" = Option<bool>, Query, description = "`true` or `false`"),
+    ),
+    responses(
+        (status = 200, body = crate::openapi::WebhookList),
+        (status = 401, body = crate::openapi::ErrorResponse), (status = 403, body = crate::openapi::ErrorResponse),
+        (status = 422, body = crate::openapi::ErrorResponse),
+    ),
+    security(("bearer" = ["webhooks:read"]))
+)]
+pub async fn list(
+    auth: Auth,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    auth.require_any(&[Scope::WebhooksRead, Scope::WebhooksWrite])?;
+    let pairs = query_pairs(&req, PARAMS)?;
+    let mut errors = ValidationErrors::new();
+    let paging = Paging::parse(&pairs, 50, 200, &mut errors);
+    let mut q = ListQuery {
+        sort: SortKey::CreatedAt,
+        descending: true,
+        event: None,
+        active: None,
+        limit: paging.limit,
+        offset: paging.offset(),
+    };
+    for (k, v) in &pairs {
+        match k.as_str() {
+            "sort" => match v.as_str() {
+                "created_at" => q.sort = SortKey::CreatedAt,
+                "updated_at" => q.sort = SortKey::UpdatedAt,
+                "name" => q.sort = SortKey::Name,
+                "url" => q.sort = SortKey::Url,
+                _ => errors.add(
+                    "sort",
+                    "must be `created_at`, `updated_at`, `name` or `url`",
+                ),
+            },
+            "direction" => match v.as_str() {
+                "asc" => q.descending = false,
+                "desc" => q.descending = true,
+                _ => errors.add("direction", "must be `asc` or `desc`"),
+            },
+            "active" => q.active = parse_bool("active", v, &mut errors),
+            "event" => q.event = Some(v.clone()),
+            _ => {}
+        }
+    }
+    let mut conn = state.conn().await?;
+    if let Some(event) = &q.event {
+        if catalog_index(&mut conn).await?.status(event) == TypeStatus::Unknown {
+            errors.add("event", format!("there is no event type `{event}`"));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let (rows, count) = webhooks::list(&mut conn, auth.tenant.as_str(), &q)
+        .await
+        .api()?;
+    let data = rows.iter().map(WebhookView::from).collect();
+    Ok(HttpResponse::Ok().json(paging.page("/v1/webhooks", &pairs, data, count)))
+}

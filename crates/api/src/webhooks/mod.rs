@@ -1,0 +1,26 @@
+//! `/v1/webhooks`: subscriptions, one file per action.
+
+pub mod create;
+pub mod delete;
+pub mod get;
+pub mod input;
+pub mod list;
+pub mod secret;
+pub mod update;
+pub mod view;
+
+use uuid::Uuid;
+use waybill_runtime::ApiError;
+
+/// A path id that is not a UUID names no subscription: 404, like a missing one.
+pub fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| not_found(raw))
+}
+
+pub fn not_found(id: impl std::fmt::Display) -> ApiError {
+    ApiError::not_found(format!("There is no webhook {id}."))
+}
+
+pub fn duplicate() -> ApiError {
+    ApiError::conflict("You already have a webhook with this url, method and set of events.")
+}

@@ -1,0 +1,83 @@
+//! `PATCH /v1/webhooks/{id}`.
+
+use actix_web::{HttpResponse, web};
+use waybill_domain::{Scope, WebhookSettings, subscription::RuleContext};
+use waybill_runtime::{ApiError, Auth, body::JsonObject};
+use waybill_store::{StoreError, webhooks};
+
+use super::{
+    duplicate,
+    input::{self, Mode},
+    not_found, parse_id,
+    view::WebhookView,
+};
+use crate::{
+    envelope::One,
+    state::{AppState, StoreResultExt, catalog_index},
+};
+
+/// How often an update is re-applied when another writer changed the row in between.
+const ATTEMPTS: usize = 3;
+
+/// Changes the fields given; `headers` and `auth` replace the whole value.
+#[utoipa::path(
+    patch, path = "/v1/webhooks/{id}", tag = "webhooks",
+    params(("id" = uuid::Uuid, Path, description = "Webhook id")),
+    request_body = crate::openapi::WebhookUpdate,
+    responses(
+        (status = 200, body = crate::openapi::WebhookResponse),
+        (status = 400, body = crate::openapi::ErrorResponse), (status = 401, body = crate::openapi::ErrorResponse),
+        (status = 403, body = crate::openapi::ErrorResponse), (status = 404, body = crate::openapi::ErrorResponse),
+        (status = 409, body = crate::openapi::ErrorResponse), (status = 415, body = crate::openapi::ErrorResponse),
+        (status = 422, body = crate::openapi::ErrorResponse),
+    ),
+    security(("bearer" = ["webhooks:write"]))
+)]
+pub async fn update(
+    auth: Auth,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: JsonObject,
+) -> Result<HttpResponse, ApiError> {
+    auth.require_any(&[Scope::WebhooksWrite])?;
+    let id = parse_id(&path)?;
+    let parsed = input::parse(body.0, Mode::Update)?;
+    let mut conn = state.conn().await?;
+    let catalog = catalog_index(&mut conn).await?;
+    for _ in 0..ATTEMPTS {
+        let current = webhooks::find(&mut conn, auth.tenant.as_str(), id)
+            .await
+            .api()?
+            .ok_or_else(|| not_found(id))?;
+        if !parsed.errors.is_empty() {
+            return Err(ApiError::validation(parsed.errors));
+        }
+        let before = current.settings(&state.cipher).api()?;
+        let ctx = RuleContext {
+            catalog: &catalog,
+            urls: &state.urls,
+        };
+        let after = WebhookSettings::build(parsed.input.clone(), Some(&before), ctx)
+            .map_err(ApiError::validation)?;
+        if after == before {
+            return Ok(HttpResponse::Ok().json(One {
+                data: WebhookView::from(&current),
+            }));
+        }
+        match webhooks::update(&mut conn, &state.cipher, &current, &after).await {
+            Err(StoreError::Conflict) => return Err(duplicate()),
+            Ok(Some(row)) => {
+                state.relay_wakeup.notify_one();
+                tracing::info!(tenant = %auth.tenant, webhook_id = %id, revision = row.revision, "webhook updated");
+                return Ok(HttpResponse::Ok().json(One {
+                    data: WebhookView::from(&row),
+                }));
+            }
+            Ok(None) => continue,
+            Err(e) => return Err(e).api(),
+        }
+    }
+    Err(ApiError::conflict(
+        "The webhook changed concurrently several times; retry the update.",
+    ))
+}

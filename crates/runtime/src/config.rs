@@ -1,0 +1,329 @@
+//! Layered configuration: built-in defaults, then an optional TOML file, then `WAYBILL_`
+//! environment variables (`__` between levels: `WAYBILL_DATABASE__URL`).
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// Well-known development secrets: convenient for `make run`, refused in production.
+pub const DEV_JWT_SECRET: &str = "waybill-development-jwt-secret-do-not-use-in-production";
+/// Base64 of the development encryption key (32 bytes), refused in production.
+pub const DEV_ENCRYPTION_KEY: &str = "d2F5YmlsbC1kZXZlbG9wbWVudC1rZXktMzItYnl0ZXM=";
+
+const DEFAULTS: &str = r#"
+environment = "development"
+
+[http]
+host = "127.0.0.1"
+port = 8080
+body_limit_bytes = 1048576
+shutdown_timeout_seconds = 30
+
+[database]
+url = "postgres://postgres@127.0.0.1:5432/waybill"
+pool_size = 16
+
+[broker]
+url = "amqp://guest:guest@127.0.0.1:5672/%2f"
+prefix = "waybill"
+queue_type = "classic"
+
+[auth]
+
+[security]
+allow_http = false
+allowed_private_ranges = []
+
+[rate_limit]
+per_second = 100
+burst = 200
+
+[log]
+format = "json"
+level = "info"
+"#;
+
+/// Development or production; production refuses the development secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+/// Every setting of a Waybill service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub environment: Environment,
+    pub http: HttpSettings,
+    pub database: DatabaseSettings,
+    pub broker: BrokerSettings,
+    pub auth: AuthSettings,
+    pub security: SecuritySettings,
+    pub rate_limit: RateLimitSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub host: String,
+    pub port: u16,
+    pub body_limit_bytes: usize,
+    pub shutdown_timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub pool_size: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerSettings {
+    pub url: String,
+    /// Prefix of every exchange and queue name.
+    pub prefix: String,
+    /// `classic` on one node, `quorum` in a cluster.
+    pub queue_type: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// HS256 shared secret.
+    pub jwt_secret: Option<String>,
+    /// RS256 public key (PEM text); when set, tokens must be RS256.
+    pub jwt_public_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySettings {
+    /// Base64 of 32 bytes: the AES-256-GCM key for credentials at rest.
+    pub encryption_key: Option<String>,
+    /// Accept plain-http receiver URLs.
+    pub allow_http: bool,
+    /// Non-public ranges receivers may live in anyway.
+    pub allowed_private_ranges: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Requests per second per tenant; 0 turns the limit off.
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `json` or `pretty`.
+    pub format: String,
+    pub level: String,
+}
+
+impl Settings {
+    /// Loads defaults (with this service's `port`), then `file` if given, then the environment.
+    pub fn load(port: u16, file: Option<&Path>) -> anyhow::Result<Settings> {
+        Self::load_from(port, file, std::env::vars())
+    }
+
+    /// [`Settings::load`] with the environment given explicitly (for tests).
+    pub fn load_from(
+        port: u16,
+        file: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Settings> {
+        use ::config::{Config, Environment as Env, File, FileFormat};
+        let mut b = Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+            .set_default("http.port", i64::from(port))?;
+        if let Some(f) = file {
+            b = b.add_source(File::from(f).format(FileFormat::Toml).required(true));
+        }
+        let env: std::collections::HashMap<String, String> = vars
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("WAYBILL_") && k != "WAYBILL_CONFIG")
+            .collect();
+        b = b.add_source(
+            Env::with_prefix("WAYBILL")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("security.allowed_private_ranges")
+                .source(Some(env)),
+        );
+        let settings: Settings = b
+            .build()
+            .context("reading configuration")?
+            .try_deserialize()
+            .context("invalid configuration")?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.http.body_limit_bytes == 0 {
+            bail!("http.body_limit_bytes must be positive");
+        }
+        if !matches!(self.broker.queue_type.as_str(), "classic" | "quorum") {
+            bail!("broker.queue_type must be `classic` or `quorum`");
+        }
+        if !matches!(self.log.format.as_str(), "json" | "pretty") {
+            bail!("log.format must be `json` or `pretty`");
+        }
+        self.encryption_key()?;
+        if self.environment == Environment::Production {
+            if self.security.encryption_key.is_none() {
+                bail!(
+                    "production needs security.encryption_key (WAYBILL_SECURITY__ENCRYPTION_KEY): base64 of 32 random bytes"
+                );
+            }
+            if self.security.encryption_key.as_deref() == Some(DEV_ENCRYPTION_KEY) {
+                bail!("production refuses the development encryption key");
+            }
+            match (&self.auth.jwt_secret, &self.auth.jwt_public_key) {
+                (_, Some(_)) => {}
+                (Some(s), None) if s != DEV_JWT_SECRET && s.len() >= 32 => {}
+                _ => bail!(
+                    "production needs auth.jwt_secret (at least 32 characters, not the development one) or auth.jwt_public_key"
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    /// The 32-byte credential encryption key (the development key when unset outside production).
+    pub fn encryption_key(&self) -> anyhow::Result<Vec<u8>> {
+        use base64::Engine;
+        let raw = self
+            .security
+            .encryption_key
+            .as_deref()
+            .unwrap_or(DEV_ENCRYPTION_KEY);
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(raw.trim())
+            .context("security.encryption_key must be base64")?;
+        if key.len() != 32 {
+            bail!(
+                "security.encryption_key must be base64 of exactly 32 bytes, got {}",
+                key.len()
+            );
+        }
+        Ok(key)
+    }
+
+    /// The HS256 secret (the development one when unset outside production).
+    pub fn jwt_secret(&self) -> &str {
+        self.auth.jwt_secret.as_deref().unwrap_or(DEV_JWT_SECRET)
+    }
+
+    /// The receiver URL policy these settings describe.
+    pub fn url_policy(&self) -> waybill_domain::UrlPolicy {
+        waybill_domain::UrlPolicy {
+            allow_http: self.security.allow_http,
+            allowed_ranges: self.security.allowed_private_ranges.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_then_environment() {
+        let s = Settings::load_from(8080, None, vars(&[])).unwrap();
+        assert_eq!(s.http.port, 8080);
+        assert_eq!(s.environment, Environment::Development);
+        let s = Settings::load_from(
+            8080,
+            None,
+            vars(&[
+                ("WAYBILL_HTTP__PORT", "9999"),
+                ("WAYBILL_DATABASE__URL", "postgres://x/y"),
+                (
+                    "WAYBILL_SECURITY__ALLOWED_PRIVATE_RANGES",
+                    "127.0.0.0/8,10.0.0.0/8",
+                ),
+                ("WAYBILL_SECURITY__ALLOW_HTTP", "true"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.http.port, 9999);
+        assert_eq!(s.database.url, "postgres://x/y");
+        assert_eq!(s.security.allowed_private_ranges.len(), 2);
+        assert!(s.security.allow_http);
+    }
+
+    #[test]
+    fn production_refuses_development_secrets() {
+        let err = Settings::load_from(8080, None, vars(&[("WAYBILL_ENVIRONMENT", "production")]))
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("encryption_key"), "{err:#}");
+        let err = Settings::load_from(
+            8080,
+            None,
+            vars(&[
+                ("WAYBILL_ENVIRONMENT", "production"),
+                (
+                    "WAYBILL_SECURITY__ENCRYPTION_KEY",
+                    "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+                ),
+            ]),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("jwt_secret"), "{err:#}");
+        assert!(
+            Settings::load_from(
+                8080,
+                None,
+                vars(&[
+                    ("WAYBILL_ENVIRONMENT", "production"),
+                    (
+                        "WAYBILL_SECURITY__ENCRYPTION_KEY",
+                        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+                    ),
+                    (
+                        "WAYBILL_AUTH__JWT_SECRET",
+                        "a-long-enough-production-secret-0123456789"
+                    ),
+                ])
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = Settings::load_from(
+            8080,
+            None,
+            vars(&[("WAYBILL_SECURITY__ENCRYPTION_KEY", "c2hvcnQ=")]),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("32 bytes"));
+        let err = Settings::load_from(
+            8080,
+            None,
+            vars(&[("WAYBILL_BROKER__QUEUE_TYPE", "stream")]),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("queue_type"));
+    }
+}

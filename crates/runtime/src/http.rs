@@ -1,0 +1,186 @@
+//! HTTP plumbing shared by the services: request ids, access logs and metrics middleware,
+//! `/healthz`, `/readyz`, `/metrics`, and JSON answers for unknown routes and methods.
+
+use std::{future::Future, pin::Pin, sync::Arc, time::Instant};
+
+use actix_web::{
+    Error, HttpRequest, HttpResponse, ResponseError,
+    body::MessageBody,
+    dev::{ServiceRequest, ServiceResponse},
+    http::header::{HeaderName, HeaderValue},
+    middleware::Next,
+    web,
+};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
+use tracing::Instrument;
+
+use crate::ApiError;
+
+/// Header carrying the request id, taken from the client when sane, else generated.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// A service's Prometheus registry and its HTTP instruments.
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+}
+
+impl Metrics {
+    pub fn new(service: &str) -> Self {
+        let registry = Registry::new_custom(
+            Some("waybill".into()),
+            Some([("service".to_owned(), service.to_owned())].into()),
+        )
+        .unwrap_or_default();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests answered, by route and status.",
+            ),
+            &["method", "route", "status"],
+        )
+        .unwrap_or_else(|_| unreachable_metric());
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "Time to answer HTTP requests.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            &["method", "route"],
+        )
+        .unwrap_or_else(|_| unreachable_metric());
+        let _ = registry.register(Box::new(requests.clone()));
+        let _ = registry.register(Box::new(latency.clone()));
+        Self {
+            registry,
+            requests,
+            latency,
+        }
+    }
+
+    /// Prometheus text of every registered metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+// The metric definitions above are constants; failing to build them is a programming error.
+#[allow(clippy::panic)]
+fn unreachable_metric<T>() -> T {
+    panic!("static metric definition rejected")
+}
+
+fn request_id(req: &ServiceRequest) -> String {
+    req.headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// Middleware: request id, a span per request, one access log line, metrics.
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let started = Instant::now();
+    let id = request_id(&req);
+    let method = req.method().to_string();
+    let path = req.path().to_owned();
+    let metrics = req.app_data::<web::Data<Metrics>>().cloned();
+    let span = tracing::info_span!("http", request_id = %id, %method, %path);
+    let mut res = next.call(req).instrument(span.clone()).await?;
+    let status = res.status().as_u16();
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".into());
+    let elapsed = started.elapsed();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut()
+            .insert(HeaderName::from_static(REQUEST_ID), v);
+    }
+    if let Some(m) = metrics {
+        m.requests
+            .with_label_values(&[method.as_str(), route.as_str(), &status.to_string()])
+            .inc();
+        m.latency
+            .with_label_values(&[method.as_str(), route.as_str()])
+            .observe(elapsed.as_secs_f64());
+    }
+    span.in_scope(|| {
+        tracing::info!(status, route = %route, duration_ms = elapsed.as_secs_f64() * 1000.0, "request");
+    });
+    Ok(res)
+}
+
+/// `GET /healthz`: the process is alive.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// `GET /metrics`.
+pub async fn metrics(m: web::Data<Metrics>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(m.render())
+}
+
+/// A dependency check of `/readyz`: a name and an async probe.
+pub type Probe =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+/// Wraps an async check as a [`Probe`].
+pub fn probe<F, Fut>(f: F) -> Probe
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    Arc::new(move || Box::pin(f()))
+}
+
+/// The checks `/readyz` runs.
+#[derive(Clone, Default)]
+pub struct Readiness(pub Vec<(&'static str, Probe)>);
+
+/// `GET /readyz`: 200 when every dependency answers, else 503 naming what does not.
+pub async fn readyz(checks: web::Data<Readiness>) -> Result<HttpResponse, ApiError> {
+    let mut report = serde_json::Map::new();
+    let mut failed = Vec::new();
+    for (name, probe) in &checks.0 {
+        match tokio::time::timeout(std::time::Duration::from_secs(3), probe()).await {
+            Ok(Ok(())) => {
+                report.insert((*name).into(), "ok".into());
+            }
+            Ok(Err(e)) => failed.push(format!("{name}: {e}")),
+            Err(_) => failed.push(format!("{name}: timed out")),
+        }
+    }
+    if failed.is_empty() {
+        Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready", "checks": report})))
+    } else {
+        Err(ApiError::unavailable(
+            format!("Not ready: {}.", failed.join("; ")),
+            5,
+        ))
+    }
+}
+
+/// Fallback for unknown routes.
+pub async fn not_found(req: HttpRequest) -> HttpResponse {
+    ApiError::not_found(format!("There is no resource at {}.", req.path())).error_response()
+}
+
+/// Fallback for a known route with a method it does not take.
+pub async fn method_not_allowed() -> HttpResponse {
+    ApiError::method_not_allowed().error_response()
+}
