@@ -42,23 +42,8 @@ pub async fn run(
     let mut backoff = Duration::from_millis(200);
     let mut last_prune = std::time::Instant::now() - Duration::from_secs(3600);
     loop {
-        match drain(&pool, &broker).await {
-            Ok(n) => {
-                backoff = Duration::from_millis(200);
-                if n as i64 == BATCH {
-                    continue;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "change feed relay cannot publish yet");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.changed() => return,
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                continue;
-            }
-        }
+        let result = drain(&pool, &broker).await;
+        // The backlog is what operators watch during a broker outage, so it is measured either way.
         if let Ok(mut conn) = waybill_store::conn(&pool).await {
             if let Ok(n) = outbox::backlog(&mut conn).await {
                 backlog.set(n);
@@ -70,12 +55,25 @@ pub async fn run(
                 }
             }
         }
+        let pause = match result {
+            Ok(n) if n as i64 == BATCH => continue,
+            Ok(_) => {
+                backoff = Duration::from_millis(200);
+                IDLE_POLL
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "change feed relay cannot publish yet");
+                let pause = backoff;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                pause
+            }
+        };
         if *stop.borrow() {
             return;
         }
         tokio::select! {
             _ = wakeup.notified() => {}
-            _ = tokio::time::sleep(IDLE_POLL) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = stop.changed() => return,
         }
     }

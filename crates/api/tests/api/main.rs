@@ -1,0 +1,15 @@
+//! End-to-end tests of `waybill-api` over real HTTP, Postgres and RabbitMQ. Each test gets its
+//! own database (cloned from a migrated template) and its own broker name prefix, so the suite
+//! runs in parallel and leaves nothing behind.
+
+mod auth;
+mod change_feed;
+mod encryption;
+mod events;
+mod helpers;
+mod http_edges;
+mod openapi;
+mod secrets;
+mod webhooks_create;
+mod webhooks_list;
+mod webhooks_update;
