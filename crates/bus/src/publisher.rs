@@ -72,10 +72,10 @@ impl Broker {
     /// A confirming channel, connecting (and declaring the topology) when there is none.
     async fn channel(&self) -> Result<Channel, BusError> {
         let mut live = self.live.lock().await;
-        if let Some(l) = live.as_ref() {
-            if l.channel.status().connected() {
-                return Ok(l.channel.clone());
-            }
+        if let Some(l) = live.as_ref()
+            && l.channel.status().connected()
+        {
+            return Ok(l.channel.clone());
         }
         *live = None;
         let props = ConnectionProperties::default().with_connection_name("waybill".into());

@@ -250,21 +250,20 @@ impl WebhookSettings {
             Some(h) => check_headers(&mut errors, h),
             None => Some(base.map(|b| b.headers.clone()).unwrap_or_default()),
         };
-        if let (Some(h), Some(a)) = (&headers, &auth) {
-            if let Some(auth_header) = a.header_name() {
-                if let Some(clash) = h.keys().find(|k| k.to_ascii_lowercase() == auth_header) {
-                    // Blame the field the client just sent.
-                    let field = if headers_given {
-                        format!("headers.{clash}")
-                    } else {
-                        "auth".to_owned()
-                    };
-                    errors.add(
-                        field,
-                        format!("`{clash}` is set by `auth`; it cannot also be a custom header"),
-                    );
-                }
-            }
+        if let (Some(h), Some(a)) = (&headers, &auth)
+            && let Some(auth_header) = a.header_name()
+            && let Some(clash) = h.keys().find(|k| k.to_ascii_lowercase() == auth_header)
+        {
+            // Blame the field the client just sent.
+            let field = if headers_given {
+                format!("headers.{clash}")
+            } else {
+                "auth".to_owned()
+            };
+            errors.add(
+                field,
+                format!("`{clash}` is set by `auth`; it cannot also be a custom header"),
+            );
         }
         let active = input.active.unwrap_or(base.is_none_or(|b| b.active));
 
@@ -481,26 +480,25 @@ fn check_auth(errors: &mut ValidationErrors, a: AuthInput) -> Option<WebhookAuth
             let username = required(errors, "auth.username", a.username);
             let password = required(errors, "auth.password", a.password);
             let mut ok = true;
-            if let Some(u) = &username {
-                if !(1..=255).contains(&u.chars().count())
+            if let Some(u) = &username
+                && (!(1..=255).contains(&u.chars().count())
                     || u.contains(':')
-                    || u.chars().any(char::is_control)
-                {
-                    errors.add(
-                        "auth.username",
-                        "must be 1 to 255 characters without `:` or control characters",
-                    );
-                    ok = false;
-                }
+                    || u.chars().any(char::is_control))
+            {
+                errors.add(
+                    "auth.username",
+                    "must be 1 to 255 characters without `:` or control characters",
+                );
+                ok = false;
             }
-            if let Some(p) = &password {
-                if !(1..=255).contains(&p.chars().count()) || p.chars().any(char::is_control) {
-                    errors.add(
-                        "auth.password",
-                        "must be 1 to 255 characters without control characters",
-                    );
-                    ok = false;
-                }
+            if let Some(p) = &password
+                && (!(1..=255).contains(&p.chars().count()) || p.chars().any(char::is_control))
+            {
+                errors.add(
+                    "auth.password",
+                    "must be 1 to 255 characters without control characters",
+                );
+                ok = false;
             }
             match (username, password) {
                 (Some(username), Some(password)) if ok => {
@@ -526,14 +524,14 @@ fn check_auth(errors: &mut ValidationErrors, a: AuthInput) -> Option<WebhookAuth
                 );
                 ok = false;
             }
-            if let Some(t) = &token {
-                if !(1..=4096).contains(&t.len()) || !is_header_value(t) {
-                    errors.add(
-                        "auth.token",
-                        "must be 1 to 4096 characters of visible ASCII or spaces",
-                    );
-                    ok = false;
-                }
+            if let Some(t) = &token
+                && (!(1..=4096).contains(&t.len()) || !is_header_value(t))
+            {
+                errors.add(
+                    "auth.token",
+                    "must be 1 to 4096 characters of visible ASCII or spaces",
+                );
+                ok = false;
             }
             match token {
                 Some(token) if ok => Some(WebhookAuth::Token { header, token }),

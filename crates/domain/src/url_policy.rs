@@ -46,12 +46,12 @@ impl UrlPolicy {
             }
             None => return Err("must have a host".into()),
         };
-        if let Some(ip) = ip {
-            if !self.ip_allowed(ip) {
-                return Err(format!(
-                    "must not point at a non-public address ({ip}) unless the operator allows its range"
-                ));
-            }
+        if let Some(ip) = ip
+            && !self.ip_allowed(ip)
+        {
+            return Err(format!(
+                "must not point at a non-public address ({ip}) unless the operator allows its range"
+            ));
         }
         Ok(url)
     }

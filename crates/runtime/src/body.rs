@@ -79,10 +79,10 @@ fn read_object(
     let length = declared_length(req);
     let mut payload = payload.take();
     async move {
-        if let Some(n) = length {
-            if n > limit {
-                return Err(ApiError::payload_too_large(limit));
-            }
+        if let Some(n) = length
+            && n > limit
+        {
+            return Err(ApiError::payload_too_large(limit));
         }
         let mut body = web::BytesMut::new();
         while let Some(chunk) = payload.next().await {

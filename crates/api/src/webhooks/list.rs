@@ -74,10 +74,10 @@ pub async fn list(
         }
     }
     let mut conn = state.conn().await?;
-    if let Some(event) = &q.event {
-        if catalog_index(&mut conn).await?.status(event) == TypeStatus::Unknown {
-            errors.add("event", format!("there is no event type `{event}`"));
-        }
+    if let Some(event) = &q.event
+        && catalog_index(&mut conn).await?.status(event) == TypeStatus::Unknown
+    {
+        errors.add("event", format!("there is no event type `{event}`"));
     }
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));

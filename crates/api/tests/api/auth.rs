@@ -15,16 +15,29 @@ async fn missing_or_bad_tokens_are_401_with_a_challenge() {
     assert_eq!(r.code(), "unauthorized");
     assert_eq!(r.headers[header::WWW_AUTHENTICATE], "Bearer");
 
-    let r = app.raw(Method::GET, "/v1/webhooks", None, |r| r.header(header::AUTHORIZATION, "Basic dTpw")).await;
+    let r = app
+        .raw(Method::GET, "/v1/webhooks", None, |r| {
+            r.header(header::AUTHORIZATION, "Basic dTpw")
+        })
+        .await;
     r.assert(401);
     app.get("/v1/webhooks", "not.a.jwt").await.assert(401);
 
     let foreign = JwtKeys::hs256(b"some-other-secret-some-other-secret")
-        .mint(&waybill_domain::TenantId::parse("acme").unwrap(), &[Scope::Admin], chrono::Duration::hours(1))
+        .mint(
+            &waybill_domain::TenantId::parse("acme").unwrap(),
+            &[Scope::Admin],
+            chrono::Duration::hours(1),
+        )
         .unwrap();
     let r = app.get("/v1/webhooks", &foreign).await;
     r.assert(401);
-    assert!(r.body["error"]["message"].as_str().unwrap().contains("signature"));
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("signature")
+    );
 
     let claims = |v: serde_json::Value| {
         jsonwebtoken::encode(
@@ -35,44 +48,117 @@ async fn missing_or_bad_tokens_are_401_with_a_challenge() {
         .unwrap()
     };
     let far = chrono::Utc::now().timestamp() + 3600;
-    let r = app.get("/v1/webhooks", &claims(json!({"tenant": "acme", "scopes": ["admin"], "exp": 1000}))).await;
+    let r = app
+        .get(
+            "/v1/webhooks",
+            &claims(json!({"tenant": "acme", "scopes": ["admin"], "exp": 1000})),
+        )
+        .await;
     r.assert(401);
-    assert!(r.body["error"]["message"].as_str().unwrap().contains("expired"));
-    app.get("/v1/webhooks", &claims(json!({"tenant": "acme", "scopes": ["admin"]}))).await.assert(401);
-    app.get("/v1/webhooks", &claims(json!({"scopes": ["admin"], "exp": far}))).await.assert(401);
-    app.get("/v1/webhooks", &claims(json!({"tenant": "bad tenant!", "scopes": ["admin"], "exp": far}))).await.assert(401);
-    app.get("/v1/webhooks", &claims(json!({"tenant": "a".repeat(65), "scopes": ["admin"], "exp": far}))).await.assert(401);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired")
+    );
+    app.get(
+        "/v1/webhooks",
+        &claims(json!({"tenant": "acme", "scopes": ["admin"]})),
+    )
+    .await
+    .assert(401);
+    app.get(
+        "/v1/webhooks",
+        &claims(json!({"scopes": ["admin"], "exp": far})),
+    )
+    .await
+    .assert(401);
+    app.get(
+        "/v1/webhooks",
+        &claims(json!({"tenant": "bad tenant!", "scopes": ["admin"], "exp": far})),
+    )
+    .await
+    .assert(401);
+    app.get(
+        "/v1/webhooks",
+        &claims(json!({"tenant": "a".repeat(65), "scopes": ["admin"], "exp": far})),
+    )
+    .await
+    .assert(401);
     // Unknown scopes are ignored, known ones still count.
-    app.get("/v1/webhooks", &claims(json!({"tenant": "acme", "scopes": ["future:thing", "webhooks:read"], "exp": far}))).await.assert(200);
+    app.get(
+        "/v1/webhooks",
+        &claims(json!({"tenant": "acme", "scopes": ["future:thing", "webhooks:read"], "exp": far})),
+    )
+    .await
+    .assert(200);
 }
 
 #[tokio::test]
 async fn scopes_are_enforced_per_action() {
     let app = TestApp::spawn().await;
     let writer = app.acme();
-    let id = app.create_webhook(&writer, webhook("https://example.com/a")).await["id"].as_str().unwrap().to_owned();
+    let id = app
+        .create_webhook(&writer, webhook("https://example.com/a"))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let reader = app.token("acme", &[Scope::WebhooksRead]);
     let publisher = app.token("acme", &[Scope::EventsPublish]);
     let nothing = app.token("acme", &[]);
 
     app.get("/v1/webhooks", &reader).await.assert(200);
-    app.get(&format!("/v1/webhooks/{id}"), &reader).await.assert(200);
-    let r = app.post("/v1/webhooks", &reader, webhook("https://example.com/b")).await;
+    app.get(&format!("/v1/webhooks/{id}"), &reader)
+        .await
+        .assert(200);
+    let r = app
+        .post("/v1/webhooks", &reader, webhook("https://example.com/b"))
+        .await;
     r.assert(403);
     assert_eq!(r.code(), "forbidden");
-    app.patch(&format!("/v1/webhooks/{id}"), &reader, json!({"name": "x"})).await.assert(403);
-    app.delete(&format!("/v1/webhooks/{id}"), &reader).await.assert(403);
-    app.get(&format!("/v1/webhooks/{id}/secret"), &reader).await.assert(403);
-    app.post(&format!("/v1/webhooks/{id}/secret/rotate"), &reader, json!({})).await.assert(403);
+    app.patch(&format!("/v1/webhooks/{id}"), &reader, json!({"name": "x"}))
+        .await
+        .assert(403);
+    app.delete(&format!("/v1/webhooks/{id}"), &reader)
+        .await
+        .assert(403);
+    app.get(&format!("/v1/webhooks/{id}/secret"), &reader)
+        .await
+        .assert(403);
+    app.post(
+        &format!("/v1/webhooks/{id}/secret/rotate"),
+        &reader,
+        json!({}),
+    )
+    .await
+    .assert(403);
 
     app.get("/v1/events", &publisher).await.assert(200);
     app.get("/v1/webhooks", &publisher).await.assert(403);
     app.get("/v1/events", &nothing).await.assert(403);
 
-    app.patch("/v1/events/order.shipped", &writer, json!({"active": false})).await.assert(403);
-    app.patch("/v1/events/order.shipped", &app.token("acme", &[Scope::Admin]), json!({"description": "d"})).await.assert(200);
+    app.patch(
+        "/v1/events/order.shipped",
+        &writer,
+        json!({"active": false}),
+    )
+    .await
+    .assert(403);
+    app.patch(
+        "/v1/events/order.shipped",
+        &app.token("acme", &[Scope::Admin]),
+        json!({"description": "d"}),
+    )
+    .await
+    .assert(200);
     // admin covers every scope
-    app.get(&format!("/v1/webhooks/{id}/secret"), &app.token("acme", &[Scope::Admin])).await.assert(200);
+    app.get(
+        &format!("/v1/webhooks/{id}/secret"),
+        &app.token("acme", &[Scope::Admin]),
+    )
+    .await
+    .assert(200);
 }
 
 #[tokio::test]
@@ -80,14 +166,25 @@ async fn another_tenants_webhook_is_a_404_everywhere() {
     let app = TestApp::spawn().await;
     let a = app.acme();
     let b = app.token("globex", &[Scope::WebhooksRead, Scope::WebhooksWrite]);
-    let id = app.create_webhook(&a, webhook("https://example.com/a")).await["id"].as_str().unwrap().to_owned();
+    let id = app
+        .create_webhook(&a, webhook("https://example.com/a"))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     for r in [
         app.get(&format!("/v1/webhooks/{id}"), &b).await,
-        app.patch(&format!("/v1/webhooks/{id}"), &b, json!({"name": "mine now"})).await,
+        app.patch(
+            &format!("/v1/webhooks/{id}"),
+            &b,
+            json!({"name": "mine now"}),
+        )
+        .await,
         app.delete(&format!("/v1/webhooks/{id}"), &b).await,
         app.get(&format!("/v1/webhooks/{id}/secret"), &b).await,
-        app.post(&format!("/v1/webhooks/{id}/secret/rotate"), &b, json!({})).await,
+        app.post(&format!("/v1/webhooks/{id}/secret/rotate"), &b, json!({}))
+            .await,
     ] {
         r.assert(404);
         assert_eq!(r.code(), "not_found");
@@ -95,7 +192,9 @@ async fn another_tenants_webhook_is_a_404_everywhere() {
     let r = app.get("/v1/webhooks", &b).await;
     assert_eq!(r.body["count"], 0);
     // The same url is no conflict for another tenant.
-    app.post("/v1/webhooks", &b, webhook("https://example.com/a")).await.assert(201);
+    app.post("/v1/webhooks", &b, webhook("https://example.com/a"))
+        .await
+        .assert(201);
     // And A's webhook is untouched.
     let r = app.get(&format!("/v1/webhooks/{id}"), &a).await;
     r.assert(200);
@@ -116,9 +215,17 @@ async fn each_tenant_has_its_own_rate_limit() {
     let r = app.get("/v1/webhooks", &a).await;
     r.assert(429);
     assert_eq!(r.code(), "rate_limited");
-    let wait: u64 = r.headers[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    let wait: u64 = r.headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=2).contains(&wait), "{wait}");
-    app.get("/v1/webhooks", &app.token("globex", &[Scope::WebhooksRead])).await.assert(200);
+    app.get("/v1/webhooks", &app.token("globex", &[Scope::WebhooksRead]))
+        .await
+        .assert(200);
     // Probes are never limited.
-    app.raw(Method::GET, "/healthz", None, |r| r).await.assert(200);
+    app.raw(Method::GET, "/healthz", None, |r| r)
+        .await
+        .assert(200);
 }

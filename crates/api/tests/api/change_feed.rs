@@ -17,30 +17,57 @@ use crate::helpers::{TestApp, broker_url, eventually};
 
 /// A private queue bound to the app's change exchange, as a dispatcher replica would have.
 async fn listen(prefix: &str) -> (Connection, Channel, String) {
-    let conn = Connection::connect(&broker_url(), Default::default()).await.unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    let exchange = format!("{prefix}.subscriptions");
-    ch.exchange_declare(exchange.as_str().into(), ExchangeKind::Fanout, ExchangeDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
+    let conn = Connection::connect(&broker_url(), Default::default())
         .await
         .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let exchange = format!("{prefix}.subscriptions");
+    ch.exchange_declare(
+        exchange.as_str().into(),
+        ExchangeKind::Fanout,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
     let q = ch
-        .queue_declare("".into(), QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, FieldTable::default())
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
         .await
         .unwrap();
     let name = q.name().to_string();
-    ch.queue_bind(name.as_str().into(), exchange.as_str().into(), "".into(), QueueBindOptions::default(), FieldTable::default())
-        .await
-        .unwrap();
+    ch.queue_bind(
+        name.as_str().into(),
+        exchange.as_str().into(),
+        "".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
     (conn, ch, name)
 }
 
 async fn next(ch: &Channel, queue: &str) -> (SubscriptionChange, lapin::BasicProperties) {
     let msg = eventually(Duration::from_secs(15), || async {
-        ch.basic_get(queue.into(), BasicGetOptions { no_ack: true }).await.unwrap()
+        ch.basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
     })
     .await
     .expect("a change message within 15 s");
-    let change: SubscriptionChange = serde_json::from_slice(&msg.delivery.data).expect("a valid change message");
+    let change: SubscriptionChange =
+        serde_json::from_slice(&msg.delivery.data).expect("a valid change message");
     (change, msg.delivery.properties.clone())
 }
 
@@ -57,32 +84,74 @@ async fn each_kind_of_change_is_published_in_revision_order() {
     let wid = uuid::Uuid::parse_str(id).unwrap();
 
     let (c, props) = next(&ch, &queue).await;
-    assert_eq!((c.kind.as_str(), c.revision, c.webhook_id, c.tenant.as_str()), ("created", 1, wid, "acme"));
+    assert_eq!(
+        (c.kind.as_str(), c.revision, c.webhook_id, c.tenant.as_str()),
+        ("created", 1, wid, "acme")
+    );
     assert_eq!(props.delivery_mode(), &Some(2), "persistent");
-    assert_eq!(props.message_id().as_ref().map(|m| m.to_string()), Some(format!("{id}:1")));
+    assert_eq!(
+        props.message_id().as_ref().map(|m| m.to_string()),
+        Some(format!("{id}:1"))
+    );
     let s = c.subscription.expect("snapshot");
-    assert_eq!((s.url.as_str(), s.method.as_str(), s.events.clone(), s.client_ids.clone()), ("https://example.com/a", "POST", vec!["order.*".to_string()], vec!["c1".to_string()]));
+    assert_eq!(
+        (
+            s.url.as_str(),
+            s.method.as_str(),
+            s.events.clone(),
+            s.client_ids.clone()
+        ),
+        (
+            "https://example.com/a",
+            "POST",
+            vec!["order.*".to_string()],
+            vec!["c1".to_string()]
+        )
+    );
     assert_eq!(s.auth.kind, "token");
     assert_eq!(s.secrets.len(), 1);
     // The snapshot carries ciphertext that the dispatchers' key opens.
     let cipher = Cipher::new(&app.settings.encryption_key().unwrap()).unwrap();
-    let ct = base64::engine::general_purpose::STANDARD.decode(&s.secrets[0].secret_encrypted).unwrap();
-    assert_eq!(cipher.decrypt_string(&ct, &secret_context(wid)).unwrap(), "first-secret-1");
-    assert!(!serde_json::to_string(&s).unwrap().contains("first-secret-1"));
+    let ct = base64::engine::general_purpose::STANDARD
+        .decode(&s.secrets[0].secret_encrypted)
+        .unwrap();
+    assert_eq!(
+        cipher.decrypt_string(&ct, &secret_context(wid)).unwrap(),
+        "first-secret-1"
+    );
+    assert!(
+        !serde_json::to_string(&s)
+            .unwrap()
+            .contains("first-secret-1")
+    );
 
-    app.patch(&format!("/v1/webhooks/{id}"), &t, json!({"active": false})).await.assert(200);
+    app.patch(&format!("/v1/webhooks/{id}"), &t, json!({"active": false}))
+        .await
+        .assert(200);
     let (c, _) = next(&ch, &queue).await;
     assert_eq!((c.kind.as_str(), c.revision), ("updated", 2));
     assert!(!c.subscription.unwrap().active);
 
-    app.post(&format!("/v1/webhooks/{id}/secret/rotate"), &t, json!({"secret": "second-secret-2"})).await.assert(200);
+    app.post(
+        &format!("/v1/webhooks/{id}/secret/rotate"),
+        &t,
+        json!({"secret": "second-secret-2"}),
+    )
+    .await
+    .assert(200);
     let (c, _) = next(&ch, &queue).await;
     assert_eq!((c.kind.as_str(), c.revision), ("secret_rotated", 3));
     let secrets = c.subscription.unwrap().secrets;
-    assert_eq!(secrets.len(), 2, "new and old key both sign during the grace period");
+    assert_eq!(
+        secrets.len(),
+        2,
+        "new and old key both sign during the grace period"
+    );
     assert_eq!(secrets.iter().filter(|s| s.expires_at.is_none()).count(), 1);
 
-    app.delete(&format!("/v1/webhooks/{id}"), &t).await.assert(204);
+    app.delete(&format!("/v1/webhooks/{id}"), &t)
+        .await
+        .assert(204);
     let (c, _) = next(&ch, &queue).await;
     assert_eq!((c.kind.as_str(), c.revision), ("deleted", 4));
     assert!(c.subscription.is_none());
@@ -91,17 +160,47 @@ async fn each_kind_of_change_is_published_in_revision_order() {
 #[tokio::test]
 async fn changes_made_while_the_broker_is_away_are_published_when_it_is_back() {
     // The api starts with an unreachable broker: it still serves, and keeps the changes.
-    let app = TestApp::spawn_with(|s| s.broker.url = "amqp://guest:guest@127.0.0.1:1/%2f".into()).await;
+    let app =
+        TestApp::spawn_with(|s| s.broker.url = "amqp://guest:guest@127.0.0.1:1/%2f".into()).await;
     let t = app.acme();
-    let a = app.create_webhook(&t, json!({"url": "https://example.com/a", "events": ["order.shipped"]})).await;
-    let b = app.create_webhook(&t, json!({"url": "https://example.com/b", "events": ["order.shipped"]})).await;
-    app.patch(&format!("/v1/webhooks/{}", a["id"].as_str().unwrap()), &t, json!({"name": "renamed"})).await.assert(200);
-    let metrics = reqwest::get(format!("{}/metrics", app.addr)).await.unwrap().text().await.unwrap();
+    let a = app
+        .create_webhook(
+            &t,
+            json!({"url": "https://example.com/a", "events": ["order.shipped"]}),
+        )
+        .await;
+    let b = app
+        .create_webhook(
+            &t,
+            json!({"url": "https://example.com/b", "events": ["order.shipped"]}),
+        )
+        .await;
+    app.patch(
+        &format!("/v1/webhooks/{}", a["id"].as_str().unwrap()),
+        &t,
+        json!({"name": "renamed"}),
+    )
+    .await
+    .assert(200);
+    let metrics = reqwest::get(format!("{}/metrics", app.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let pending = eventually(Duration::from_secs(5), || {
         let addr = app.addr.clone();
         async move {
-            let text = reqwest::get(format!("{addr}/metrics")).await.ok()?.text().await.ok()?;
-            text.lines().find(|l| l.starts_with("waybill_subscription_changes_pending")).filter(|l| l.ends_with(" 3")).map(str::to_owned)
+            let text = reqwest::get(format!("{addr}/metrics"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            text.lines()
+                .find(|l| l.starts_with("waybill_subscription_changes_pending"))
+                .filter(|l| l.ends_with(" 3"))
+                .map(str::to_owned)
         }
     })
     .await;
@@ -115,8 +214,14 @@ async fn changes_made_while_the_broker_is_away_are_published_when_it_is_back() {
         let (c, _) = next(&ch, &queue).await;
         got.push((c.webhook_id.to_string(), c.revision));
     }
-    let (a, b) = (a["id"].as_str().unwrap().to_owned(), b["id"].as_str().unwrap().to_owned());
+    let (a, b) = (
+        a["id"].as_str().unwrap().to_owned(),
+        b["id"].as_str().unwrap().to_owned(),
+    );
     assert_eq!(got, vec![(a.clone(), 1), (b, 1), (a, 2)], "oldest first");
-    let extra = ch.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true }).await.unwrap();
+    let extra = ch
+        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap();
     assert!(extra.is_none(), "each change once");
 }

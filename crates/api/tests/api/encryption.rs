@@ -25,14 +25,24 @@ fn contains(hay: &[u8], needle: &str) -> bool {
 async fn credentials_are_ciphertext_at_rest() {
     let app = TestApp::spawn().await;
     let t = app.acme();
-    let (password, token, secret) = ("plaintext-password-42", "plaintext-token-42", "plaintext-secret-42");
+    let (password, token, secret) = (
+        "plaintext-password-42",
+        "plaintext-token-42",
+        "plaintext-secret-42",
+    );
     let basic = app
-        .create_webhook(&t, json!({"url": "https://example.com/a", "events": ["order.shipped"], "secret": secret,
-            "auth": {"type": "basic", "username": "wms", "password": password}}))
+        .create_webhook(
+            &t,
+            json!({"url": "https://example.com/a", "events": ["order.shipped"], "secret": secret,
+            "auth": {"type": "basic", "username": "wms", "password": password}}),
+        )
         .await;
     let tok = app
-        .create_webhook(&t, json!({"url": "https://example.com/b", "events": ["order.shipped"],
-            "auth": {"type": "token", "header": "X-Api-Key", "token": token}}))
+        .create_webhook(
+            &t,
+            json!({"url": "https://example.com/b", "events": ["order.shipped"],
+            "auth": {"type": "token", "header": "X-Api-Key", "token": token}}),
+        )
         .await;
     let (basic_id, tok_id) = (basic["id"].as_str().unwrap(), tok["id"].as_str().unwrap());
     let mut conn = app.sql().await;
@@ -56,23 +66,63 @@ async fn credentials_are_ciphertext_at_rest() {
     // The configured key opens them; another key does not.
     let cipher = Cipher::new(&app.settings.encryption_key().unwrap()).unwrap();
     let cred = |id: &str| format!("SELECT auth_credential AS b FROM webhooks WHERE id = '{id}'");
-    let stored: Blob = diesel::sql_query(cred(basic_id)).get_result(&mut conn).await.unwrap();
-    let id = uuid::Uuid::parse_str(basic_id).unwrap();
-    assert_eq!(cipher.decrypt_string(&stored.b, &credential_context(id)).unwrap(), password);
-    assert!(Cipher::new(&[9u8; 32]).unwrap().decrypt(&stored.b, &credential_context(id)).is_err());
-    let stored: Blob = diesel::sql_query(cred(tok_id)).get_result(&mut conn).await.unwrap();
-    let tid = uuid::Uuid::parse_str(tok_id).unwrap();
-    assert_eq!(cipher.decrypt_string(&stored.b, &credential_context(tid)).unwrap(), token);
-    // A ciphertext moved to another row does not open there.
-    assert!(cipher.decrypt(&stored.b, &credential_context(id)).is_err());
-    let s: Blob = diesel::sql_query(format!("SELECT secret AS b FROM webhook_secrets WHERE webhook_id = '{basic_id}'"))
+    let stored: Blob = diesel::sql_query(cred(basic_id))
         .get_result(&mut conn)
         .await
         .unwrap();
-    assert_eq!(cipher.decrypt_string(&s.b, &secret_context(id)).unwrap(), secret);
+    let id = uuid::Uuid::parse_str(basic_id).unwrap();
+    assert_eq!(
+        cipher
+            .decrypt_string(&stored.b, &credential_context(id))
+            .unwrap(),
+        password
+    );
+    assert!(
+        Cipher::new(&[9u8; 32])
+            .unwrap()
+            .decrypt(&stored.b, &credential_context(id))
+            .is_err()
+    );
+    let stored: Blob = diesel::sql_query(cred(tok_id))
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+    let tid = uuid::Uuid::parse_str(tok_id).unwrap();
+    assert_eq!(
+        cipher
+            .decrypt_string(&stored.b, &credential_context(tid))
+            .unwrap(),
+        token
+    );
+    // A ciphertext moved to another row does not open there.
+    assert!(cipher.decrypt(&stored.b, &credential_context(id)).is_err());
+    let s: Blob = diesel::sql_query(format!(
+        "SELECT secret AS b FROM webhook_secrets WHERE webhook_id = '{basic_id}'"
+    ))
+    .get_result(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        cipher.decrypt_string(&s.b, &secret_context(id)).unwrap(),
+        secret
+    );
 
     // Credentials survive an unrelated update intact.
-    app.patch(&format!("/v1/webhooks/{basic_id}"), &t, json!({"name": "renamed"})).await.assert(200);
-    let stored: Blob = diesel::sql_query(cred(basic_id)).get_result(&mut conn).await.unwrap();
-    assert_eq!(cipher.decrypt_string(&stored.b, &credential_context(id)).unwrap(), password);
+    app.patch(
+        &format!("/v1/webhooks/{basic_id}"),
+        &t,
+        json!({"name": "renamed"}),
+    )
+    .await
+    .assert(200);
+    let stored: Blob = diesel::sql_query(cred(basic_id))
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        cipher
+            .decrypt_string(&stored.b, &credential_context(id))
+            .unwrap(),
+        password
+    );
 }

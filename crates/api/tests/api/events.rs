@@ -5,9 +5,20 @@ use serde_json::json;
 use crate::helpers::TestApp;
 
 const REQUIRED: [&str; 14] = [
-    "shipment_order.created", "order.shipped", "order.cancelled", "stock.updated", "inventory.adjusted",
-    "inbound.received", "inbound.status_changed", "return.updated", "shipment.created", "shipment.shipped",
-    "shipment.cancelled", "freight.tracking_updated", "tracking_parcel.status_changed", "shipping_channel.validated",
+    "shipment_order.created",
+    "order.shipped",
+    "order.cancelled",
+    "stock.updated",
+    "inventory.adjusted",
+    "inbound.received",
+    "inbound.status_changed",
+    "return.updated",
+    "shipment.created",
+    "shipment.shipped",
+    "shipment.cancelled",
+    "freight.tracking_updated",
+    "tracking_parcel.status_changed",
+    "shipping_channel.validated",
 ];
 
 #[tokio::test]
@@ -29,7 +40,11 @@ async fn the_catalog_lists_every_type_with_its_schema() {
     sorted.sort();
     assert_eq!(names, sorted, "sorted by name");
     for e in data {
-        let (name, group, action) = (e["name"].as_str().unwrap(), e["group"].as_str().unwrap(), e["action"].as_str().unwrap());
+        let (name, group, action) = (
+            e["name"].as_str().unwrap(),
+            e["group"].as_str().unwrap(),
+            e["action"].as_str().unwrap(),
+        );
         assert_eq!(format!("{group}.{action}"), name);
         assert_eq!(e["schema"]["type"], "object", "{name}");
         assert!(!e["description"].as_str().unwrap().is_empty());
@@ -38,20 +53,39 @@ async fn the_catalog_lists_every_type_with_its_schema() {
     }
 
     let r = app.get("/v1/events?group=order", &t).await;
-    assert!(r.body["data"].as_array().unwrap().iter().all(|e| e["group"] == "order"));
+    assert!(
+        r.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["group"] == "order")
+    );
     assert!(r.body["count"].as_i64().unwrap() >= 5);
     let r = app.get("/v1/events?limit=10&page=2", &t).await;
     assert_eq!(r.body["data"].as_array().unwrap().len(), 10);
     assert_eq!(r.body["previous"], "/v1/events?limit=10&page=1");
     assert_eq!(r.body["next"], "/v1/events?limit=10&page=3");
-    assert_eq!(app.get("/v1/events?group=nothing", &t).await.body["count"], 0);
-    app.get("/v1/events?active=maybe", &t).await.assert_invalid("active");
-    app.get("/v1/events?limit=0", &t).await.assert_invalid("limit");
+    assert_eq!(
+        app.get("/v1/events?group=nothing", &t).await.body["count"],
+        0
+    );
+    app.get("/v1/events?active=maybe", &t)
+        .await
+        .assert_invalid("active");
+    app.get("/v1/events?limit=0", &t)
+        .await
+        .assert_invalid("limit");
 
     let r = app.get("/v1/events/order.shipped", &t).await;
     r.assert(200);
     assert_eq!(r.body["data"]["schema"]["title"], "order.shipped");
-    assert!(r.body["data"]["schema"]["required"].as_array().unwrap().len() >= 3);
+    assert!(
+        r.body["data"]["schema"]["required"]
+            .as_array()
+            .unwrap()
+            .len()
+            >= 3
+    );
     let r = app.get("/v1/events/order.teleported", &t).await;
     r.assert(404);
 }
@@ -61,43 +95,111 @@ async fn deactivated_types_cannot_be_subscribed_and_the_flag_survives_a_restart(
     let app = TestApp::spawn().await;
     let (t, admin) = (app.acme(), app.admin());
     // A subscription made before the type goes inactive keeps working for unrelated edits.
-    let before = app.create_webhook(&t, json!({"url": "https://example.com/a", "events": ["stock.updated"]})).await;
+    let before = app
+        .create_webhook(
+            &t,
+            json!({"url": "https://example.com/a", "events": ["stock.updated"]}),
+        )
+        .await;
 
-    let r = app.patch("/v1/events/stock.updated", &admin, json!({"active": false, "description": "Retired in favour of inventory.adjusted."})).await;
+    let r = app
+        .patch(
+            "/v1/events/stock.updated",
+            &admin,
+            json!({"active": false, "description": "Retired in favour of inventory.adjusted."}),
+        )
+        .await;
     r.assert(200);
     assert_eq!(r.body["data"]["active"], false);
 
-    let r = app.post("/v1/webhooks", &t, json!({"url": "https://example.com/b", "events": ["order.shipped", "stock.updated"]})).await;
+    let r = app
+        .post(
+            "/v1/webhooks",
+            &t,
+            json!({"url": "https://example.com/b", "events": ["order.shipped", "stock.updated"]}),
+        )
+        .await;
     r.assert_invalid("events[1]");
-    assert!(r.body["error"]["errors"]["events[1]"][0].as_str().unwrap().contains("inactive"));
+    assert!(
+        r.body["error"]["errors"]["events[1]"][0]
+            .as_str()
+            .unwrap()
+            .contains("inactive")
+    );
     // Its group still exists, so a wildcard is fine.
-    app.post("/v1/webhooks", &t, json!({"url": "https://example.com/c", "events": ["stock.*"]})).await.assert(201);
-    app.patch(&format!("/v1/webhooks/{}", before["id"].as_str().unwrap()), &t, json!({"name": "renamed"})).await.assert(200);
+    app.post(
+        "/v1/webhooks",
+        &t,
+        json!({"url": "https://example.com/c", "events": ["stock.*"]}),
+    )
+    .await
+    .assert(201);
+    app.patch(
+        &format!("/v1/webhooks/{}", before["id"].as_str().unwrap()),
+        &t,
+        json!({"name": "renamed"}),
+    )
+    .await
+    .assert(200);
 
     let r = app.get("/v1/events?active=false", &t).await;
-    let names: Vec<&str> = r.body["data"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = r.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["stock.updated"]);
 
     // A restart re-syncs the catalog from the schemas but keeps the operator's choices.
     let restarted = app.sibling(|_| {}).await;
     let r = restarted.get("/v1/events/stock.updated", &t).await;
     assert_eq!(r.body["data"]["active"], false);
-    assert_eq!(r.body["data"]["description"], "Retired in favour of inventory.adjusted.");
+    assert_eq!(
+        r.body["data"]["description"],
+        "Retired in favour of inventory.adjusted."
+    );
 
-    restarted.patch("/v1/events/stock.updated", &admin, json!({"active": true})).await.assert(200);
-    restarted.post("/v1/webhooks", &t, json!({"url": "https://example.com/b", "events": ["stock.updated"]})).await.assert(201);
+    restarted
+        .patch("/v1/events/stock.updated", &admin, json!({"active": true}))
+        .await
+        .assert(200);
+    restarted
+        .post(
+            "/v1/webhooks",
+            &t,
+            json!({"url": "https://example.com/b", "events": ["stock.updated"]}),
+        )
+        .await
+        .assert(201);
 }
 
 #[tokio::test]
 async fn event_type_patch_is_strict() {
     let app = TestApp::spawn().await;
     let admin = app.admin();
-    app.patch("/v1/events/order.shipped", &admin, json!({"activ": false})).await.assert_invalid("activ");
-    app.patch("/v1/events/order.shipped", &admin, json!({"active": null})).await.assert_invalid("active");
-    app.patch("/v1/events/order.shipped", &admin, json!({"description": "x".repeat(1001)})).await.assert_invalid("description");
-    app.patch("/v1/events/order.shipped", &admin, json!({"active": "no"})).await.assert(400);
-    app.patch("/v1/events/order.nothing", &admin, json!({"active": false})).await.assert(404);
-    let r = app.patch("/v1/events/order.shipped", &admin, json!({})).await;
+    app.patch("/v1/events/order.shipped", &admin, json!({"activ": false}))
+        .await
+        .assert_invalid("activ");
+    app.patch("/v1/events/order.shipped", &admin, json!({"active": null}))
+        .await
+        .assert_invalid("active");
+    app.patch(
+        "/v1/events/order.shipped",
+        &admin,
+        json!({"description": "x".repeat(1001)}),
+    )
+    .await
+    .assert_invalid("description");
+    app.patch("/v1/events/order.shipped", &admin, json!({"active": "no"}))
+        .await
+        .assert(400);
+    app.patch("/v1/events/order.nothing", &admin, json!({"active": false}))
+        .await
+        .assert(404);
+    let r = app
+        .patch("/v1/events/order.shipped", &admin, json!({}))
+        .await;
     r.assert(200);
     assert_eq!(r.body["data"]["active"], true);
 }

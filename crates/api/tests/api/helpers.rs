@@ -1,6 +1,6 @@
 //! `TestApp`: a running api on a random port with its own database and broker prefix.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+#![allow(dead_code)]
 
 use std::time::{Duration, Instant};
 
@@ -14,11 +14,13 @@ use waybill_runtime::{JwtKeys, Settings};
 
 /// Server-level database the tests administer from.
 pub fn admin_url() -> String {
-    std::env::var("WAYBILL_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("WAYBILL_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 pub fn broker_url() -> String {
-    std::env::var("WAYBILL_TEST_BROKER_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    std::env::var("WAYBILL_TEST_BROKER_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
 fn db_url(name: &str) -> String {
@@ -40,7 +42,11 @@ fn template_name() -> String {
         let dir = m.unwrap().path();
         for f in ["up.sql", "down.sql"] {
             let p = dir.join(f);
-            for b in p.to_string_lossy().bytes().chain(std::fs::read(&p).unwrap_or_default()) {
+            for b in p
+                .to_string_lossy()
+                .bytes()
+                .chain(std::fs::read(&p).unwrap_or_default())
+            {
                 h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
             }
         }
@@ -51,21 +57,39 @@ fn template_name() -> String {
 /// Creates a fresh database for one test.
 pub async fn create_database() -> String {
     let template = template_name();
-    let mut admin = AsyncPgConnection::establish(&admin_url()).await.expect("connect to postgres");
-    sql_query("SELECT pg_advisory_lock(72170)").execute(&mut admin).await.unwrap();
-    let exists: Vec<Exists> = sql_query(format!("SELECT datname FROM pg_database WHERE datname = '{template}'"))
-        .load(&mut admin)
+    let mut admin = AsyncPgConnection::establish(&admin_url())
+        .await
+        .expect("connect to postgres");
+    sql_query("SELECT pg_advisory_lock(72170)")
+        .execute(&mut admin)
         .await
         .unwrap();
+    let exists: Vec<Exists> = sql_query(format!(
+        "SELECT datname FROM pg_database WHERE datname = '{template}'"
+    ))
+    .load(&mut admin)
+    .await
+    .unwrap();
     if exists.is_empty() {
-        sql_query(format!("CREATE DATABASE {template}")).execute(&mut admin).await.unwrap();
-        waybill_store::migrate(&db_url(&template)).await.expect("migrate template");
+        sql_query(format!("CREATE DATABASE {template}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        waybill_store::migrate(&db_url(&template))
+            .await
+            .expect("migrate template");
     }
-    sql_query("SELECT pg_advisory_unlock(72170)").execute(&mut admin).await.unwrap();
+    sql_query("SELECT pg_advisory_unlock(72170)")
+        .execute(&mut admin)
+        .await
+        .unwrap();
     let name = format!("waybill_test_{}", uuid::Uuid::new_v4().simple());
     let mut tries = 0;
     loop {
-        match sql_query(format!("CREATE DATABASE {name} TEMPLATE {template}")).execute(&mut admin).await {
+        match sql_query(format!("CREATE DATABASE {name} TEMPLATE {template}"))
+            .execute(&mut admin)
+            .await
+        {
             Ok(_) => break,
             // Another test may still be cloning; the template is briefly busy.
             Err(e) if tries < 20 && e.to_string().contains("being accessed") => {
@@ -82,15 +106,23 @@ pub async fn create_database() -> String {
 /// runs in `Drop`, where the test's runtime may be shutting down).
 fn cleanup(db: String, prefix: String) {
     let _ = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             if let Ok(mut admin) = AsyncPgConnection::establish(&admin_url()).await {
-                let _ = sql_query(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).execute(&mut admin).await;
+                let _ = sql_query(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await;
             }
             if let Ok(conn) = lapin::Connection::connect(&broker_url(), Default::default()).await {
                 if let Ok(ch) = conn.create_channel().await {
                     let _ = ch
-                        .exchange_delete(format!("{prefix}.subscriptions").as_str().into(), Default::default())
+                        .exchange_delete(
+                            format!("{prefix}.subscriptions").as_str().into(),
+                            Default::default(),
+                        )
                         .await;
                 }
                 let _ = conn.close(200, "bye".into()).await;
@@ -130,7 +162,10 @@ pub struct Reply {
 impl Reply {
     /// The field names of a 422's `errors`.
     pub fn error_fields(&self) -> Vec<String> {
-        self.body["error"]["errors"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+        self.body["error"]["errors"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     pub fn code(&self) -> &str {
@@ -139,17 +174,31 @@ impl Reply {
 
     #[track_caller]
     pub fn assert(&self, status: u16) -> &Self {
-        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.body);
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.body
+        );
         self
     }
 
     /// Asserts a 422 whose errors name `field`.
     #[track_caller]
     pub fn assert_invalid(&self, field: &str) {
-        assert_eq!(self.status.as_u16(), 422, "expected 422 on {field}; body: {}", self.body);
+        assert_eq!(
+            self.status.as_u16(),
+            422,
+            "expected 422 on {field}; body: {}",
+            self.body
+        );
         assert_eq!(self.code(), "validation_failed");
         assert_eq!(self.body["error"]["message"], "The given data was invalid.");
-        assert!(self.error_fields().iter().any(|f| f == field), "expected an error on `{field}`, got {}", self.body);
+        assert!(
+            self.error_fields().iter().any(|f| f == field),
+            "expected an error on `{field}`, got {}",
+            self.body
+        );
     }
 }
 
@@ -185,16 +234,32 @@ impl TestApp {
     }
 
     async fn start(settings: Settings, db: String, prefix: String, owns_db: bool) -> TestApp {
-        let app = Application::build(settings.clone()).await.expect("build app");
+        let app = Application::build(settings.clone())
+            .await
+            .expect("build app");
         let addr = format!("http://127.0.0.1:{}", app.port());
         tokio::spawn(app.run_until_stopped());
         let keys = JwtKeys::from_settings(&settings).unwrap();
-        TestApp { addr, db, prefix, settings, client: reqwest::Client::new(), keys, owns_db }
+        TestApp {
+            addr,
+            db,
+            prefix,
+            settings,
+            client: reqwest::Client::new(),
+            keys,
+            owns_db,
+        }
     }
 
     /// A token for `tenant` with `scopes`.
     pub fn token(&self, tenant: &str, scopes: &[Scope]) -> String {
-        self.keys.mint(&TenantId::parse(tenant).unwrap(), scopes, chrono::Duration::hours(1)).unwrap()
+        self.keys
+            .mint(
+                &TenantId::parse(tenant).unwrap(),
+                scopes,
+                chrono::Duration::hours(1),
+            )
+            .unwrap()
     }
 
     /// A read+write token for tenant `acme`.
@@ -206,7 +271,13 @@ impl TestApp {
         self.token("ops", &[Scope::Admin])
     }
 
-    pub async fn raw(&self, method: Method, path: &str, token: Option<&str>, build: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder) -> Reply {
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        build: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Reply {
         let mut rb = self.client.request(method, format!("{}{path}", self.addr));
         if let Some(t) = token {
             rb = rb.bearer_auth(t);
@@ -218,9 +289,18 @@ impl TestApp {
         let body = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("non-JSON body ({status}): {}", String::from_utf8_lossy(&bytes)))
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                panic!(
+                    "non-JSON body ({status}): {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
         };
-        Reply { status, headers, body }
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Reply {
@@ -232,11 +312,13 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
-        self.raw(Method::POST, path, Some(token), |r| r.json(&body)).await
+        self.raw(Method::POST, path, Some(token), |r| r.json(&body))
+            .await
     }
 
     pub async fn patch(&self, path: &str, token: &str, body: Value) -> Reply {
-        self.raw(Method::PATCH, path, Some(token), |r| r.json(&body)).await
+        self.raw(Method::PATCH, path, Some(token), |r| r.json(&body))
+            .await
     }
 
     /// Creates a webhook for `token`'s tenant and returns its JSON.
@@ -248,7 +330,9 @@ impl TestApp {
 
     /// A direct connection to this app's database.
     pub async fn sql(&self) -> AsyncPgConnection {
-        AsyncPgConnection::establish(&self.settings.database.url).await.unwrap()
+        AsyncPgConnection::establish(&self.settings.database.url)
+            .await
+            .unwrap()
     }
 }
 

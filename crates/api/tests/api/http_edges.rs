@@ -10,32 +10,83 @@ async fn malformed_bodies_get_precise_json_errors() {
     let app = TestApp::spawn().await;
     let t = app.acme();
 
-    let r = app.raw(Method::POST, "/v1/webhooks", Some(&t), |r| r.header(header::CONTENT_TYPE, "application/json").body("{\"url\": ")).await;
+    let r = app
+        .raw(Method::POST, "/v1/webhooks", Some(&t), |r| {
+            r.header(header::CONTENT_TYPE, "application/json")
+                .body("{\"url\": ")
+        })
+        .await;
     r.assert(400);
     assert_eq!(r.code(), "bad_request");
-    assert!(r.body["error"]["message"].as_str().unwrap().contains("not valid JSON"));
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON")
+    );
 
-    let r = app.raw(Method::POST, "/v1/webhooks", Some(&t), |r| r.header(header::CONTENT_TYPE, "text/plain").body("{}")).await;
+    let r = app
+        .raw(Method::POST, "/v1/webhooks", Some(&t), |r| {
+            r.header(header::CONTENT_TYPE, "text/plain").body("{}")
+        })
+        .await;
     r.assert(415);
     assert_eq!(r.code(), "unsupported_media_type");
 
-    let r = app.raw(Method::POST, "/v1/webhooks", Some(&t), |r| r.body("{}")).await;
+    let r = app
+        .raw(Method::POST, "/v1/webhooks", Some(&t), |r| r.body("{}"))
+        .await;
     r.assert(415);
 
-    let r = app.raw(Method::POST, "/v1/webhooks", Some(&t), |r| r.header(header::CONTENT_TYPE, "application/json").body("[1,2]")).await;
+    let r = app
+        .raw(Method::POST, "/v1/webhooks", Some(&t), |r| {
+            r.header(header::CONTENT_TYPE, "application/json")
+                .body("[1,2]")
+        })
+        .await;
     r.assert(400);
 
-    let r = app.raw(Method::POST, "/v1/webhooks", Some(&t), |r| r.header(header::CONTENT_TYPE, "application/json")).await;
+    let r = app
+        .raw(Method::POST, "/v1/webhooks", Some(&t), |r| {
+            r.header(header::CONTENT_TYPE, "application/json")
+        })
+        .await;
     r.assert(400);
 
     // A type error names the field.
-    let r = app.post("/v1/webhooks", &t, json!({"url": "https://example.com", "events": "order.shipped"})).await;
+    let r = app
+        .post(
+            "/v1/webhooks",
+            &t,
+            json!({"url": "https://example.com", "events": "order.shipped"}),
+        )
+        .await;
     r.assert(400);
-    assert!(r.body["error"]["message"].as_str().unwrap().contains("`events`"), "{}", r.body);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`events`"),
+        "{}",
+        r.body
+    );
     let r = app.post("/v1/webhooks", &t, json!({"url": "https://example.com", "events": ["order.shipped"], "headers": {"X-A": 1}})).await;
     r.assert(400);
-    assert!(r.body["error"]["message"].as_str().unwrap().contains("headers.X-A"), "{}", r.body);
-    app.post("/v1/webhooks", &t, json!({"url": "https://example.com", "events": ["order.shipped"], "active": "yes"})).await.assert(400);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("headers.X-A"),
+        "{}",
+        r.body
+    );
+    app.post(
+        "/v1/webhooks",
+        &t,
+        json!({"url": "https://example.com", "events": ["order.shipped"], "active": "yes"}),
+    )
+    .await
+    .assert(400);
 
     // Over 1 MiB, announced or streamed.
     let big = json!({"url": "https://example.com", "events": ["order.shipped"], "description": "x".repeat(1 << 20)});
@@ -46,7 +97,8 @@ async fn malformed_bodies_get_precise_json_errors() {
     // Charset parameter and +json media types are JSON too.
     let r = app
         .raw(Method::POST, "/v1/webhooks", Some(&t), |r| {
-            r.header(header::CONTENT_TYPE, "application/json; charset=utf-8").body(webhook("https://example.com/a").to_string())
+            r.header(header::CONTENT_TYPE, "application/json; charset=utf-8")
+                .body(webhook("https://example.com/a").to_string())
         })
         .await;
     r.assert(201);
@@ -62,8 +114,12 @@ async fn unknown_routes_methods_and_query_parameters() {
     let r = app.raw(Method::PUT, "/v1/webhooks", Some(&t), |r| r).await;
     r.assert(405);
     assert_eq!(r.code(), "method_not_allowed");
-    app.get("/v1/webhooks?activ=true", &t).await.assert_invalid("activ");
-    app.get("/v1/webhooks?limit=2&limit=3", &t).await.assert_invalid("limit");
+    app.get("/v1/webhooks?activ=true", &t)
+        .await
+        .assert_invalid("activ");
+    app.get("/v1/webhooks?limit=2&limit=3", &t)
+        .await
+        .assert_invalid("limit");
 }
 
 #[tokio::test]
@@ -84,13 +140,20 @@ async fn operational_endpoints_need_no_token() {
     let text = res.text().await.unwrap();
     assert!(text.contains("waybill_http_requests_total"), "{text}");
     assert!(text.contains("route=\"/readyz\""), "{text}");
-    assert!(text.contains("waybill_subscription_changes_pending"), "{text}");
+    assert!(
+        text.contains("waybill_subscription_changes_pending"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
 async fn request_ids_are_echoed_or_generated() {
     let app = TestApp::spawn().await;
-    let r = app.raw(Method::GET, "/healthz", None, |r| r.header("x-request-id", "trace-abc-123")).await;
+    let r = app
+        .raw(Method::GET, "/healthz", None, |r| {
+            r.header("x-request-id", "trace-abc-123")
+        })
+        .await;
     assert_eq!(r.headers["x-request-id"], "trace-abc-123");
     let r = app.raw(Method::GET, "/healthz", None, |r| r).await;
     let generated = r.headers["x-request-id"].to_str().unwrap();
@@ -99,10 +162,16 @@ async fn request_ids_are_echoed_or_generated() {
 
 #[tokio::test]
 async fn readiness_fails_while_the_broker_is_unreachable() {
-    let app = TestApp::spawn_with(|s| s.broker.url = "amqp://guest:guest@127.0.0.1:1/%2f".into()).await;
+    let app =
+        TestApp::spawn_with(|s| s.broker.url = "amqp://guest:guest@127.0.0.1:1/%2f".into()).await;
     let r = app.raw(Method::GET, "/readyz", None, |r| r).await;
     r.assert(503);
     assert_eq!(r.code(), "unavailable");
     assert!(r.headers.contains_key(header::RETRY_AFTER));
-    assert!(r.body["error"]["message"].as_str().unwrap().contains("broker"));
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("broker")
+    );
 }

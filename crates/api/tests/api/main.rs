@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 //! End-to-end tests of `waybill-api` over real HTTP, Postgres and RabbitMQ. Each test gets its
 //! own database (cloned from a migrated template) and its own broker name prefix, so the suite
 //! runs in parallel and leaves nothing behind.

@@ -27,11 +27,26 @@ fn committed_document_matches_the_code() {
 #[tokio::test]
 async fn the_served_document_is_the_committed_one() {
     let app = TestApp::spawn().await;
-    let served = reqwest::get(format!("{}/openapi.json", app.addr)).await.unwrap().text().await.unwrap();
+    let served = reqwest::get(format!("{}/openapi.json", app.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(served, waybill_api::openapi::document());
     let doc: serde_json::Value = serde_json::from_str(&served).unwrap();
-    for path in ["/v1/events", "/v1/events/{name}", "/v1/webhooks", "/v1/webhooks/{id}", "/v1/webhooks/{id}/secret", "/v1/webhooks/{id}/secret/rotate"] {
+    for path in [
+        "/v1/events",
+        "/v1/events/{name}",
+        "/v1/webhooks",
+        "/v1/webhooks/{id}",
+        "/v1/webhooks/{id}/secret",
+        "/v1/webhooks/{id}/secret/rotate",
+    ] {
         assert!(doc["paths"][path].is_object(), "{path} documented");
     }
-    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
 }

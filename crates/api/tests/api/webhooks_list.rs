@@ -5,7 +5,12 @@ use serde_json::json;
 use crate::helpers::TestApp;
 
 fn urls(body: &serde_json::Value) -> Vec<String> {
-    body["data"].as_array().unwrap().iter().map(|w| w["url"].as_str().unwrap().to_owned()).collect()
+    body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["url"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[tokio::test]
@@ -14,14 +19,25 @@ async fn pagination_edges() {
     let t = app.acme();
     let r = app.get("/v1/webhooks", &t).await;
     r.assert(200);
-    assert_eq!(r.body, json!({"data": [], "count": 0, "next": null, "previous": null}));
+    assert_eq!(
+        r.body,
+        json!({"data": [], "count": 0, "next": null, "previous": null})
+    );
 
     for i in 0..5 {
-        app.create_webhook(&t, json!({"url": format!("https://example.com/{i}"), "events": ["order.shipped"]})).await;
+        app.create_webhook(
+            &t,
+            json!({"url": format!("https://example.com/{i}"), "events": ["order.shipped"]}),
+        )
+        .await;
     }
     let r = app.get("/v1/webhooks?limit=2", &t).await;
     assert_eq!(r.body["count"], 5);
-    assert_eq!(urls(&r.body), ["https://example.com/4", "https://example.com/3"], "newest first by default");
+    assert_eq!(
+        urls(&r.body),
+        ["https://example.com/4", "https://example.com/3"],
+        "newest first by default"
+    );
     assert_eq!(r.body["next"], "/v1/webhooks?limit=2&page=2");
     assert!(r.body["previous"].is_null());
 
@@ -34,50 +50,129 @@ async fn pagination_edges() {
     assert_eq!(r.body["data"], json!([]));
     assert_eq!(r.body["count"], 5);
     assert!(r.body["next"].is_null());
-    assert_eq!(r.body["previous"], "/v1/webhooks?limit=2&page=3", "points back at the last page");
+    assert_eq!(
+        r.body["previous"], "/v1/webhooks?limit=2&page=3",
+        "points back at the last page"
+    );
 
     let r = app.get("/v1/webhooks?limit=200", &t).await;
     assert_eq!(r.body["data"].as_array().unwrap().len(), 5);
     for bad in ["limit=0", "limit=201", "limit=abc", "page=0", "page=-1"] {
         let field = bad.split('=').next().unwrap();
-        app.get(&format!("/v1/webhooks?{bad}"), &t).await.assert_invalid(field);
+        app.get(&format!("/v1/webhooks?{bad}"), &t)
+            .await
+            .assert_invalid(field);
     }
     // Links keep the other parameters.
-    let r = app.get("/v1/webhooks?limit=1&sort=url&direction=asc&active=true", &t).await;
-    assert_eq!(r.body["next"], "/v1/webhooks?limit=1&sort=url&direction=asc&active=true&page=2");
+    let r = app
+        .get(
+            "/v1/webhooks?limit=1&sort=url&direction=asc&active=true",
+            &t,
+        )
+        .await;
+    assert_eq!(
+        r.body["next"],
+        "/v1/webhooks?limit=1&sort=url&direction=asc&active=true&page=2"
+    );
 }
 
 #[tokio::test]
 async fn sorting_and_filters() {
     let app = TestApp::spawn().await;
     let t = app.acme();
-    let mk = |url: &str, name: &str, events: serde_json::Value, active: bool| {
-        json!({"url": url, "name": name, "events": events, "active": active})
-    };
-    app.create_webhook(&t, mk("https://b.example.com/", "charlie", json!(["order.shipped"]), true)).await;
-    app.create_webhook(&t, mk("https://c.example.com/", "alpha", json!(["order.*"]), true)).await;
-    app.create_webhook(&t, mk("https://a.example.com/", "bravo", json!(["*"]), false)).await;
-    app.create_webhook(&t, mk("https://d.example.com/", "delta", json!(["stock.updated"]), true)).await;
+    let mk = |url: &str, name: &str, events: serde_json::Value, active: bool| json!({"url": url, "name": name, "events": events, "active": active});
+    app.create_webhook(
+        &t,
+        mk(
+            "https://b.example.com/",
+            "charlie",
+            json!(["order.shipped"]),
+            true,
+        ),
+    )
+    .await;
+    app.create_webhook(
+        &t,
+        mk("https://c.example.com/", "alpha", json!(["order.*"]), true),
+    )
+    .await;
+    app.create_webhook(
+        &t,
+        mk("https://a.example.com/", "bravo", json!(["*"]), false),
+    )
+    .await;
+    app.create_webhook(
+        &t,
+        mk(
+            "https://d.example.com/",
+            "delta",
+            json!(["stock.updated"]),
+            true,
+        ),
+    )
+    .await;
 
     let r = app.get("/v1/webhooks?sort=name&direction=asc", &t).await;
-    let names: Vec<&str> = r.body["data"].as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = r.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["alpha", "bravo", "charlie", "delta"]);
     let r = app.get("/v1/webhooks?sort=url&direction=desc", &t).await;
-    assert_eq!(urls(&r.body), ["https://d.example.com/", "https://c.example.com/", "https://b.example.com/", "https://a.example.com/"]);
-    let r = app.get("/v1/webhooks?sort=created_at&direction=asc", &t).await;
+    assert_eq!(
+        urls(&r.body),
+        [
+            "https://d.example.com/",
+            "https://c.example.com/",
+            "https://b.example.com/",
+            "https://a.example.com/"
+        ]
+    );
+    let r = app
+        .get("/v1/webhooks?sort=created_at&direction=asc", &t)
+        .await;
     assert_eq!(urls(&r.body)[0], "https://b.example.com/");
-    app.get("/v1/webhooks?sort=updated_at", &t).await.assert(200);
+    app.get("/v1/webhooks?sort=updated_at", &t)
+        .await
+        .assert(200);
 
-    let r = app.get("/v1/webhooks?event=order.shipped&sort=url&direction=asc", &t).await;
-    assert_eq!(r.body["count"], 3, "exact, group wildcard and * all receive order.shipped");
-    assert_eq!(urls(&r.body), ["https://a.example.com/", "https://b.example.com/", "https://c.example.com/"]);
-    let r = app.get("/v1/webhooks?event=stock.updated&active=true", &t).await;
+    let r = app
+        .get(
+            "/v1/webhooks?event=order.shipped&sort=url&direction=asc",
+            &t,
+        )
+        .await;
+    assert_eq!(
+        r.body["count"], 3,
+        "exact, group wildcard and * all receive order.shipped"
+    );
+    assert_eq!(
+        urls(&r.body),
+        [
+            "https://a.example.com/",
+            "https://b.example.com/",
+            "https://c.example.com/"
+        ]
+    );
+    let r = app
+        .get("/v1/webhooks?event=stock.updated&active=true", &t)
+        .await;
     assert_eq!(urls(&r.body), ["https://d.example.com/"]);
     let r = app.get("/v1/webhooks?active=false", &t).await;
     assert_eq!(urls(&r.body), ["https://a.example.com/"]);
 
-    app.get("/v1/webhooks?sort=events", &t).await.assert_invalid("sort");
-    app.get("/v1/webhooks?direction=up", &t).await.assert_invalid("direction");
-    app.get("/v1/webhooks?active=yes", &t).await.assert_invalid("active");
-    app.get("/v1/webhooks?event=order.teleported", &t).await.assert_invalid("event");
+    app.get("/v1/webhooks?sort=events", &t)
+        .await
+        .assert_invalid("sort");
+    app.get("/v1/webhooks?direction=up", &t)
+        .await
+        .assert_invalid("direction");
+    app.get("/v1/webhooks?active=yes", &t)
+        .await
+        .assert_invalid("active");
+    app.get("/v1/webhooks?event=order.teleported", &t)
+        .await
+        .assert_invalid("event");
 }

@@ -30,21 +30,46 @@ async fn patch_changes_only_what_is_given_and_replaces_headers_and_auth() {
     let r = app.patch(&path, &t, json!({"headers": {"X-Three": "3"}, "auth": {"type": "token", "header": "X-Api-Key", "token": "k"}})).await;
     r.assert(200);
     assert_eq!(r.body["data"]["headers"], json!({"X-Three": "3"}));
-    assert_eq!(r.body["data"]["auth"], json!({"type": "token", "header": "X-Api-Key", "token": "••••••••"}));
+    assert_eq!(
+        r.body["data"]["auth"],
+        json!({"type": "token", "header": "X-Api-Key", "token": "••••••••"})
+    );
 
     // A header that now clashes with the existing auth is blamed on the header.
-    app.patch(&path, &t, json!({"headers": {"X-API-KEY": "dup"}})).await.assert_invalid("headers.X-API-KEY");
+    app.patch(&path, &t, json!({"headers": {"X-API-KEY": "dup"}}))
+        .await
+        .assert_invalid("headers.X-API-KEY");
     // An auth that clashes with existing headers is blamed on auth.
-    app.patch(&path, &t, json!({"auth": {"type": "token", "header": "X-Three", "token": "k"}})).await.assert_invalid("auth");
+    app.patch(
+        &path,
+        &t,
+        json!({"auth": {"type": "token", "header": "X-Three", "token": "k"}}),
+    )
+    .await
+    .assert_invalid("auth");
 
     // Same rules as create.
-    app.patch(&path, &t, json!({"url": "http://example.com"})).await.assert_invalid("url");
-    app.patch(&path, &t, json!({"events": []})).await.assert_invalid("events");
-    app.patch(&path, &t, json!({"method": "DELETE"})).await.assert_invalid("method");
-    app.patch(&path, &t, json!({"secret": "new-secret-123"})).await.assert_invalid("secret");
-    app.patch(&path, &t, json!({"name": null})).await.assert_invalid("name");
-    app.patch(&path, &t, json!({"nmae": "typo"})).await.assert_invalid("nmae");
-    app.patch(&path, &t, json!({"active": "no"})).await.assert(400);
+    app.patch(&path, &t, json!({"url": "http://example.com"}))
+        .await
+        .assert_invalid("url");
+    app.patch(&path, &t, json!({"events": []}))
+        .await
+        .assert_invalid("events");
+    app.patch(&path, &t, json!({"method": "DELETE"}))
+        .await
+        .assert_invalid("method");
+    app.patch(&path, &t, json!({"secret": "new-secret-123"}))
+        .await
+        .assert_invalid("secret");
+    app.patch(&path, &t, json!({"name": null}))
+        .await
+        .assert_invalid("name");
+    app.patch(&path, &t, json!({"nmae": "typo"}))
+        .await
+        .assert_invalid("nmae");
+    app.patch(&path, &t, json!({"active": "no"}))
+        .await
+        .assert(400);
 
     // An empty patch changes nothing, not even updated_at.
     let before = app.get(&path, &t).await.body["data"].clone();
@@ -57,15 +82,28 @@ async fn patch_changes_only_what_is_given_and_replaces_headers_and_auth() {
 async fn patch_conflicts_missing_ids_and_re_enabling() {
     let app = TestApp::spawn().await;
     let t = app.acme();
-    app.create_webhook(&t, webhook("https://example.com/a")).await;
-    let b = app.create_webhook(&t, webhook("https://example.com/b")).await;
+    app.create_webhook(&t, webhook("https://example.com/a"))
+        .await;
+    let b = app
+        .create_webhook(&t, webhook("https://example.com/b"))
+        .await;
     let path = format!("/v1/webhooks/{}", b["id"].as_str().unwrap());
-    let r = app.patch(&path, &t, json!({"url": "https://example.com/a"})).await;
+    let r = app
+        .patch(&path, &t, json!({"url": "https://example.com/a"}))
+        .await;
     r.assert(409);
     assert_eq!(r.code(), "conflict");
 
-    app.patch(&format!("/v1/webhooks/{}", uuid::Uuid::new_v4()), &t, json!({"name": "x"})).await.assert(404);
-    app.patch("/v1/webhooks/not-a-uuid", &t, json!({"name": "x"})).await.assert(404);
+    app.patch(
+        &format!("/v1/webhooks/{}", uuid::Uuid::new_v4()),
+        &t,
+        json!({"name": "x"}),
+    )
+    .await
+    .assert(404);
+    app.patch("/v1/webhooks/not-a-uuid", &t, json!({"name": "x"}))
+        .await
+        .assert(404);
     app.get("/v1/webhooks/not-a-uuid", &t).await.assert(404);
 
     // The platform disabled it; the tenant re-enables it and the reason goes away.
@@ -78,7 +116,10 @@ async fn patch_conflicts_missing_ids_and_re_enabling() {
     .await
     .unwrap();
     let r = app.get(&path, &t).await;
-    assert_eq!(r.body["data"]["disabled_reason"], "failing since 2026-01-01");
+    assert_eq!(
+        r.body["data"]["disabled_reason"],
+        "failing since 2026-01-01"
+    );
     let r = app.patch(&path, &t, json!({"active": true})).await;
     r.assert(200);
     assert_eq!(r.body["data"]["active"], true);
@@ -89,7 +130,12 @@ async fn patch_conflicts_missing_ids_and_re_enabling() {
 async fn delete_removes_the_webhook_and_its_secrets() {
     let app = TestApp::spawn().await;
     let t = app.acme();
-    let id = app.create_webhook(&t, webhook("https://example.com/a")).await["id"].as_str().unwrap().to_owned();
+    let id = app
+        .create_webhook(&t, webhook("https://example.com/a"))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let path = format!("/v1/webhooks/{id}");
     let r = app.delete(&path, &t).await;
     r.assert(204);
@@ -103,11 +149,15 @@ async fn delete_removes_the_webhook_and_its_secrets() {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         n: i64,
     }
-    let left: N = diesel::sql_query(format!("SELECT count(*) AS n FROM webhook_secrets WHERE webhook_id = '{id}'"))
-        .get_result(&mut conn)
-        .await
-        .unwrap();
+    let left: N = diesel::sql_query(format!(
+        "SELECT count(*) AS n FROM webhook_secrets WHERE webhook_id = '{id}'"
+    ))
+    .get_result(&mut conn)
+    .await
+    .unwrap();
     assert_eq!(left.n, 0);
     // The url is free again.
-    app.post("/v1/webhooks", &t, webhook("https://example.com/a")).await.assert(201);
+    app.post("/v1/webhooks", &t, webhook("https://example.com/a"))
+        .await
+        .assert(201);
 }
