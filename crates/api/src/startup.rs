@@ -58,6 +58,7 @@ impl Application {
             cipher,
             urls: settings.url_policy(),
             relay_wakeup: Arc::new(Notify::new()),
+            catalog: Default::default(),
         };
         let auth = AuthState {
             keys: JwtKeys::from_settings(&settings)?,

@@ -1,8 +1,11 @@
 //! What every handler shares.
 
-use std::sync::Arc;
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, RwLock};
 use waybill_domain::{CatalogIndex, UrlPolicy};
 use waybill_runtime::ApiError;
 use waybill_store::{Cipher, PgPool, PooledConn, StoreError, event_types};
@@ -15,23 +18,46 @@ pub struct AppState {
     pub urls: UrlPolicy,
     /// Wakes the change-feed relay after a change committed.
     pub relay_wakeup: Arc<Notify>,
+    pub catalog: CatalogCache,
+}
+
+/// How long another replica's change to an event type's `active` flag may take to be seen here.
+const CATALOG_TTL: Duration = Duration::from_secs(1);
+
+/// The catalog as the subscription rules need it, re-read at most every [`CATALOG_TTL`] and at
+/// once after this replica changed it.
+#[derive(Clone, Default)]
+pub struct CatalogCache {
+    inner: Arc<RwLock<Option<(Instant, Arc<CatalogIndex>)>>>,
+}
+
+impl CatalogCache {
+    pub async fn get(&self, conn: &mut PooledConn) -> Result<Arc<CatalogIndex>, ApiError> {
+        if let Some((at, index)) = self.inner.read().await.as_ref()
+            && at.elapsed() < CATALOG_TTL
+        {
+            return Ok(index.clone());
+        }
+        let flags = event_types::flags(conn)
+            .await
+            .map_err(|e| store_error(e.into()))?;
+        let index = Arc::new(CatalogIndex::new(
+            flags.iter().map(|(n, a)| (n.as_str(), *a)),
+        ));
+        *self.inner.write().await = Some((Instant::now(), index.clone()));
+        Ok(index)
+    }
+
+    /// Forgets the cached index (after an event type changed).
+    pub async fn invalidate(&self) {
+        *self.inner.write().await = None;
+    }
 }
 
 impl AppState {
     pub async fn conn(&self) -> Result<PooledConn, ApiError> {
         waybill_store::conn(&self.pool).await.map_err(store_error)
     }
-}
-
-/// The catalog as the subscription rules need it, read fresh so a type deactivated a moment ago
-/// on another replica is already refused.
-pub async fn catalog_index(conn: &mut PooledConn) -> Result<CatalogIndex, ApiError> {
-    let flags = event_types::flags(conn)
-        .await
-        .map_err(|e| store_error(e.into()))?;
-    Ok(CatalogIndex::new(
-        flags.iter().map(|(n, a)| (n.as_str(), *a)),
-    ))
 }
 
 /// Maps store failures to answers: an unreachable database is a 503, anything unexpected a 500.

@@ -150,7 +150,12 @@ impl Settings {
         }
         let env: std::collections::HashMap<String, String> = vars
             .into_iter()
-            .filter(|(k, _)| k.starts_with("WAYBILL_") && k != "WAYBILL_CONFIG")
+            // `WAYBILL_CONFIG` names the file; `WAYBILL_TEST_*` belong to the test harness.
+            .filter(|(k, _)| {
+                k.starts_with("WAYBILL_")
+                    && k != "WAYBILL_CONFIG"
+                    && !k.starts_with("WAYBILL_TEST_")
+            })
             .collect();
         b = b.add_source(
             Env::with_prefix("WAYBILL")
@@ -304,6 +309,21 @@ mod tests {
                         "a-long-enough-production-secret-0123456789"
                     ),
                 ])
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn unknown_variables_are_refused_but_harness_ones_ignored() {
+        let err =
+            Settings::load_from(8080, None, vars(&[("WAYBILL_DATABASE__URLL", "x")])).unwrap_err();
+        assert!(format!("{err:#}").contains("urll"), "{err:#}");
+        assert!(
+            Settings::load_from(
+                8080,
+                None,
+                vars(&[("WAYBILL_TEST_DATABASE_URL", "x"), ("WAYBILL_CONFIG", "y")])
             )
             .is_ok()
         );

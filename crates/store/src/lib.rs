@@ -81,6 +81,9 @@ pub async fn conn(pool: &PgPool) -> Result<PooledConn, StoreError> {
     }
 }
 
+/// Advisory lock key held while migrating.
+const MIGRATION_LOCK: i64 = 0x5741_5942_494c_4c; // "WAYBILL"
+
 /// Applies pending migrations through the async connection, off the async threads.
 pub async fn migrate(url: &str) -> Result<usize, StoreError> {
     let url = url.to_owned();
@@ -88,9 +91,15 @@ pub async fn migrate(url: &str) -> Result<usize, StoreError> {
         use diesel::Connection;
         let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        conn.run_pending_migrations(MIGRATIONS)
+        use diesel::connection::SimpleConnection;
+        // Replicas starting together take turns; the second finds nothing left to apply.
+        conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))?;
+        let result = conn
+            .run_pending_migrations(MIGRATIONS)
             .map(|applied| applied.len())
-            .map_err(|e| StoreError::Corrupt(format!("migration failed: {e}")))
+            .map_err(|e| StoreError::Corrupt(format!("migration failed: {e}")));
+        conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))?;
+        result
     })
     .await
     .map_err(|e| StoreError::Unavailable(format!("migration task failed: {e}")))?

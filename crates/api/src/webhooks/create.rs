@@ -12,7 +12,7 @@ use super::{
 };
 use crate::{
     envelope::One,
-    state::{AppState, StoreResultExt, catalog_index},
+    state::{AppState, StoreResultExt},
 };
 
 /// Creates a subscription.
@@ -37,7 +37,7 @@ pub async fn create(
     let parsed = input::parse(body.0, Mode::Create)?;
     let mut errors = parsed.errors;
     let mut conn = state.conn().await?;
-    let catalog = catalog_index(&mut conn).await?;
+    let catalog = state.catalog.get(&mut conn).await?;
     let settings = WebhookSettings::build(
         parsed.input,
         None,

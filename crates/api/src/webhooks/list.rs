@@ -11,7 +11,7 @@ use waybill_store::webhooks::{self, ListQuery, SortKey};
 use super::view::WebhookView;
 use crate::{
     envelope::Paging,
-    state::{AppState, StoreResultExt, catalog_index},
+    state::{AppState, StoreResultExt},
 };
 
 const PARAMS: &[&str] = &["limit", "page", "sort", "direction", "event", "active"];
@@ -75,7 +75,7 @@ pub async fn list(
     }
     let mut conn = state.conn().await?;
     if let Some(event) = &q.event
-        && catalog_index(&mut conn).await?.status(event) == TypeStatus::Unknown
+        && state.catalog.get(&mut conn).await?.status(event) == TypeStatus::Unknown
     {
         errors.add("event", format!("there is no event type `{event}`"));
     }

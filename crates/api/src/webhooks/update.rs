@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     envelope::One,
-    state::{AppState, StoreResultExt, catalog_index},
+    state::{AppState, StoreResultExt},
 };
 
 /// How often an update is re-applied when another writer changed the row in between.
@@ -43,7 +43,7 @@ pub async fn update(
     let id = parse_id(&path)?;
     let parsed = input::parse(body.0, Mode::Update)?;
     let mut conn = state.conn().await?;
-    let catalog = catalog_index(&mut conn).await?;
+    let catalog = state.catalog.get(&mut conn).await?;
     for _ in 0..ATTEMPTS {
         let current = webhooks::find(&mut conn, auth.tenant.as_str(), id)
             .await

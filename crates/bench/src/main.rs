@@ -1,0 +1,62 @@
+//! `waybill-bench`: measures Waybill against the real Postgres and RabbitMQ of this machine.
+//! Every scenario works in a database of its own, dropped at the end.
+
+mod api_roundtrip;
+mod stats;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "waybill-bench", about = "Waybill benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Create-then-read round trips of the control plane with many subscriptions in the table.
+    ApiRoundtrip {
+        /// Subscriptions stored before measuring.
+        #[arg(long, default_value_t = 100_000)]
+        seed: u32,
+        /// Tenants the seeded subscriptions are spread over.
+        #[arg(long, default_value_t = 1_000)]
+        tenants: u32,
+        /// Measured round trips (after 200 unmeasured warm-up ones).
+        #[arg(long, default_value_t = 2_000)]
+        requests: u32,
+        /// Also write the result as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let result = match Cli::parse().scenario {
+        Scenario::ApiRoundtrip {
+            seed,
+            tenants,
+            requests,
+            json,
+        } => {
+            api_roundtrip::run(api_roundtrip::Params {
+                seed,
+                tenants,
+                requests,
+                json,
+            })
+            .await
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("waybill-bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

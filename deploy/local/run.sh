@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Starts the Waybill services built in target/release in the background, waits until they are
+# ready, and prints how to use them. `make stop` stops them.
+set -euo pipefail
+
+RUN_DIR=${RUN_DIR:-.run}
+API_PORT=${API_PORT:-8080}
+mkdir -p "$RUN_DIR"
+
+start() { # name, port
+  local name=$1 port=$2
+  WAYBILL_HTTP__PORT=$port nohup "target/release/$name" serve >"$RUN_DIR/$name.log" 2>&1 &
+  echo $! >"$RUN_DIR/$name.pid"
+  for _ in $(seq 1 120); do
+    if curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; then return 0; fi
+    if ! kill -0 "$(cat "$RUN_DIR/$name.pid")" 2>/dev/null; then
+      echo "error: $name exited; its log:" >&2
+      tail -n 20 "$RUN_DIR/$name.log" >&2
+      return 1
+    fi
+    sleep 0.5
+  done
+  echo "error: $name is not ready after 60 s; see $RUN_DIR/$name.log" >&2
+  return 1
+}
+
+start waybill-api "$API_PORT"
+
+TOKEN=$(target/release/waybill-api token --tenant acme --scopes webhooks:read,webhooks:write,admin --ttl 7d)
+cat <<MSG
+
+Waybill is running.
+  waybill-api   http://127.0.0.1:$API_PORT   (log: $RUN_DIR/waybill-api.log)
+  OpenAPI       http://127.0.0.1:$API_PORT/openapi.json
+
+A token for tenant "acme" (read, write and admin scopes, valid 7 days):
+
+  export TOKEN=$TOKEN
+
+Try it:
+
+  curl -s http://127.0.0.1:$API_PORT/v1/events?group=order -H "Authorization: Bearer \$TOKEN"
+
+  curl -s http://127.0.0.1:$API_PORT/v1/webhooks -H "Authorization: Bearer \$TOKEN" \\
+       -H 'Content-Type: application/json' \\
+       -d '{"url": "https://example.com/hooks/wms", "events": ["order.shipped", "stock.*"]}'
+
+  curl -s http://127.0.0.1:$API_PORT/v1/webhooks -H "Authorization: Bearer \$TOKEN"
+
+More tokens: target/release/waybill-api token --tenant <name> --scopes webhooks:read
+Stop everything: make stop
+MSG
