@@ -82,7 +82,7 @@ pub async fn conn(pool: &PgPool) -> Result<PooledConn, StoreError> {
 }
 
 /// Advisory lock key held while migrating.
-const MIGRATION_LOCK: i64 = 0x5741_5942_494c_4c; // "WAYBILL"
+const MIGRATION_LOCK: i64 = 0x0057_4159_4249_4c4c; // "WAYBILL" in ASCII
 
 /// Applies pending migrations through the async connection, off the async threads.
 pub async fn migrate(url: &str) -> Result<usize, StoreError> {
