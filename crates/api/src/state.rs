@@ -28,8 +28,11 @@ const CATALOG_TTL: Duration = Duration::from_secs(1);
 /// once after this replica changed it.
 #[derive(Clone, Default)]
 pub struct CatalogCache {
-    inner: Arc<RwLock<Option<(Instant, Arc<CatalogIndex>)>>>,
+    inner: Arc<RwLock<Option<Cached>>>,
 }
+
+/// When the index was read, and the index.
+type Cached = (Instant, Arc<CatalogIndex>);
 
 impl CatalogCache {
     pub async fn get(&self, conn: &mut PooledConn) -> Result<Arc<CatalogIndex>, ApiError> {
