@@ -15,6 +15,18 @@ use waybill_store::{Cipher, crypto::secret_context};
 
 use crate::helpers::{TestApp, broker_url, eventually};
 
+fn change_schema() -> jsonschema::Validator {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../proto-schemas/broker/subscription-change.schema.json"
+    ))
+    .unwrap();
+    jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(&serde_json::from_str(&text).unwrap())
+        .unwrap()
+}
+
 /// A private queue bound to the app's change exchange, as a dispatcher replica would have.
 async fn listen(prefix: &str) -> (Connection, Channel, String) {
     let conn = Connection::connect(&broker_url(), Default::default())
