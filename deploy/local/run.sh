@@ -39,7 +39,7 @@ A token for tenant "acme" (read, write and admin scopes, valid 7 days):
 
 Try it:
 
-  curl -s http://127.0.0.1:$API_PORT/v1/events?group=order -H "Authorization: Bearer \$TOKEN"
+  curl -s "http://127.0.0.1:$API_PORT/v1/events?group=order" -H "Authorization: Bearer \$TOKEN"
 
   curl -s http://127.0.0.1:$API_PORT/v1/webhooks -H "Authorization: Bearer \$TOKEN" \\
        -H 'Content-Type: application/json' \\
