@@ -78,8 +78,16 @@ async fn next(ch: &Channel, queue: &str) -> (SubscriptionChange, lapin::BasicPro
     })
     .await
     .expect("a change message within 15 s");
-    let change: SubscriptionChange =
-        serde_json::from_slice(&msg.delivery.data).expect("a valid change message");
+    let raw: serde_json::Value = serde_json::from_slice(&msg.delivery.data).expect("JSON");
+    let errors: Vec<String> = change_schema()
+        .iter_errors(&raw)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "message violates proto-schemas/broker/subscription-change.schema.json: {errors:?}\n{raw}"
+    );
+    let change: SubscriptionChange = serde_json::from_value(raw).expect("a valid change message");
     (change, msg.delivery.properties.clone())
 }
 
