@@ -53,14 +53,17 @@ stop:
 	  rm -f "$$f"; \
 	done
 
-# Databases of interrupted earlier runs; each test drops its own when it ends.
+# Databases of interrupted earlier runs (each test drops its own when it ends) and templates of
+# earlier migrations; the tests re-create the template they need.
 clean-test-dbs: services
-	@for d in $$(psql "$(PG_URL)/postgres" -tAc "SELECT datname FROM pg_database WHERE datname LIKE 'waybill\_test\_%' AND datname NOT LIKE 'waybill\_test\_template\_%'"); do \
+	@for d in $$(psql "$(PG_URL)/postgres" -tAc "SELECT datname FROM pg_database WHERE datname LIKE 'waybill\_test\_%'"); do \
 	  psql "$(PG_URL)/postgres" -qc "DROP DATABASE IF EXISTS $$d WITH (FORCE)"; \
 	done
 
 test: toolchain services clean-test-dbs
-	cargo test --workspace --locked
+	@mkdir -p target
+	@set -o pipefail; cargo test --workspace --locked 2>&1 | tee target/test-output.log
+	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "%d passed, %d failed\n", p, f }' target/test-output.log
 
 lint: toolchain
 	cargo fmt --all -- --check

@@ -35,18 +35,16 @@ struct Exists {
     datname: String,
 }
 
-/// The name of the migrated template, which changes whenever a migration does.
+/// The name of the migrated template: the same in every checkout, new whenever a migration changes.
 fn template_name() -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+    let mut dirs: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
+    dirs.sort();
     let mut h: u64 = 0xcbf29ce484222325;
-    for m in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations")).unwrap() {
-        let dir = m.unwrap().path();
+    for dir in dirs {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         for f in ["up.sql", "down.sql"] {
-            let p = dir.join(f);
-            for b in p
-                .to_string_lossy()
-                .bytes()
-                .chain(std::fs::read(&p).unwrap_or_default())
-            {
+            for b in name.bytes().chain(std::fs::read(dir.join(f)).unwrap_or_default()) {
                 h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
             }
         }
