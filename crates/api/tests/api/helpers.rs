@@ -38,13 +38,19 @@ struct Exists {
 /// The name of the migrated template: the same in every checkout, new whenever a migration changes.
 fn template_name() -> String {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
-    let mut dirs: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut dirs: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     dirs.sort();
     let mut h: u64 = 0xcbf29ce484222325;
     for dir in dirs {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         for f in ["up.sql", "down.sql"] {
-            for b in name.bytes().chain(std::fs::read(dir.join(f)).unwrap_or_default()) {
+            for b in name
+                .bytes()
+                .chain(std::fs::read(dir.join(f)).unwrap_or_default())
+            {
                 h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
             }
         }
@@ -128,6 +134,18 @@ fn cleanup(db: String, prefix: String) {
         });
     })
     .join();
+}
+
+/// Drops a test database (and its broker prefix's objects) when it goes out of scope.
+pub struct DbGuard {
+    pub db: String,
+    pub prefix: String,
+}
+
+impl Drop for DbGuard {
+    fn drop(&mut self) {
+        cleanup(self.db.clone(), self.prefix.clone());
+    }
 }
 
 /// A running api and what a test needs to talk to it.

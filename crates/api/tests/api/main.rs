@@ -11,6 +11,7 @@ mod events;
 mod helpers;
 mod http_edges;
 mod openapi;
+mod process;
 mod secrets;
 mod webhooks_create;
 mod webhooks_list;
