@@ -445,6 +445,45 @@ pub async fn rotate_secret(
     .await
 }
 
+/// Every subscription as the change feed describes it, ordered by id, a page at a time
+/// (`after` is the last id of the previous page). A consumer that missed changes rebuilds its
+/// view from these; each carries the `revision` its change messages would.
+pub async fn snapshots(
+    conn: &mut AsyncPgConnection,
+    after: Option<Uuid>,
+    limit: i64,
+) -> QueryResult<Vec<SubscriptionSnapshot>> {
+    let now = Utc::now();
+    let mut q = webhooks::table
+        .order(webhooks::id.asc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(after) = after {
+        q = q.filter(webhooks::id.gt(after));
+    }
+    let rows: Vec<WebhookRow> = q.select(WebhookRow::as_select()).load(conn).await?;
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let secrets: Vec<SecretRow> = webhook_secrets::table
+        .filter(webhook_secrets::webhook_id.eq_any(&ids))
+        .filter(
+            webhook_secrets::expires_at
+                .is_null()
+                .or(webhook_secrets::expires_at.gt(now)),
+        )
+        .order(webhook_secrets::id.desc())
+        .select(SecretRow::as_select())
+        .load(conn)
+        .await?;
+    let mut by_webhook: BTreeMap<Uuid, Vec<SecretRow>> = BTreeMap::new();
+    for s in secrets {
+        by_webhook.entry(s.webhook_id).or_default().push(s);
+    }
+    Ok(rows
+        .iter()
+        .map(|r| r.snapshot(by_webhook.get(&r.id).map_or(&[][..], Vec::as_slice)))
+        .collect())
+}
+
 /// Sort keys of the listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SortKey {

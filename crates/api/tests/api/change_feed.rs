@@ -152,6 +152,10 @@ async fn each_kind_of_change_is_published_in_revision_order() {
     assert_eq!((c.kind.as_str(), c.revision), ("updated", 2));
     assert!(!c.subscription.unwrap().active);
 
+    // A patch that changes nothing publishes nothing: the next message is the rotation.
+    app.patch(&format!("/v1/webhooks/{id}"), &t, json!({"active": false}))
+        .await
+        .assert(200);
     app.post(
         &format!("/v1/webhooks/{id}/secret/rotate"),
         &t,
@@ -161,13 +165,27 @@ async fn each_kind_of_change_is_published_in_revision_order() {
     .assert(200);
     let (c, _) = next(&ch, &queue).await;
     assert_eq!((c.kind.as_str(), c.revision), ("secret_rotated", 3));
-    let secrets = c.subscription.unwrap().secrets;
+    let last = c.subscription.unwrap();
+    let secrets = &last.secrets;
     assert_eq!(
         secrets.len(),
         2,
         "new and old key both sign during the grace period"
     );
     assert_eq!(secrets.iter().filter(|s| s.expires_at.is_none()).count(), 1);
+
+    // A resync from Postgres sees exactly what the last message said.
+    let pool = waybill_store::pool(&app.settings.database.url, 1).unwrap();
+    let mut conn = waybill_store::conn(&pool).await.unwrap();
+    let from_db = waybill_store::webhooks::snapshots(&mut conn, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(from_db, vec![last]);
+    let after = waybill_store::webhooks::snapshots(&mut conn, Some(wid), 100)
+        .await
+        .unwrap();
+    assert!(after.is_empty(), "paging continues after the last id");
+    drop(conn);
 
     app.delete(&format!("/v1/webhooks/{id}"), &t)
         .await
