@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use lapin::{
-    Channel, Connection, ExchangeKind,
-    options::{BasicGetOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
+    Channel, Connection,
+    options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions},
     types::FieldTable,
 };
 use serde_json::json;
@@ -34,17 +34,10 @@ async fn listen(prefix: &str) -> (Connection, Channel, String) {
         .unwrap();
     let ch = conn.create_channel().await.unwrap();
     let exchange = format!("{prefix}.subscriptions");
-    ch.exchange_declare(
-        exchange.as_str().into(),
-        ExchangeKind::Fanout,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    waybill_bus::Topology::new(prefix)
+        .declare(&ch)
+        .await
+        .unwrap();
     let q = ch
         .queue_declare(
             "".into(),
