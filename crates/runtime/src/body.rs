@@ -106,7 +106,14 @@ fn read_object(
             ));
         }
         match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Object(map)) => Ok(map),
+            Ok(Value::Object(map)) => {
+                // Postgres stores no NUL in text or jsonb; refuse it here, naming where it is.
+                let mut errors = ValidationErrors::new();
+                for (k, v) in &map {
+                    find_nul(k, v, &mut errors);
+                }
+                errors.into_result(|| map).map_err(ApiError::validation)
+            }
             Ok(_) => Err(ApiError::bad_request(
                 "The request body must be a JSON object.",
             )),
@@ -114,6 +121,30 @@ fn read_object(
                 "The request body is not valid JSON: {e}."
             ))),
         }
+    }
+}
+
+const NUL_MESSAGE: &str = "must not contain the NUL character (\\u0000)";
+
+/// Records every string (or key) under `path` that contains a NUL character.
+fn find_nul(path: &str, value: &Value, errors: &mut ValidationErrors) {
+    if path.contains('\0') {
+        errors.add(path.replace('\0', "\\u0000"), NUL_MESSAGE);
+        return;
+    }
+    match value {
+        Value::String(s) if s.contains('\0') => errors.add(path, NUL_MESSAGE),
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                find_nul(&format!("{path}[{i}]"), v, errors);
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map {
+                find_nul(&format!("{path}.{k}"), v, errors);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -147,7 +178,9 @@ pub fn query_pairs(req: &HttpRequest, allowed: &[&str]) -> Result<Vec<(String, S
     let mut seen = std::collections::BTreeSet::new();
     let mut pairs = Vec::new();
     for (k, v) in url::form_urlencoded::parse(req.query_string().as_bytes()) {
-        if !allowed.contains(&k.as_ref()) {
+        if v.contains('\0') {
+            errors.add(k.to_string(), NUL_MESSAGE);
+        } else if !allowed.contains(&k.as_ref()) {
             errors.add(k.to_string(), "is not a known query parameter");
         } else if !seen.insert(k.to_string()) {
             errors.add(k.to_string(), "is given more than once");

@@ -1,6 +1,7 @@
 //! `GET /v1/events/{name}`.
 
 use actix_web::{HttpResponse, web};
+use waybill_domain::EventTypeName;
 use waybill_runtime::{ApiError, Auth};
 use waybill_store::event_types;
 
@@ -26,6 +27,9 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     auth.require_any(READ_SCOPES)?;
+    if EventTypeName::parse(&path).is_err() {
+        return Err(not_found(&path));
+    }
     let mut conn = state.conn().await?;
     let row = event_types::find(&mut conn, &path)
         .await

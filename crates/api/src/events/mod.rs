@@ -16,5 +16,8 @@ pub const READ_SCOPES: &[Scope] = &[
 ];
 
 pub fn not_found(name: &str) -> ApiError {
-    ApiError::not_found(format!("There is no event type `{name}`."))
+    match waybill_domain::EventTypeName::parse(name) {
+        Ok(_) => ApiError::not_found(format!("There is no event type `{name}`.")),
+        Err(_) => ApiError::not_found("There is no event type of that name."),
+    }
 }

@@ -2,7 +2,7 @@
 
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
-use waybill_domain::{Scope, ValidationErrors};
+use waybill_domain::{EventTypeName, Scope, ValidationErrors};
 use waybill_runtime::{
     ApiError, Auth,
     body::{self, JsonObject},
@@ -56,6 +56,9 @@ pub async fn update(
         .is_some_and(|d| d.chars().count() > 1000)
     {
         errors.add("description", "must be at most 1000 characters");
+    }
+    if EventTypeName::parse(&path).is_err() {
+        return Err(not_found(&path));
     }
     let mut conn = state.conn().await?;
     let Some(current) = event_types::find(&mut conn, &path).await.api()? else {

@@ -14,7 +14,7 @@ use waybill_runtime::ApiError;
 
 /// A path id that is not a UUID names no subscription: 404, like a missing one.
 pub fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| not_found(raw))
+    Uuid::parse_str(raw).map_err(|_| ApiError::not_found("There is no webhook with that id."))
 }
 
 pub fn not_found(id: impl std::fmt::Display) -> ApiError {

@@ -175,3 +175,53 @@ async fn readiness_fails_while_the_broker_is_unreachable() {
             .contains("broker")
     );
 }
+
+#[tokio::test]
+async fn nul_characters_are_refused_where_they_are_not_a_500() {
+    let app = TestApp::spawn().await;
+    let t = app.admin();
+    let r = app
+        .post(
+            "/v1/webhooks",
+            &t,
+            json!({"url": "https://example.com/x", "events": ["order.shipped"], "name": "a\u{0}b", "headers": {"X-A": "\u{0}"}}),
+        )
+        .await;
+    r.assert_invalid("name");
+    r.assert_invalid("headers.X-A");
+    app.post(
+        "/v1/webhooks",
+        &t,
+        json!({"url": "https://example.com/x", "events": ["order.\u{0}"]}),
+    )
+    .await
+    .assert_invalid("events[0]");
+    app.patch(
+        "/v1/events/order.shipped",
+        &t,
+        json!({"description": "\u{0}"}),
+    )
+    .await
+    .assert_invalid("description");
+    app.get("/v1/events?group=%00", &t)
+        .await
+        .assert_invalid("group");
+    app.get("/v1/webhooks?sort=%00", &t)
+        .await
+        .assert_invalid("sort");
+    for path in [
+        "/v1/events/%00",
+        "/v1/events/order.%00",
+        "/v1/webhooks/%FF",
+        "/v1/webhooks/%00/secret",
+    ] {
+        let r = app.get(path, &t).await;
+        r.assert(404);
+        assert_eq!(r.code(), "not_found");
+    }
+    app.patch("/v1/events/%00", &t, json!({"active": true}))
+        .await
+        .assert(404);
+    // Nothing was stored.
+    assert_eq!(app.get("/v1/webhooks", &t).await.body["count"], 0);
+}
