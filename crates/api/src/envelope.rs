@@ -20,6 +20,9 @@ pub struct Page<T> {
     pub previous: Option<String>,
 }
 
+/// Highest page accepted: far past any real list, low enough that the offset cannot overflow.
+const MAX_PAGE: i64 = i64::MAX / 1024;
+
 /// `limit` and `page` of a list request.
 #[derive(Debug, Clone, Copy)]
 pub struct Paging {
@@ -42,7 +45,7 @@ impl Paging {
         for (k, v) in pairs {
             match k.as_str() {
                 "limit" => p.limit = parse_int("limit", v, 1, max, errors).unwrap_or(default),
-                "page" => p.page = parse_int("page", v, 1, 1_000_000, errors).unwrap_or(1),
+                "page" => p.page = parse_int("page", v, 1, MAX_PAGE, errors).unwrap_or(1),
                 _ => {}
             }
         }

@@ -56,7 +56,7 @@ pub async fn run(
             }
         }
         let pause = match result {
-            Ok(n) if n as i64 == BATCH => continue,
+            Ok(n) if n as i64 == BATCH && !*stop.borrow() => continue,
             Ok(_) => {
                 backoff = Duration::from_millis(200);
                 IDLE_POLL

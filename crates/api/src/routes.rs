@@ -6,7 +6,6 @@ use waybill_runtime::http;
 use crate::{events, openapi, webhooks};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    let method_not_allowed = || web::to(http::method_not_allowed);
     cfg.route("/healthz", web::get().to(http::healthz))
         .route("/readyz", web::get().to(http::readyz))
         .route("/metrics", web::get().to(http::metrics))
@@ -14,36 +13,36 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource("/v1/events")
                 .route(web::get().to(events::list::list))
-                .default_service(method_not_allowed()),
+                .default_service(http::method_not_allowed("GET")),
         )
         .service(
             web::resource("/v1/events/{name}")
                 .route(web::get().to(events::get::get))
                 .route(web::patch().to(events::update::update))
-                .default_service(method_not_allowed()),
+                .default_service(http::method_not_allowed("GET, PATCH")),
         )
         .service(
             web::resource("/v1/webhooks")
                 .route(web::get().to(webhooks::list::list))
                 .route(web::post().to(webhooks::create::create))
-                .default_service(method_not_allowed()),
+                .default_service(http::method_not_allowed("GET, POST")),
         )
         .service(
             web::resource("/v1/webhooks/{id}")
                 .route(web::get().to(webhooks::get::get))
                 .route(web::patch().to(webhooks::update::update))
                 .route(web::delete().to(webhooks::delete::delete))
-                .default_service(method_not_allowed()),
+                .default_service(http::method_not_allowed("GET, PATCH, DELETE")),
         )
         .service(
             web::resource("/v1/webhooks/{id}/secret")
                 .route(web::get().to(webhooks::secret::get_secret))
-                .default_service(method_not_allowed()),
+                .default_service(http::method_not_allowed("GET")),
         )
         .service(
             web::resource("/v1/webhooks/{id}/secret/rotate")
                 .route(web::post().to(webhooks::secret::rotate))
-                .default_service(method_not_allowed()),
+                .default_service(http::method_not_allowed("POST")),
         )
         .default_service(web::to(http::not_found));
 }

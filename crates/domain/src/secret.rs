@@ -1,6 +1,9 @@
 //! Signing secrets in the Standard Webhooks form.
 
-use base64::{Engine, engine::general_purpose::STANDARD};
+use base64::{
+    Engine,
+    engine::general_purpose::{STANDARD, STANDARD_NO_PAD},
+};
 
 /// Prefix of secrets whose key is base64-encoded.
 pub const WHSEC_PREFIX: &str = "whsec_";
@@ -32,6 +35,7 @@ impl SigningSecret {
             Some(encoded) => {
                 let key = STANDARD
                     .decode(encoded)
+                    .or_else(|_| STANDARD_NO_PAD.decode(encoded))
                     .map_err(|_| "after `whsec_` must come standard base64".to_string())?;
                 if !(24..=64).contains(&key.len()) {
                     return Err(format!(

@@ -230,7 +230,14 @@ impl WebhookSettings {
             None => Some(base.map_or(HttpMethod::Post, |b| b.method)),
         };
         let events = match (input.events, base) {
-            (Some(e), _) => check_events(&mut errors, &e, ctx.catalog),
+            // Types already subscribed stay allowed after they were deactivated, so a client
+            // that sends the whole subscription back is not refused for what it already had.
+            (Some(e), _) => check_events(
+                &mut errors,
+                &e,
+                ctx.catalog,
+                base.map_or(&[][..], |b| &b.events),
+            ),
             (None, Some(b)) => Some(b.events.clone()),
             (None, None) => {
                 errors.add("events", "is required");
@@ -334,6 +341,7 @@ fn check_events(
     errors: &mut ValidationErrors,
     raw: &[String],
     catalog: &CatalogIndex,
+    already: &[EventPattern],
 ) -> Option<Vec<EventPattern>> {
     let mut ok = true;
     let mut fail = |field: &str, msg: String| {
@@ -364,6 +372,9 @@ fn check_events(
             }
             Some(EventPattern::Exact(name)) => match catalog.status(&name) {
                 TypeStatus::Active => out.push(EventPattern::Exact(name)),
+                TypeStatus::Inactive if already.contains(&EventPattern::Exact(name.clone())) => {
+                    out.push(EventPattern::Exact(name))
+                }
                 TypeStatus::Inactive => fail(&field, format!("event type `{name}` is inactive")),
                 TypeStatus::Unknown => fail(&field, format!("there is no event type `{name}`")),
             },

@@ -20,10 +20,19 @@ pub const MAX_URL_LEN: usize = 2048;
 impl UrlPolicy {
     /// Parses and checks a receiver URL, answering a sentence for the client when refused.
     pub fn check(&self, raw: &str) -> Result<Url, String> {
-        if raw.chars().count() > MAX_URL_LEN {
-            return Err(format!("must be at most {MAX_URL_LEN} characters"));
+        // The parser would silently drop tabs and newlines; a URL with them is a mistake.
+        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("must not contain spaces or control characters".into());
+        }
+        let too_long = || format!("must be at most {MAX_URL_LEN} characters");
+        if raw.len() > MAX_URL_LEN {
+            return Err(too_long());
         }
         let url = Url::parse(raw).map_err(|e| format!("must be an absolute URL ({e})"))?;
+        // What is stored is the normalised form (non-ASCII percent-encoded), which can be longer.
+        if url.as_str().len() > MAX_URL_LEN {
+            return Err(too_long());
+        }
         match url.scheme() {
             "https" => {}
             "http" if self.allow_http => {}

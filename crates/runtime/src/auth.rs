@@ -112,6 +112,9 @@ fn validation(alg: Algorithm) -> Validation {
     let mut v = Validation::new(alg);
     v.set_required_spec_claims(&["exp"]);
     v.leeway = 30;
+    v.validate_nbf = true;
+    // Tokens from an identity provider usually name an audience; Waybill does not check it.
+    v.validate_aud = false;
     v
 }
 
@@ -185,10 +188,11 @@ fn authenticate(req: &HttpRequest) -> Result<Auth, ApiError> {
     let value = value
         .to_str()
         .map_err(|_| ApiError::unauthorized("The Authorization header is not valid ASCII."))?;
+    // The scheme name is case-insensitive (RFC 9110 §11.1).
     let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .map(str::trim)
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
         .filter(|t| !t.is_empty())
         .ok_or_else(|| {
             ApiError::unauthorized("The Authorization header must be `Bearer <token>`.")

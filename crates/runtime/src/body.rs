@@ -1,9 +1,7 @@
 //! Request bodies and query strings, parsed strictly: the wrong media type is a 415, too large a
 //! 413, malformed JSON or a wrong type a 400, an unknown field a 422 on that field.
 
-use std::{future::Future, pin::Pin};
-
-use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
+use actix_web::{HttpRequest, http::header, web};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -15,31 +13,56 @@ use crate::ApiError;
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimit(pub usize);
 
-/// A JSON object body.
-#[derive(Debug, Clone)]
-pub struct JsonObject(pub Map<String, Value>);
-
-/// A JSON object body that may also be absent (then it is `{}`).
-#[derive(Debug, Clone)]
-pub struct OptionalJsonObject(pub Map<String, Value>);
-
-impl FromRequest for JsonObject {
-    type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
-
-    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let fut = read_object(req, payload, false);
-        Box::pin(async move { fut.await.map(JsonObject) })
+/// Reads a JSON object body. Handlers call this after their auth, scope and existence checks,
+/// so those answers come first. With `optional`, an empty body is `{}`.
+pub async fn json_object(
+    req: &HttpRequest,
+    payload: web::Payload,
+    optional: bool,
+) -> Result<Map<String, Value>, ApiError> {
+    let limit = req
+        .app_data::<web::Data<BodyLimit>>()
+        .map_or(1 << 20, |l| l.0);
+    if declared_length(req).is_some_and(|n| n > limit) {
+        return Err(ApiError::payload_too_large(limit));
     }
-}
-
-impl FromRequest for OptionalJsonObject {
-    type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
-
-    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let fut = read_object(req, payload, true);
-        Box::pin(async move { fut.await.map(OptionalJsonObject) })
+    let mut payload = payload;
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::bad_request(format!("The request body could not be read: {e}"))
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::payload_too_large(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if body.is_empty() && optional {
+        return Ok(Map::new());
+    }
+    if is_json(req) != Some(true) {
+        return Err(ApiError::unsupported_media_type());
+    }
+    if body.is_empty() {
+        return Err(ApiError::bad_request(
+            "The request body is empty; send a JSON object.",
+        ));
+    }
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(map)) => {
+            // Postgres stores no NUL in text or jsonb; refuse it here, naming where it is.
+            let mut errors = ValidationErrors::new();
+            for (k, v) in &map {
+                find_nul(k, v, &mut errors);
+            }
+            errors.into_result(|| map).map_err(ApiError::validation)
+        }
+        Ok(_) => Err(ApiError::bad_request(
+            "The request body must be a JSON object.",
+        )),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "The request body is not valid JSON: {e}."
+        ))),
     }
 }
 
@@ -65,63 +88,6 @@ fn declared_length(req: &HttpRequest) -> Option<usize> {
         .ok()?
         .parse()
         .ok()
-}
-
-fn read_object(
-    req: &HttpRequest,
-    payload: &mut Payload,
-    optional: bool,
-) -> impl Future<Output = Result<Map<String, Value>, ApiError>> + use<> {
-    let limit = req
-        .app_data::<web::Data<BodyLimit>>()
-        .map_or(1 << 20, |l| l.0);
-    let content_type = is_json(req);
-    let length = declared_length(req);
-    let mut payload = payload.take();
-    async move {
-        if let Some(n) = length
-            && n > limit
-        {
-            return Err(ApiError::payload_too_large(limit));
-        }
-        let mut body = web::BytesMut::new();
-        while let Some(chunk) = payload.next().await {
-            let chunk = chunk.map_err(|e| {
-                ApiError::bad_request(format!("The request body could not be read: {e}"))
-            })?;
-            if body.len() + chunk.len() > limit {
-                return Err(ApiError::payload_too_large(limit));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        if body.is_empty() && optional && content_type != Some(false) {
-            return Ok(Map::new());
-        }
-        if content_type != Some(true) {
-            return Err(ApiError::unsupported_media_type());
-        }
-        if body.is_empty() {
-            return Err(ApiError::bad_request(
-                "The request body is empty; send a JSON object.",
-            ));
-        }
-        match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Object(map)) => {
-                // Postgres stores no NUL in text or jsonb; refuse it here, naming where it is.
-                let mut errors = ValidationErrors::new();
-                for (k, v) in &map {
-                    find_nul(k, v, &mut errors);
-                }
-                errors.into_result(|| map).map_err(ApiError::validation)
-            }
-            Ok(_) => Err(ApiError::bad_request(
-                "The request body must be a JSON object.",
-            )),
-            Err(e) => Err(ApiError::bad_request(format!(
-                "The request body is not valid JSON: {e}."
-            ))),
-        }
-    }
 }
 
 const NUL_MESSAGE: &str = "must not contain the NUL character (\\u0000)";
@@ -166,10 +132,40 @@ pub fn unknown_fields(
 pub fn typed<T: DeserializeOwned>(map: Map<String, Value>) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(Value::Object(map)).map_err(|e| {
         let path = e.path().to_string();
+        // serde's text quotes the offending value, which may be a credential: keep only what
+        // was expected.
         let inner = e.into_inner().to_string();
-        // serde's message ends with " at line 1 column N" only for text input; values have none.
-        ApiError::bad_request(format!("Invalid value for `{path}`: {inner}."))
+        let expected = inner
+            .split_once("expected ")
+            .map_or("another type", |(_, x)| x);
+        ApiError::bad_request(format!(
+            "Invalid value for `{path}`: expected {}.",
+            plain_type(expected)
+        ))
     })
+}
+
+/// serde's name of an expected type, in JSON's words.
+fn plain_type(expected: &str) -> &'static str {
+    let e = expected.trim_end_matches('.');
+    if e.contains("string") {
+        "a string"
+    } else if e.contains("bool") {
+        "true or false"
+    } else if e.contains("i64")
+        || e.contains("u64")
+        || e.contains("i32")
+        || e.contains("u32")
+        || e.contains("integer")
+    {
+        "a whole number"
+    } else if e.contains("sequence") || e.contains("array") {
+        "an array"
+    } else if e.contains("map") || e.contains("struct") || e.contains("object") {
+        "an object"
+    } else {
+        "another type"
+    }
 }
 
 /// The query string as `(key, value)` pairs; unknown or repeated keys are 422s.

@@ -180,7 +180,14 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
     ApiError::not_found(format!("There is no resource at {}.", req.path())).error_response()
 }
 
-/// Fallback for a known route with a method it does not take.
-pub async fn method_not_allowed() -> HttpResponse {
-    ApiError::method_not_allowed().error_response()
+/// Fallback for a known route with a method it does not take; `allow` lists the ones it does.
+pub fn method_not_allowed(allow: &'static str) -> actix_web::Route {
+    web::to(move || async move {
+        let mut res = ApiError::method_not_allowed().error_response();
+        res.headers_mut().insert(
+            actix_web::http::header::ALLOW,
+            HeaderValue::from_static(allow),
+        );
+        res
+    })
 }

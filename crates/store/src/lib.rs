@@ -52,13 +52,36 @@ impl From<DieselError> for StoreError {
             DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
                 StoreError::Conflict
             }
-            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
+            DieselError::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                info,
+            ) => StoreError::Unavailable(info.message().to_owned()),
+            // diesel-async reports a connection lost mid-query, or a server shutting down
+            // (SQLSTATE 57P01..57P03), as `Unknown`; only the message tells.
+            DieselError::DatabaseError(DatabaseErrorKind::Unknown, info)
+                if connection_lost(info.message()) =>
+            {
                 StoreError::Unavailable(info.message().to_owned())
             }
             DieselError::BrokenTransactionManager => StoreError::Unavailable(e.to_string()),
             other => StoreError::Query(other),
         }
     }
+}
+
+fn connection_lost(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "connection closed",
+        "terminating connection",
+        "connection reset",
+        "broken pipe",
+        "the database system is",
+        "server closed the connection",
+        "unexpected eof",
+    ]
+    .iter()
+    .any(|needle| m.contains(needle))
 }
 
 /// Builds a pool; connections are opened lazily.

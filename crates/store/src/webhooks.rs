@@ -20,6 +20,13 @@ use crate::{
     schema::{webhook_secrets, webhooks},
 };
 
+/// Now, at the microsecond precision Postgres keeps, so what a call returns equals what is read
+/// back later.
+fn now_micros() -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(6)
+}
+
 /// One subscription row.
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = webhooks)]
@@ -236,7 +243,7 @@ pub async fn create(
     secret: &SigningSecret,
 ) -> Result<WebhookRow, StoreError> {
     let id = Uuid::now_v7();
-    let now = Utc::now();
+    let now = now_micros();
     let columns = SettingsColumns::new(id, settings, cipher)?;
     let secret_ct = cipher.encrypt(secret.expose().as_bytes(), &secret_context(id))?;
     let tenant = tenant.to_owned();
@@ -290,7 +297,7 @@ pub async fn update(
     current: &WebhookRow,
     settings: &WebhookSettings,
 ) -> Result<Option<WebhookRow>, StoreError> {
-    let now = Utc::now();
+    let now = now_micros();
     let columns = SettingsColumns::new(current.id, settings, cipher)?;
     // Re-enabling clears the reason the platform disabled it for.
     let disabled_reason = if settings.active {
@@ -332,7 +339,7 @@ pub async fn delete(
 ) -> Result<bool, StoreError> {
     let tenant = tenant.to_owned();
     conn.transaction::<_, StoreError, _>(async move |conn| {
-        let now = Utc::now();
+        let now = now_micros();
         let deleted = diesel::delete(
             webhooks::table
                 .filter(webhooks::id.eq(id))
@@ -376,7 +383,12 @@ pub async fn current_secret(
     .transpose()
 }
 
-/// Makes `secret` the current key; the old one keeps signing for `grace`. Returns when the old
+/// Most rotated-out keys that keep signing during their grace period.
+pub const MAX_PREVIOUS_SECRETS: i64 = 4;
+
+/// Makes `secret` the current key; the old one keeps signing for `grace` (at most
+/// [`MAX_PREVIOUS_SECRETS`] old keys are kept, the oldest dropped first). A grace of zero revokes
+/// every earlier key at once. Returns when the old
 /// key stops signing, or `None` when there is no such subscription.
 pub async fn rotate_secret(
     conn: &mut AsyncPgConnection,
@@ -389,7 +401,7 @@ pub async fn rotate_secret(
     let ct = cipher.encrypt(secret.expose().as_bytes(), &secret_context(id))?;
     let tenant = tenant.to_owned();
     conn.transaction::<_, StoreError, _>(async move |conn| {
-        let now = Utc::now();
+        let now = now_micros();
         let row = diesel::update(
             webhooks::table
                 .filter(webhooks::id.eq(id))
@@ -406,30 +418,28 @@ pub async fn rotate_secret(
         let Some(row) = row else { return Ok(None) };
         let expires = now + grace;
         use webhook_secrets::dsl;
-        diesel::delete(
-            webhook_secrets::table
-                .filter(dsl::webhook_id.eq(id))
-                .filter(dsl::expires_at.le(now)),
-        )
-        .execute(conn)
-        .await?;
+        let mine = || webhook_secrets::table.filter(dsl::webhook_id.eq(id));
         if grace.is_zero() {
-            diesel::delete(
-                webhook_secrets::table
-                    .filter(dsl::webhook_id.eq(id))
-                    .filter(dsl::expires_at.is_null()),
-            )
-            .execute(conn)
-            .await?;
+            // Revoking (say, after a leak): only the new key signs from now on.
+            diesel::delete(mine()).execute(conn).await?;
         } else {
-            diesel::update(
-                webhook_secrets::table
-                    .filter(dsl::webhook_id.eq(id))
-                    .filter(dsl::expires_at.is_null()),
-            )
-            .set(dsl::expires_at.eq(expires))
-            .execute(conn)
-            .await?;
+            diesel::delete(mine().filter(dsl::expires_at.le(now)))
+                .execute(conn)
+                .await?;
+            diesel::update(mine().filter(dsl::expires_at.is_null()))
+                .set(dsl::expires_at.eq(expires))
+                .execute(conn)
+                .await?;
+            // Every live key signs every delivery, so only the newest few old ones are kept.
+            let keep: Vec<i64> = mine()
+                .order(dsl::id.desc())
+                .limit(MAX_PREVIOUS_SECRETS)
+                .select(dsl::id)
+                .load(conn)
+                .await?;
+            diesel::delete(mine().filter(dsl::id.ne_all(keep)))
+                .execute(conn)
+                .await?;
         }
         diesel::insert_into(webhook_secrets::table)
             .values((
@@ -453,7 +463,7 @@ pub async fn snapshots(
     after: Option<Uuid>,
     limit: i64,
 ) -> QueryResult<Vec<SubscriptionSnapshot>> {
-    let now = Utc::now();
+    let now = now_micros();
     let mut q = webhooks::table
         .order(webhooks::id.asc())
         .limit(limit)

@@ -1,12 +1,9 @@
 //! `PATCH /v1/events/{name}` (admin).
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use waybill_domain::{EventTypeName, Scope, ValidationErrors};
-use waybill_runtime::{
-    ApiError, Auth,
-    body::{self, JsonObject},
-};
+use waybill_runtime::{ApiError, Auth, body};
 use waybill_store::event_types;
 
 use super::{not_found, view::EventTypeView};
@@ -39,11 +36,19 @@ pub async fn update(
     auth: Auth,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: JsonObject,
+    req: HttpRequest,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     auth.require_any(&[Scope::Admin])?;
+    if EventTypeName::parse(&path).is_err() {
+        return Err(not_found(&path));
+    }
+    let mut conn = state.conn().await?;
+    let Some(current) = event_types::find(&mut conn, &path).await.api()? else {
+        return Err(not_found(&path));
+    };
     let mut errors = ValidationErrors::new();
-    let mut map = body.0;
+    let mut map = body::json_object(&req, payload, false).await?;
     body::unknown_fields(&map, &["active", "description"], "", &mut errors);
     for (k, _) in map.iter().filter(|(_, v)| v.is_null()) {
         errors.add(k.clone(), "must not be null");
@@ -57,13 +62,6 @@ pub async fn update(
     {
         errors.add("description", "must be at most 1000 characters");
     }
-    if EventTypeName::parse(&path).is_err() {
-        return Err(not_found(&path));
-    }
-    let mut conn = state.conn().await?;
-    let Some(current) = event_types::find(&mut conn, &path).await.api()? else {
-        return Err(not_found(&path));
-    };
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }

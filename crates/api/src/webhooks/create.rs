@@ -1,8 +1,8 @@
 //! `POST /v1/webhooks`.
 
-use actix_web::{HttpResponse, http::header, web};
+use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use waybill_domain::{Scope, SigningSecret, WebhookSettings, subscription::RuleContext};
-use waybill_runtime::{ApiError, Auth, body::JsonObject};
+use waybill_runtime::{ApiError, Auth, body};
 use waybill_store::{StoreError, webhooks};
 
 use super::{
@@ -31,10 +31,11 @@ use crate::{
 pub async fn create(
     auth: Auth,
     state: web::Data<AppState>,
-    body: JsonObject,
+    req: HttpRequest,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     auth.require_any(&[Scope::WebhooksWrite])?;
-    let parsed = input::parse(body.0, Mode::Create)?;
+    let parsed = input::parse(body::json_object(&req, payload, false).await?, Mode::Create)?;
     let mut errors = parsed.errors;
     let mut conn = state.conn().await?;
     let catalog = state.catalog.get(&mut conn).await?;

@@ -1,14 +1,11 @@
 //! `GET /v1/webhooks/{id}/secret` and `POST /v1/webhooks/{id}/secret/rotate`.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use waybill_domain::{Scope, SigningSecret, ValidationErrors};
-use waybill_runtime::{
-    ApiError, Auth,
-    body::{self, OptionalJsonObject},
-};
+use waybill_runtime::{ApiError, Auth, body};
 use waybill_store::webhooks;
 
 use super::{create::generate_secret, not_found, parse_id};
@@ -86,12 +83,19 @@ pub async fn rotate(
     auth: Auth,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: OptionalJsonObject,
+    req: HttpRequest,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     auth.require_any(&[Scope::WebhooksWrite])?;
     let id = parse_id(&path)?;
+    let mut conn = state.conn().await?;
+    // A missing webhook is a 404 whatever the body holds.
+    webhooks::find(&mut conn, auth.tenant.as_str(), id)
+        .await
+        .api()?
+        .ok_or_else(|| not_found(id))?;
     let mut errors = ValidationErrors::new();
-    let mut map = body.0;
+    let mut map = body::json_object(&req, payload, true).await?;
     body::unknown_fields(&map, &["secret", "grace_period_seconds"], "", &mut errors);
     map.retain(|_, v| !v.is_null());
     let input: RotateBody = body::typed(map)?;
@@ -111,7 +115,6 @@ pub async fn rotate(
     let (Some(secret), true) = (secret, errors.is_empty()) else {
         return Err(ApiError::validation(errors));
     };
-    let mut conn = state.conn().await?;
     let expires = webhooks::rotate_secret(
         &mut conn,
         &state.cipher,

@@ -1,8 +1,8 @@
 //! `PATCH /v1/webhooks/{id}`.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use waybill_domain::{Scope, WebhookSettings, subscription::RuleContext};
-use waybill_runtime::{ApiError, Auth, body::JsonObject};
+use waybill_runtime::{ApiError, Auth, body};
 use waybill_store::{StoreError, webhooks};
 
 use super::{
@@ -37,28 +37,37 @@ pub async fn update(
     auth: Auth,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: JsonObject,
+    req: HttpRequest,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     auth.require_any(&[Scope::WebhooksWrite])?;
     let id = parse_id(&path)?;
-    let parsed = input::parse(body.0, Mode::Update)?;
     let mut conn = state.conn().await?;
+    // A missing webhook is a 404 whatever the body holds.
+    webhooks::find(&mut conn, auth.tenant.as_str(), id)
+        .await
+        .api()?
+        .ok_or_else(|| not_found(id))?;
+    let parsed = input::parse(body::json_object(&req, payload, false).await?, Mode::Update)?;
     let catalog = state.catalog.get(&mut conn).await?;
     for _ in 0..ATTEMPTS {
         let current = webhooks::find(&mut conn, auth.tenant.as_str(), id)
             .await
             .api()?
             .ok_or_else(|| not_found(id))?;
-        if !parsed.errors.is_empty() {
-            return Err(ApiError::validation(parsed.errors));
-        }
         let before = current.settings(&state.cipher).api()?;
         let ctx = RuleContext {
             catalog: &catalog,
             urls: &state.urls,
         };
+        // Every problem at once: the body's (unknown fields, nulls) and the rules'.
+        let mut errors = parsed.errors.clone();
         let after = WebhookSettings::build(parsed.input.clone(), Some(&before), ctx)
-            .map_err(ApiError::validation)?;
+            .map_err(|e| errors.merge(e))
+            .ok();
+        let (Some(after), true) = (after, errors.is_empty()) else {
+            return Err(ApiError::validation(errors));
+        };
         if after == before {
             return Ok(HttpResponse::Ok().json(One {
                 data: WebhookView::from(&current),

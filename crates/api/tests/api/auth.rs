@@ -229,3 +229,72 @@ async fn each_tenant_has_its_own_rate_limit() {
         .await
         .assert(200);
 }
+
+#[tokio::test]
+async fn scopes_and_existence_are_checked_before_the_body() {
+    let app = TestApp::spawn().await;
+    let reader = app.token("acme", &[Scope::WebhooksRead]);
+    let garbage = |r: reqwest::RequestBuilder| {
+        r.header(header::CONTENT_TYPE, "application/json")
+            .body("{not json")
+    };
+    app.raw(Method::POST, "/v1/webhooks", Some(&reader), garbage)
+        .await
+        .assert(403);
+    app.raw(
+        Method::PATCH,
+        "/v1/events/order.shipped",
+        Some(&reader),
+        garbage,
+    )
+    .await
+    .assert(403);
+    let missing = format!("/v1/webhooks/{}", uuid::Uuid::new_v4());
+    let writer = app.acme();
+    app.raw(Method::PATCH, &missing, Some(&writer), garbage)
+        .await
+        .assert(404);
+    app.raw(
+        Method::POST,
+        &format!("{missing}/secret/rotate"),
+        Some(&writer),
+        garbage,
+    )
+    .await
+    .assert(404);
+    app.post(
+        &format!("{missing}/secret/rotate"),
+        &writer,
+        json!({"grace_period_seconds": -5}),
+    )
+    .await
+    .assert(404);
+}
+
+#[tokio::test]
+async fn tokens_from_identity_providers_are_read_as_they_come() {
+    let app = TestApp::spawn().await;
+    let sign = |v: serde_json::Value| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &v,
+            &jsonwebtoken::EncodingKey::from_secret(app.settings.jwt_secret().as_bytes()),
+        )
+        .unwrap()
+    };
+    let now = chrono::Utc::now().timestamp();
+    let with_aud = sign(
+        json!({"tenant": "acme", "scopes": ["webhooks:read"], "exp": now + 600, "aud": "waybill", "iss": "idp"}),
+    );
+    app.get("/v1/webhooks", &with_aud).await.assert(200);
+    let not_yet = sign(
+        json!({"tenant": "acme", "scopes": ["webhooks:read"], "exp": now + 600, "nbf": now + 300}),
+    );
+    app.get("/v1/webhooks", &not_yet).await.assert(401);
+    let r = app
+        .raw(Method::GET, "/v1/webhooks", None, |r| {
+            r.header(header::AUTHORIZATION, format!("BEARER {with_aud}"))
+        })
+        .await;
+    r.assert(200);
+}

@@ -225,3 +225,40 @@ async fn nul_characters_are_refused_where_they_are_not_a_500() {
     // Nothing was stored.
     assert_eq!(app.get("/v1/webhooks", &t).await.body["count"], 0);
 }
+
+#[tokio::test]
+async fn type_errors_name_the_field_but_never_echo_the_value() {
+    let app = TestApp::spawn().await;
+    let t = app.acme();
+    let r = app.post("/v1/webhooks", &t, json!({"url": "https://example.com/x", "events": ["order.shipped"], "auth": "Bearer sk_live_SECRET"})).await;
+    r.assert(400);
+    let msg = r.body["error"]["message"].as_str().unwrap();
+    assert_eq!(msg, "Invalid value for `auth`: expected an object.");
+    let r = app
+        .post("/v1/webhooks", &t, json!({"url": "https://example.com/x", "events": ["order.shipped"], "auth": {"type": "basic", "username": "u", "password": 987654321}}))
+        .await;
+    r.assert(400);
+    assert!(!r.body.to_string().contains("987654321"), "{}", r.body);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`auth.password`: expected a string")
+    );
+}
+
+#[tokio::test]
+async fn wrong_methods_say_which_are_allowed() {
+    let app = TestApp::spawn().await;
+    let t = app.acme();
+    for (method, path, allow) in [
+        (Method::PUT, "/v1/webhooks", "GET, POST"),
+        (Method::POST, "/v1/webhooks/x", "GET, PATCH, DELETE"),
+        (Method::DELETE, "/v1/events", "GET"),
+        (Method::GET, "/v1/webhooks/x/secret/rotate", "POST"),
+    ] {
+        let r = app.raw(method, path, Some(&t), |r| r).await;
+        r.assert(405);
+        assert_eq!(r.headers[header::ALLOW], allow, "{path}");
+    }
+}

@@ -106,3 +106,90 @@ async fn rotation_replaces_the_secret_and_keeps_the_old_one_for_the_grace_period
         "••••••••"
     );
 }
+
+async fn live_keys(app: &TestApp, id: &str) -> Vec<waybill_domain::change::SecretSnapshot> {
+    let pool = waybill_store::pool(&app.settings.database.url, 1).unwrap();
+    let mut conn = waybill_store::conn(&pool).await.unwrap();
+    let all = waybill_store::webhooks::snapshots(&mut conn, None, 10)
+        .await
+        .unwrap();
+    all.into_iter()
+        .find(|s| s.id.to_string() == id)
+        .unwrap()
+        .secrets
+}
+
+#[tokio::test]
+async fn revoking_with_no_grace_retires_every_earlier_key_and_old_keys_are_capped() {
+    let app = TestApp::spawn().await;
+    let t = app.acme();
+    let id = app
+        .create_webhook(
+            &t,
+            json!({"url": "https://example.com/a", "events": ["order.shipped"]}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rotate = format!("/v1/webhooks/{id}/secret/rotate");
+    let mut last_expiry = String::new();
+    for _ in 0..7 {
+        let r = app
+            .post(&rotate, &t, json!({"grace_period_seconds": 3600}))
+            .await;
+        r.assert(200);
+        last_expiry = r.body["data"]["previous_secret_expires_at"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    }
+    let keys = live_keys(&app, &id).await;
+    assert_eq!(
+        keys.len(),
+        5,
+        "the current key and the four newest old ones"
+    );
+    // The answer's expiry is exactly what is stored.
+    let stored = keys.iter().filter_map(|k| k.expires_at).max().unwrap();
+    assert_eq!(
+        chrono::DateTime::parse_from_rfc3339(&last_expiry).unwrap(),
+        stored
+    );
+
+    // A leak: rotate with no grace; only the new key signs from now on.
+    let r = app
+        .post(&rotate, &t, json!({"grace_period_seconds": 0}))
+        .await;
+    r.assert(200);
+    let keys = live_keys(&app, &id).await;
+    assert_eq!(keys.len(), 1);
+    assert!(keys[0].expires_at.is_none());
+}
+
+#[tokio::test]
+async fn an_empty_rotate_request_works_whatever_its_content_type() {
+    let app = TestApp::spawn().await;
+    let t = app.acme();
+    let id = app
+        .create_webhook(
+            &t,
+            json!({"url": "https://example.com/a", "events": ["order.shipped"]}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = app
+        .raw(
+            reqwest::Method::POST,
+            &format!("/v1/webhooks/{id}/secret/rotate"),
+            Some(&t),
+            |r| {
+                r.header("content-type", "application/x-www-form-urlencoded")
+                    .body("")
+            },
+        )
+        .await;
+    r.assert(200);
+}

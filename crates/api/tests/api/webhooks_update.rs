@@ -161,3 +161,71 @@ async fn delete_removes_the_webhook_and_its_secrets() {
         .await
         .assert(201);
 }
+
+#[tokio::test]
+async fn patch_reports_every_problem_and_keeps_types_already_subscribed() {
+    let app = TestApp::spawn().await;
+    let (t, admin) = (app.acme(), app.admin());
+    let id = app
+        .create_webhook(
+            &t,
+            json!({"url": "https://example.com/a", "events": ["order.shipped", "stock.*"]}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/v1/webhooks/{id}");
+    let r = app
+        .patch(
+            &path,
+            &t,
+            json!({"nmae": "x", "url": "http://example.com", "secret": "whatever-1"}),
+        )
+        .await;
+    r.assert(422);
+    let mut fields = r.error_fields();
+    fields.sort();
+    assert_eq!(fields, ["nmae", "secret", "url"]);
+
+    app.patch("/v1/events/order.shipped", &admin, json!({"active": false}))
+        .await
+        .assert(200);
+    // Sending the whole subscription back, as read, still works.
+    let current = app.get(&path, &t).await.body["data"].clone();
+    app.patch(
+        &path,
+        &t,
+        json!({"events": current["events"], "name": "renamed"}),
+    )
+    .await
+    .assert(200);
+    // Adding an inactive type is still refused.
+    app.patch(
+        &path,
+        &t,
+        json!({"events": ["order.shipped", "stock.*", "order.cancelled"]}),
+    )
+    .await
+    .assert(200);
+    app.patch(
+        "/v1/events/order.cancelled",
+        &admin,
+        json!({"active": false}),
+    )
+    .await
+    .assert(200);
+    let other = app
+        .create_webhook(
+            &t,
+            json!({"url": "https://example.com/b", "events": ["stock.*"]}),
+        )
+        .await;
+    app.patch(
+        &format!("/v1/webhooks/{}", other["id"].as_str().unwrap()),
+        &t,
+        json!({"events": ["order.cancelled"]}),
+    )
+    .await
+    .assert_invalid("events[0]");
+}
