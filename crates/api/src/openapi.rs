@@ -8,7 +8,10 @@ use actix_web::HttpResponse;
 use serde::Serialize;
 use utoipa::{
     Modify, OpenApi, ToSchema,
-    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    openapi::{
+        ContentBuilder, Ref, ResponseBuilder,
+        security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    },
 };
 
 use crate::{events, webhooks};
@@ -32,27 +35,42 @@ pub enum AuthRequest {
     },
 }
 
+/// HTTP method of deliveries.
+#[derive(Serialize, ToSchema)]
+pub enum Method {
+    #[serde(rename = "POST")]
+    Post,
+    #[serde(rename = "PUT")]
+    Put,
+}
+
 /// Body of `POST /v1/webhooks`. Unknown fields are refused (422).
 #[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct WebhookCreate {
     /// Absolute `https` URL (plain `http` only where the operator allows it), ≤ 2048 characters.
-    #[schema(example = "https://wms.example.com/hooks/waybill")]
+    #[schema(example = "https://wms.example.com/hooks/waybill", max_length = 2048)]
     pub url: String,
     /// 1–100 distinct entries: an active event type, `<group>.*` or `*`.
-    #[schema(example = json!(["order.shipped", "stock.*"]))]
+    #[schema(example = json!(["order.shipped", "stock.*"]), min_items = 1, max_items = 100)]
     pub events: Vec<String>,
-    /// ≤ 255 characters, default "".
+    /// Default "".
+    #[schema(max_length = 255)]
     pub name: Option<String>,
-    /// ≤ 1000 characters, default "".
+    /// Default "".
+    #[schema(max_length = 1000)]
     pub description: Option<String>,
-    /// `POST` (default) or `PUT`.
-    pub method: Option<String>,
-    /// ≤ 1000 client ids of 1–128 characters; empty (default) means every client.
+    /// Default `POST`.
+    pub method: Option<Method>,
+    /// Client ids of 1–128 characters; empty (default) means every client.
+    #[schema(max_items = 1000)]
     pub client_ids: Option<Vec<String>>,
-    /// ≤ 20 custom headers; reserved names are refused.
+    /// At most 20 custom headers: RFC 9110 token names, values of visible ASCII and spaces
+    /// (≤ 1024); reserved names are refused.
     pub headers: Option<BTreeMap<String, String>>,
     pub auth: Option<AuthRequest>,
-    /// 8–128 printable ASCII characters; `whsec_` + base64 of 24–64 bytes is decoded. Generated when absent.
+    /// Printable ASCII; `whsec_` + base64 of 24–64 bytes is decoded. Generated when absent.
+    #[schema(min_length = 8, max_length = 128)]
     pub secret: Option<String>,
     /// Default `true`.
     pub active: Option<bool>,
@@ -61,13 +79,20 @@ pub struct WebhookCreate {
 /// Body of `PATCH /v1/webhooks/{id}`: any create field but `secret`; `headers` and `auth`
 /// replace the whole value; `null` is refused.
 #[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct WebhookUpdate {
+    #[schema(max_length = 2048)]
     pub url: Option<String>,
+    #[schema(min_items = 1, max_items = 100)]
     pub events: Option<Vec<String>>,
+    #[schema(max_length = 255)]
     pub name: Option<String>,
+    #[schema(max_length = 1000)]
     pub description: Option<String>,
-    pub method: Option<String>,
+    pub method: Option<Method>,
+    #[schema(max_items = 1000)]
     pub client_ids: Option<Vec<String>>,
+    /// At most 20; replaces all custom headers.
     pub headers: Option<BTreeMap<String, String>>,
     pub auth: Option<AuthRequest>,
     /// Setting `true` also clears `disabled_reason`.
@@ -76,18 +101,23 @@ pub struct WebhookUpdate {
 
 /// Body of `POST /v1/webhooks/{id}/secret/rotate`.
 #[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RotateSecret {
     /// The new secret (same rules as on create); generated when absent.
+    #[schema(min_length = 8, max_length = 128)]
     pub secret: Option<String>,
-    /// 0–604800, default 86400: how long the old secret keeps signing.
+    /// Default 86400: how long the old secrets keep signing; 0 revokes them all at once.
+    #[schema(minimum = 0, maximum = 604800)]
     pub grace_period_seconds: Option<i64>,
 }
 
 /// Body of `PATCH /v1/events/{name}`.
 #[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct EventTypeUpdate {
     pub active: Option<bool>,
-    /// ≤ 1000 characters; survives restarts.
+    /// Survives restarts.
+    #[schema(max_length = 1000)]
     pub description: Option<String>,
 }
 
@@ -145,6 +175,74 @@ pub struct ErrorBody {
     pub errors: Option<BTreeMap<String, Vec<String>>>,
 }
 
+/// Adds the error answers any operation can give, so each handler documents only its own:
+/// every authenticated operation can be a 401, 403, 429, 500 or 503; one with a body also a 400,
+/// 413, 415 or 422.
+struct CommonErrors;
+
+impl Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorResponse")))
+                        .build(),
+                )
+                .build()
+        };
+        const ALWAYS: [(&str, &str); 5] = [
+            (
+                "401",
+                "Missing, malformed or expired token (with `WWW-Authenticate: Bearer`).",
+            ),
+            ("403", "The token lacks the scope this operation needs."),
+            (
+                "429",
+                "The tenant is over its rate limit (with `Retry-After`).",
+            ),
+            ("500", "An unexpected error; nothing about it is disclosed."),
+            ("503", "The database is unavailable (with `Retry-After`)."),
+        ];
+        const WITH_BODY: [(&str, &str); 4] = [
+            (
+                "400",
+                "Malformed JSON, not an object, or a value of the wrong type.",
+            ),
+            ("413", "The body is over the size limit (1 MiB)."),
+            ("415", "The body is not sent as `application/json`."),
+            (
+                "422",
+                "Validation failed; `errors` lists every problem by field.",
+            ),
+        ];
+        for item in openapi.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.patch,
+                &mut item.put,
+                &mut item.delete,
+            ];
+            for op in ops.into_iter().flatten() {
+                let extra = if op.request_body.is_some() {
+                    &WITH_BODY[..]
+                } else {
+                    &[]
+                };
+                for (code, text) in ALWAYS.iter().chain(extra) {
+                    op.responses
+                        .responses
+                        .entry((*code).to_owned())
+                        .or_insert_with(|| error(text).into());
+                }
+            }
+        }
+    }
+}
+
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -175,7 +273,7 @@ impl Modify for BearerAuth {
         webhooks::delete::delete, webhooks::secret::get_secret, webhooks::secret::rotate,
     ),
     components(schemas(ErrorResponse, ErrorBody)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonErrors),
     tags((name = "events", description = "The event catalog"), (name = "webhooks", description = "Webhook subscriptions"))
 )]
 struct ApiDoc;

@@ -17,7 +17,7 @@ use crate::{
     params(("name" = String, Path, description = "Event type, e.g. `order.shipped`")),
     responses(
         (status = 200, body = crate::openapi::EventTypeResponse),
-        (status = 401, body = crate::openapi::ErrorResponse), (status = 404, body = crate::openapi::ErrorResponse),
+        (status = 404, body = crate::openapi::ErrorResponse),
     ),
     security(("bearer" = []))
 )]

@@ -25,7 +25,7 @@ use crate::{
     ),
     responses(
         (status = 200, body = crate::openapi::EventTypeList),
-        (status = 401, body = crate::openapi::ErrorResponse), (status = 422, body = crate::openapi::ErrorResponse),
+        (status = 422, body = crate::openapi::ErrorResponse),
     ),
     security(("bearer" = []))
 )]

@@ -26,8 +26,7 @@ struct Patch {
     request_body = crate::openapi::EventTypeUpdate,
     responses(
         (status = 200, body = crate::openapi::EventTypeResponse),
-        (status = 400, body = crate::openapi::ErrorResponse), (status = 401, body = crate::openapi::ErrorResponse),
-        (status = 403, body = crate::openapi::ErrorResponse), (status = 404, body = crate::openapi::ErrorResponse),
+        (status = 404, body = crate::openapi::ErrorResponse),
         (status = 422, body = crate::openapi::ErrorResponse),
     ),
     security(("bearer" = ["admin"]))

@@ -21,10 +21,8 @@ use crate::{
     request_body = crate::openapi::WebhookCreate,
     responses(
         (status = 201, description = "Created; `Location` names it.", body = crate::openapi::WebhookResponse),
-        (status = 400, body = crate::openapi::ErrorResponse), (status = 401, body = crate::openapi::ErrorResponse),
-        (status = 403, body = crate::openapi::ErrorResponse), (status = 409, body = crate::openapi::ErrorResponse),
-        (status = 413, body = crate::openapi::ErrorResponse), (status = 415, body = crate::openapi::ErrorResponse),
-        (status = 422, body = crate::openapi::ErrorResponse), (status = 429, body = crate::openapi::ErrorResponse),
+        (status = 409, body = crate::openapi::ErrorResponse),
+        (status = 422, body = crate::openapi::ErrorResponse),
     ),
     security(("bearer" = ["webhooks:write"]))
 )]

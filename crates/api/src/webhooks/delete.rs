@@ -14,7 +14,6 @@ use crate::state::{AppState, StoreResultExt};
     params(("id" = uuid::Uuid, Path, description = "Webhook id")),
     responses(
         (status = 204, description = "Deleted."),
-        (status = 401, body = crate::openapi::ErrorResponse), (status = 403, body = crate::openapi::ErrorResponse),
         (status = 404, body = crate::openapi::ErrorResponse),
     ),
     security(("bearer" = ["webhooks:write"]))

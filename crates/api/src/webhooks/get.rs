@@ -17,7 +17,6 @@ use crate::{
     params(("id" = uuid::Uuid, Path, description = "Webhook id")),
     responses(
         (status = 200, body = crate::openapi::WebhookResponse),
-        (status = 401, body = crate::openapi::ErrorResponse), (status = 403, body = crate::openapi::ErrorResponse),
         (status = 404, body = crate::openapi::ErrorResponse),
     ),
     security(("bearer" = ["webhooks:read"]))

@@ -29,7 +29,6 @@ const PARAMS: &[&str] = &["limit", "page", "sort", "direction", "event", "active
     ),
     responses(
         (status = 200, body = crate::openapi::WebhookList),
-        (status = 401, body = crate::openapi::ErrorResponse), (status = 403, body = crate::openapi::ErrorResponse),
         (status = 422, body = crate::openapi::ErrorResponse),
     ),
     security(("bearer" = ["webhooks:read"]))

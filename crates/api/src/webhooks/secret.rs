@@ -35,7 +35,6 @@ pub struct SecretView {
     params(("id" = uuid::Uuid, Path, description = "Webhook id")),
     responses(
         (status = 200, body = crate::openapi::SecretResponse),
-        (status = 401, body = crate::openapi::ErrorResponse), (status = 403, body = crate::openapi::ErrorResponse),
         (status = 404, body = crate::openapi::ErrorResponse),
     ),
     security(("bearer" = ["webhooks:write"]))
@@ -73,8 +72,7 @@ struct RotateBody {
     request_body(content = crate::openapi::RotateSecret, description = "Optional; an empty body generates a secret with the default grace period."),
     responses(
         (status = 200, body = crate::openapi::SecretResponse),
-        (status = 400, body = crate::openapi::ErrorResponse), (status = 401, body = crate::openapi::ErrorResponse),
-        (status = 403, body = crate::openapi::ErrorResponse), (status = 404, body = crate::openapi::ErrorResponse),
+        (status = 404, body = crate::openapi::ErrorResponse),
         (status = 422, body = crate::openapi::ErrorResponse),
     ),
     security(("bearer" = ["webhooks:write"]))

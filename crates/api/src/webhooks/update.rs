@@ -26,10 +26,8 @@ const ATTEMPTS: usize = 3;
     request_body = crate::openapi::WebhookUpdate,
     responses(
         (status = 200, body = crate::openapi::WebhookResponse),
-        (status = 400, body = crate::openapi::ErrorResponse), (status = 401, body = crate::openapi::ErrorResponse),
-        (status = 403, body = crate::openapi::ErrorResponse), (status = 404, body = crate::openapi::ErrorResponse),
-        (status = 409, body = crate::openapi::ErrorResponse), (status = 415, body = crate::openapi::ErrorResponse),
-        (status = 422, body = crate::openapi::ErrorResponse),
+        (status = 404, body = crate::openapi::ErrorResponse),
+        (status = 409, body = crate::openapi::ErrorResponse), (status = 422, body = crate::openapi::ErrorResponse),
     ),
     security(("bearer" = ["webhooks:write"]))
 )]
