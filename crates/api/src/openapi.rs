@@ -16,9 +16,9 @@ use utoipa::{
 
 use crate::{events, webhooks};
 
-/// Receiver authentication as sent in a request.
+/// Receiver authentication as sent in a request; each type takes only its own fields.
 #[derive(Serialize, ToSchema)]
-#[serde(tag = "type", rename_all = "lowercase")]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum AuthRequest {
     None,
     Basic {
@@ -81,21 +81,25 @@ pub struct WebhookCreate {
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookUpdate {
-    #[schema(max_length = 2048)]
+    #[schema(nullable = false, max_length = 2048)]
     pub url: Option<String>,
-    #[schema(min_items = 1, max_items = 100)]
+    #[schema(nullable = false, min_items = 1, max_items = 100)]
     pub events: Option<Vec<String>>,
-    #[schema(max_length = 255)]
+    #[schema(nullable = false, max_length = 255)]
     pub name: Option<String>,
-    #[schema(max_length = 1000)]
+    #[schema(nullable = false, max_length = 1000)]
     pub description: Option<String>,
+    #[schema(nullable = false)]
     pub method: Option<Method>,
-    #[schema(max_items = 1000)]
+    #[schema(nullable = false, max_items = 1000)]
     pub client_ids: Option<Vec<String>>,
     /// At most 20; replaces all custom headers.
+    #[schema(nullable = false)]
     pub headers: Option<BTreeMap<String, String>>,
+    #[schema(nullable = false)]
     pub auth: Option<AuthRequest>,
     /// Setting `true` also clears `disabled_reason`.
+    #[schema(nullable = false)]
     pub active: Option<bool>,
 }
 
@@ -115,9 +119,10 @@ pub struct RotateSecret {
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventTypeUpdate {
+    #[schema(nullable = false)]
     pub active: Option<bool>,
     /// Survives restarts.
-    #[schema(max_length = 1000)]
+    #[schema(nullable = false, max_length = 1000)]
     pub description: Option<String>,
 }
 

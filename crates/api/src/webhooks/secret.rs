@@ -69,7 +69,7 @@ struct RotateBody {
 #[utoipa::path(
     post, path = "/v1/webhooks/{id}/secret/rotate", tag = "webhooks",
     params(("id" = uuid::Uuid, Path, description = "Webhook id")),
-    request_body(content = crate::openapi::RotateSecret, description = "Optional; an empty body generates a secret with the default grace period."),
+    request_body(content = Option<crate::openapi::RotateSecret>, description = "Optional; an empty body generates a secret with the default grace period."),
     responses(
         (status = 200, body = crate::openapi::SecretResponse),
         (status = 404, body = crate::openapi::ErrorResponse),
