@@ -10,7 +10,6 @@ BROKER_URL ?= amqp://guest:guest@127.0.0.1:5672/%2f
 RUN_DIR ?= .run
 SERVICES := waybill-api
 
-export WAYBILL_CONFIG ?= deploy/local/waybill.toml
 export WAYBILL_DATABASE__URL ?= $(PG_URL)/$(DB)
 export WAYBILL_BROKER__URL ?= $(BROKER_URL)
 export WAYBILL_TEST_DATABASE_URL ?= $(PG_URL)/postgres
@@ -39,6 +38,7 @@ db: services
 build: toolchain
 	cargo build --release --locked $(addprefix --bin ,$(SERVICES))
 
+run: export WAYBILL_CONFIG ?= $(CURDIR)/deploy/local/waybill.toml
 run: db build stop
 	@deploy/local/run.sh
 

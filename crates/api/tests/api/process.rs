@@ -10,6 +10,16 @@ use crate::helpers::{DbGuard, broker_url, create_database, eventually};
 
 const BIN: &str = env!("CARGO_BIN_EXE_waybill-api");
 
+/// The binary, with none of the caller's `WAYBILL_*` settings, so the test says exactly what it
+/// configures.
+fn waybill_api() -> Command {
+    let mut cmd = Command::new(BIN);
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("WAYBILL_")) {
+        cmd.env_remove(k);
+    }
+    cmd
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -39,7 +49,7 @@ async fn the_binary_mints_tokens_serves_and_stops_cleanly_on_sigterm() {
     ]
     .map(|(k, v)| (k.to_owned(), v.to_owned()));
 
-    let out = Command::new(BIN)
+    let out = waybill_api()
         .args([
             "token",
             "--tenant",
@@ -58,7 +68,7 @@ async fn the_binary_mints_tokens_serves_and_stops_cleanly_on_sigterm() {
         String::from_utf8_lossy(&out.stderr)
     );
     let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let bad = Command::new(BIN)
+    let bad = waybill_api()
         .args([
             "token",
             "--tenant",
@@ -71,7 +81,7 @@ async fn the_binary_mints_tokens_serves_and_stops_cleanly_on_sigterm() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown scope `webhooks:everything`"));
 
-    let mut child = Command::new(BIN)
+    let mut child = waybill_api()
         .arg("serve")
         .envs(env)
         .stdout(Stdio::piped())
@@ -125,7 +135,7 @@ async fn the_binary_mints_tokens_serves_and_stops_cleanly_on_sigterm() {
 
 #[test]
 fn production_refuses_development_secrets() {
-    let out = Command::new(BIN)
+    let out = waybill_api()
         .arg("serve")
         .env("WAYBILL_ENVIRONMENT", "production")
         .output()
@@ -133,7 +143,7 @@ fn production_refuses_development_secrets() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("encryption_key"), "{err}");
-    let out = Command::new(BIN)
+    let out = waybill_api()
         .arg("serve")
         .env("WAYBILL_DATABASE__PORT", "5432")
         .output()
