@@ -3,13 +3,9 @@
 use actix_web::{HttpResponse, web};
 use waybill_domain::Scope;
 use waybill_runtime::{ApiError, Auth};
-use waybill_store::webhooks;
 
-use super::{not_found, parse_id, view::WebhookView};
-use crate::{
-    envelope::One,
-    state::{AppState, StoreResultExt},
-};
+use super::{find_own, parse_id, view::WebhookView};
+use crate::{envelope::One, state::AppState};
 
 /// One subscription of the caller's tenant.
 #[utoipa::path(
@@ -29,10 +25,7 @@ pub async fn get(
     auth.require_any(&[Scope::WebhooksRead, Scope::WebhooksWrite])?;
     let id = parse_id(&path)?;
     let mut conn = state.conn().await?;
-    let row = webhooks::find(&mut conn, auth.tenant.as_str(), id)
-        .await
-        .api()?
-        .ok_or_else(|| not_found(id))?;
+    let row = find_own(&mut conn, &auth, id).await?;
     Ok(HttpResponse::Ok().json(One {
         data: WebhookView::from(&row),
     }))

@@ -10,7 +10,10 @@ pub mod update;
 pub mod view;
 
 use uuid::Uuid;
-use waybill_runtime::ApiError;
+use waybill_runtime::{ApiError, Auth};
+use waybill_store::{PooledConn, webhooks::WebhookRow};
+
+use crate::state::StoreResultExt;
 
 /// A path id that is not a UUID names no subscription: 404, like a missing one.
 pub fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -23,4 +26,16 @@ pub fn not_found(id: impl std::fmt::Display) -> ApiError {
 
 pub fn duplicate() -> ApiError {
     ApiError::conflict("You already have a webhook with this url, method and set of events.")
+}
+
+/// The caller's webhook `id`, or a 404: another tenant's is exactly as missing as none.
+pub async fn find_own(
+    conn: &mut PooledConn,
+    auth: &Auth,
+    id: Uuid,
+) -> Result<WebhookRow, ApiError> {
+    waybill_store::webhooks::find(conn, auth.tenant.as_str(), id)
+        .await
+        .api()?
+        .ok_or_else(|| not_found(id))
 }

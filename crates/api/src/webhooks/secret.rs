@@ -8,7 +8,7 @@ use waybill_domain::{Scope, SigningSecret, ValidationErrors};
 use waybill_runtime::{ApiError, Auth, body};
 use waybill_store::webhooks;
 
-use super::{create::generate_secret, not_found, parse_id};
+use super::{create::generate_secret, find_own, not_found, parse_id};
 use crate::{
     envelope::One,
     state::{AppState, StoreResultExt},
@@ -88,10 +88,7 @@ pub async fn rotate(
     let id = parse_id(&path)?;
     let mut conn = state.conn().await?;
     // A missing webhook is a 404 whatever the body holds.
-    webhooks::find(&mut conn, auth.tenant.as_str(), id)
-        .await
-        .api()?
-        .ok_or_else(|| not_found(id))?;
+    find_own(&mut conn, &auth, id).await?;
     let mut errors = ValidationErrors::new();
     let mut map = body::json_object(&req, payload, true).await?;
     body::unknown_fields(&map, &["secret", "grace_period_seconds"], "", &mut errors);

@@ -6,9 +6,9 @@ use waybill_runtime::{ApiError, Auth, body};
 use waybill_store::{StoreError, webhooks};
 
 use super::{
-    duplicate,
+    duplicate, find_own,
     input::{self, Mode},
-    not_found, parse_id,
+    parse_id,
     view::WebhookView,
 };
 use crate::{
@@ -42,17 +42,10 @@ pub async fn update(
     let id = parse_id(&path)?;
     let mut conn = state.conn().await?;
     // A missing webhook is a 404 whatever the body holds.
-    webhooks::find(&mut conn, auth.tenant.as_str(), id)
-        .await
-        .api()?
-        .ok_or_else(|| not_found(id))?;
+    let mut current = find_own(&mut conn, &auth, id).await?;
     let parsed = input::parse(body::json_object(&req, payload, false).await?, Mode::Update)?;
     let catalog = state.catalog.get(&mut conn).await?;
     for _ in 0..ATTEMPTS {
-        let current = webhooks::find(&mut conn, auth.tenant.as_str(), id)
-            .await
-            .api()?
-            .ok_or_else(|| not_found(id))?;
         let before = current.settings(&state.cipher).api()?;
         let ctx = RuleContext {
             catalog: &catalog,
@@ -80,7 +73,8 @@ pub async fn update(
                     data: WebhookView::from(&row),
                 }));
             }
-            Ok(None) => continue,
+            // Another writer got there first: apply the same input to what it wrote.
+            Ok(None) => current = find_own(&mut conn, &auth, id).await?,
             Err(e) => return Err(e).api(),
         }
     }

@@ -99,11 +99,8 @@ async fn scopes_are_enforced_per_action() {
     let app = TestApp::spawn().await;
     let writer = app.acme();
     let id = app
-        .create_webhook(&writer, webhook("https://example.com/a"))
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .create_webhook_id(&writer, webhook("https://example.com/a"))
+        .await;
     let reader = app.token("acme", &[Scope::WebhooksRead]);
     let publisher = app.token("acme", &[Scope::EventsPublish]);
     let nothing = app.token("acme", &[]);
@@ -167,11 +164,8 @@ async fn another_tenants_webhook_is_a_404_everywhere() {
     let a = app.acme();
     let b = app.token("globex", &[Scope::WebhooksRead, Scope::WebhooksWrite]);
     let id = app
-        .create_webhook(&a, webhook("https://example.com/a"))
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .create_webhook_id(&a, webhook("https://example.com/a"))
+        .await;
 
     for r in [
         app.get(&format!("/v1/webhooks/{id}"), &b).await,

@@ -344,6 +344,14 @@ impl TestApp {
         r.body["data"].clone()
     }
 
+    /// Creates a webhook and returns its id.
+    pub async fn create_webhook_id(&self, token: &str, body: Value) -> String {
+        self.create_webhook(token, body).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// A direct connection to this app's database.
     pub async fn sql(&self) -> AsyncPgConnection {
         AsyncPgConnection::establish(&self.settings.database.url)

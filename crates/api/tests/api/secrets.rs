@@ -8,10 +8,7 @@ use crate::helpers::TestApp;
 async fn rotation_replaces_the_secret_and_keeps_the_old_one_for_the_grace_period() {
     let app = TestApp::spawn().await;
     let t = app.acme();
-    let id = app.create_webhook(&t, json!({"url": "https://example.com/a", "events": ["order.shipped"], "secret": "first-secret-1"})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.create_webhook_id(&t, json!({"url": "https://example.com/a", "events": ["order.shipped"], "secret": "first-secret-1"})).await;
     let base = format!("/v1/webhooks/{id}/secret");
 
     let r = app.get(&base, &t).await;
@@ -124,14 +121,11 @@ async fn revoking_with_no_grace_retires_every_earlier_key_and_old_keys_are_cappe
     let app = TestApp::spawn().await;
     let t = app.acme();
     let id = app
-        .create_webhook(
+        .create_webhook_id(
             &t,
             json!({"url": "https://example.com/a", "events": ["order.shipped"]}),
         )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .await;
     let rotate = format!("/v1/webhooks/{id}/secret/rotate");
     let mut last_expiry = String::new();
     for _ in 0..7 {
@@ -172,14 +166,11 @@ async fn an_empty_rotate_request_works_whatever_its_content_type() {
     let app = TestApp::spawn().await;
     let t = app.acme();
     let id = app
-        .create_webhook(
+        .create_webhook_id(
             &t,
             json!({"url": "https://example.com/a", "events": ["order.shipped"]}),
         )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .await;
     let r = app
         .raw(
             reqwest::Method::POST,
