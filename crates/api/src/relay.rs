@@ -13,7 +13,7 @@ use waybill_store::{PgPool, StoreError, outbox};
 
 const BATCH: i64 = 100;
 const IDLE_POLL: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Published rows are kept this long for inspection, then pruned.
 const KEEP_PUBLISHED: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 

@@ -256,3 +256,77 @@ async fn changes_made_while_the_broker_is_away_are_published_when_it_is_back() {
         .unwrap();
     assert!(extra.is_none(), "each change once");
 }
+
+/// The backlog the api reports on `/metrics`.
+async fn pending(app: &TestApp) -> Option<i64> {
+    let text = reqwest::get(format!("{}/metrics", app.addr))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with("waybill_subscription_changes_pending"))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[tokio::test]
+async fn the_same_api_catches_up_once_its_broker_connection_is_back() {
+    let proxy = crate::proxy::BrokerProxy::start().await;
+    let url = proxy.url();
+    let app = TestApp::spawn_with(|s| s.broker.url = url).await;
+    let (_conn, ch, queue) = listen(&app.prefix).await;
+    let t = app.acme();
+    let a = app
+        .create_webhook_id(
+            &t,
+            json!({"url": "https://example.com/a", "events": ["order.shipped"]}),
+        )
+        .await;
+    assert_eq!(
+        next(&ch, &queue).await.0.revision,
+        1,
+        "published while connected"
+    );
+
+    proxy.cut();
+    let b = app
+        .create_webhook_id(
+            &t,
+            json!({"url": "https://example.com/b", "events": ["order.shipped"]}),
+        )
+        .await;
+    app.patch(&format!("/v1/webhooks/{a}"), &t, json!({"name": "renamed"}))
+        .await
+        .assert(200);
+    let backlog = eventually(Duration::from_secs(10), || async {
+        pending(&app).await.filter(|n| *n == 2)
+    })
+    .await;
+    assert_eq!(backlog, Some(2), "both changes wait in Postgres");
+    let ready = reqwest::get(format!("{}/readyz", app.addr)).await.unwrap();
+    assert_eq!(ready.status(), 503);
+
+    proxy.restore();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let (c, _) = next(&ch, &queue).await;
+        got.push((c.webhook_id.to_string(), c.revision));
+    }
+    assert_eq!(got, vec![(b, 1), (a, 2)]);
+    let drained = eventually(Duration::from_secs(10), || async {
+        pending(&app).await.filter(|n| *n == 0)
+    })
+    .await;
+    assert_eq!(drained, Some(0));
+    assert_eq!(
+        reqwest::get(format!("{}/readyz", app.addr))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
