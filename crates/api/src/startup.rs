@@ -6,7 +6,7 @@ use actix_web::{App, HttpServer, dev::Server, middleware::from_fn, web};
 use anyhow::Context;
 use prometheus::IntGauge;
 use tokio::sync::{Notify, watch};
-use waybill_bus::{Broker, Topology};
+use waybill_bus::{Broker, Topology, topology::QueueType};
 use waybill_runtime::{
     AuthState, JwtKeys, Settings,
     body::BodyLimit,
@@ -16,6 +16,17 @@ use waybill_runtime::{
 use waybill_store::{Cipher, event_types};
 
 use crate::{relay, routes, state::AppState};
+
+/// The broker objects these settings describe.
+pub fn topology(settings: &Settings) -> anyhow::Result<Topology> {
+    let queue_type = QueueType::parse(&settings.broker.queue_type)
+        .ok_or_else(|| anyhow::anyhow!("broker.queue_type must be `classic` or `quorum`"))?;
+    Ok(Topology::new(
+        settings.broker.prefix.clone(),
+        queue_type,
+        &settings.retry_schedule()?,
+    ))
+}
 
 /// A built, not yet running, api service.
 pub struct Application {
@@ -43,10 +54,7 @@ impl Application {
         tracing::info!(types = defs.len(), "event catalog loaded");
 
         let cipher = Cipher::new(&settings.encryption_key()?)?;
-        let broker = Broker::new(
-            settings.broker.url.clone(),
-            Topology::new(settings.broker.prefix.clone()),
-        );
+        let broker = Broker::new(settings.broker.url.clone(), topology(&settings)?);
         let metrics = Metrics::new("api");
         let backlog = IntGauge::new(
             "subscription_changes_pending",

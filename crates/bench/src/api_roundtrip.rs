@@ -38,17 +38,20 @@ pub async fn run(p: Params) -> anyhow::Result<()> {
         .execute(&mut admin)
         .await?;
     settings.database.url = format!("{}/{db}", server_url(&admin_url));
-    let result = measure(&p, settings).await;
+    settings.broker.prefix = format!("waybill_bench_{}", std::process::id());
+    let topology = waybill_api::startup::topology(&settings)?;
+    let result = measure(&p, settings.clone()).await;
     sql_query(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
         .execute(&mut admin)
         .await?;
+    let conn = lapin::Connection::connect(&settings.broker.url, Default::default()).await?;
+    topology.delete(&conn.create_channel().await?).await?;
     result
 }
 
 async fn measure(p: &Params, mut settings: Settings) -> anyhow::Result<()> {
     settings.http.port = 0;
     settings.rate_limit.per_second = 0;
-    settings.broker.prefix = format!("waybill_bench_{}", std::process::id());
     settings.log.level = "warn".into();
     waybill_store::migrate(&settings.database.url).await?;
 

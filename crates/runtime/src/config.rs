@@ -30,6 +30,10 @@ url = "amqp://guest:guest@127.0.0.1:5672/%2f"
 prefix = "waybill"
 queue_type = "classic"
 
+[delivery]
+# Gaps between attempts: 10 attempts in all by default. Each distinct gap is a delay queue.
+retry_schedule = ["5m", "10m", "20m", "40m", "1h", "1h", "1h", "1h", "1h"]
+
 [auth]
 
 [security]
@@ -61,6 +65,7 @@ pub struct Settings {
     pub http: HttpSettings,
     pub database: DatabaseSettings,
     pub broker: BrokerSettings,
+    pub delivery: DeliverySettings,
     pub auth: AuthSettings,
     pub security: SecuritySettings,
     pub rate_limit: RateLimitSettings,
@@ -91,6 +96,13 @@ pub struct BrokerSettings {
     pub prefix: String,
     /// `classic` on one node, `quorum` in a cluster.
     pub queue_type: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// Gaps between delivery attempts (`250ms`, `30s`, `5m`, `1h`): attempt n+1 waits the n-th.
+    pub retry_schedule: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -164,6 +176,7 @@ impl Settings {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("security.allowed_private_ranges")
+                .with_list_parse_key("delivery.retry_schedule")
                 .source(Some(env)),
         );
         let settings: Settings = b
@@ -186,6 +199,7 @@ impl Settings {
             bail!("log.format must be `json` or `pretty`");
         }
         self.encryption_key()?;
+        self.retry_schedule()?;
         if self.environment == Environment::Production {
             if self.security.encryption_key.is_none() {
                 bail!(
@@ -226,6 +240,20 @@ impl Settings {
         Ok(key)
     }
 
+    /// The retry schedule as durations.
+    pub fn retry_schedule(&self) -> anyhow::Result<Vec<std::time::Duration>> {
+        if self.delivery.retry_schedule.len() > 50 {
+            bail!("delivery.retry_schedule may list at most 50 gaps");
+        }
+        self.delivery
+            .retry_schedule
+            .iter()
+            .map(|raw| {
+                parse_duration(raw).with_context(|| format!("delivery.retry_schedule: `{raw}` is not a duration such as 250ms, 30s, 5m or 1h"))
+            })
+            .collect()
+    }
+
     /// The HS256 secret (the development one when unset outside production).
     pub fn jwt_secret(&self) -> &str {
         self.auth.jwt_secret.as_deref().unwrap_or(DEV_JWT_SECRET)
@@ -237,6 +265,28 @@ impl Settings {
             allow_http: self.security.allow_http,
             allowed_ranges: self.security.allowed_private_ranges.clone(),
         }
+    }
+}
+
+/// Parses `250ms`, `30s`, `5m`, `1h`, `1d` (a positive whole number and a unit).
+pub fn parse_duration(raw: &str) -> anyhow::Result<std::time::Duration> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (num, unit) = raw.split_at(split);
+    let n: u64 = num
+        .parse()
+        .context("expected a whole number followed by ms, s, m, h or d")?;
+    let ms = match unit {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1_000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        "d" => n.checked_mul(86_400_000),
+        _ => bail!("expected a unit: ms, s, m, h or d"),
+    };
+    match ms {
+        Some(ms) if ms > 0 && ms <= 7 * 86_400_000 => Ok(std::time::Duration::from_millis(ms)),
+        _ => bail!("must be more than 0 and at most 7 days"),
     }
 }
 
@@ -327,6 +377,37 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn retry_schedule() {
+        let s = Settings::load_from(8080, None, vars(&[])).unwrap();
+        let d = s.retry_schedule().unwrap();
+        assert_eq!(d.len(), 9, "10 attempts in all");
+        assert_eq!(d[0], std::time::Duration::from_secs(300));
+        assert_eq!(d[8], std::time::Duration::from_secs(3600));
+        let s = Settings::load_from(
+            8080,
+            None,
+            vars(&[("WAYBILL_DELIVERY__RETRY_SCHEDULE", "50ms,100ms,1s")]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.retry_schedule().unwrap()[1],
+            std::time::Duration::from_millis(100)
+        );
+        for bad in ["5 minutes", "0s", "8d", "-1s", "1w"] {
+            let err = Settings::load_from(
+                8080,
+                None,
+                vars(&[("WAYBILL_DELIVERY__RETRY_SCHEDULE", bad)]),
+            )
+            .unwrap_err();
+            assert!(
+                format!("{err:#}").contains("retry_schedule"),
+                "{bad}: {err:#}"
+            );
+        }
     }
 
     #[test]

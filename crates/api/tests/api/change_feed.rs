@@ -28,13 +28,14 @@ fn change_schema() -> jsonschema::Validator {
 }
 
 /// A private queue bound to the app's change exchange, as a dispatcher replica would have.
-async fn listen(prefix: &str) -> (Connection, Channel, String) {
+async fn listen(settings: &waybill_runtime::Settings) -> (Connection, Channel, String) {
     let conn = Connection::connect(&broker_url(), Default::default())
         .await
         .unwrap();
     let ch = conn.create_channel().await.unwrap();
-    let exchange = format!("{prefix}.subscriptions");
-    waybill_bus::Topology::new(prefix)
+    let exchange = format!("{}.subscriptions", settings.broker.prefix);
+    waybill_api::startup::topology(settings)
+        .unwrap()
         .declare(&ch)
         .await
         .unwrap();
@@ -87,7 +88,7 @@ async fn next(ch: &Channel, queue: &str) -> (SubscriptionChange, lapin::BasicPro
 #[tokio::test]
 async fn each_kind_of_change_is_published_in_revision_order() {
     let app = TestApp::spawn().await;
-    let (_conn, ch, queue) = listen(&app.prefix).await;
+    let (_conn, ch, queue) = listen(&app.settings).await;
     let t = app.acme();
     let created = app
         .create_webhook(&t, json!({"url": "https://example.com/a", "events": ["order.*"], "secret": "first-secret-1",
@@ -238,7 +239,7 @@ async fn changes_made_while_the_broker_is_away_are_published_when_it_is_back() {
     assert!(pending.is_some(), "3 changes pending, metrics: {metrics}");
 
     // The broker "comes back": a replica that reaches it drains the outbox.
-    let (_conn, ch, queue) = listen(&app.prefix).await;
+    let (_conn, ch, queue) = listen(&app.settings).await;
     let _healthy = app.sibling(|s| s.broker.url = broker_url()).await;
     let mut got: Vec<(String, i64)> = Vec::new();
     for _ in 0..3 {
@@ -278,7 +279,7 @@ async fn the_same_api_catches_up_once_its_broker_connection_is_back() {
     let proxy = crate::proxy::BrokerProxy::start().await;
     let url = proxy.url();
     let app = TestApp::spawn_with(|s| s.broker.url = url).await;
-    let (_conn, ch, queue) = listen(&app.prefix).await;
+    let (_conn, ch, queue) = listen(&app.settings).await;
     let t = app.acme();
     let a = app
         .create_webhook_id(

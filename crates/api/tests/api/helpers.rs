@@ -106,9 +106,9 @@ pub async fn create_database() -> String {
     name
 }
 
-/// Drops a test database and the broker objects of its prefix, from a thread of its own (this
+/// Drops a test database and the broker objects of its topology, from a thread of its own (this
 /// runs in `Drop`, where the test's runtime may be shutting down).
-fn cleanup(db: String, prefix: String) {
+fn cleanup(db: String, topology: waybill_bus::Topology) {
     let _ = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -122,12 +122,7 @@ fn cleanup(db: String, prefix: String) {
             }
             if let Ok(conn) = lapin::Connection::connect(&broker_url(), Default::default()).await {
                 if let Ok(ch) = conn.create_channel().await {
-                    let _ = ch
-                        .exchange_delete(
-                            format!("{prefix}.subscriptions").as_str().into(),
-                            Default::default(),
-                        )
-                        .await;
+                    let _ = topology.delete(&ch).await;
                 }
                 let _ = conn.close(200, "bye".into()).await;
             }
@@ -139,12 +134,12 @@ fn cleanup(db: String, prefix: String) {
 /// Drops a test database (and its broker prefix's objects) when it goes out of scope.
 pub struct DbGuard {
     pub db: String,
-    pub prefix: String,
+    pub topology: waybill_bus::Topology,
 }
 
 impl Drop for DbGuard {
     fn drop(&mut self) {
-        cleanup(self.db.clone(), self.prefix.clone());
+        cleanup(self.db.clone(), self.topology.clone());
     }
 }
 
@@ -161,8 +156,10 @@ pub struct TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        if self.owns_db {
-            cleanup(self.db.clone(), self.prefix.clone());
+        if self.owns_db
+            && let Ok(topology) = waybill_api::startup::topology(&self.settings)
+        {
+            cleanup(self.db.clone(), topology);
         }
     }
 }
