@@ -1,0 +1,194 @@
+//! The topology against the real RabbitMQ: redeclaring is harmless, events reach the dispatch
+//! queue, and a retry tier hands its messages back to the deliveries queue after its delay.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use lapin::{
+    BasicProperties, Channel, Connection,
+    options::{BasicGetOptions, BasicPublishOptions},
+    types::{AMQPValue, FieldTable, ShortString},
+};
+use waybill_bus::{
+    Topology,
+    topology::{DELIVERY_KEY, QueueType},
+};
+
+fn broker_url() -> String {
+    std::env::var("WAYBILL_TEST_BROKER_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// A topology under a prefix of its own, deleted when the test ends.
+struct Scratch {
+    topology: Topology,
+    channel: Channel,
+    _conn: Connection,
+}
+
+impl Scratch {
+    async fn new(queue_type: QueueType, delays: &[Duration]) -> Scratch {
+        let prefix = format!("wbbus{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let conn = Connection::connect(&broker_url(), Default::default())
+            .await
+            .unwrap();
+        let channel = conn.create_channel().await.unwrap();
+        let topology = Topology::new(prefix, queue_type, delays);
+        topology.declare(&channel).await.unwrap();
+        Scratch {
+            topology,
+            channel,
+            _conn: conn,
+        }
+    }
+
+    async fn get(&self, queue: &str, within: Duration) -> Option<lapin::message::BasicGetMessage> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(m) = self
+                .channel
+                .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+            {
+                return Some(m);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn teardown(self) {
+        self.topology.delete(&self.channel).await.unwrap();
+    }
+}
+
+fn header(props: &BasicProperties, name: &str) -> Option<String> {
+    match props.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn declaring_twice_changes_nothing_and_new_tiers_are_added() {
+    for queue_type in [QueueType::Classic, QueueType::Quorum] {
+        let s = Scratch::new(
+            queue_type,
+            &[Duration::from_secs(300), Duration::from_secs(3600)],
+        )
+        .await;
+        s.topology
+            .declare(&s.channel)
+            .await
+            .expect("a second declaration is accepted");
+        // A new schedule adds its tiers beside the old ones.
+        let wider = Topology::new(
+            s.topology.prefix(),
+            queue_type,
+            &[Duration::from_secs(300), Duration::from_secs(7200)],
+        );
+        wider.declare(&s.channel).await.expect("a tier is added");
+        // Same name, other type: the broker refuses, so a misconfiguration is loud.
+        let other = if queue_type == QueueType::Classic {
+            QueueType::Quorum
+        } else {
+            QueueType::Classic
+        };
+        let conn = Connection::connect(&broker_url(), Default::default())
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        assert!(
+            Topology::new(s.topology.prefix(), other, &[])
+                .declare(&ch)
+                .await
+                .is_err(),
+            "{queue_type:?}"
+        );
+        wider.delete(&s.channel).await.unwrap();
+        s.teardown().await;
+    }
+}
+
+#[tokio::test]
+async fn events_reach_the_dispatch_queue_under_any_type() {
+    let s = Scratch::new(QueueType::Classic, &[Duration::from_secs(300)]).await;
+    for key in ["order.shipped", "tracking_parcel.status_changed"] {
+        s.channel
+            .basic_publish(
+                s.topology.events_exchange().as_str().into(),
+                key.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                br#"{"id":"e1"}"#,
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let m = s
+            .get(&s.topology.dispatch_queue(), Duration::from_secs(5))
+            .await
+            .expect("routed to dispatch");
+        assert_eq!(m.delivery.routing_key.as_str(), key);
+    }
+    s.teardown().await;
+}
+
+#[tokio::test]
+async fn a_retry_tier_returns_its_message_to_the_deliveries_queue_after_the_delay() {
+    let delay = Duration::from_millis(300);
+    let s = Scratch::new(QueueType::Classic, &[delay, Duration::from_secs(3600)]).await;
+    let mut headers = FieldTable::default();
+    headers.insert(
+        ShortString::from("waybill-attempt"),
+        AMQPValue::LongString("3".into()),
+    );
+    let sent = Instant::now();
+    s.channel
+        .basic_publish(
+            "".into(),
+            s.topology.retry_queue(delay).as_str().into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            br#"{"delivery":"d1"}"#,
+            BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_headers(headers),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let back = s
+        .get(&s.topology.deliveries_queue(), Duration::from_secs(10))
+        .await
+        .expect("dead-lettered back");
+    let waited = sent.elapsed();
+    assert!(
+        waited >= delay,
+        "came back after {waited:?}, before the {delay:?} tier"
+    );
+    assert_eq!(back.delivery.data, br#"{"delivery":"d1"}"#);
+    assert_eq!(back.delivery.routing_key.as_str(), DELIVERY_KEY);
+    assert_eq!(
+        header(&back.delivery.properties, "waybill-attempt").as_deref(),
+        Some("3"),
+        "our own attempt header survives"
+    );
+    assert!(
+        s.get(&s.topology.retry_queue(delay), Duration::from_millis(50))
+            .await
+            .is_none()
+    );
+    s.teardown().await;
+}
