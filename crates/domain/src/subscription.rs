@@ -253,13 +253,21 @@ impl WebhookSettings {
             None => Some(base.map_or(WebhookAuth::None, |b| b.auth.clone())),
         };
         let headers_given = input.headers.is_some();
+        // The names as sent, so a clash with `auth` is reported even beside other header errors.
+        let header_names: Vec<String> = match (&input.headers, base) {
+            (Some(h), _) => h.keys().cloned().collect(),
+            (None, Some(b)) => b.headers.keys().cloned().collect(),
+            (None, None) => Vec::new(),
+        };
         let headers = match input.headers {
             Some(h) => check_headers(&mut errors, h),
             None => Some(base.map(|b| b.headers.clone()).unwrap_or_default()),
         };
-        if let (Some(h), Some(a)) = (&headers, &auth)
+        if let Some(a) = &auth
             && let Some(auth_header) = a.header_name()
-            && let Some(clash) = h.keys().find(|k| k.to_ascii_lowercase() == auth_header)
+            && let Some(clash) = header_names
+                .iter()
+                .find(|k| k.to_ascii_lowercase() == auth_header)
         {
             // Blame the field the client just sent.
             let field = if headers_given {
@@ -671,6 +679,29 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.fields().contains_key("headers.X-Api-Key"), "{e}");
+        // Reported even when another header is invalid too.
+        let e = build(WebhookInput {
+            headers: Some(
+                [
+                    ("Authorization".to_string(), "x".to_string()),
+                    ("Host".to_string(), "h".to_string()),
+                ]
+                .into(),
+            ),
+            auth: Some(AuthInput {
+                kind: "basic".into(),
+                username: Some("u".into()),
+                password: Some("p".into()),
+                ..Default::default()
+            }),
+            ..minimal()
+        })
+        .unwrap_err();
+        assert!(e.fields().contains_key("headers.Host"), "{e}");
+        assert!(
+            e.fields()["headers.Authorization"][0].contains("set by `auth`"),
+            "{e}"
+        );
         let e = build(WebhookInput {
             auth: Some(AuthInput {
                 kind: "basic".into(),
