@@ -15,10 +15,7 @@ use waybill_bus::{
     topology::{DELIVERY_KEY, QueueType},
 };
 
-fn broker_url() -> String {
-    std::env::var("WAYBILL_TEST_BROKER_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
+use waybill_testkit::broker_url;
 
 /// A topology under a prefix of its own, deleted when the test ends.
 struct Scratch {

@@ -276,7 +276,7 @@ async fn pending(app: &TestApp) -> Option<i64> {
 
 #[tokio::test]
 async fn the_same_api_catches_up_once_its_broker_connection_is_back() {
-    let proxy = crate::proxy::BrokerProxy::start().await;
+    let proxy = waybill_testkit::BrokerProxy::start().await;
     let url = proxy.url();
     let app = TestApp::spawn_with(|s| s.broker.url = url).await;
     let (_conn, ch, queue) = listen(&app.settings).await;

@@ -18,10 +18,7 @@ pub fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-pub fn broker_url() -> String {
-    std::env::var("WAYBILL_TEST_BROKER_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
+pub use waybill_testkit::broker_url;
 
 fn db_url(name: &str) -> String {
     let admin = admin_url();

@@ -12,7 +12,6 @@ mod helpers;
 mod http_edges;
 mod openapi;
 mod process;
-mod proxy;
 mod robustness;
 mod secrets;
 mod webhooks_create;

@@ -18,7 +18,7 @@ pub struct BrokerProxy {
 }
 
 impl BrokerProxy {
-    /// Starts forwarding a random local port to `127.0.0.1:5672`.
+    /// Starts forwarding a random local port to the test broker.
     pub async fn start() -> BrokerProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -34,7 +34,7 @@ impl BrokerProxy {
                 // Only cuts after this connection began end it.
                 cuts.borrow_and_update();
                 tokio::spawn(async move {
-                    let Ok(mut upstream) = TcpStream::connect("127.0.0.1:5672").await else {
+                    let Ok(mut upstream) = TcpStream::connect(crate::broker_addr()).await else {
                         return;
                     };
                     tokio::select! {
@@ -47,8 +47,13 @@ impl BrokerProxy {
         BrokerProxy { port, up, cut }
     }
 
+    /// The broker URL through the proxy (credentials and vhost of the test broker).
     pub fn url(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+        crate::broker_url().replacen(
+            &crate::broker_addr(),
+            &format!("127.0.0.1:{}", self.port),
+            1,
+        )
     }
 
     /// Drops every open connection and refuses new ones.

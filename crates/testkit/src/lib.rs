@@ -1,0 +1,27 @@
+//! What Waybill's test suites share. Test-only: no service depends on it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod proxy;
+
+pub use proxy::BrokerProxy;
+
+/// The broker the tests use (`WAYBILL_TEST_BROKER_URL`, default the local RabbitMQ).
+pub fn broker_url() -> String {
+    std::env::var("WAYBILL_TEST_BROKER_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// `host:port` of [`broker_url`], where the proxy forwards to.
+pub fn broker_addr() -> String {
+    let url = broker_url();
+    let after_scheme = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+    let host_port = after_scheme
+        .rsplit_once('@')
+        .map_or(after_scheme, |(_, hp)| hp);
+    host_port
+        .split('/')
+        .next()
+        .unwrap_or("127.0.0.1:5672")
+        .to_owned()
+}
