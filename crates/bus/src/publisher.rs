@@ -113,7 +113,14 @@ impl Broker {
 
     /// Publishes one persistent JSON message and waits for the broker's confirm.
     pub async fn publish(&self, msg: &Outgoing<'_>) -> Result<(), BusError> {
-        let result = self.publish_once(msg).await;
+        self.publish_many(std::slice::from_ref(msg)).await
+    }
+
+    /// Publishes persistent JSON messages back to back on one channel, then waits for every
+    /// confirm. `Ok` only when the broker confirmed them all. On an error some may have been
+    /// queued already: callers retry with the same message ids, and consumers drop duplicates.
+    pub async fn publish_many(&self, msgs: &[Outgoing<'_>]) -> Result<(), BusError> {
+        let result = self.publish_many_once(msgs).await;
         if matches!(
             result,
             Err(BusError::Unreachable(_) | BusError::Protocol(_) | BusError::Timeout(_))
@@ -123,39 +130,49 @@ impl Broker {
         result
     }
 
-    async fn publish_once(&self, msg: &Outgoing<'_>) -> Result<(), BusError> {
+    async fn publish_many_once(&self, msgs: &[Outgoing<'_>]) -> Result<(), BusError> {
         let channel = self.channel().await?;
-        let mut headers = FieldTable::default();
-        for (k, v) in &msg.headers {
-            headers.insert((*k).into(), AMQPValue::LongString(v.as_str().into()));
+        let mut confirms = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            let mut headers = FieldTable::default();
+            for (k, v) in &msg.headers {
+                headers.insert((*k).into(), AMQPValue::LongString(v.as_str().into()));
+            }
+            let mut props = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into())
+                .with_headers(headers);
+            if let Some(id) = msg.message_id {
+                props = props.with_message_id(ShortString::from(id));
+            }
+            let confirm = channel
+                .basic_publish(
+                    msg.exchange.into(),
+                    msg.routing_key.into(),
+                    BasicPublishOptions {
+                        mandatory: msg.mandatory,
+                        ..Default::default()
+                    },
+                    msg.body,
+                    props,
+                )
+                .await?;
+            confirms.push(confirm);
         }
-        let mut props = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into())
-            .with_headers(headers);
-        if let Some(id) = msg.message_id {
-            props = props.with_message_id(ShortString::from(id));
-        }
-        let confirm = channel
-            .basic_publish(
-                msg.exchange.into(),
-                msg.routing_key.into(),
-                BasicPublishOptions {
-                    mandatory: msg.mandatory,
-                    ..Default::default()
-                },
-                msg.body,
-                props,
-            )
-            .await?;
-        let confirmation = tokio::time::timeout(self.confirm_timeout, confirm)
-            .await
-            .map_err(|_| BusError::Timeout(self.confirm_timeout))??;
-        if confirmation.is_nack() {
-            return Err(BusError::Nacked);
-        }
-        if confirmation.take_message().is_some() {
-            return Err(BusError::Unroutable);
+        let confirmations = tokio::time::timeout(
+            self.confirm_timeout,
+            futures_util::future::join_all(confirms),
+        )
+        .await
+        .map_err(|_| BusError::Timeout(self.confirm_timeout))?;
+        for confirmation in confirmations {
+            let confirmation = confirmation?;
+            if confirmation.is_nack() {
+                return Err(BusError::Nacked);
+            }
+            if confirmation.take_message().is_some() {
+                return Err(BusError::Unroutable);
+            }
         }
         Ok(())
     }
