@@ -2,8 +2,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::time::{Duration, Instant};
+
+pub mod db;
 pub mod proxy;
 
+pub use db::{DbGuard, admin_url, cleanup, create_database, db_url};
 pub use proxy::BrokerProxy;
 
 /// The broker the tests use (`WAYBILL_TEST_BROKER_URL`, default the local RabbitMQ).
@@ -24,4 +28,22 @@ pub fn broker_addr() -> String {
         .next()
         .unwrap_or("127.0.0.1:5672")
         .to_owned()
+}
+
+/// Polls `check` until it yields a value or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

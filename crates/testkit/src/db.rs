@@ -1,0 +1,137 @@
+//! A database per test, cloned from a template migrated once per set of migrations, and dropped
+//! (with the test's broker objects) when the test ends.
+
+use std::time::Duration;
+
+use diesel::{QueryableByName, sql_query, sql_types::Text};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+use crate::broker_url;
+
+/// Server-level database the tests administer from.
+pub fn admin_url() -> String {
+    std::env::var("WAYBILL_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn db_url(name: &str) -> String {
+    let admin = admin_url();
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+    format!("{base}/{name}")
+}
+
+/// A row of `pg_database`; only whether there is one matters.
+#[derive(QueryableByName)]
+#[allow(dead_code)]
+struct Exists {
+    #[diesel(sql_type = Text)]
+    datname: String,
+}
+
+/// The name of the migrated template: the same in every checkout, new whenever a migration changes.
+fn template_name() -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+    let mut dirs: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    dirs.sort();
+    let mut h: u64 = 0xcbf29ce484222325;
+    for dir in dirs {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        for f in ["up.sql", "down.sql"] {
+            for b in name
+                .bytes()
+                .chain(std::fs::read(dir.join(f)).unwrap_or_default())
+            {
+                h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
+            }
+        }
+    }
+    format!("waybill_test_template_{:012x}", h & 0xffff_ffff_ffff)
+}
+
+/// Creates a fresh database for one test.
+pub async fn create_database() -> String {
+    let template = template_name();
+    let mut admin = AsyncPgConnection::establish(&admin_url())
+        .await
+        .expect("connect to postgres");
+    sql_query("SELECT pg_advisory_lock(72170)")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let exists: Vec<Exists> = sql_query(format!(
+        "SELECT datname FROM pg_database WHERE datname = '{template}'"
+    ))
+    .load(&mut admin)
+    .await
+    .unwrap();
+    if exists.is_empty() {
+        sql_query(format!("CREATE DATABASE {template}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        waybill_store::migrate(&db_url(&template))
+            .await
+            .expect("migrate template");
+    }
+    sql_query("SELECT pg_advisory_unlock(72170)")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let name = format!("waybill_test_{}", uuid::Uuid::new_v4().simple());
+    let mut tries = 0;
+    loop {
+        match sql_query(format!("CREATE DATABASE {name} TEMPLATE {template}"))
+            .execute(&mut admin)
+            .await
+        {
+            Ok(_) => break,
+            // Another test may still be cloning; the template is briefly busy.
+            Err(e) if tries < 20 && e.to_string().contains("being accessed") => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("create test database: {e}"),
+        }
+    }
+    name
+}
+
+/// Drops a test database and the broker objects of its topology, from a thread of its own (this
+/// runs in `Drop`, where the test's runtime may be shutting down).
+pub fn cleanup(db: String, topology: waybill_bus::Topology) {
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            if let Ok(mut admin) = AsyncPgConnection::establish(&admin_url()).await {
+                let _ = sql_query(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await;
+            }
+            if let Ok(conn) = lapin::Connection::connect(&broker_url(), Default::default()).await {
+                if let Ok(ch) = conn.create_channel().await {
+                    let _ = topology.delete(&ch).await;
+                }
+                let _ = conn.close(200, "bye".into()).await;
+            }
+        });
+    })
+    .join();
+}
+
+/// Drops a test database (and its broker prefix's objects) when it goes out of scope.
+pub struct DbGuard {
+    pub db: String,
+    pub topology: waybill_bus::Topology,
+}
+
+impl Drop for DbGuard {
+    fn drop(&mut self) {
+        cleanup(self.db.clone(), self.topology.clone());
+    }
+}
