@@ -6,6 +6,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod openapi;
 pub mod rate_limit;
 pub mod telemetry;
 
