@@ -6,27 +6,16 @@ use actix_web::{App, HttpServer, dev::Server, middleware::from_fn, web};
 use anyhow::Context;
 use prometheus::IntGauge;
 use tokio::sync::{Notify, watch};
-use waybill_bus::{Broker, Topology, topology::QueueType};
+use waybill_bus::Broker;
 use waybill_runtime::{
     AuthState, JwtKeys, Settings,
     body::BodyLimit,
     http::{Metrics, Readiness, observe, probe},
     rate_limit::TenantLimiter,
 };
-use waybill_store::{Cipher, event_types};
+use waybill_store::Cipher;
 
 use crate::{relay, routes, state::AppState};
-
-/// The broker objects these settings describe.
-pub fn topology(settings: &Settings) -> anyhow::Result<Topology> {
-    let queue_type = QueueType::parse(&settings.broker.queue_type)
-        .ok_or_else(|| anyhow::anyhow!("broker.queue_type must be `classic` or `quorum`"))?;
-    Ok(Topology::new(
-        settings.broker.prefix.clone(),
-        queue_type,
-        &settings.retry_schedule()?,
-    ))
-}
 
 /// A built, not yet running, api service.
 pub struct Application {
@@ -39,22 +28,12 @@ pub struct Application {
 impl Application {
     /// Migrates the database, loads the catalog, binds the port (0 picks a free one).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let applied = waybill_store::migrate(&settings.database.url)
+        let pool = waybill_store::bootstrap(&settings.database.url, settings.database.pool_size)
             .await
-            .context("running migrations")?;
-        tracing::info!(applied, "migrations up to date");
-        let pool = waybill_store::pool(&settings.database.url, settings.database.pool_size)?;
-        let defs = waybill_domain::catalog::definitions()?;
-        {
-            let mut conn = waybill_store::conn(&pool).await?;
-            event_types::sync_catalog(&mut conn, &defs)
-                .await
-                .context("loading the event catalog")?;
-        }
-        tracing::info!(types = defs.len(), "event catalog loaded");
+            .context("preparing the database")?;
 
         let cipher = Cipher::new(&settings.encryption_key()?)?;
-        let broker = Broker::new(settings.broker.url.clone(), topology(&settings)?);
+        let broker = Broker::new(settings.broker.url.clone(), settings.topology()?);
         let metrics = Metrics::new("api");
         let backlog = IntGauge::new(
             "subscription_changes_pending",

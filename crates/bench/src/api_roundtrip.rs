@@ -39,7 +39,7 @@ pub async fn run(p: Params) -> anyhow::Result<()> {
         .await?;
     settings.database.url = format!("{}/{db}", server_url(&admin_url));
     settings.broker.prefix = format!("waybill_bench_{}", std::process::id());
-    let topology = waybill_api::startup::topology(&settings)?;
+    let topology = settings.topology()?;
     let result = measure(&p, settings.clone()).await;
     sql_query(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
         .execute(&mut admin)

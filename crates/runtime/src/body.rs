@@ -130,18 +130,23 @@ pub fn unknown_fields(
 
 /// Deserializes a checked object into `T`; a wrong type is a 400 naming the field.
 pub fn typed<T: DeserializeOwned>(map: Map<String, Value>) -> Result<T, ApiError> {
+    typed_field(map).map_err(|(path, expected)| {
+        ApiError::bad_request(format!("Invalid value for `{path}`: expected {expected}."))
+    })
+}
+
+/// Deserializes into `T`, or names the field that has the wrong type and what it should be.
+/// serde's own text quotes the offending value, which may be a credential, so it is dropped.
+pub fn typed_field<T: DeserializeOwned>(
+    map: Map<String, Value>,
+) -> Result<T, (String, &'static str)> {
     serde_path_to_error::deserialize(Value::Object(map)).map_err(|e| {
         let path = e.path().to_string();
-        // serde's text quotes the offending value, which may be a credential: keep only what
-        // was expected.
         let inner = e.into_inner().to_string();
         let expected = inner
             .split_once("expected ")
             .map_or("another type", |(_, x)| x);
-        ApiError::bad_request(format!(
-            "Invalid value for `{path}`: expected {}.",
-            plain_type(expected)
-        ))
+        (path, plain_type(expected))
     })
 }
 

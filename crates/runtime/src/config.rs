@@ -254,6 +254,18 @@ impl Settings {
             .collect()
     }
 
+    /// The broker objects these settings describe.
+    pub fn topology(&self) -> anyhow::Result<waybill_bus::Topology> {
+        use waybill_bus::topology::QueueType;
+        let queue_type = QueueType::parse(&self.broker.queue_type)
+            .ok_or_else(|| anyhow::anyhow!("broker.queue_type must be `classic` or `quorum`"))?;
+        Ok(waybill_bus::Topology::new(
+            self.broker.prefix.clone(),
+            queue_type,
+            &self.retry_schedule()?,
+        ))
+    }
+
     /// The HS256 secret (the development one when unset outside production).
     pub fn jwt_secret(&self) -> &str {
         self.auth.jwt_secret.as_deref().unwrap_or(DEV_JWT_SECRET)

@@ -129,6 +129,12 @@ impl ApiError {
         )
     }
 
+    /// The same answer with another message.
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
+    }
+
     pub fn code(&self) -> &'static str {
         self.code
     }

@@ -128,6 +128,21 @@ pub async fn migrate(url: &str) -> Result<usize, StoreError> {
     .map_err(|e| StoreError::Unavailable(format!("migration task failed: {e}")))?
 }
 
+/// What every service does before it serves: apply migrations, open the pool, and load the
+/// event catalog embedded in the binary (idempotent; an operator's choices survive).
+pub async fn bootstrap(url: &str, pool_size: usize) -> Result<PgPool, StoreError> {
+    let applied = migrate(url).await?;
+    tracing::info!(applied, "migrations up to date");
+    let pool = pool(url, pool_size)?;
+    let defs =
+        waybill_domain::catalog::definitions().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let mut c = conn(&pool).await?;
+    event_types::sync_catalog(&mut c, &defs).await?;
+    tracing::info!(types = defs.len(), "event catalog loaded");
+    drop(c);
+    Ok(pool)
+}
+
 /// Whether Postgres answers a trivial query.
 pub async fn ping(pool: &PgPool) -> Result<(), StoreError> {
     use diesel_async::RunQueryDsl;

@@ -34,11 +34,7 @@ async fn listen(settings: &waybill_runtime::Settings) -> (Connection, Channel, S
         .unwrap();
     let ch = conn.create_channel().await.unwrap();
     let exchange = format!("{}.subscriptions", settings.broker.prefix);
-    waybill_api::startup::topology(settings)
-        .unwrap()
-        .declare(&ch)
-        .await
-        .unwrap();
+    settings.topology().unwrap().declare(&ch).await.unwrap();
     let q = ch
         .queue_declare(
             "".into(),

@@ -26,7 +26,7 @@ pub struct TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         if self.owns_db
-            && let Ok(topology) = waybill_api::startup::topology(&self.settings)
+            && let Ok(topology) = self.settings.topology()
         {
             cleanup(self.db.clone(), topology);
         }

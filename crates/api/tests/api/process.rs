@@ -39,12 +39,11 @@ async fn the_binary_mints_tokens_serves_and_stops_cleanly_on_sigterm() {
     let prefix = format!("wbp{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let _guard = DbGuard {
         db: db.clone(),
-        topology: waybill_api::startup::topology(&{
+        topology: {
             let mut s = crate::helpers::base_settings();
             s.broker.prefix = prefix.clone();
-            s
-        })
-        .unwrap(),
+            s.topology().unwrap()
+        },
     };
     let env = [
         ("WAYBILL_DATABASE__URL", db_url.as_str()),

@@ -1,0 +1,122 @@
+//! `POST /v1/events` and `POST /v1/events/batch`.
+
+pub mod batch;
+pub mod publish;
+
+use actix_web::HttpRequest;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+use waybill_domain::{
+    ValidationErrors,
+    event::{EVENT_FIELDS, EventEnvelope, EventInput},
+};
+use waybill_runtime::{ApiError, Auth, body};
+
+use crate::{catalog::Catalog, publisher::EventPublisher};
+
+/// Largest single event (its JSON), and largest batch body.
+pub const MAX_EVENT_BYTES: usize = 256 * 1024;
+pub const MAX_BATCH_BYTES: usize = 5 * 1024 * 1024;
+/// Most events in one batch.
+pub const MAX_BATCH: usize = 500;
+
+/// What ingest shares between requests.
+#[derive(Clone)]
+pub struct IngestState {
+    pub catalog: Catalog,
+    pub publisher: EventPublisher,
+}
+
+/// An accepted event.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    pub id: String,
+    #[serde(rename = "type")]
+    #[schema(example = "order.shipped")]
+    pub kind: String,
+    pub client_id: Option<String>,
+    pub occurred_at: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+}
+
+impl From<&EventEnvelope> for Accepted {
+    fn from(e: &EventEnvelope) -> Self {
+        Accepted {
+            id: e.id.clone(),
+            kind: e.kind.clone(),
+            client_id: e.client_id.clone(),
+            occurred_at: e.occurred_at,
+            received_at: e.received_at,
+        }
+    }
+}
+
+/// Checks one event object, recording every problem under `<prefix><field>`. `strict_types`
+/// makes a wrong type a 400 (a single event) instead of a 422 on the field (inside a batch).
+pub fn check_event(
+    mut map: Map<String, Value>,
+    auth: &Auth,
+    catalog: &Catalog,
+    now: DateTime<Utc>,
+    prefix: &str,
+    strict_types: bool,
+    errors: &mut ValidationErrors,
+) -> Result<Option<EventEnvelope>, ApiError> {
+    body::unknown_fields(&map, EVENT_FIELDS, prefix, errors);
+    map.retain(|k, v| EVENT_FIELDS.contains(&k.as_str()) && !v.is_null());
+    let mut complete = true;
+    for field in ["type", "data"] {
+        if !map.contains_key(field) {
+            errors.add(format!("{prefix}{field}"), "is required");
+            complete = false;
+        }
+    }
+    if !complete {
+        return Ok(None);
+    }
+    let input: EventInput = match body::typed_field(map) {
+        Ok(input) => input,
+        Err((path, expected)) if strict_types => {
+            return Err(ApiError::bad_request(format!(
+                "Invalid value for `{path}`: expected {expected}."
+            )));
+        }
+        Err((path, expected)) => {
+            errors.add(format!("{prefix}{path}"), format!("must be {expected}"));
+            return Ok(None);
+        }
+    };
+    let fits = catalog.check(&input.kind, &input.data, prefix, errors);
+    let envelope = input.into_envelope(
+        auth.tenant.as_str(),
+        now,
+        || uuid::Uuid::now_v7().to_string(),
+        prefix,
+        errors,
+    );
+    Ok(envelope.filter(|_| fits))
+}
+
+/// The caller's W3C trace context, passed on to the broker when well formed.
+pub fn traceparent(req: &HttpRequest) -> Option<String> {
+    let v = req.headers().get("traceparent")?.to_str().ok()?;
+    let parts: Vec<&str> = v.split('-').collect();
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (parts.len() == 4
+        && hex(parts[0], 2)
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2))
+    .then(|| v.to_owned())
+}
+
+/// Maps a publish failure to the answer: the event is not safely queued, so retry.
+pub fn not_queued(e: crate::publisher::PublishError) -> ApiError {
+    tracing::warn!(error = %e, "events not confirmed by the broker");
+    ApiError::unavailable(
+        "The broker did not confirm the event; it was not accepted. Retry.",
+        5,
+    )
+}

@@ -1,0 +1,48 @@
+//! `POST /v1/events`.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use waybill_domain::{Scope, ValidationErrors};
+use waybill_runtime::{ApiError, Auth, body};
+
+use super::{Accepted, IngestState, check_event, not_queued, traceparent};
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct AcceptedResponse {
+    pub data: Accepted,
+}
+
+/// Publishes one event; 202 only once the broker confirmed it.
+#[utoipa::path(
+    post, path = "/v1/events", tag = "events",
+    request_body = crate::openapi::PublishEvent,
+    responses(
+        (status = 202, description = "Queued: the broker confirmed it.", body = AcceptedResponse),
+    ),
+    security(("bearer" = ["events:publish"]))
+)]
+pub async fn publish(
+    auth: Auth,
+    state: web::Data<IngestState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    auth.require_any(&[Scope::EventsPublish])?;
+    let map = body::json_object(&req, payload, false).await?;
+    let mut errors = ValidationErrors::new();
+    let now = chrono::Utc::now();
+    let envelope = check_event(map, &auth, &state.catalog, now, "", true, &mut errors)?;
+    let (Some(envelope), true) = (envelope, errors.is_empty()) else {
+        return Err(ApiError::validation(errors));
+    };
+    state
+        .publisher
+        .publish(
+            std::slice::from_ref(&envelope),
+            traceparent(&req).as_deref(),
+        )
+        .await
+        .map_err(not_queued)?;
+    Ok(HttpResponse::Accepted().json(AcceptedResponse {
+        data: Accepted::from(&envelope),
+    }))
+}

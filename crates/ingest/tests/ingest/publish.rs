@@ -1,0 +1,171 @@
+//! `POST /v1/events`: what is accepted reaches the dispatch queue exactly as documented; what
+//! is not gets a precise error and is not published.
+
+use serde_json::json;
+use waybill_domain::Scope;
+
+use crate::helpers::{TestIngest, example};
+
+fn header(d: &lapin::message::Delivery, name: &str) -> Option<String> {
+    match d.properties.headers().as_ref()?.inner().get(name)? {
+        lapin::types::AMQPValue::LongString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn an_accepted_event_is_on_the_dispatch_queue_with_its_envelope() {
+    let app = TestIngest::spawn().await;
+    let data = example("order.shipped");
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = app
+        .post_with(
+            "/v1/events",
+            &app.publisher(),
+            &json!({"type": "order.shipped", "data": data, "client_id": "client-7", "id": "ord-1001:shipped", "occurred_at": "2026-01-10T10:30:00Z"}),
+            |r| r.header("traceparent", tp),
+        )
+        .await;
+    r.assert(202);
+    let d = &r.body["data"];
+    assert_eq!(
+        (
+            d["id"].as_str(),
+            d["type"].as_str(),
+            d["client_id"].as_str()
+        ),
+        (
+            Some("ord-1001:shipped"),
+            Some("order.shipped"),
+            Some("client-7")
+        )
+    );
+    assert_eq!(d["occurred_at"], "2026-01-10T10:30:00Z");
+    assert!(d["received_at"].as_str().unwrap().ends_with('Z'));
+
+    let m = app.next_message().await;
+    assert_eq!(m.routing_key.as_str(), "order.shipped");
+    assert_eq!(m.properties.delivery_mode(), &Some(2), "persistent");
+    assert_eq!(
+        m.properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.to_string())
+            .as_deref(),
+        Some("ord-1001:shipped")
+    );
+    assert_eq!(header(&m, "traceparent").as_deref(), Some(tp));
+    assert_eq!(header(&m, "waybill-tenant").as_deref(), Some("acme"));
+    let envelope: serde_json::Value = serde_json::from_slice(&m.data).unwrap();
+    assert_eq!(envelope["tenant"], "acme");
+    assert_eq!(envelope["data"], data);
+    assert_eq!(envelope["received_at"], d["received_at"]);
+    let parsed: waybill_domain::event::EventEnvelope =
+        serde_json::from_value(envelope).expect("the documented envelope");
+    assert_eq!(parsed.kind, "order.shipped");
+
+    // Without an id one is generated; occurred_at defaults to reception.
+    let r = app
+        .post(
+            "/v1/events",
+            &app.publisher(),
+            &json!({"type": "stock.updated", "data": example("stock.updated")}),
+        )
+        .await;
+    r.assert(202);
+    assert!(!r.body["data"]["id"].as_str().unwrap().is_empty());
+    assert_eq!(r.body["data"]["occurred_at"], r.body["data"]["received_at"]);
+    assert!(r.body["data"]["client_id"].is_null());
+}
+
+#[tokio::test]
+async fn schema_violations_are_listed_and_nothing_is_published() {
+    let app = TestIngest::spawn().await;
+    let t = app.publisher();
+    let mut data = example("order.shipped");
+    let obj = data.as_object_mut().unwrap();
+    obj.remove("order_id");
+    obj.insert("warehouse_id".into(), json!(42));
+    let r = app
+        .post(
+            "/v1/events",
+            &t,
+            &json!({"type": "order.shipped", "data": data}),
+        )
+        .await;
+    let msgs = r.errors_on("data");
+    assert!(msgs.len() >= 2, "{msgs:?}");
+    assert!(msgs.iter().any(|m| m.contains("order_id")), "{msgs:?}");
+    assert!(
+        msgs.iter().any(|m| m.starts_with("/warehouse_id")),
+        "{msgs:?}"
+    );
+
+    app.post(
+        "/v1/events",
+        &t,
+        &json!({"type": "order.teleported", "data": {}}),
+    )
+    .await
+    .errors_on("type");
+    app.post("/v1/events", &t, &json!({"data": {}}))
+        .await
+        .errors_on("type");
+    app.post("/v1/events", &t, &json!({"type": "order.shipped"}))
+        .await
+        .errors_on("data");
+    app.post(
+        "/v1/events",
+        &t,
+        &json!({"type": "order.shipped", "data": example("order.shipped"), "tenant": "other"}),
+    )
+    .await
+    .errors_on("tenant");
+    app.post("/v1/events", &t, &json!({"type": "order.shipped", "data": example("order.shipped"), "id": "no spaces allowed"})).await.errors_on("id");
+    app.post("/v1/events", &t, &json!({"type": "order.shipped", "data": example("order.shipped"), "client_id": "c".repeat(129)})).await.errors_on("client_id");
+    app.post("/v1/events", &t, &json!({"type": "order.shipped", "data": example("order.shipped"), "occurred_at": "last tuesday"})).await.errors_on("occurred_at");
+    app.post(
+        "/v1/events",
+        &t,
+        &json!({"type": "order.shipped", "data": "not an object"}),
+    )
+    .await
+    .assert(400);
+    let big = json!({"type": "order.shipped", "data": {"blob": "x".repeat(256 * 1024)}});
+    assert_eq!(app.post("/v1/events", &t, &big).await.status, 413);
+    let r = app
+        .post(
+            "/v1/events",
+            &app.token("acme", &[Scope::WebhooksWrite]),
+            &json!({"type": "order.shipped", "data": example("order.shipped")}),
+        )
+        .await;
+    r.assert(403);
+    assert_eq!(app.queued().await, 0, "nothing invalid was published");
+}
+
+#[tokio::test]
+async fn a_deactivated_type_is_refused_within_seconds() {
+    let app = TestIngest::spawn().await;
+    let t = app.publisher();
+    let body = json!({"type": "stock.updated", "data": example("stock.updated")});
+    app.post("/v1/events", &t, &body).await.assert(202);
+    let mut conn = <diesel_async::AsyncPgConnection as diesel_async::AsyncConnection>::establish(
+        &app.settings.database.url,
+    )
+    .await
+    .unwrap();
+    diesel_async::RunQueryDsl::execute(
+        diesel::sql_query("UPDATE event_types SET active = false WHERE name = 'stock.updated'"),
+        &mut conn,
+    )
+    .await
+    .unwrap();
+    let refused = waybill_testkit::eventually(std::time::Duration::from_secs(6), || async {
+        let r = app.post("/v1/events", &t, &body).await;
+        (r.status == 422).then_some(r)
+    })
+    .await
+    .expect("refused within a few seconds");
+    assert!(refused.errors_on("type")[0].contains("inactive"));
+}
