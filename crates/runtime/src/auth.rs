@@ -118,6 +118,24 @@ fn validation(alg: Algorithm) -> Validation {
     v
 }
 
+/// What every binary's `token` subcommand does: a token for `tenant` with the comma-separated
+/// `scopes`, valid for `ttl`.
+pub fn mint_for_operator(
+    settings: &Settings,
+    tenant: &str,
+    scopes: &str,
+    ttl: &str,
+) -> anyhow::Result<String> {
+    let tenant = TenantId::parse(tenant).map_err(anyhow::Error::msg)?;
+    let scopes = scopes
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| Scope::parse(s).ok_or_else(|| anyhow::anyhow!("unknown scope `{s}`")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    JwtKeys::from_settings(settings)?.mint(&tenant, &scopes, parse_ttl(ttl)?)
+}
+
 /// Parses `1h`, `30m`, `7d`, `3600s` or plain seconds.
 pub fn parse_ttl(raw: &str) -> anyhow::Result<chrono::Duration> {
     let raw = raw.trim();
