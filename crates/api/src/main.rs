@@ -4,8 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use waybill_api::Application;
-use waybill_domain::{Scope, TenantId};
-use waybill_runtime::{JwtKeys, Settings, auth::parse_ttl, telemetry};
+use waybill_runtime::{Settings, auth::mint_for_operator, telemetry};
 
 /// Default port of the api.
 const PORT: u16 = 8080;
@@ -68,16 +67,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ttl,
         } => {
             let settings = Settings::load(PORT, cli.config.as_deref())?;
-            let tenant = TenantId::parse(&tenant).map_err(anyhow::Error::msg)?;
-            let scopes = scopes
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|s| Scope::parse(s).ok_or_else(|| anyhow::anyhow!("unknown scope `{s}`")))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let token =
-                JwtKeys::from_settings(&settings)?.mint(&tenant, &scopes, parse_ttl(&ttl)?)?;
-            println!("{token}");
+            println!("{}", mint_for_operator(&settings, &tenant, &scopes, &ttl)?);
             Ok(())
         }
         Command::Serve => {

@@ -3,9 +3,8 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use waybill_domain::{Scope, TenantId};
 use waybill_ingest::Application;
-use waybill_runtime::{JwtKeys, Settings, auth::parse_ttl, telemetry};
+use waybill_runtime::{Settings, auth::mint_for_operator, telemetry};
 
 /// Default port of ingest.
 const PORT: u16 = 8081;
@@ -66,17 +65,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ttl,
         } => {
             let settings = Settings::load(PORT, cli.config.as_deref())?;
-            let tenant = TenantId::parse(&tenant).map_err(anyhow::Error::msg)?;
-            let scopes = scopes
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|s| Scope::parse(s).ok_or_else(|| anyhow::anyhow!("unknown scope `{s}`")))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            println!(
-                "{}",
-                JwtKeys::from_settings(&settings)?.mint(&tenant, &scopes, parse_ttl(&ttl)?)?
-            );
+            println!("{}", mint_for_operator(&settings, &tenant, &scopes, &ttl)?);
             Ok(())
         }
         Command::Serve => {
