@@ -8,7 +8,7 @@ PG_URL ?= postgres://postgres:postgres@127.0.0.1:5432
 DB ?= waybill
 BROKER_URL ?= amqp://guest:guest@127.0.0.1:5672/%2f
 RUN_DIR ?= .run
-SERVICES := waybill-api
+SERVICES := waybill-api waybill-ingest
 
 export WAYBILL_DATABASE__URL ?= $(PG_URL)/$(DB)
 export WAYBILL_BROKER__URL ?= $(BROKER_URL)

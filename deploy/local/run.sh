@@ -5,6 +5,7 @@ set -euo pipefail
 
 RUN_DIR=${RUN_DIR:-.run}
 API_PORT=${API_PORT:-8080}
+INGEST_PORT=${INGEST_PORT:-8081}
 mkdir -p "$RUN_DIR"
 
 start() { # name, port
@@ -25,15 +26,17 @@ start() { # name, port
 }
 
 start waybill-api "$API_PORT"
+start waybill-ingest "$INGEST_PORT"
 
-TOKEN=$(target/release/waybill-api token --tenant acme --scopes webhooks:read,webhooks:write,admin --ttl 7d)
+TOKEN=$(target/release/waybill-api token --tenant acme --scopes webhooks:read,webhooks:write,admin,events:publish --ttl 7d)
 cat <<MSG
 
 Waybill is running.
-  waybill-api   http://127.0.0.1:$API_PORT   (log: $RUN_DIR/waybill-api.log)
-  OpenAPI       http://127.0.0.1:$API_PORT/openapi.json
+  waybill-api      http://127.0.0.1:$API_PORT   (log: $RUN_DIR/waybill-api.log)
+  waybill-ingest   http://127.0.0.1:$INGEST_PORT   (log: $RUN_DIR/waybill-ingest.log)
+  OpenAPI          http://127.0.0.1:$API_PORT/openapi.json  http://127.0.0.1:$INGEST_PORT/openapi.json
 
-A token for tenant "acme" (read, write and admin scopes, valid 7 days):
+A token for tenant "acme" (every scope, valid 7 days):
 
   export TOKEN=$TOKEN
 
@@ -46,6 +49,12 @@ Try it:
        -d '{"url": "https://example.com/hooks/wms", "events": ["order.shipped", "stock.*"]}'
 
   curl -s http://127.0.0.1:$API_PORT/v1/webhooks -H "Authorization: Bearer \$TOKEN"
+
+Publish an event (202 once the broker confirmed it):
+
+  curl -s http://127.0.0.1:$INGEST_PORT/v1/events -H "Authorization: Bearer \$TOKEN" \\
+       -H 'Content-Type: application/json' \\
+       -d '{"type": "stock.updated", "data": {"sku": "TSH-BLK-M", "warehouse_id": "wh_rtm_01", "on_hand": 340, "allocated": 52, "available": 288, "updated_at": "2026-01-10T12:00:04Z"}}'
 
 More tokens: target/release/waybill-api token --tenant <name> --scopes webhooks:read
 Stop everything: make stop
