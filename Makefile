@@ -74,6 +74,7 @@ fmt: toolchain
 
 openapi: toolchain
 	UPDATE_OPENAPI=1 cargo test -p waybill-api --test api openapi
+	UPDATE_OPENAPI=1 cargo test -p waybill-ingest --test ingest openapi
 
 bench: toolchain db
 	cargo run --release --locked -p waybill-bench -- api-roundtrip

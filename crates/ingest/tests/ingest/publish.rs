@@ -57,6 +57,26 @@ async fn an_accepted_event_is_on_the_dispatch_queue_with_its_envelope() {
     assert_eq!(header(&m, "traceparent").as_deref(), Some(tp));
     assert_eq!(header(&m, "waybill-tenant").as_deref(), Some("acme"));
     let envelope: serde_json::Value = serde_json::from_slice(&m.data).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../proto-schemas/broker/event.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap();
+    let violations: Vec<String> = validator
+        .iter_errors(&envelope)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        violations.is_empty(),
+        "violates proto-schemas/broker/event.schema.json: {violations:?}"
+    );
     assert_eq!(envelope["tenant"], "acme");
     assert_eq!(envelope["data"], data);
     assert_eq!(envelope["received_at"], d["received_at"]);
