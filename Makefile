@@ -77,4 +77,6 @@ openapi: toolchain
 	UPDATE_OPENAPI=1 cargo test -p waybill-ingest --test ingest openapi
 
 bench: toolchain db
-	cargo run --release --locked -p waybill-bench -- api-roundtrip
+	cargo build --release --locked -p waybill-bench
+	target/release/waybill-bench api-roundtrip
+	target/release/waybill-bench ingest-throughput --clients 64 --seconds 10

@@ -22,14 +22,10 @@ pub struct Params {
 
 const WARMUP: u32 = 200;
 
-fn server_url(db_url: &str) -> &str {
-    db_url.rsplit_once('/').map_or(db_url, |(base, _)| base)
-}
-
 pub async fn run(p: Params) -> anyhow::Result<()> {
     let mut settings = Settings::load(0, None)?;
     let admin_url = std::env::var("WAYBILL_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| format!("{}/postgres", server_url(&settings.database.url)));
+        .unwrap_or_else(|_| format!("{}/postgres", crate::server_url(&settings.database.url)));
     let db = format!("waybill_bench_{}", std::process::id());
     let mut admin = AsyncPgConnection::establish(&admin_url)
         .await
@@ -37,7 +33,7 @@ pub async fn run(p: Params) -> anyhow::Result<()> {
     sql_query(format!("CREATE DATABASE {db}"))
         .execute(&mut admin)
         .await?;
-    settings.database.url = format!("{}/{db}", server_url(&admin_url));
+    settings.database.url = format!("{}/{db}", crate::server_url(&admin_url));
     settings.broker.prefix = format!("waybill_bench_{}", std::process::id());
     let topology = settings.topology()?;
     let result = measure(&p, settings.clone()).await;

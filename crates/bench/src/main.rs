@@ -2,6 +2,7 @@
 //! Every scenario works in a database of its own, dropped at the end.
 
 mod api_roundtrip;
+mod ingest_throughput;
 mod stats;
 
 use std::path::PathBuf;
@@ -32,6 +33,22 @@ enum Scenario {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Events accepted per second by ingest over HTTP, each persistent and broker-confirmed.
+    IngestThroughput {
+        /// Concurrent HTTP clients.
+        #[arg(long, default_value_t = 64)]
+        clients: u32,
+        /// How long to publish.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+/// The server part of a Postgres URL (everything before the database name).
+pub fn server_url(db_url: &str) -> &str {
+    db_url.rsplit_once('/').map_or(db_url, |(base, _)| base)
 }
 
 #[tokio::main]
@@ -47,6 +64,18 @@ async fn main() -> std::process::ExitCode {
                 seed,
                 tenants,
                 requests,
+                json,
+            })
+            .await
+        }
+        Scenario::IngestThroughput {
+            clients,
+            seconds,
+            json,
+        } => {
+            ingest_throughput::run(ingest_throughput::Params {
+                clients,
+                seconds,
                 json,
             })
             .await

@@ -1,0 +1,123 @@
+//! Ingest throughput: concurrent clients publish single events over HTTP for a fixed time
+//! against a `waybill-ingest` on loopback; every 202 is a persistent message the broker
+//! confirmed. Reports events accepted per second and the latency of each publish.
+
+use std::{
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use diesel::sql_query;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use serde_json::json;
+use waybill_domain::{Scope, TenantId};
+use waybill_ingest::Application;
+use waybill_runtime::{JwtKeys, Settings};
+
+use crate::stats::Summary;
+
+pub struct Params {
+    pub clients: u32,
+    pub seconds: u64,
+    pub json: Option<PathBuf>,
+}
+
+pub async fn run(p: Params) -> anyhow::Result<()> {
+    let mut settings = Settings::load(0, None)?;
+    let admin_url = std::env::var("WAYBILL_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| format!("{}/postgres", crate::server_url(&settings.database.url)));
+    let db = format!("waybill_bench_ingest_{}", std::process::id());
+    let mut admin = AsyncPgConnection::establish(&admin_url)
+        .await
+        .context("connecting to postgres")?;
+    sql_query(format!("CREATE DATABASE {db}"))
+        .execute(&mut admin)
+        .await?;
+    settings.database.url = format!("{}/{db}", crate::server_url(&admin_url));
+    settings.broker.prefix = format!("waybill_bench_ingest_{}", std::process::id());
+    let topology = settings.topology()?;
+    let conn = lapin::Connection::connect(&settings.broker.url, Default::default()).await?;
+    let channel = conn.create_channel().await?;
+    topology.declare(&channel).await?;
+    let result = measure(&p, settings).await;
+    sql_query(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await?;
+    topology.delete(&channel).await?;
+    result
+}
+
+async fn measure(p: &Params, mut settings: Settings) -> anyhow::Result<()> {
+    settings.http.port = 0;
+    settings.rate_limit.per_second = 0;
+    settings.log.level = "warn".into();
+    let keys = JwtKeys::from_settings(&settings)?;
+    let app = Application::build(settings).await?;
+    let base = Arc::new(format!("http://127.0.0.1:{}/v1/events", app.port()));
+    tokio::spawn(app.run_until_stopped());
+    let token = Arc::new(keys.mint(
+        &TenantId::parse("bench").map_err(anyhow::Error::msg)?,
+        &[Scope::EventsPublish],
+        chrono::Duration::hours(1),
+    )?);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(p.clients as usize)
+        .build()?;
+    let data = json!({"sku": "TSH-BLK-M", "warehouse_id": "wh_rtm_01", "on_hand": 340, "allocated": 52, "available": 288, "updated_at": "2026-01-10T12:00:04Z"});
+    // Warm up connections and the catalog.
+    for _ in 0..50 {
+        client
+            .post(base.as_str())
+            .bearer_auth(token.as_str())
+            .json(&json!({"type": "stock.updated", "data": data}))
+            .send()
+            .await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(p.seconds);
+    let started = Instant::now();
+    let workers: Vec<_> = (0..p.clients)
+        .map(|_| {
+            let (client, base, token, data) =
+                (client.clone(), base.clone(), token.clone(), data.clone());
+            tokio::spawn(async move {
+                let (mut lat, mut refused) = (Vec::new(), 0u64);
+                while Instant::now() < deadline {
+                    let t0 = Instant::now();
+                    let res = client
+                        .post(base.as_str())
+                        .bearer_auth(token.as_str())
+                        .json(&json!({"type": "stock.updated", "data": data}))
+                        .send()
+                        .await;
+                    match res {
+                        Ok(r) if r.status() == 202 => lat.push(t0.elapsed()),
+                        _ => refused += 1,
+                    }
+                }
+                (lat, refused)
+            })
+        })
+        .collect();
+    let (mut lat, mut refused) = (Vec::new(), 0);
+    for w in workers {
+        let (l, r) = w.await?;
+        lat.extend(l);
+        refused += r;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let accepted = lat.len();
+    let rate = accepted as f64 / elapsed;
+    let summary = Summary::of(&mut lat);
+    println!(
+        "{} clients, {:.1} s: {accepted} events accepted (202), {refused} not, {rate:.0} events/s",
+        p.clients, elapsed
+    );
+    println!("{}", summary.line("publish latency"));
+    if let Some(path) = &p.json {
+        let doc = json!({"scenario": "ingest-throughput", "clients": p.clients, "seconds": elapsed, "accepted": accepted, "refused": refused, "events_per_second": rate, "latency": summary});
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
+    }
+    Ok(())
+}
