@@ -61,6 +61,7 @@ clean-test-dbs: services
 	done
 
 test: toolchain services clean-test-dbs
+	@deploy/local/ensure-test-tools.sh
 	@mkdir -p target
 	@set -o pipefail; cargo test --workspace --locked 2>&1 | tee target/test-output.log
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "%d passed, %d failed\n", p, f }' target/test-output.log

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod amqp_example;
 mod batch;
 mod broker;
 mod helpers;
