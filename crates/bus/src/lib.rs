@@ -1,8 +1,10 @@
 //! Waybill's RabbitMQ layer: exchange and queue names, one connection per process that comes
 //! back by itself, and publishing that waits for the broker's confirm.
 
+pub mod consumer;
 pub mod publisher;
 pub mod topology;
 
+pub use consumer::{Consumer, ConsumerSpec, Handler, Outcome};
 pub use publisher::{Broker, BusError, Outgoing};
 pub use topology::Topology;

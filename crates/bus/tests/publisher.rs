@@ -14,7 +14,7 @@ use lapin::{
     types::FieldTable,
 };
 use waybill_bus::{Broker, BusError, Outgoing, Topology, topology::QueueType};
-use waybill_testkit::{BrokerProxy, broker_url};
+use waybill_testkit::{BrokerProxy, TopologyGuard, broker_url};
 
 fn topology() -> Topology {
     let prefix = format!("wbpub{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
@@ -78,6 +78,7 @@ fn event<'a>(exchange: &'a str, id: &'a str, body: &'a [u8]) -> Outgoing<'a> {
 #[tokio::test]
 async fn a_pipelined_batch_is_confirmed_only_when_all_of_it_is_queued() {
     let t = topology();
+    let _guard = TopologyGuard(t.clone());
     let broker = Broker::new(broker_url(), t.clone());
     let exchange = t.events_exchange();
     let ids: Vec<String> = (0..2000).map(|i| format!("evt-{i}")).collect();
@@ -111,12 +112,12 @@ async fn a_pipelined_batch_is_confirmed_only_when_all_of_it_is_queued() {
         broker.publish(&lost).await,
         Err(BusError::Unroutable)
     ));
-    t.delete(&ch).await.unwrap();
 }
 
 #[tokio::test]
 async fn nothing_confirmed_is_lost_while_the_connection_drops_and_returns() {
     let t = topology();
+    let _guard = TopologyGuard(t.clone());
     let proxy = BrokerProxy::start().await;
     let broker = Broker::new(proxy.url(), t.clone());
     let exchange = t.events_exchange();
@@ -170,5 +171,4 @@ async fn nothing_confirmed_is_lost_while_the_connection_drops_and_returns() {
         confirmed.len(),
         queued.len()
     );
-    t.delete(&ch).await.unwrap();
 }

@@ -20,6 +20,7 @@ use waybill_testkit::broker_url;
 /// A topology under a prefix of its own, deleted when the test ends.
 struct Scratch {
     topology: Topology,
+    _guard: waybill_testkit::TopologyGuard,
     channel: Channel,
     _conn: Connection,
 }
@@ -34,6 +35,7 @@ impl Scratch {
         let topology = Topology::new(prefix, queue_type, delays);
         topology.declare(&channel).await.unwrap();
         Scratch {
+            _guard: waybill_testkit::TopologyGuard(topology.clone()),
             topology,
             channel,
             _conn: conn,

@@ -20,6 +20,33 @@ pub fn db_url(name: &str) -> String {
     format!("{base}/{name}")
 }
 
+/// Deletes a topology's exchanges and queues when dropped, even when the test panicked.
+pub struct TopologyGuard(pub waybill_bus::Topology);
+
+impl Drop for TopologyGuard {
+    fn drop(&mut self) {
+        let topology = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok(conn) =
+                    lapin::Connection::connect(&broker_url(), Default::default()).await
+                    && let Ok(ch) = conn.create_channel().await
+                {
+                    let _ = topology.delete(&ch).await;
+                    let _ = conn.close(200, "bye".into()).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
 /// A row of `pg_database`; only whether there is one matters.
 #[derive(QueryableByName)]
 #[allow(dead_code)]

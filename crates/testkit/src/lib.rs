@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 pub mod db;
 pub mod proxy;
 
-pub use db::{DbGuard, admin_url, cleanup, create_database, db_url};
+pub use db::{DbGuard, TopologyGuard, admin_url, cleanup, create_database, db_url};
 pub use proxy::BrokerProxy;
 
 /// The broker the tests use (`WAYBILL_TEST_BROKER_URL`, default the local RabbitMQ).

@@ -1,0 +1,294 @@
+//! The consumer loop against the real RabbitMQ.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use lapin::{
+    Connection,
+    message::Delivery,
+    options::{QueueDeclareOptions, QueueDeleteOptions},
+    types::FieldTable,
+};
+use tokio::sync::watch;
+use waybill_bus::{
+    Broker, Consumer, ConsumerSpec, Handler, Outcome, Outgoing, Topology, topology::QueueType,
+};
+use waybill_testkit::{BrokerProxy, TopologyGuard, broker_url, eventually};
+
+/// Records what it saw; each message id's outcomes are scripted, then `Ack`.
+#[derive(Default)]
+struct Recorder {
+    running: AtomicUsize,
+    most: AtomicUsize,
+    seen: Mutex<HashMap<String, usize>>,
+    acked: AtomicUsize,
+    work: Duration,
+    script: HashMap<String, Vec<Outcome>>,
+}
+
+impl Handler for Recorder {
+    async fn handle(&self, d: &Delivery) -> Outcome {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(self.work).await;
+        let id = d
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        let n = {
+            let mut seen = self.seen.lock().unwrap();
+            let n = seen.entry(id.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        let outcome = self
+            .script
+            .get(&id)
+            .and_then(|s| s.get(n - 1))
+            .copied()
+            .unwrap_or(Outcome::Ack);
+        if outcome == Outcome::Ack {
+            self.acked.fetch_add(1, Ordering::SeqCst);
+        }
+        outcome
+    }
+}
+
+struct Fixture {
+    topology: Topology,
+    broker: Broker,
+    _guard: TopologyGuard,
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        let prefix = format!("wbcon{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let topology = Topology::new(prefix, QueueType::Classic, &[Duration::from_secs(300)]);
+        let broker = Broker::new(broker_url(), topology.clone());
+        broker.ping().await.unwrap();
+        Fixture {
+            _guard: TopologyGuard(topology.clone()),
+            topology,
+            broker,
+        }
+    }
+
+    fn spec(&self, concurrency: usize) -> ConsumerSpec {
+        ConsumerSpec {
+            queue: self.topology.dispatch_queue(),
+            prefetch: 10,
+            concurrency,
+            tag: "test".into(),
+        }
+    }
+
+    async fn publish(&self, ids: impl IntoIterator<Item = String>) {
+        let exchange = self.topology.events_exchange();
+        let ids: Vec<String> = ids.into_iter().collect();
+        let msgs: Vec<Outgoing> = ids
+            .iter()
+            .map(|id| Outgoing {
+                exchange: &exchange,
+                routing_key: "order.shipped",
+                body: b"{}",
+                message_id: Some(id),
+                headers: vec![],
+                mandatory: true,
+            })
+            .collect();
+        self.broker.publish_many(&msgs).await.unwrap();
+    }
+
+    async fn depth(&self) -> u32 {
+        let conn = Connection::connect(&broker_url(), Default::default())
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        ch.queue_declare(
+            self.topology.dispatch_queue().as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap()
+        .message_count()
+    }
+}
+
+async fn until(what: &str, check: impl Fn() -> bool) {
+    let ok = eventually(Duration::from_secs(15), || {
+        let r = check();
+        async move { r.then_some(()) }
+    })
+    .await;
+    assert!(ok.is_some(), "timed out waiting until {what}");
+}
+
+#[tokio::test]
+async fn handlers_run_at_most_the_limit_at_once_and_every_message_is_acked() {
+    let f = Fixture::new().await;
+    f.publish((0..40).map(|i| format!("m{i}"))).await;
+    let rec = Arc::new(Recorder {
+        work: Duration::from_millis(20),
+        ..Default::default()
+    });
+    let (stop, stopped) = watch::channel(false);
+    let consumer = Consumer::new(broker_url(), f.topology.clone(), f.spec(3));
+    let task = tokio::spawn({
+        let rec = rec.clone();
+        async move { consumer.run(rec, stopped).await }
+    });
+    until("40 acked", || rec.acked.load(Ordering::SeqCst) == 40).await;
+    let most = rec.most.load(Ordering::SeqCst);
+    assert!(
+        (2..=3).contains(&most),
+        "ran {most} at once with a limit of 3"
+    );
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    assert_eq!(f.depth().await, 0);
+}
+
+#[tokio::test]
+async fn outcomes_requeue_or_drop_the_message() {
+    let f = Fixture::new().await;
+    let script = HashMap::from([
+        (
+            "again".to_string(),
+            vec![Outcome::Requeue, Outcome::Requeue, Outcome::Ack],
+        ),
+        ("parked".to_string(), vec![Outcome::Drop]),
+    ]);
+    let rec = Arc::new(Recorder {
+        script,
+        ..Default::default()
+    });
+    f.publish([
+        "again".to_string(),
+        "parked".to_string(),
+        "plain".to_string(),
+    ])
+    .await;
+    let (stop, stopped) = watch::channel(false);
+    let consumer = Consumer::new(broker_url(), f.topology.clone(), f.spec(2));
+    let task = tokio::spawn({
+        let rec = rec.clone();
+        async move { consumer.run(rec, stopped).await }
+    });
+    until("both acks", || rec.acked.load(Ordering::SeqCst) == 2).await;
+    let seen = rec.seen.lock().unwrap().clone();
+    assert_eq!(seen["again"], 3, "requeued twice, then acked");
+    assert_eq!(seen["parked"], 1, "dropped once, never seen again");
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    assert_eq!(f.depth().await, 0);
+}
+
+#[tokio::test]
+async fn the_consumer_comes_back_after_the_connection_drops_and_after_its_queue_is_deleted() {
+    let f = Fixture::new().await;
+    let proxy = BrokerProxy::start().await;
+    let rec = Arc::new(Recorder::default());
+    let (stop, stopped) = watch::channel(false);
+    let consumer = Consumer::new(proxy.url(), f.topology.clone(), f.spec(2));
+    let task = tokio::spawn({
+        let rec = rec.clone();
+        async move { consumer.run(rec, stopped).await }
+    });
+    f.publish((0..5).map(|i| format!("a{i}"))).await;
+    until("first 5", || rec.acked.load(Ordering::SeqCst) == 5).await;
+
+    proxy.cut();
+    f.publish((0..5).map(|i| format!("b{i}"))).await; // published directly while the consumer is cut off
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.restore();
+    until("10 after the connection came back", || {
+        rec.acked.load(Ordering::SeqCst) == 10
+    })
+    .await;
+
+    // The queue vanishes under the consumer: the broker cancels it; it redeclares and goes on.
+    let conn = Connection::connect(&broker_url(), Default::default())
+        .await
+        .unwrap();
+    conn.create_channel()
+        .await
+        .unwrap()
+        .queue_delete(
+            f.topology.dispatch_queue().as_str().into(),
+            QueueDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    let redeclared = eventually(Duration::from_secs(15), || async {
+        let ch = conn.create_channel().await.ok()?;
+        ch.queue_declare(
+            f.topology.dispatch_queue().as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .ok()
+    })
+    .await;
+    assert!(redeclared.is_some(), "the consumer redeclared its queue");
+    f.publish((0..3).map(|i| format!("c{i}"))).await;
+    until("13 after the queue was deleted", || {
+        rec.acked.load(Ordering::SeqCst) == 13
+    })
+    .await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn stopping_lets_running_handlers_finish_and_leaves_the_rest_queued() {
+    let f = Fixture::new().await;
+    f.publish((0..10).map(|i| format!("s{i}"))).await;
+    let rec = Arc::new(Recorder {
+        work: Duration::from_millis(400),
+        ..Default::default()
+    });
+    let (stop, stopped) = watch::channel(false);
+    let consumer = Consumer::new(broker_url(), f.topology.clone(), f.spec(2));
+    let task = tokio::spawn({
+        let rec = rec.clone();
+        async move { consumer.run(rec, stopped).await }
+    });
+    until("two handlers running", || {
+        rec.running.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("stops after the running handlers")
+        .unwrap();
+    assert_eq!(
+        rec.acked.load(Ordering::SeqCst),
+        2,
+        "the two in progress finished and were acked"
+    );
+    assert_eq!(
+        f.depth().await,
+        8,
+        "the others are back on the queue, untouched"
+    );
+}
