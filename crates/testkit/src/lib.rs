@@ -6,9 +6,11 @@ use std::time::{Duration, Instant};
 
 pub mod db;
 pub mod proxy;
+pub mod service;
 
 pub use db::{DbGuard, TopologyGuard, admin_url, cleanup, create_database, db_url};
 pub use proxy::BrokerProxy;
+pub use service::ServiceProcess;
 
 /// The broker the tests use (`WAYBILL_TEST_BROKER_URL`, default the local RabbitMQ).
 pub fn broker_url() -> String {

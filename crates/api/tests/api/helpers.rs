@@ -8,9 +8,7 @@ use serde_json::{Value, json};
 use waybill_api::Application;
 use waybill_domain::{Scope, TenantId};
 use waybill_runtime::{JwtKeys, Settings};
-pub use waybill_testkit::{
-    DbGuard, admin_url, broker_url, cleanup, create_database, db_url, eventually,
-};
+pub use waybill_testkit::{broker_url, cleanup, create_database, db_url, eventually};
 
 /// A running api and what a test needs to talk to it.
 pub struct TestApp {

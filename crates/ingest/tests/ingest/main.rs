@@ -8,4 +8,5 @@ mod batch;
 mod broker;
 mod helpers;
 mod openapi;
+mod operations;
 mod publish;
