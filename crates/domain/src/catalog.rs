@@ -169,6 +169,73 @@ impl CatalogIndex {
 mod tests {
     use super::*;
 
+    /// Serves the event envelope schema for its `$id`, so `$ref`s to it resolve offline.
+    struct LocalSchema(serde_json::Value);
+
+    impl jsonschema::Retrieve for LocalSchema {
+        fn retrieve(
+            &self,
+            uri: &jsonschema::Uri<String>,
+        ) -> Result<serde_json::Value, Box<dyn std::error::Error + Send + Sync>> {
+            if uri.as_str() == "https://schemas.waybill.dev/broker/event.schema.json" {
+                Ok(self.0.clone())
+            } else {
+                Err(format!("no local schema for {}", uri.as_str()).into())
+            }
+        }
+    }
+
+    /// The broker contracts in `proto-schemas/broker/` agree with the domain types: each
+    /// example parses into its type, and a value of the type validates against the schema.
+    #[test]
+    fn broker_schemas_match_the_types() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../proto-schemas/broker/");
+        let load = |f: &str| -> serde_json::Value {
+            serde_json::from_str(&std::fs::read_to_string(format!("{root}{f}")).unwrap()).unwrap()
+        };
+        let event_schema = load("event.schema.json");
+        let delivery_schema = load("delivery.schema.json");
+        let build = |schema: &serde_json::Value| {
+            jsonschema::draft202012::options()
+                .should_validate_formats(true)
+                .with_retriever(LocalSchema(event_schema.clone()))
+                .build(schema)
+                .unwrap()
+        };
+        for (schema, check) in [
+            (
+                &event_schema,
+                &(|v: &serde_json::Value| {
+                    serde_json::from_value::<crate::event::EventEnvelope>(v.clone()).map(|_| ())
+                }) as &dyn Fn(&serde_json::Value) -> Result<(), serde_json::Error>,
+            ),
+            (&delivery_schema, &|v: &serde_json::Value| {
+                serde_json::from_value::<crate::delivery::DeliveryMessage>(v.clone()).map(|_| ())
+            }),
+        ] {
+            let validator = build(schema);
+            for example in schema["examples"].as_array().unwrap() {
+                assert!(validator.is_valid(example), "{example}");
+                check(example).unwrap_or_else(|e| panic!("example does not parse: {e}"));
+            }
+        }
+        let example = &delivery_schema["examples"][0];
+        let msg: crate::delivery::DeliveryMessage =
+            serde_json::from_value(example.clone()).unwrap();
+        let back = serde_json::to_value(&msg).unwrap();
+        let errors: Vec<String> = build(&delivery_schema)
+            .iter_errors(&back)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        let mut broken = back.clone();
+        broken["event"]["type"] = "Not A Type".into();
+        assert!(
+            !build(&delivery_schema).is_valid(&broken),
+            "the event part is checked through the $ref"
+        );
+    }
+
     #[test]
     fn names() {
         let n = EventTypeName::parse("tracking_parcel.status_changed").unwrap();

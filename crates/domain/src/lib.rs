@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod change;
+pub mod delivery;
 pub mod event;
 pub mod secret;
 pub mod subscription;
