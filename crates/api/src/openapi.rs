@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::HttpResponse;
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 pub use waybill_runtime::openapi::{BearerAuth, CommonErrors, ErrorBody, ErrorResponse};
@@ -175,18 +174,5 @@ struct ApiDoc;
 
 /// The document as pretty JSON, with a trailing newline.
 pub fn document() -> String {
-    let mut doc = ApiDoc::openapi();
-    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    let mut text = doc
-        .to_pretty_json()
-        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
-    text.push('\n');
-    text
-}
-
-/// `GET /openapi.json`.
-pub async fn serve() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(document())
+    waybill_runtime::openapi::render(ApiDoc::openapi())
 }

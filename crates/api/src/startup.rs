@@ -10,7 +10,7 @@ use waybill_bus::Broker;
 use waybill_runtime::{
     AuthState, JwtKeys, Settings,
     body::BodyLimit,
-    http::{Metrics, Readiness, observe, probe},
+    http::{Metrics, observe, postgres_and_broker},
     rate_limit::TenantLimiter,
 };
 use waybill_store::Cipher;
@@ -51,22 +51,7 @@ impl Application {
             keys: JwtKeys::from_settings(&settings)?,
             limiter: TenantLimiter::new(&settings.rate_limit),
         };
-        let readiness = Readiness(vec![
-            ("postgres", {
-                let pool = pool.clone();
-                probe(move || {
-                    let pool = pool.clone();
-                    async move { waybill_store::ping(&pool).await.map_err(|e| e.to_string()) }
-                })
-            }),
-            ("broker", {
-                let broker = broker.clone();
-                probe(move || {
-                    let broker = broker.clone();
-                    async move { broker.ping().await.map_err(|e| e.to_string()) }
-                })
-            }),
-        ]);
+        let readiness = postgres_and_broker(pool.clone(), broker.clone());
 
         let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))
             .with_context(|| format!("binding {}:{}", settings.http.host, settings.http.port))?;

@@ -1,7 +1,6 @@
 //! The OpenAPI document of `waybill-ingest`, served at `/openapi.json` and committed at
 //! `docs/openapi/waybill-ingest.json` (a test fails when they drift apart).
 
-use actix_web::HttpResponse;
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 use waybill_runtime::openapi::{BearerAuth, CommonErrors, ErrorBody, ErrorResponse};
@@ -54,18 +53,5 @@ struct ApiDoc;
 
 /// The document as pretty JSON, with a trailing newline.
 pub fn document() -> String {
-    let mut doc = ApiDoc::openapi();
-    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    let mut text = doc
-        .to_pretty_json()
-        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
-    text.push('\n');
-    text
-}
-
-/// `GET /openapi.json`.
-pub async fn serve() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(document())
+    waybill_runtime::openapi::render(ApiDoc::openapi())
 }

@@ -12,7 +12,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(http::healthz))
         .route("/readyz", web::get().to(http::readyz))
         .route("/metrics", web::get().to(http::metrics))
-        .route("/openapi.json", web::get().to(openapi::serve))
+        .route(
+            "/openapi.json",
+            waybill_runtime::openapi::serve(openapi::document),
+        )
         .service(
             web::resource("/v1/events")
                 .app_data(web::Data::new(BodyLimit(MAX_EVENT_BYTES)))

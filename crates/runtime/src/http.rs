@@ -148,6 +148,26 @@ where
     Arc::new(move || Box::pin(f()))
 }
 
+/// The checks every service runs: Postgres answers a query, the broker a connection.
+pub fn postgres_and_broker(pool: waybill_store::PgPool, broker: waybill_bus::Broker) -> Readiness {
+    Readiness(vec![
+        (
+            "postgres",
+            probe(move || {
+                let pool = pool.clone();
+                async move { waybill_store::ping(&pool).await.map_err(|e| e.to_string()) }
+            }),
+        ),
+        (
+            "broker",
+            probe(move || {
+                let broker = broker.clone();
+                async move { broker.ping().await.map_err(|e| e.to_string()) }
+            }),
+        ),
+    ])
+}
+
 /// The checks `/readyz` runs.
 #[derive(Clone, Default)]
 pub struct Readiness(pub Vec<(&'static str, Probe)>);

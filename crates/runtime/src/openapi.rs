@@ -116,3 +116,22 @@ impl Modify for BearerAuth {
         );
     }
 }
+
+/// A service's document as pretty JSON with a trailing newline, versioned like the workspace.
+pub fn render(mut doc: utoipa::openapi::OpenApi) -> String {
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    let mut text = doc
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    text.push('\n');
+    text
+}
+
+/// `GET /openapi.json` for a service whose document `document` renders.
+pub fn serve(document: fn() -> String) -> actix_web::Route {
+    actix_web::web::get().to(move || async move {
+        actix_web::HttpResponse::Ok()
+            .content_type("application/json")
+            .body(document())
+    })
+}
