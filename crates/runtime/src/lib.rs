@@ -9,6 +9,7 @@ pub mod error;
 pub mod http;
 pub mod openapi;
 pub mod rate_limit;
+pub mod service;
 pub mod telemetry;
 
 pub use auth::{Auth, AuthState, JwtKeys};

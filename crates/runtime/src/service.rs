@@ -1,0 +1,110 @@
+//! A service process: its HTTP server with what every service shares (request observation,
+//! auth, metrics, readiness, body limit), its background tasks, and the orderly stop of both.
+
+use std::{future::Future, net::TcpListener, time::Duration};
+
+use actix_web::{App, HttpServer, dev::Server, middleware::from_fn, web};
+use anyhow::Context;
+use tokio::{sync::watch, task::JoinHandle};
+
+use crate::{
+    AuthState, Settings,
+    body::BodyLimit,
+    http::{Metrics, Readiness, observe},
+};
+
+/// How often per-tenant rate-limit state of idle tenants is dropped.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// What every service's routes need.
+pub struct Shared {
+    pub auth: AuthState,
+    pub metrics: Metrics,
+    pub readiness: Readiness,
+}
+
+/// A bound, serving service; [`RunningService::run_until_stopped`] waits for its end.
+pub struct RunningService {
+    port: u16,
+    server: Server,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningService {
+    /// Binds `http.host:http.port` (0 picks a free port) and serves the routes `configure`
+    /// registers, with the shared app data around them.
+    pub fn start<F>(
+        settings: &Settings,
+        shared: Shared,
+        configure: F,
+    ) -> anyhow::Result<RunningService>
+    where
+        F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
+    {
+        let http = &settings.http;
+        let listener = TcpListener::bind((http.host.as_str(), http.port))
+            .with_context(|| format!("binding {}:{}", http.host, http.port))?;
+        let port = listener.local_addr()?.port();
+        let limiter = shared.auth.limiter.clone();
+        let (auth, metrics, readiness) = (
+            web::Data::new(shared.auth),
+            web::Data::new(shared.metrics),
+            web::Data::new(shared.readiness),
+        );
+        let body_limit = web::Data::new(BodyLimit(http.body_limit_bytes));
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(from_fn(observe))
+                .app_data(auth.clone())
+                .app_data(metrics.clone())
+                .app_data(readiness.clone())
+                .app_data(body_limit.clone())
+                .configure(configure.clone())
+        })
+        .listen(listener)?
+        .shutdown_timeout(http.shutdown_timeout_seconds)
+        .run();
+        let (stop, _) = watch::channel(false);
+        let mut service = RunningService {
+            port,
+            server,
+            stop,
+            tasks: Vec::new(),
+        };
+        service.spawn(move |mut stop| async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(PRUNE_EVERY) => limiter.prune(),
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+        Ok(service)
+    }
+
+    /// Runs a background task; it gets the stop signal and should return soon after it turns.
+    pub fn spawn<T, Fut>(&mut self, task: T)
+    where
+        T: FnOnce(watch::Receiver<bool>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.push(tokio::spawn(task(self.stop.subscribe())));
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGTERM/SIGINT: the server stops accepting and finishes in-flight requests,
+    /// then the background tasks are told to stop and given 10 s each.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let result = self.server.await;
+        tracing::info!("http server stopped; stopping background tasks");
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+        result.context("http server failed")
+    }
+}
