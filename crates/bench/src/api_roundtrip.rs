@@ -23,26 +23,7 @@ pub struct Params {
 const WARMUP: u32 = 200;
 
 pub async fn run(p: Params) -> anyhow::Result<()> {
-    let mut settings = Settings::load(0, None)?;
-    let admin_url = std::env::var("WAYBILL_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| format!("{}/postgres", crate::server_url(&settings.database.url)));
-    let db = format!("waybill_bench_{}", std::process::id());
-    let mut admin = AsyncPgConnection::establish(&admin_url)
-        .await
-        .context("connecting to postgres")?;
-    sql_query(format!("CREATE DATABASE {db}"))
-        .execute(&mut admin)
-        .await?;
-    settings.database.url = format!("{}/{db}", crate::server_url(&admin_url));
-    settings.broker.prefix = format!("waybill_bench_{}", std::process::id());
-    let topology = settings.topology()?;
-    let result = measure(&p, settings.clone()).await;
-    sql_query(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await?;
-    let conn = lapin::Connection::connect(&settings.broker.url, Default::default()).await?;
-    topology.delete(&conn.create_channel().await?).await?;
-    result
+    crate::scratch::run_in("api", |settings| measure(&p, settings)).await
 }
 
 async fn measure(p: &Params, mut settings: Settings) -> anyhow::Result<()> {

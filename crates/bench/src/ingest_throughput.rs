@@ -8,9 +8,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context;
-use diesel::sql_query;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde_json::json;
 use waybill_domain::{Scope, TenantId};
 use waybill_ingest::Application;
@@ -25,28 +22,7 @@ pub struct Params {
 }
 
 pub async fn run(p: Params) -> anyhow::Result<()> {
-    let mut settings = Settings::load(0, None)?;
-    let admin_url = std::env::var("WAYBILL_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| format!("{}/postgres", crate::server_url(&settings.database.url)));
-    let db = format!("waybill_bench_ingest_{}", std::process::id());
-    let mut admin = AsyncPgConnection::establish(&admin_url)
-        .await
-        .context("connecting to postgres")?;
-    sql_query(format!("CREATE DATABASE {db}"))
-        .execute(&mut admin)
-        .await?;
-    settings.database.url = format!("{}/{db}", crate::server_url(&admin_url));
-    settings.broker.prefix = format!("waybill_bench_ingest_{}", std::process::id());
-    let topology = settings.topology()?;
-    let conn = lapin::Connection::connect(&settings.broker.url, Default::default()).await?;
-    let channel = conn.create_channel().await?;
-    topology.declare(&channel).await?;
-    let result = measure(&p, settings).await;
-    sql_query(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await?;
-    topology.delete(&channel).await?;
-    result
+    crate::scratch::run_in("ingest", |settings| measure(&p, settings)).await
 }
 
 async fn measure(p: &Params, mut settings: Settings) -> anyhow::Result<()> {

@@ -3,6 +3,7 @@
 
 mod api_roundtrip;
 mod ingest_throughput;
+mod scratch;
 mod stats;
 
 use std::path::PathBuf;
@@ -44,11 +45,6 @@ enum Scenario {
         #[arg(long)]
         json: Option<PathBuf>,
     },
-}
-
-/// The server part of a Postgres URL (everything before the database name).
-pub fn server_url(db_url: &str) -> &str {
-    db_url.rsplit_once('/').map_or(db_url, |(base, _)| base)
 }
 
 #[tokio::main]
