@@ -1,6 +1,7 @@
 //! Waybill's Postgres layer: schema, models and queries over diesel-async.
 
 pub mod crypto;
+pub mod deliveries;
 pub mod event_types;
 pub mod outbox;
 pub mod schema;

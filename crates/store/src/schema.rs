@@ -61,10 +61,56 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    events (tenant, id) {
+        tenant -> Text,
+        id -> Text,
+        event_type -> Text,
+        client_id -> Nullable<Text>,
+        occurred_at -> Timestamptz,
+        received_at -> Timestamptz,
+        data -> Jsonb,
+        created_at -> Timestamptz,
+        fanned_out_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    deliveries (id) {
+        id -> Uuid,
+        tenant -> Text,
+        webhook_id -> Uuid,
+        event_id -> Text,
+        event_type -> Text,
+        status -> Text,
+        attempts -> Int4,
+        last_status_code -> Nullable<Int4>,
+        last_error -> Nullable<Text>,
+        next_attempt_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    delivery_attempts (delivery_id, number) {
+        delivery_id -> Uuid,
+        number -> Int4,
+        started_at -> Timestamptz,
+        duration_ms -> Int4,
+        status_code -> Nullable<Int4>,
+        error -> Nullable<Text>,
+        response_body -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(webhook_secrets -> webhooks (webhook_id));
 diesel::allow_tables_to_appear_in_same_query!(
     event_types,
     webhooks,
     webhook_secrets,
-    subscription_changes
+    subscription_changes,
+    events,
+    deliveries,
+    delivery_attempts
 );

@@ -463,7 +463,6 @@ pub async fn snapshots(
     after: Option<Uuid>,
     limit: i64,
 ) -> QueryResult<Vec<SubscriptionSnapshot>> {
-    let now = now_micros();
     let mut q = webhooks::table
         .order(webhooks::id.asc())
         .limit(limit)
@@ -472,6 +471,28 @@ pub async fn snapshots(
         q = q.filter(webhooks::id.gt(after));
     }
     let rows: Vec<WebhookRow> = q.select(WebhookRow::as_select()).load(conn).await?;
+    with_secrets(conn, rows).await
+}
+
+/// One subscription as the change feed describes it, whatever its tenant; `None` once deleted.
+pub async fn snapshot(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> QueryResult<Option<SubscriptionSnapshot>> {
+    let rows: Vec<WebhookRow> = webhooks::table
+        .filter(webhooks::id.eq(id))
+        .select(WebhookRow::as_select())
+        .load(conn)
+        .await?;
+    Ok(with_secrets(conn, rows).await?.pop())
+}
+
+/// Snapshots of `rows` with the signing keys still in force.
+async fn with_secrets(
+    conn: &mut AsyncPgConnection,
+    rows: Vec<WebhookRow>,
+) -> QueryResult<Vec<SubscriptionSnapshot>> {
+    let now = now_micros();
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let secrets: Vec<SecretRow> = webhook_secrets::table
         .filter(webhook_secrets::webhook_id.eq_any(&ids))

@@ -1,0 +1,243 @@
+//! Events, deliveries and attempts: the dispatcher's record of what it owes and what it did.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use diesel::{
+    prelude::*,
+    sql_query,
+    sql_types::{Array, Int4, Nullable, Text, Timestamptz, Uuid as SqlUuid},
+};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+use waybill_domain::event::EventEnvelope;
+
+use crate::schema::{deliveries, events};
+
+/// Where an event stands when its message arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventState {
+    /// Seen for the first time: fan it out.
+    Fresh,
+    /// Seen before, but its fan-out never finished (a crash in between): fan it out again.
+    Unfinished,
+    /// Already fanned out: a duplicate.
+    Done,
+}
+
+/// Records `event` unless its (tenant, id) is known, and tells whether it still needs fanning
+/// out.
+pub async fn take_event(
+    conn: &mut AsyncPgConnection,
+    event: &EventEnvelope,
+) -> QueryResult<EventState> {
+    let inserted = diesel::insert_into(events::table)
+        .values((
+            events::tenant.eq(&event.tenant),
+            events::id.eq(&event.id),
+            events::event_type.eq(&event.kind),
+            events::client_id.eq(&event.client_id),
+            events::occurred_at.eq(event.occurred_at),
+            events::received_at.eq(event.received_at),
+            events::data.eq(serde_json::Value::Object(event.data.clone())),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    if inserted == 1 {
+        return Ok(EventState::Fresh);
+    }
+    let fanned_out: Option<Option<DateTime<Utc>>> = events::table
+        .find((&event.tenant, &event.id))
+        .select(events::fanned_out_at)
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(match fanned_out {
+        Some(Some(_)) => EventState::Done,
+        // Gone between the two statements (retention): treat as new.
+        None => EventState::Fresh,
+        Some(None) => EventState::Unfinished,
+    })
+}
+
+/// A delivery the fan-out created.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = deliveries)]
+pub struct NewDelivery {
+    pub id: Uuid,
+    pub tenant: String,
+    pub webhook_id: Uuid,
+    pub event_id: String,
+    pub event_type: String,
+    pub status: &'static str,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Rows per insert statement (Postgres takes at most 65,535 bound values).
+const INSERT_CHUNK: usize = 1_000;
+
+/// Records the pending deliveries of an event (those already recorded stay as they are) and
+/// marks the event fanned out, in one transaction.
+pub async fn finish_fan_out(
+    conn: &mut AsyncPgConnection,
+    tenant: &str,
+    event_id: &str,
+    rows: &[NewDelivery],
+) -> QueryResult<()> {
+    conn.transaction(async |conn| {
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            diesel::insert_into(deliveries::table)
+                .values(chunk)
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?;
+        }
+        diesel::update(events::table.find((tenant, event_id)))
+            .set(events::fanned_out_at.eq(Utc::now()))
+            .execute(conn)
+            .await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Status and attempt count of a delivery, when it is recorded.
+pub async fn progress(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> QueryResult<Option<(String, i32)>> {
+    deliveries::table
+        .find(id)
+        .select((deliveries::status, deliveries::attempts))
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// One attempt as the attempt log keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    pub number: i32,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i32,
+    pub status_code: Option<i32>,
+    pub error: Option<String>,
+    pub response_body: Option<String>,
+}
+
+/// A delivery's state after something happened to it, with the attempt that did it (if a
+/// request was made or refused).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryRecord {
+    pub id: Uuid,
+    pub tenant: String,
+    pub webhook_id: Uuid,
+    pub event_id: String,
+    pub event_type: String,
+    /// `pending`, `succeeded` or `failed`.
+    pub status: &'static str,
+    pub attempts: i32,
+    pub last_status_code: Option<i32>,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub at: DateTime<Utc>,
+    pub attempt: Option<AttemptRecord>,
+}
+
+/// Writes a batch of delivery states and attempts in one transaction of two statements. A
+/// state never replaces one with more attempts (a late or repeated message cannot roll a
+/// delivery back); within the batch the last state of each delivery wins.
+pub async fn record(conn: &mut AsyncPgConnection, batch: &[DeliveryRecord]) -> QueryResult<()> {
+    let mut latest: HashMap<Uuid, &DeliveryRecord> = HashMap::with_capacity(batch.len());
+    let mut attempts: HashMap<(Uuid, i32), (Uuid, &AttemptRecord)> = HashMap::new();
+    for r in batch {
+        match latest.get(&r.id) {
+            Some(prev) if prev.attempts > r.attempts => {}
+            _ => {
+                latest.insert(r.id, r);
+            }
+        }
+        if let Some(a) = &r.attempt {
+            attempts.insert((r.id, a.number), (r.id, a));
+        }
+    }
+    let rows: Vec<&DeliveryRecord> = latest.into_values().collect();
+    let tries: Vec<(Uuid, &AttemptRecord)> = attempts.into_values().collect();
+    conn.transaction(async |conn| {
+        sql_query(
+            "INSERT INTO deliveries (id, tenant, webhook_id, event_id, event_type, status, \
+             attempts, last_status_code, last_error, next_attempt_at, created_at, updated_at) \
+             SELECT *, u.at FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+               AS u(id, tenant, webhook_id, event_id, event_type, status, attempts, \
+                    last_status_code, last_error, next_attempt_at, at) \
+             ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, \
+               attempts = EXCLUDED.attempts, last_status_code = EXCLUDED.last_status_code, \
+               last_error = EXCLUDED.last_error, next_attempt_at = EXCLUDED.next_attempt_at, \
+               updated_at = EXCLUDED.updated_at \
+             WHERE deliveries.attempts <= EXCLUDED.attempts",
+        )
+        .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(rows.iter().map(|r| r.tenant.as_str()).collect::<Vec<_>>())
+        .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.webhook_id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(rows.iter().map(|r| r.event_id.as_str()).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(
+            rows.iter()
+                .map(|r| r.event_type.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Text>, _>(rows.iter().map(|r| r.status).collect::<Vec<_>>())
+        .bind::<Array<Int4>, _>(rows.iter().map(|r| r.attempts).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Int4>>, _>(
+            rows.iter().map(|r| r.last_status_code).collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<Text>>, _>(
+            rows.iter()
+                .map(|r| r.last_error.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<Timestamptz>>, _>(
+            rows.iter().map(|r| r.next_attempt_at).collect::<Vec<_>>(),
+        )
+        .bind::<Array<Timestamptz>, _>(rows.iter().map(|r| r.at).collect::<Vec<_>>())
+        .execute(conn)
+        .await?;
+        if !tries.is_empty() {
+            sql_query(
+                "INSERT INTO delivery_attempts (delivery_id, number, started_at, duration_ms, \
+                 status_code, error, response_body) \
+                 SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (delivery_id, number) DO UPDATE SET \
+                   started_at = EXCLUDED.started_at, duration_ms = EXCLUDED.duration_ms, \
+                   status_code = EXCLUDED.status_code, error = EXCLUDED.error, \
+                   response_body = EXCLUDED.response_body",
+            )
+            .bind::<Array<SqlUuid>, _>(tries.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+            .bind::<Array<Int4>, _>(tries.iter().map(|(_, a)| a.number).collect::<Vec<_>>())
+            .bind::<Array<Timestamptz>, _>(
+                tries.iter().map(|(_, a)| a.started_at).collect::<Vec<_>>(),
+            )
+            .bind::<Array<Int4>, _>(tries.iter().map(|(_, a)| a.duration_ms).collect::<Vec<_>>())
+            .bind::<Array<Nullable<Int4>>, _>(
+                tries.iter().map(|(_, a)| a.status_code).collect::<Vec<_>>(),
+            )
+            .bind::<Array<Nullable<Text>>, _>(
+                tries
+                    .iter()
+                    .map(|(_, a)| a.error.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind::<Array<Nullable<Text>>, _>(
+                tries
+                    .iter()
+                    .map(|(_, a)| a.response_body.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .execute(conn)
+            .await?;
+        }
+        Ok(())
+    })
+    .await
+}
