@@ -2,7 +2,9 @@
 //! its retry queues. The attempt number travels in the `waybill-attempt` header, not here, so
 //! the body of a message never changes between attempts.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::event::EventEnvelope;
@@ -26,9 +28,49 @@ pub fn delivery_id(tenant: &str, event_id: &str, webhook_id: Uuid) -> Uuid {
     Uuid::new_v5(&webhook_id, format!("{tenant}\u{1f}{event_id}").as_bytes())
 }
 
+/// The JSON body a receiver gets for an event.
+#[derive(Debug, Serialize)]
+struct ReceiverBody<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    timestamp: DateTime<Utc>,
+    client_id: Option<&'a str>,
+    data: &'a Map<String, Value>,
+}
+
+/// The body of every request delivering `event`: `{id, type, timestamp, client_id, data}`.
+pub fn receiver_body(event: &EventEnvelope) -> Vec<u8> {
+    let body = ReceiverBody {
+        id: &event.id,
+        kind: &event.kind,
+        timestamp: event.occurred_at,
+        client_id: event.client_id.as_deref(),
+        data: &event.data,
+    };
+    // Serialising strings, a timestamp and a JSON map cannot fail.
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn receiver_body_has_the_contract_fields() {
+        let event: EventEnvelope = serde_json::from_value(serde_json::json!({
+            "id": "e1", "tenant": "acme", "type": "order.shipped", "client_id": null,
+            "occurred_at": "2026-01-10T10:30:00Z", "received_at": "2026-01-10T10:30:01Z",
+            "data": {"order_id": "o1"}
+        }))
+        .unwrap();
+        let body: Value = serde_json::from_slice(&receiver_body(&event)).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"id": "e1", "type": "order.shipped",
+                "timestamp": "2026-01-10T10:30:00Z", "client_id": null, "data": {"order_id": "o1"}})
+        );
+    }
 
     #[test]
     fn delivery_ids_are_stable_and_distinct() {
