@@ -6,10 +6,12 @@ use std::time::{Duration, Instant};
 
 pub mod db;
 pub mod proxy;
+pub mod receiver;
 pub mod service;
 
 pub use db::{DbGuard, TopologyGuard, admin_url, cleanup, create_database, db_url};
 pub use proxy::BrokerProxy;
+pub use receiver::{Received, Receiver, Reply};
 pub use service::ServiceProcess;
 
 /// The broker the tests use (`WAYBILL_TEST_BROKER_URL`, default the local RabbitMQ).
