@@ -63,6 +63,14 @@ impl Catalog {
         Ok(n)
     }
 
+    /// Whether `kind` is a known type (`Some`) and whether it is active.
+    pub fn active(&self, kind: &str) -> Option<bool> {
+        self.entries
+            .read()
+            .ok()
+            .and_then(|m| m.get(kind).map(|e| e.active))
+    }
+
     /// Checks that `kind` is an active type and `data` fits its schema, recording failures
     /// under `<prefix>type` and `<prefix>data`.
     pub fn check(

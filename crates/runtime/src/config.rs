@@ -33,6 +33,14 @@ queue_type = "classic"
 [delivery]
 # Gaps between attempts: 10 attempts in all by default. Each distinct gap is a delay queue.
 retry_schedule = ["5m", "10m", "20m", "40m", "1h", "1h", "1h", "1h", "1h"]
+# A receiver has this long to answer (connect included).
+timeout = "15s"
+# Requests in flight at once per dispatcher replica.
+concurrency = 256
+# Events fanned out at once per dispatcher replica.
+fanout_concurrency = 32
+# How often the subscription index is rebuilt from Postgres, besides the change feed.
+resync_interval = "5m"
 
 [auth]
 
@@ -103,6 +111,14 @@ pub struct BrokerSettings {
 pub struct DeliverySettings {
     /// Gaps between delivery attempts (`250ms`, `30s`, `5m`, `1h`): attempt n+1 waits the n-th.
     pub retry_schedule: Vec<String>,
+    /// How long a receiver has to answer (`15s`).
+    pub timeout: String,
+    /// Deliveries in flight at once per dispatcher replica.
+    pub concurrency: u16,
+    /// Events fanned out at once per dispatcher replica.
+    pub fanout_concurrency: u16,
+    /// How often a dispatcher rebuilds its subscription index from Postgres.
+    pub resync_interval: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -200,6 +216,11 @@ impl Settings {
         }
         self.encryption_key()?;
         self.retry_schedule()?;
+        parse_duration(&self.delivery.timeout).context("delivery.timeout")?;
+        parse_duration(&self.delivery.resync_interval).context("delivery.resync_interval")?;
+        if self.delivery.concurrency == 0 || self.delivery.fanout_concurrency == 0 {
+            bail!("delivery.concurrency and delivery.fanout_concurrency must be positive");
+        }
         if self.environment == Environment::Production {
             if self.security.encryption_key.is_none() {
                 bail!(

@@ -1,0 +1,310 @@
+//! The delivery stage, consuming `<prefix>.deliveries`: one attempt per message. A success is
+//! recorded; a failure with attempts left goes to the delay tier of its wait with the next
+//! attempt number, a failure without goes to the dead queue as `failed`. The message is acked
+//! only once that is confirmed by the broker and committed to Postgres.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::Utc;
+use lapin::{message::Delivery, types::AMQPValue};
+use waybill_bus::{Broker, Handler, Outcome, Outgoing};
+use waybill_domain::{
+    delivery::{ATTEMPT_HEADER, DeliveryMessage, receiver_body},
+    retry::RetrySchedule,
+};
+use waybill_ingest::catalog::Catalog;
+use waybill_store::{
+    Cipher, PgPool,
+    deliveries::{self, AttemptRecord, DeliveryRecord},
+};
+
+use crate::{
+    index::{Index, Target},
+    metrics::DispatchMetrics,
+    outbound::{Attempt, AttemptResult, Outbound},
+    recorder::Recorder,
+    sync::refresh_one,
+};
+
+/// Header naming why a delivery message was parked on the dead queue.
+pub const DEAD_REASON_HEADER: &str = "waybill-dead-reason";
+
+const BACKOFF: Duration = Duration::from_secs(1);
+
+/// Delivers.
+pub struct Deliver {
+    pub index: Index,
+    pub catalog: Catalog,
+    pub pool: PgPool,
+    pub cipher: Arc<Cipher>,
+    pub broker: Broker,
+    pub outbound: Outbound,
+    pub schedule: RetrySchedule,
+    pub recorder: Recorder,
+    pub metrics: DispatchMetrics,
+}
+
+/// The attempt number a message carries (1 when absent or unreadable).
+fn attempt_number(delivery: &Delivery) -> u32 {
+    let value = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(ATTEMPT_HEADER).cloned());
+    let n = match value {
+        Some(AMQPValue::LongString(s)) => std::str::from_utf8(s.as_bytes())
+            .ok()
+            .and_then(|s| s.parse::<u32>().ok()),
+        Some(AMQPValue::ShortString(s)) => s.as_str().parse::<u32>().ok(),
+        Some(AMQPValue::LongInt(i)) => u32::try_from(i).ok(),
+        Some(AMQPValue::LongLongInt(i)) => u32::try_from(i).ok(),
+        Some(AMQPValue::ShortInt(i)) => u32::try_from(i).ok(),
+        Some(AMQPValue::LongUInt(i)) => Some(i),
+        _ => None,
+    };
+    n.filter(|n| *n >= 1).unwrap_or(1)
+}
+
+/// What became of one delivery message.
+enum Settled {
+    Succeeded,
+    Retrying,
+    Failed,
+    Cancelled,
+    /// The attempt was made before (a redelivery or a duplicate message).
+    AlreadyDone,
+}
+
+impl Deliver {
+    /// Parks an unreadable message on the dead queue.
+    async fn park(&self, delivery: &Delivery, reason: String) -> Outcome {
+        tracing::warn!(reason = %reason, "parking an unreadable delivery message");
+        let queue = self.broker.topology().dead_queue();
+        let parked = Outgoing {
+            exchange: "",
+            routing_key: &queue,
+            body: &delivery.data,
+            message_id: None,
+            headers: vec![(DEAD_REASON_HEADER, reason)],
+            mandatory: true,
+        };
+        match self.broker.publish(&parked).await {
+            Ok(()) => Outcome::Drop,
+            Err(_) => {
+                tokio::time::sleep(BACKOFF).await;
+                Outcome::Requeue
+            }
+        }
+    }
+
+    /// The subscription as it stands now: the index, confirmed against Postgres when the index
+    /// says it is missing or inactive (the change may not have reached this replica yet).
+    async fn current_target(&self, msg: &DeliveryMessage) -> Result<Option<Arc<Target>>, String> {
+        match self.index.get(msg.webhook_id) {
+            Some(t) if t.active => Ok(Some(t)),
+            _ => refresh_one(&self.index, &self.pool, &self.cipher, msg.webhook_id)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Whether Postgres shows this attempt as already made (the message is a redelivery or a
+    /// duplicate from a repeated fan-out or retry).
+    async fn already_done(&self, msg: &DeliveryMessage, number: u32) -> Result<bool, String> {
+        let mut conn = waybill_store::conn(&self.pool)
+            .await
+            .map_err(|e| e.to_string())?;
+        let progress = deliveries::progress(&mut conn, msg.delivery_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(match progress {
+            Some((status, _)) if status == "succeeded" => true,
+            Some((_, attempts)) => i64::from(attempts) >= i64::from(number),
+            None => false,
+        })
+    }
+
+    fn record(
+        &self,
+        msg: &DeliveryMessage,
+        status: &'static str,
+        attempts: u32,
+        result: Option<&AttemptResult>,
+        error: Option<String>,
+        next_wait: Option<Duration>,
+    ) -> DeliveryRecord {
+        let now = Utc::now();
+        DeliveryRecord {
+            id: msg.delivery_id,
+            tenant: msg.event.tenant.clone(),
+            webhook_id: msg.webhook_id,
+            event_id: msg.event.id.clone(),
+            event_type: msg.event.kind.clone(),
+            status,
+            attempts: i32::try_from(attempts).unwrap_or(i32::MAX),
+            last_status_code: result.and_then(|r| r.status).map(i32::from),
+            last_error: error,
+            next_attempt_at: next_wait
+                .and_then(|w| chrono::Duration::from_std(w).ok())
+                .map(|w| now + w),
+            at: now,
+            attempt: result.map(|r| AttemptRecord {
+                number: i32::try_from(attempts).unwrap_or(i32::MAX),
+                started_at: r.started_at,
+                duration_ms: i32::try_from(r.duration.as_millis()).unwrap_or(i32::MAX),
+                status_code: r.status.map(i32::from),
+                error: r.error.clone(),
+                response_body: r.response_body.clone(),
+            }),
+        }
+    }
+
+    async fn process(
+        &self,
+        msg: &DeliveryMessage,
+        number: u32,
+        recheck: bool,
+    ) -> Result<Settled, String> {
+        if recheck && self.already_done(msg, number).await? {
+            return Ok(Settled::AlreadyDone);
+        }
+        let cancel = |why: &str| {
+            self.record(
+                msg,
+                "failed",
+                number - 1,
+                None,
+                Some(format!("cancelled: {why}")),
+                None,
+            )
+        };
+        let target = match self.current_target(msg).await? {
+            None => {
+                self.commit(cancel("the subscription was deleted")).await?;
+                return Ok(Settled::Cancelled);
+            }
+            Some(t) if !t.active => {
+                self.commit(cancel("the subscription is inactive")).await?;
+                return Ok(Settled::Cancelled);
+            }
+            Some(t) => t,
+        };
+        if self.catalog.active(&msg.event.kind) == Some(false) {
+            self.commit(cancel("the event type is inactive")).await?;
+            return Ok(Settled::Cancelled);
+        }
+        let body = receiver_body(&msg.event);
+        self.metrics.in_flight.inc();
+        let result = self
+            .outbound
+            .send(Attempt {
+                target: &target,
+                event: &msg.event,
+                body: &body,
+                delivery_id: msg.delivery_id,
+                number,
+            })
+            .await;
+        self.metrics.in_flight.dec();
+        self.metrics
+            .attempt_seconds
+            .observe(result.duration.as_secs_f64());
+        if result.succeeded() {
+            self.commit(self.record(msg, "succeeded", number, Some(&result), None, None))
+                .await?;
+            return Ok(Settled::Succeeded);
+        }
+        let error = result.last_error();
+        match self.schedule.after(number, result.retry_after) {
+            Some(wait) => {
+                let topology = self.broker.topology();
+                let tier = topology.tier_for(wait).unwrap_or(wait);
+                let queue = topology.retry_queue(tier);
+                let id = msg.delivery_id.to_string();
+                self.broker
+                    .publish(&Outgoing {
+                        exchange: "",
+                        routing_key: &queue,
+                        body: &serde_json::to_vec(msg).map_err(|e| e.to_string())?,
+                        message_id: Some(&id),
+                        headers: vec![(ATTEMPT_HEADER, (number + 1).to_string())],
+                        mandatory: true,
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.commit(self.record(msg, "pending", number, Some(&result), error, Some(tier)))
+                    .await?;
+                Ok(Settled::Retrying)
+            }
+            None => {
+                let queue = self.broker.topology().dead_queue();
+                let id = msg.delivery_id.to_string();
+                self.broker
+                    .publish(&Outgoing {
+                        exchange: "",
+                        routing_key: &queue,
+                        body: &serde_json::to_vec(msg).map_err(|e| e.to_string())?,
+                        message_id: Some(&id),
+                        headers: vec![
+                            (ATTEMPT_HEADER, number.to_string()),
+                            (
+                                DEAD_REASON_HEADER,
+                                format!(
+                                    "{number} attempts failed; last: {}",
+                                    error.clone().unwrap_or_default()
+                                ),
+                            ),
+                        ],
+                        mandatory: true,
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.commit(self.record(msg, "failed", number, Some(&result), error, None))
+                    .await?;
+                Ok(Settled::Failed)
+            }
+        }
+    }
+
+    async fn commit(&self, record: DeliveryRecord) -> Result<(), String> {
+        self.recorder
+            .record(record)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl Handler for Deliver {
+    async fn handle(&self, delivery: &Delivery) -> Outcome {
+        let msg: DeliveryMessage = match serde_json::from_slice(&delivery.data) {
+            Ok(m) => m,
+            Err(e) => {
+                return self
+                    .park(delivery, format!("not a delivery message: {e}"))
+                    .await;
+            }
+        };
+        let number = attempt_number(delivery);
+        // A first attempt fresh from the fan-out needs no look at Postgres; a redelivery or a
+        // retry might already have been made.
+        let recheck = delivery.redelivered || number > 1;
+        match self.process(&msg, number, recheck).await {
+            Ok(settled) => {
+                let outcome = match settled {
+                    Settled::Succeeded => "succeeded",
+                    Settled::Retrying => "retrying",
+                    Settled::Failed => "failed",
+                    Settled::Cancelled => "cancelled",
+                    Settled::AlreadyDone => "duplicate",
+                };
+                self.metrics.deliveries.with_label_values(&[outcome]).inc();
+                Outcome::Ack
+            }
+            Err(e) => {
+                tracing::warn!(delivery_id = %msg.delivery_id, error = %e, "delivery not settled; it goes back to the queue");
+                tokio::time::sleep(BACKOFF).await;
+                Outcome::Requeue
+            }
+        }
+    }
+}

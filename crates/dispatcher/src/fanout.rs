@@ -1,0 +1,219 @@
+//! The fan-out stage, consuming `<prefix>.dispatch`: checks the event, records it once, publishes
+//! one confirmed delivery message per matching subscription, records those deliveries, and only
+//! then acks the event. A crash between any two steps loses nothing: the event comes back, is
+//! seen as unfinished, and is fanned out again under the same delivery ids.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use lapin::message::Delivery;
+use waybill_bus::{Broker, Handler, Outcome, Outgoing, topology::DELIVERY_KEY};
+use waybill_domain::{
+    TenantId, ValidationErrors,
+    delivery::{ATTEMPT_HEADER, DeliveryMessage, delivery_id},
+    event::{EventEnvelope, is_event_id},
+};
+use waybill_ingest::catalog::Catalog;
+use waybill_store::{
+    PgPool, StoreError,
+    deliveries::{self, EventState, NewDelivery},
+};
+
+use crate::{index::Index, metrics::DispatchMetrics};
+
+/// Header naming why a message was parked on the invalid queue.
+pub const INVALID_REASON_HEADER: &str = "waybill-invalid-reason";
+
+/// How long a handler waits before handing back a message it could not process (Postgres or
+/// the broker away), so a redelivery does not spin.
+const BACKOFF: Duration = Duration::from_secs(1);
+
+/// Fans events out.
+pub struct FanOut {
+    pub index: Index,
+    pub catalog: Catalog,
+    pub pool: PgPool,
+    pub broker: Broker,
+    pub metrics: DispatchMetrics,
+}
+
+/// Why an event cannot be fanned out at all.
+struct Invalid(String);
+
+impl FanOut {
+    /// Parses and checks an event message as an upstream service may have published it.
+    fn parse(&self, delivery: &Delivery) -> Result<Option<EventEnvelope>, Invalid> {
+        let event: EventEnvelope = serde_json::from_slice(&delivery.data)
+            .map_err(|e| Invalid(format!("not an event envelope: {e}")))?;
+        TenantId::parse(&event.tenant).map_err(|e| Invalid(format!("tenant {e}")))?;
+        if !is_event_id(&event.id) {
+            return Err(Invalid(
+                "id must be 1 to 128 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-'".into(),
+            ));
+        }
+        match self.catalog.active(&event.kind) {
+            None => return Err(Invalid(format!("there is no event type `{}`", event.kind))),
+            Some(false) => return Ok(None),
+            Some(true) => {}
+        }
+        let mut errors = ValidationErrors::new();
+        if !self
+            .catalog
+            .check(&event.kind, &event.data, "", &mut errors)
+        {
+            let detail: Vec<String> = errors
+                .fields()
+                .iter()
+                .flat_map(|(f, msgs)| msgs.iter().map(move |m| format!("{f}: {m}")))
+                .collect();
+            return Err(Invalid(detail.join("; ")));
+        }
+        Ok(Some(event))
+    }
+
+    /// Moves a message to the invalid queue with the reason; `Drop` once the broker has it.
+    async fn park(&self, delivery: &Delivery, reason: String) -> Outcome {
+        tracing::warn!(reason = %reason, routing_key = %delivery.routing_key, "parking an invalid event");
+        let queue = self.broker.topology().invalid_queue();
+        let message_id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.as_str().to_owned());
+        let parked = Outgoing {
+            exchange: "",
+            routing_key: &queue,
+            body: &delivery.data,
+            message_id: message_id.as_deref(),
+            headers: vec![
+                (INVALID_REASON_HEADER, reason),
+                (
+                    "waybill-routing-key",
+                    delivery.routing_key.as_str().to_owned(),
+                ),
+            ],
+            mandatory: true,
+        };
+        match self.broker.publish(&parked).await {
+            Ok(()) => {
+                self.metrics.events.with_label_values(&["invalid"]).inc();
+                Outcome::Drop
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot park an invalid event yet");
+                tokio::time::sleep(BACKOFF).await;
+                Outcome::Requeue
+            }
+        }
+    }
+
+    async fn fan_out(&self, event: &EventEnvelope) -> Result<usize, String> {
+        let state = {
+            let mut conn = waybill_store::conn(&self.pool)
+                .await
+                .map_err(|e| e.to_string())?;
+            deliveries::take_event(&mut conn, event)
+                .await
+                .map_err(|e| StoreError::from(e).to_string())?
+        };
+        if state == EventState::Done {
+            self.metrics.events.with_label_values(&["duplicate"]).inc();
+            return Ok(0);
+        }
+        let targets = self
+            .index
+            .matching(&event.tenant, &event.kind, event.client_id.as_deref());
+        let now = Utc::now();
+        let mut bodies = Vec::with_capacity(targets.len());
+        let mut rows = Vec::with_capacity(targets.len());
+        for t in &targets {
+            let id = delivery_id(&event.tenant, &event.id, t.id);
+            let message = DeliveryMessage {
+                delivery_id: id,
+                webhook_id: t.id,
+                event: event.clone(),
+            };
+            let body = serde_json::to_vec(&message).map_err(|e| e.to_string())?;
+            bodies.push((id.to_string(), body));
+            rows.push(NewDelivery {
+                id,
+                tenant: event.tenant.clone(),
+                webhook_id: t.id,
+                event_id: event.id.clone(),
+                event_type: event.kind.clone(),
+                status: "pending",
+                created_at: now,
+                updated_at: now,
+            });
+        }
+        let exchange = self.broker.topology().deliveries_exchange();
+        let outgoing: Vec<Outgoing<'_>> = bodies
+            .iter()
+            .map(|(id, body)| Outgoing {
+                exchange: &exchange,
+                routing_key: DELIVERY_KEY,
+                body,
+                message_id: Some(id),
+                headers: vec![(ATTEMPT_HEADER, "1".to_owned())],
+                mandatory: true,
+            })
+            .collect();
+        if !outgoing.is_empty() {
+            self.broker
+                .publish_many(&outgoing)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        // The deliveries are queued: from here on, failing to record would fan out again, so
+        // keep trying for a while before handing the event back.
+        let mut wait = Duration::from_millis(100);
+        let mut last = String::new();
+        for _ in 0..8 {
+            let finished = async {
+                let mut conn = waybill_store::conn(&self.pool).await?;
+                deliveries::finish_fan_out(&mut conn, &event.tenant, &event.id, &rows).await?;
+                Ok::<(), StoreError>(())
+            }
+            .await;
+            match finished {
+                Ok(()) => {
+                    self.metrics.events.with_label_values(&["fanned_out"]).inc();
+                    return Ok(targets.len());
+                }
+                Err(e) => {
+                    last = e.to_string();
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+impl Handler for FanOut {
+    async fn handle(&self, delivery: &Delivery) -> Outcome {
+        let event = match self.parse(delivery) {
+            Err(Invalid(reason)) => return self.park(delivery, reason).await,
+            Ok(None) => {
+                self.metrics
+                    .events
+                    .with_label_values(&["inactive_type"])
+                    .inc();
+                return Outcome::Ack;
+            }
+            Ok(Some(e)) => e,
+        };
+        match self.fan_out(&event).await {
+            Ok(n) => {
+                tracing::debug!(event_id = %event.id, tenant = %event.tenant, deliveries = n, "fanned out");
+                Outcome::Ack
+            }
+            Err(e) => {
+                tracing::warn!(event_id = %event.id, tenant = %event.tenant, error = %e, "fan-out failed; the event goes back to the queue");
+                tokio::time::sleep(BACKOFF).await;
+                Outcome::Requeue
+            }
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! Builds `waybill-dispatcher`: database and catalog, the subscription index and its sync, the
+//! two consumers (fan-out and delivery), the record writer, and the operations endpoints.
+
+use std::sync::Arc;
+
+use actix_web::web;
+use anyhow::Context;
+use tokio::sync::watch;
+use waybill_bus::{Broker, Consumer, ConsumerSpec};
+use waybill_domain::retry::RetrySchedule;
+use waybill_ingest::{catalog::Catalog, startup::CATALOG_REFRESH};
+use waybill_runtime::{
+    AuthState, JwtKeys, Settings,
+    config::parse_duration,
+    http::{self, Metrics, postgres_and_broker, probe},
+    rate_limit::TenantLimiter,
+    service::{RunningService, Shared},
+};
+use waybill_store::Cipher;
+
+use crate::{
+    deliver::Deliver, fanout::FanOut, index::Index, metrics::DispatchMetrics, openapi,
+    outbound::Outbound, recorder::Recorder, sync::IndexSync,
+};
+
+/// The dispatcher service.
+pub struct Application;
+
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(http::healthz))
+        .route("/readyz", web::get().to(http::readyz))
+        .route("/metrics", web::get().to(http::metrics))
+        .route(
+            "/openapi.json",
+            waybill_runtime::openapi::serve(openapi::document),
+        )
+        .default_service(web::to(http::not_found));
+}
+
+impl Application {
+    /// Prepares the database and catalog, binds the port (0 picks a free one), and starts the
+    /// index sync; the consumers start once the index is loaded.
+    pub async fn build(settings: Settings) -> anyhow::Result<RunningService> {
+        let pool = waybill_store::bootstrap(&settings.database.url, settings.database.pool_size)
+            .await
+            .context("preparing the database")?;
+        let cipher = Arc::new(Cipher::new(&settings.encryption_key()?)?);
+        let catalog = Catalog::default();
+        catalog
+            .refresh(&pool)
+            .await
+            .context("loading the event catalog")?;
+        let topology = settings.topology()?;
+        let broker = Broker::new(settings.broker.url.clone(), topology.clone());
+        let metrics = Metrics::new("dispatcher");
+        let dispatch_metrics = DispatchMetrics::register(&metrics.registry)?;
+        let index = Index::default();
+        let (loaded, loaded_rx) = watch::channel(false);
+
+        let mut readiness = postgres_and_broker(pool.clone(), broker.clone());
+        let index_loaded = loaded_rx.clone();
+        readiness.0.push((
+            "subscription_index",
+            probe(move || {
+                let ready = *index_loaded.borrow();
+                async move {
+                    if ready {
+                        Ok(())
+                    } else {
+                        Err("not loaded yet".to_owned())
+                    }
+                }
+            }),
+        ));
+        let shared = Shared {
+            auth: AuthState {
+                keys: JwtKeys::from_settings(&settings)?,
+                limiter: TenantLimiter::new(&settings.rate_limit),
+            },
+            metrics,
+            readiness,
+        };
+        let mut service = RunningService::start(&settings, shared, routes)?;
+
+        let refresh_pool = pool.clone();
+        let refresh_catalog = catalog.clone();
+        service.spawn(move |mut stop| async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(CATALOG_REFRESH) => {}
+                    _ = stop.changed() => return,
+                }
+                if let Err(e) = refresh_catalog.refresh(&refresh_pool).await {
+                    tracing::warn!(error = %e, "catalog refresh failed; keeping the last one");
+                }
+            }
+        });
+
+        let sync = IndexSync {
+            index: index.clone(),
+            pool: pool.clone(),
+            cipher: cipher.clone(),
+            broker_url: settings.broker.url.clone(),
+            topology: topology.clone(),
+            resync_every: parse_duration(&settings.delivery.resync_interval)?,
+            metrics: dispatch_metrics.clone(),
+            loaded,
+        };
+        service.spawn(move |stop| sync.run(stop));
+
+        let replica = uuid::Uuid::new_v4().simple().to_string();
+        let fanout = Arc::new(FanOut {
+            index: index.clone(),
+            catalog: catalog.clone(),
+            pool: pool.clone(),
+            broker: broker.clone(),
+            metrics: dispatch_metrics.clone(),
+        });
+        let fanout_consumer = Consumer::new(
+            settings.broker.url.clone(),
+            topology.clone(),
+            ConsumerSpec {
+                queue: topology.dispatch_queue(),
+                prefetch: settings.delivery.fanout_concurrency,
+                concurrency: usize::from(settings.delivery.fanout_concurrency),
+                tag: format!("waybill-dispatcher-{replica}-fanout"),
+            },
+        );
+        let deliver = Arc::new(Deliver {
+            index,
+            catalog,
+            pool: pool.clone(),
+            cipher,
+            broker,
+            outbound: Outbound::new(
+                settings.url_policy(),
+                parse_duration(&settings.delivery.timeout)?,
+            )?,
+            schedule: RetrySchedule::new(settings.retry_schedule()?),
+            recorder: Recorder::start(pool),
+            metrics: dispatch_metrics,
+        });
+        let deliver_consumer = Consumer::new(
+            settings.broker.url.clone(),
+            topology.clone(),
+            ConsumerSpec {
+                queue: topology.deliveries_queue(),
+                prefetch: settings.delivery.concurrency,
+                concurrency: usize::from(settings.delivery.concurrency),
+                tag: format!("waybill-dispatcher-{replica}-deliver"),
+            },
+        );
+        let fanout_loaded = loaded_rx.clone();
+        service.spawn(move |stop| async move {
+            if wait_loaded(fanout_loaded, stop.clone()).await {
+                fanout_consumer.run(fanout, stop).await;
+            }
+        });
+        service.spawn(move |stop| async move {
+            if wait_loaded(loaded_rx, stop.clone()).await {
+                deliver_consumer.run(deliver, stop).await;
+            }
+        });
+        Ok(service)
+    }
+}
+
+/// Waits until the index is loaded (true) or the service stops (false).
+async fn wait_loaded(mut loaded: watch::Receiver<bool>, mut stop: watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        r = loaded.wait_for(|l| *l) => r.is_ok(),
+        _ = stop.changed() => false,
+    }
+}

@@ -1,0 +1,236 @@
+//! Keeps the index current: binds this replica's exclusive queue on the subscription change feed
+//! first, then loads every subscription from Postgres, then applies the changes that arrive; a
+//! periodic full resync repairs anything missed. After a lost broker connection it binds again
+//! and resyncs, since changes published meanwhile went nowhere.
+
+use std::{sync::Arc, time::Duration};
+
+use backon::{ExponentialBuilder, Retryable};
+use futures_util::StreamExt;
+use lapin::{
+    Channel, Connection, ConnectionProperties, ExchangeKind,
+    options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
+    types::FieldTable,
+};
+use tokio::sync::watch;
+use uuid::Uuid;
+use waybill_bus::Topology;
+use waybill_domain::change::SubscriptionChange;
+use waybill_store::{Cipher, PgPool, StoreError, webhooks};
+
+use crate::{
+    index::{Index, Target},
+    metrics::DispatchMetrics,
+};
+
+/// Subscriptions read per query while resyncing.
+const PAGE: i64 = 1_000;
+
+/// What the index sync needs.
+pub struct IndexSync {
+    pub index: Index,
+    pub pool: PgPool,
+    pub cipher: Arc<Cipher>,
+    pub broker_url: String,
+    pub topology: Topology,
+    pub resync_every: Duration,
+    pub metrics: DispatchMetrics,
+    /// Turns true once the first full load is done.
+    pub loaded: watch::Sender<bool>,
+}
+
+impl IndexSync {
+    /// Runs until `stop` turns true.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(5))
+            .with_jitter()
+            .without_max_times();
+        loop {
+            let opened = tokio::select! {
+                o = (|| self.bind()).retry(backoff).notify(|e, wait| {
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot bind the change feed yet");
+                }) => o,
+                _ = stop.changed() => return,
+            };
+            let Ok((connection, _channel, mut changes)) = opened else {
+                continue;
+            };
+            tokio::select! {
+                _ = self.resync_until_done() => {}
+                _ = stop.changed() => return,
+            }
+            let _ = self.loaded.send(true);
+            let mut timer = tokio::time::interval(self.resync_every);
+            timer.reset();
+            let why = loop {
+                tokio::select! {
+                    next = changes.next() => match next {
+                        Some(Ok(message)) => self.apply(&message.data).await,
+                        Some(Err(e)) => break e.to_string(),
+                        None => break "the broker cancelled the change consumer".to_owned(),
+                    },
+                    _ = timer.tick() => self.resync_until_done().await,
+                    _ = stop.changed() => {
+                        let _ = connection.close(200, "stopping".into()).await;
+                        return;
+                    }
+                }
+            };
+            tracing::warn!(reason = %why, "change feed lost; binding again");
+            let _ = connection.close(200, "reconnecting".into()).await;
+        }
+    }
+
+    /// A connection with an exclusive, server-named queue bound to the change feed, consuming.
+    async fn bind(&self) -> Result<(Connection, Channel, lapin::Consumer), lapin::Error> {
+        let props = ConnectionProperties::default().with_connection_name("waybill-index".into());
+        let connection = Connection::connect(&self.broker_url, props).await?;
+        let channel = connection.create_channel().await?;
+        // Only the exchange matters here; the work queues are declared by their consumers.
+        channel
+            .exchange_declare(
+                self.topology.subscriptions_exchange().as_str().into(),
+                ExchangeKind::Fanout,
+                lapin::options::ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .queue_bind(
+                queue.name().as_str().into(),
+                self.topology.subscriptions_exchange().as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                queue.name().as_str().into(),
+                "waybill-index".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    exclusive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        Ok((connection, channel, consumer))
+    }
+
+    async fn apply(&self, body: &[u8]) {
+        let change: SubscriptionChange = match serde_json::from_slice(body) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring a malformed subscription change");
+                return;
+            }
+        };
+        match &change.subscription {
+            None => {
+                self.index.remove(change.webhook_id, change.revision);
+            }
+            Some(snapshot) => match Target::from_snapshot(snapshot, &self.cipher) {
+                Ok(t) => {
+                    self.index.upsert(t);
+                }
+                Err(e) => {
+                    // Cannot deliver with what the message carries: read it from Postgres.
+                    tracing::warn!(webhook_id = %change.webhook_id, error = %e, "change unusable; reading the subscription");
+                    if let Err(e) =
+                        refresh_one(&self.index, &self.pool, &self.cipher, change.webhook_id).await
+                    {
+                        tracing::warn!(webhook_id = %change.webhook_id, error = %e, "could not read the subscription; the next resync will");
+                    }
+                }
+            },
+        }
+        self.metrics.index_size.set(self.index.len() as i64);
+    }
+
+    async fn resync_until_done(&self) {
+        let mut wait = Duration::from_millis(200);
+        loop {
+            match self.resync().await {
+                Ok(n) => {
+                    tracing::info!(subscriptions = n, "subscription index loaded from Postgres");
+                    self.metrics.index_size.set(self.index.len() as i64);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "index resync failed");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn resync(&self) -> Result<usize, StoreError> {
+        let before = self.index.ids();
+        let mut fresh = Vec::new();
+        let mut after: Option<Uuid> = None;
+        let mut conn = waybill_store::conn(&self.pool).await?;
+        loop {
+            let page = webhooks::snapshots(&mut conn, after, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            let full = page.len() as i64 == PAGE;
+            for s in &page {
+                match Target::from_snapshot(s, &self.cipher) {
+                    Ok(t) => fresh.push(t),
+                    Err(e) => {
+                        tracing::error!(webhook_id = %s.id, error = %e, "subscription cannot be decrypted; it receives nothing")
+                    }
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        let n = fresh.len();
+        self.index.resync(fresh, &before);
+        Ok(n)
+    }
+}
+
+/// Reads one subscription from Postgres into the index (or removes it when it is gone);
+/// returns what the index now holds for it.
+pub async fn refresh_one(
+    index: &Index,
+    pool: &PgPool,
+    cipher: &Cipher,
+    id: Uuid,
+) -> Result<Option<Arc<Target>>, StoreError> {
+    let mut conn = waybill_store::conn(pool).await?;
+    match webhooks::snapshot(&mut conn, id).await? {
+        None => {
+            let revision = index.get(id).map_or(0, |t| t.revision);
+            index.remove(id, revision);
+        }
+        Some(s) => match Target::from_snapshot(&s, cipher) {
+            Ok(t) => {
+                index.upsert(t);
+            }
+            Err(e) => return Err(StoreError::Corrupt(e)),
+        },
+    }
+    Ok(index.get(id))
+}
