@@ -1,15 +1,38 @@
 #!/usr/bin/env bash
-# What the test suite needs besides the services: pika, for the Python example of publishing
-# directly over AMQP. Debian's package for Debian's python3, pip for any other python3.
+# What the test suite needs besides the services, for Python scripts the tests run:
+#   pika              the example of publishing directly over AMQP;
+#   standardwebhooks  the reference Standard Webhooks library that verifies delivery signatures.
+# Debian's package where there is one and Debian's python3 is the one on PATH, pip otherwise.
 set -euo pipefail
-if python3 -c 'import pika' 2>/dev/null; then exit 0; fi
-if [ "$(command -v python3)" = /usr/bin/python3 ]; then
-  echo "==> installing python3-pika from Debian's packages"
-  if [ "$(id -u)" -eq 0 ]; then apt-get install -y -qq python3-pika >/dev/null || { apt-get update -qq && apt-get install -y -qq python3-pika >/dev/null; }
-  else sudo apt-get install -y -qq python3-pika >/dev/null || { sudo apt-get update -qq && sudo apt-get install -y -qq python3-pika >/dev/null; }
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_install() {
+  as_root apt-get install -y -qq "$@" >/dev/null || { as_root apt-get update -qq && as_root apt-get install -y -qq "$@" >/dev/null; }
+}
+
+pip_install() {
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    echo "==> installing pip for $(command -v python3)"
+    apt_install python3-pip
   fi
-else
-  echo "==> installing pika for $(command -v python3)"
-  python3 -m pip install --quiet pika
+  # Debian's python3 refuses system-wide pip installs unless told otherwise (PEP 668).
+  python3 -m pip install --quiet "$@" 2>/dev/null || python3 -m pip install --quiet --break-system-packages "$@"
+}
+
+if ! python3 -c 'import pika' 2>/dev/null; then
+  if [ "$(command -v python3)" = /usr/bin/python3 ]; then
+    echo "==> installing python3-pika from Debian's packages"
+    apt_install python3-pika
+  else
+    echo "==> installing pika for $(command -v python3)"
+    pip_install pika
+  fi
 fi
-python3 -c 'import pika'
+
+if ! python3 -c 'import standardwebhooks' 2>/dev/null; then
+  echo "==> installing standardwebhooks for $(command -v python3)"
+  pip_install 'standardwebhooks>=1.0,<2'
+fi
+
+python3 -c 'import pika, standardwebhooks'

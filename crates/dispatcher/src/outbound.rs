@@ -119,8 +119,6 @@ impl Outbound {
     /// A client with a keep-alive pool, the given timeout, no redirects, no proxy, and the
     /// address guard.
     pub fn new(policy: UrlPolicy, timeout: Duration) -> anyhow::Result<Outbound> {
-        // The process-wide TLS provider; a second install (tests build several) is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .user_agent(format!("Waybill/{}", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())

@@ -1,0 +1,269 @@
+//! Fan-out: which subscriptions get an event, once, and what is refused.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::{Receiver, Stack, WAIT};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_event_reaches_exactly_the_matching_subscriptions() {
+    let stack = Stack::start().await;
+    let rx = Receiver::start().await;
+    let sub =
+        |path: &str, events: serde_json::Value| json!({"url": rx.url(path), "events": events});
+    stack
+        .subscribe("acme", sub("/exact", json!(["order.shipped"])))
+        .await;
+    stack
+        .subscribe("acme", sub("/group", json!(["order.*"])))
+        .await;
+    stack.subscribe("acme", sub("/all", json!(["*"]))).await;
+    stack
+        .subscribe(
+            "acme",
+            json!({"url": rx.url("/client-c1"), "events": ["order.shipped"], "client_ids": ["c1"]}),
+        )
+        .await;
+    stack
+        .subscribe("acme", sub("/stock", json!(["stock.*"])))
+        .await;
+    stack
+        .subscribe(
+            "acme",
+            json!({"url": rx.url("/paused"), "events": ["*"], "active": false}),
+        )
+        .await;
+    stack
+        .subscribe("globex", sub("/other-tenant", json!(["*"])))
+        .await;
+    stack.wait_indexed(7).await;
+
+    stack
+        .publish("acme", "order.shipped", "ev-1", Some("c1"))
+        .await;
+    stack
+        .publish("acme", "order.shipped", "ev-2", Some("c2"))
+        .await;
+    stack.publish("acme", "order.cancelled", "ev-3", None).await;
+    // 3 + 1 (ev-1), 3 (ev-2), 2 (ev-3)
+    let got = rx.wait_for(9, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = if rx.count() > got.len() {
+        rx.received()
+    } else {
+        got
+    };
+    let mut seen: Vec<(String, String)> = got
+        .iter()
+        .map(|r| (r.path.clone(), r.header("webhook-id").unwrap().to_owned()))
+        .collect();
+    seen.sort();
+    let expect: Vec<(String, String)> = [
+        ("/all", "ev-1"),
+        ("/all", "ev-2"),
+        ("/all", "ev-3"),
+        ("/client-c1", "ev-1"),
+        ("/exact", "ev-1"),
+        ("/exact", "ev-2"),
+        ("/group", "ev-1"),
+        ("/group", "ev-2"),
+        ("/group", "ev-3"),
+    ]
+    .iter()
+    .map(|(p, e)| (p.to_string(), e.to_string()))
+    .collect();
+    assert_eq!(seen, expect);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_republished_event_id_is_fanned_out_once() {
+    let stack = Stack::start().await;
+    let rx = Receiver::start().await;
+    let id = stack
+        .subscribe("acme", json!({"url": rx.url("/a"), "events": ["stock.*"]}))
+        .await;
+    stack.wait_indexed(1).await;
+    stack.publish("acme", "stock.updated", "dup-1", None).await;
+    stack.wait_delivery(&id, "dup-1", "succeeded").await;
+    stack.publish("acme", "stock.updated", "dup-1", None).await;
+    // Another tenant may use the same id.
+    let other = stack
+        .subscribe(
+            "globex",
+            json!({"url": rx.url("/b"), "events": ["stock.*"]}),
+        )
+        .await;
+    stack.wait_indexed(2).await;
+    stack
+        .publish("globex", "stock.updated", "dup-1", None)
+        .await;
+    stack.publish("acme", "stock.updated", "after", None).await;
+    stack.wait_delivery(&other, "dup-1", "succeeded").await;
+    stack.wait_delivery(&id, "after", "succeeded").await;
+    let to_acme: Vec<String> = rx
+        .received_on("/a")
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_owned())
+        .collect();
+    assert_eq!(to_acme, ["dup-1", "after"]);
+    let port = stack.dispatchers[0];
+    assert_eq!(
+        stack
+            .metric(
+                port,
+                "waybill_dispatcher_events_total",
+                "outcome=\"duplicate\""
+            )
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_events_are_parked_with_a_reason_and_do_not_block_the_queue() {
+    let stack = Stack::start().await;
+    let rx = Receiver::start().await;
+    let id = stack
+        .subscribe("acme", json!({"url": rx.url("/a"), "events": ["*"]}))
+        .await;
+    stack.wait_indexed(1).await;
+    stack.publish_raw("order.shipped", "x1", b"{not json").await;
+    let unknown = json!({"id": "x2", "tenant": "acme", "type": "order.teleported", "client_id": null,
+        "occurred_at": "2026-01-10T10:30:00Z", "received_at": "2026-01-10T10:30:00Z", "data": {}});
+    stack
+        .publish_raw("order.teleported", "x2", unknown.to_string().as_bytes())
+        .await;
+    let bad_data = json!({"id": "x3", "tenant": "acme", "type": "stock.updated", "client_id": null,
+        "occurred_at": "2026-01-10T10:30:00Z", "received_at": "2026-01-10T10:30:00Z",
+        "data": {"sku": 42}});
+    stack
+        .publish_raw("stock.updated", "x3", bad_data.to_string().as_bytes())
+        .await;
+    let bad_tenant = json!({"id": "x4", "tenant": "no spaces", "type": "stock.updated", "client_id": null,
+        "occurred_at": "2026-01-10T10:30:00Z", "received_at": "2026-01-10T10:30:00Z", "data": {}});
+    stack
+        .publish_raw("stock.updated", "x4", bad_tenant.to_string().as_bytes())
+        .await;
+    stack.publish("acme", "stock.updated", "good", None).await;
+    stack.wait_delivery(&id, "good", "succeeded").await;
+    let invalid = stack.settings.topology().unwrap().invalid_queue();
+    let parked = waybill_testkit::eventually(WAIT, || async {
+        (stack.queue_len(&invalid).await == 4).then_some(())
+    })
+    .await;
+    assert!(parked.is_some(), "expected 4 parked events");
+    let messages = stack.drain(&invalid).await;
+    let reasons: Vec<String> = messages
+        .iter()
+        .map(|(_, h)| {
+            h.iter()
+                .find(|(k, _)| k == "waybill-invalid-reason")
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        })
+        .collect();
+    assert!(reasons[0].contains("not an event envelope"), "{reasons:?}");
+    assert!(
+        reasons[1].contains("no event type `order.teleported`"),
+        "{reasons:?}"
+    );
+    assert!(reasons[2].contains("data"), "{reasons:?}");
+    assert!(reasons[3].contains("tenant"), "{reasons:?}");
+    assert_eq!(messages[0].0, b"{not json");
+    assert_eq!(rx.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deactivated_event_type_is_not_delivered() {
+    let stack = Stack::start().await;
+    let rx = Receiver::start().await;
+    let id = stack
+        .subscribe("acme", json!({"url": rx.url("/a"), "events": ["order.*"]}))
+        .await;
+    stack.wait_indexed(1).await;
+    let (status, body) = stack
+        .call(
+            Method::PATCH,
+            "/v1/events/order.cancelled",
+            &stack.admin(),
+            Some(json!({"active": false})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // The dispatcher re-reads the catalog every 2 s.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    stack
+        .publish("acme", "order.cancelled", "off-1", None)
+        .await;
+    stack.publish("acme", "order.shipped", "on-1", None).await;
+    stack.wait_delivery(&id, "on-1", "succeeded").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ids: Vec<String> = rx
+        .received()
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["on-1"]);
+    let port = stack.dispatchers[0];
+    assert_eq!(
+        stack
+            .metric(
+                port,
+                "waybill_dispatcher_events_total",
+                "outcome=\"inactive_type\""
+            )
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_published_through_ingest_arrive() {
+    let stack = Stack::start().await;
+    let rx = Receiver::start().await;
+    let id = stack
+        .subscribe(
+            "acme",
+            json!({"url": rx.url("/a"), "events": ["shipment.*"]}),
+        )
+        .await;
+    stack.wait_indexed(1).await;
+    let ingest = waybill_ingest::Application::build(stack.settings.clone())
+        .await
+        .unwrap();
+    let base = format!("http://127.0.0.1:{}", ingest.port());
+    tokio::spawn(ingest.run_until_stopped());
+    let token = stack.settings.clone();
+    let keys = waybill_runtime::JwtKeys::from_settings(&token).unwrap();
+    let token = keys
+        .mint(
+            &waybill_domain::TenantId::parse("acme").unwrap(),
+            &[waybill_domain::Scope::EventsPublish],
+            chrono::Duration::hours(1),
+        )
+        .unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/events"))
+        .bearer_auth(token)
+        .json(
+            &json!({"type": "shipment.created", "id": "via-http", "client_id": "c9",
+            "data": crate::helpers::example("shipment.created")}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    stack.wait_delivery(&id, "via-http", "succeeded").await;
+    let got = rx.received();
+    assert_eq!(got.len(), 1);
+    let body = got[0].json();
+    assert_eq!(body["id"], "via-http");
+    assert_eq!(body["type"], "shipment.created");
+    assert_eq!(body["client_id"], "c9");
+    assert_eq!(
+        serde_json::Value::Object(crate::helpers::example("shipment.created")),
+        body["data"]
+    );
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests of `waybill-dispatcher` through the real api, Postgres, RabbitMQ and an HTTP
+//! receiver.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod crash;
+mod delivery;
+mod fanout;
+mod helpers;
+mod retries;
+mod safety;

@@ -1,0 +1,175 @@
+//! Outbound safety, and subscriptions that must no longer receive anything.
+
+use std::time::Duration;
+
+use diesel::sql_query;
+use diesel_async::RunQueryDsl;
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::{Receiver, Reply, Stack};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_public_addresses_are_refused_after_resolution() {
+    // The api accepts loopback receivers; this dispatcher's operator allows no private range.
+    let mut stack = Stack::start_with(|_| {}, 0).await;
+    let rx = Receiver::start().await;
+    let literal = stack
+        .subscribe(
+            "acme",
+            json!({"url": rx.url("/literal"), "events": ["stock.*"]}),
+        )
+        .await;
+    let named = stack
+        .subscribe(
+            "acme",
+            json!({"url": rx.url("/named"), "events": ["order.*"]}),
+        )
+        .await;
+    // A host name that resolves to loopback (the api refuses `localhost` itself, so the row is
+    // changed behind its back; the dispatcher reads it from Postgres at start).
+    let mut conn = stack.sql().await;
+    sql_query(format!(
+        "UPDATE webhooks SET url = 'http://localhost:{}/named' WHERE id = '{named}'",
+        rx.port()
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let mut strict = stack.settings.clone();
+    strict.security.allowed_private_ranges = vec![];
+    strict.delivery.retry_schedule = vec![];
+    stack.spawn_dispatcher(strict).await;
+    stack.wait_indexed(2).await;
+    stack.publish("acme", "stock.updated", "ssrf-1", None).await;
+    stack.publish("acme", "order.shipped", "ssrf-2", None).await;
+    let a = stack.wait_delivery(&literal, "ssrf-1", "failed").await;
+    let b = stack.wait_delivery(&named, "ssrf-2", "failed").await;
+    assert!(
+        a.last_error
+            .as_deref()
+            .unwrap()
+            .contains("127.0.0.1 is not a public address"),
+        "{a:?}"
+    );
+    assert!(
+        b.last_error
+            .as_deref()
+            .unwrap()
+            .contains("localhost resolves only to non-public addresses"),
+        "{b:?}"
+    );
+    assert_eq!(rx.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_is_refused_unless_allowed() {
+    let mut stack = Stack::start_with(|_| {}, 0).await;
+    let rx = Receiver::start().await;
+    let id = stack
+        .subscribe("acme", json!({"url": rx.url("/a"), "events": ["stock.*"]}))
+        .await;
+    let mut strict = stack.settings.clone();
+    strict.security.allow_http = false;
+    strict.delivery.retry_schedule = vec![];
+    stack.spawn_dispatcher(strict).await;
+    stack.wait_indexed(1).await;
+    stack.publish("acme", "stock.updated", "plain", None).await;
+    let d = stack.wait_delivery(&id, "plain", "failed").await;
+    assert!(
+        d.last_error
+            .unwrap()
+            .contains("scheme `http` is not allowed")
+    );
+    assert_eq!(rx.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_and_deactivated_subscriptions_receive_nothing_more() {
+    let stack = Stack::start_with(
+        |s| s.delivery.retry_schedule = vec!["400ms".into(), "400ms".into()],
+        1,
+    )
+    .await;
+    let rx = Receiver::start().await;
+    let keep = stack
+        .subscribe(
+            "acme",
+            json!({"url": rx.url("/keep"), "events": ["stock.*"]}),
+        )
+        .await;
+    let gone = stack
+        .subscribe(
+            "acme",
+            json!({"url": rx.url("/gone"), "events": ["stock.*"]}),
+        )
+        .await;
+    let paused = stack
+        .subscribe(
+            "acme",
+            json!({"url": rx.url("/paused"), "events": ["stock.*"]}),
+        )
+        .await;
+    stack.wait_indexed(3).await;
+    // A first event fails at /gone and /paused, so a retry of each is waiting in a delay tier.
+    rx.set_default(Reply::status(200));
+    rx.script([Reply::status(500), Reply::status(500), Reply::status(500)]);
+    stack.publish("acme", "stock.updated", "before", None).await;
+    rx.wait_for(3, Duration::from_secs(10)).await;
+    let token = stack.token("acme");
+    let (s, _) = stack
+        .call(
+            Method::DELETE,
+            &format!("/v1/webhooks/{gone}"),
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    let (s, _) = stack
+        .call(
+            Method::PATCH,
+            &format!("/v1/webhooks/{paused}"),
+            &token,
+            Some(json!({"active": false})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    // Deletion leaves 2 in the index; the paused one stays indexed but inactive.
+    stack.wait_indexed(2).await;
+    stack.publish("acme", "stock.updated", "after", None).await;
+    stack.wait_delivery(&keep, "after", "succeeded").await;
+    // The retries waiting for the two are cancelled, not sent.
+    let g = stack.wait_delivery(&gone, "before", "failed").await;
+    let p = stack.wait_delivery(&paused, "before", "failed").await;
+    assert!(
+        g.last_error
+            .unwrap()
+            .starts_with("cancelled: the subscription was deleted")
+    );
+    assert!(
+        p.last_error
+            .unwrap()
+            .starts_with("cancelled: the subscription is inactive")
+    );
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let after_change: Vec<String> = rx.received()[3..].iter().map(|r| r.path.clone()).collect();
+    assert!(
+        after_change.iter().all(|p| p == "/keep"),
+        "{after_change:?}"
+    );
+    assert!(
+        stack
+            .deliveries(&gone)
+            .await
+            .iter()
+            .all(|d| d.event_id == "before")
+    );
+    assert!(
+        stack
+            .deliveries(&paused)
+            .await
+            .iter()
+            .all(|d| d.event_id == "before")
+    );
+}
