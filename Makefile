@@ -8,7 +8,7 @@ PG_URL ?= postgres://postgres:postgres@127.0.0.1:5432
 DB ?= waybill
 BROKER_URL ?= amqp://guest:guest@127.0.0.1:5672/%2f
 RUN_DIR ?= .run
-SERVICES := waybill-api waybill-ingest
+SERVICES := waybill-api waybill-ingest waybill-dispatcher
 
 export WAYBILL_DATABASE__URL ?= $(PG_URL)/$(DB)
 export WAYBILL_BROKER__URL ?= $(BROKER_URL)
@@ -81,3 +81,4 @@ bench: toolchain db
 	cargo build --release --locked -p waybill-bench
 	target/release/waybill-bench api-roundtrip
 	target/release/waybill-bench ingest-throughput --clients 64 --seconds 10
+	target/release/waybill-bench delivery-latency --rate 200 --seconds 10

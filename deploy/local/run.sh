@@ -6,6 +6,7 @@ set -euo pipefail
 RUN_DIR=${RUN_DIR:-.run}
 API_PORT=${API_PORT:-8080}
 INGEST_PORT=${INGEST_PORT:-8081}
+DISPATCHER_PORT=${DISPATCHER_PORT:-8082}
 mkdir -p "$RUN_DIR"
 
 start() { # name, port
@@ -27,6 +28,7 @@ start() { # name, port
 
 start waybill-api "$API_PORT"
 start waybill-ingest "$INGEST_PORT"
+start waybill-dispatcher "$DISPATCHER_PORT"
 
 TOKEN=$(target/release/waybill-api token --tenant acme --scopes webhooks:read,webhooks:write,admin,events:publish --ttl 7d)
 cat <<MSG
@@ -34,6 +36,7 @@ cat <<MSG
 Waybill is running.
   waybill-api      http://127.0.0.1:$API_PORT   (log: $RUN_DIR/waybill-api.log)
   waybill-ingest   http://127.0.0.1:$INGEST_PORT   (log: $RUN_DIR/waybill-ingest.log)
+  waybill-dispatcher  http://127.0.0.1:$DISPATCHER_PORT/metrics   (log: $RUN_DIR/waybill-dispatcher.log)
   OpenAPI          http://127.0.0.1:$API_PORT/openapi.json  http://127.0.0.1:$INGEST_PORT/openapi.json
 
 A token for tenant "acme" (every scope, valid 7 days):
@@ -55,6 +58,16 @@ Publish an event (202 once the broker confirmed it):
   curl -s http://127.0.0.1:$INGEST_PORT/v1/events -H "Authorization: Bearer \$TOKEN" \\
        -H 'Content-Type: application/json' \\
        -d '{"type": "stock.updated", "data": {"sku": "TSH-BLK-M", "warehouse_id": "wh_rtm_01", "on_hand": 340, "allocated": 52, "available": 288, "updated_at": "2026-01-10T12:00:04Z"}}'
+
+Receive deliveries on this machine (make run allows plain http to 127.0.0.1):
+
+  python3 deploy/local/receiver.py 9000 &
+  curl -s http://127.0.0.1:$API_PORT/v1/webhooks -H "Authorization: Bearer \$TOKEN" \\
+       -H 'Content-Type: application/json' \\
+       -d '{"url": "http://127.0.0.1:9000/hooks", "events": ["stock.*"]}'
+
+  then publish the event above again: the receiver prints the signed delivery.
+  Delivery log: psql '${WAYBILL_DATABASE__URL}' -c 'SELECT event_id, status, attempts, last_status_code FROM deliveries'
 
 More tokens: target/release/waybill-api token --tenant <name> --scopes webhooks:read
 Stop everything: make stop

@@ -2,6 +2,7 @@
 //! Every scenario works in a database of its own, dropped at the end.
 
 mod api_roundtrip;
+mod delivery_latency;
 mod ingest_throughput;
 mod scratch;
 mod stats;
@@ -34,6 +35,17 @@ enum Scenario {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// From ingest's 202 to the receiver's request, at a fixed rate, one subscription per event.
+    DeliveryLatency {
+        /// Events published per second.
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+        /// How long to publish.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Events accepted per second by ingest over HTTP, each persistent and broker-confirmed.
     IngestThroughput {
         /// Concurrent HTTP clients.
@@ -60,6 +72,18 @@ async fn main() -> std::process::ExitCode {
                 seed,
                 tenants,
                 requests,
+                json,
+            })
+            .await
+        }
+        Scenario::DeliveryLatency {
+            rate,
+            seconds,
+            json,
+        } => {
+            delivery_latency::run(delivery_latency::Params {
+                rate,
+                seconds,
                 json,
             })
             .await
