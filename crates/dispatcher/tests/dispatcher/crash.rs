@@ -100,11 +100,38 @@ async fn a_dispatcher_killed_mid_load_loses_no_delivery() {
     let ready = wait_for_a_probe(&stack, &rx, 2).await;
     assert!(ready.is_some());
     let n = 400;
-    for i in 0..n {
-        stack
-            .publish("acme", "order.created", &format!("k-{i}"), None)
-            .await;
-    }
+    // Publish from another task, so the kill does not wait for the publishing to end.
+    let publisher = {
+        let broker = stack.broker.clone();
+        let exchange = stack.settings.topology().unwrap().events_exchange();
+        tokio::spawn(async move {
+            for i in 0..n {
+                let id = format!("k-{i}");
+                let now = chrono::Utc::now();
+                let event = waybill_domain::event::EventEnvelope {
+                    id: id.clone(),
+                    tenant: "acme".into(),
+                    kind: "order.created".into(),
+                    client_id: None,
+                    occurred_at: now,
+                    received_at: now,
+                    data: crate::helpers::example("order.created"),
+                };
+                let body = serde_json::to_vec(&event).unwrap();
+                broker
+                    .publish(&waybill_bus::Outgoing {
+                        exchange: &exchange,
+                        routing_key: "order.created",
+                        body: &body,
+                        message_id: Some(&id),
+                        headers: vec![],
+                        mandatory: true,
+                    })
+                    .await
+                    .unwrap();
+            }
+        })
+    };
     // Kill it while deliveries are in flight.
     rx.wait_for(150, Duration::from_secs(30)).await;
     let status = Command::new("kill")
@@ -115,6 +142,7 @@ async fn a_dispatcher_killed_mid_load_loses_no_delivery() {
     exit_of(&mut child).await;
     let at_kill = rx.count();
     assert!(at_kill < 2 * n, "the load finished before the kill");
+    publisher.await.unwrap();
     let (mut again, _) = stack.start_process(&[]).await;
     let all = waybill_testkit::eventually(Duration::from_secs(60), || async {
         let seen = by_event(&rx);
