@@ -22,6 +22,16 @@ use tokio::{
 
 use crate::Topology;
 
+/// How long to wait between attempts to reach the broker: 100 ms doubling to 5 s, jittered,
+/// for as long as it takes.
+pub fn reconnect_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+}
+
 /// What becomes of a message once its handler is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -75,11 +85,7 @@ impl Consumer {
     /// progress finish and settle theirs, and returns. Messages received but not started go
     /// back to the queue when the channel closes.
     pub async fn run<H: Handler>(&self, handler: Arc<H>, mut stop: watch::Receiver<bool>) {
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(5))
-            .with_jitter()
-            .without_max_times();
+        let backoff = reconnect_backoff();
         loop {
             if *stop.borrow() {
                 return;

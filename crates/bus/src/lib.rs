@@ -5,6 +5,6 @@ pub mod consumer;
 pub mod publisher;
 pub mod topology;
 
-pub use consumer::{Consumer, ConsumerSpec, Handler, Outcome};
+pub use consumer::{Consumer, ConsumerSpec, Handler, Outcome, reconnect_backoff};
 pub use publisher::{Broker, BusError, Outgoing};
 pub use topology::Topology;

@@ -220,50 +220,58 @@ impl Deliver {
                 let topology = self.broker.topology();
                 let tier = topology.tier_for(wait).unwrap_or(wait);
                 let queue = topology.retry_queue(tier);
-                let id = msg.delivery_id.to_string();
-                self.broker
-                    .publish(&Outgoing {
-                        exchange: "",
-                        routing_key: &queue,
-                        body: &serde_json::to_vec(msg).map_err(|e| e.to_string())?,
-                        message_id: Some(&id),
-                        headers: vec![(ATTEMPT_HEADER, (number + 1).to_string())],
-                        mandatory: true,
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?;
+                self.forward(
+                    msg,
+                    &queue,
+                    vec![(ATTEMPT_HEADER, (number + 1).to_string())],
+                )
+                .await?;
                 self.commit(self.record(msg, "pending", number, Some(&result), error, Some(tier)))
                     .await?;
                 Ok(Settled::Retrying)
             }
             None => {
                 let queue = self.broker.topology().dead_queue();
-                let id = msg.delivery_id.to_string();
-                self.broker
-                    .publish(&Outgoing {
-                        exchange: "",
-                        routing_key: &queue,
-                        body: &serde_json::to_vec(msg).map_err(|e| e.to_string())?,
-                        message_id: Some(&id),
-                        headers: vec![
-                            (ATTEMPT_HEADER, number.to_string()),
-                            (
-                                DEAD_REASON_HEADER,
-                                format!(
-                                    "{number} attempts failed; last: {}",
-                                    error.clone().unwrap_or_default()
-                                ),
-                            ),
-                        ],
-                        mandatory: true,
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let reason = format!(
+                    "{number} attempts failed; last: {}",
+                    error.clone().unwrap_or_default()
+                );
+                self.forward(
+                    msg,
+                    &queue,
+                    vec![
+                        (ATTEMPT_HEADER, number.to_string()),
+                        (DEAD_REASON_HEADER, reason),
+                    ],
+                )
+                .await?;
                 self.commit(self.record(msg, "failed", number, Some(&result), error, None))
                     .await?;
                 Ok(Settled::Failed)
             }
         }
+    }
+
+    /// Publishes `msg` to `queue` (a delay tier or the dead queue) and waits for the confirm.
+    async fn forward(
+        &self,
+        msg: &DeliveryMessage,
+        queue: &str,
+        headers: Vec<(&str, String)>,
+    ) -> Result<(), String> {
+        let id = msg.delivery_id.to_string();
+        let body = serde_json::to_vec(msg).map_err(|e| e.to_string())?;
+        self.broker
+            .publish(&Outgoing {
+                exchange: "",
+                routing_key: queue,
+                body: &body,
+                message_id: Some(&id),
+                headers,
+                mandatory: true,
+            })
+            .await
+            .map_err(|e| e.to_string())
     }
 
     async fn commit(&self, record: DeliveryRecord) -> Result<(), String> {

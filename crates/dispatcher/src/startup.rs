@@ -8,7 +8,7 @@ use anyhow::Context;
 use tokio::sync::watch;
 use waybill_bus::{Broker, Consumer, ConsumerSpec};
 use waybill_domain::retry::RetrySchedule;
-use waybill_ingest::{catalog::Catalog, startup::CATALOG_REFRESH};
+use waybill_ingest::catalog::Catalog;
 use waybill_runtime::{
     AuthState, JwtKeys, Settings,
     config::parse_duration,
@@ -82,19 +82,8 @@ impl Application {
         };
         let mut service = RunningService::start(&settings, shared, routes)?;
 
-        let refresh_pool = pool.clone();
-        let refresh_catalog = catalog.clone();
-        service.spawn(move |mut stop| async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(CATALOG_REFRESH) => {}
-                    _ = stop.changed() => return,
-                }
-                if let Err(e) = refresh_catalog.refresh(&refresh_pool).await {
-                    tracing::warn!(error = %e, "catalog refresh failed; keeping the last one");
-                }
-            }
-        });
+        let refresh = (catalog.clone(), pool.clone());
+        service.spawn(move |stop| refresh.0.keep_fresh(refresh.1, stop));
 
         let sync = IndexSync {
             index: index.clone(),

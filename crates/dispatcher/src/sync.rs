@@ -5,7 +5,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use futures_util::StreamExt;
 use lapin::{
     Channel, Connection, ConnectionProperties, ExchangeKind,
@@ -14,7 +14,7 @@ use lapin::{
 };
 use tokio::sync::watch;
 use uuid::Uuid;
-use waybill_bus::Topology;
+use waybill_bus::{Topology, reconnect_backoff};
 use waybill_domain::change::SubscriptionChange;
 use waybill_store::{Cipher, PgPool, StoreError, webhooks};
 
@@ -42,11 +42,7 @@ pub struct IndexSync {
 impl IndexSync {
     /// Runs until `stop` turns true.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(5))
-            .with_jitter()
-            .without_max_times();
+        let backoff = reconnect_backoff();
         loop {
             let opened = tokio::select! {
                 o = (|| self.bind()).retry(backoff).notify(|e, wait| {

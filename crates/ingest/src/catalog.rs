@@ -63,6 +63,20 @@ impl Catalog {
         Ok(n)
     }
 
+    /// Re-reads the catalog every [`crate::startup::CATALOG_REFRESH`] until `stop` turns true,
+    /// keeping the last good one when Postgres is away.
+    pub async fn keep_fresh(self, pool: PgPool, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(crate::startup::CATALOG_REFRESH) => {}
+                _ = stop.changed() => return,
+            }
+            if let Err(e) = self.refresh(&pool).await {
+                tracing::warn!(error = %e, "catalog refresh failed; keeping the last one");
+            }
+        }
+    }
+
     /// Whether `kind` is a known type (`Some`) and whether it is active.
     pub fn active(&self, kind: &str) -> Option<bool> {
         self.entries

@@ -49,17 +49,7 @@ impl Application {
             cfg.app_data(state.clone());
             routes::configure(cfg);
         })?;
-        service.spawn(move |mut stop| async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(CATALOG_REFRESH) => {}
-                    _ = stop.changed() => return,
-                }
-                if let Err(e) = catalog.refresh(&pool).await {
-                    tracing::warn!(error = %e, "catalog refresh failed; keeping the last one");
-                }
-            }
-        });
+        service.spawn(move |stop| catalog.keep_fresh(pool, stop));
         Ok(service)
     }
 }
