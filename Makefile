@@ -76,6 +76,7 @@ fmt: toolchain
 openapi: toolchain
 	UPDATE_OPENAPI=1 cargo test -p waybill-api --test api openapi
 	UPDATE_OPENAPI=1 cargo test -p waybill-ingest --test ingest openapi
+	UPDATE_OPENAPI=1 cargo test -p waybill-dispatcher --test dispatcher openapi
 
 bench: toolchain db
 	cargo build --release --locked -p waybill-bench

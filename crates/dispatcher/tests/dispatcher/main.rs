@@ -7,5 +7,6 @@ mod crash;
 mod delivery;
 mod fanout;
 mod helpers;
+mod operations;
 mod retries;
 mod safety;

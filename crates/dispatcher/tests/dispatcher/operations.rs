@@ -1,0 +1,74 @@
+//! Operations endpoints and the committed OpenAPI document. Regenerate the document with
+//! `UPDATE_OPENAPI=1 cargo test -p waybill-dispatcher --test dispatcher openapi`.
+
+use serde_json::json;
+
+use crate::helpers::{Receiver, Stack};
+
+#[test]
+fn committed_openapi_document_matches_the_code() {
+    let generated = waybill_dispatcher::openapi::document();
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../docs/openapi/waybill-dispatcher.json");
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "docs/openapi/waybill-dispatcher.json is out of date; run `make openapi` and commit it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_metrics_and_openapi_are_served() {
+    let stack = Stack::start().await;
+    let rx = Receiver::start().await;
+    let id = stack
+        .subscribe("acme", json!({"url": rx.url("/a"), "events": ["stock.*"]}))
+        .await;
+    stack.wait_indexed(1).await;
+    stack.publish("acme", "stock.updated", "ops-1", None).await;
+    stack.wait_delivery(&id, "ops-1", "succeeded").await;
+    let base = format!("http://127.0.0.1:{}", stack.dispatchers[0]);
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let get = |path: &str| client.get(format!("{base}{path}")).send();
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    let ready: serde_json::Value = get("/readyz").await.unwrap().json().await.unwrap();
+    assert_eq!(
+        ready["checks"],
+        json!({"postgres": "ok", "broker": "ok", "subscription_index": "ok"})
+    );
+    let served = get("/openapi.json").await.unwrap().text().await.unwrap();
+    assert_eq!(served, waybill_dispatcher::openapi::document());
+    let port = stack.dispatchers[0];
+    let metric = |name: &'static str, labels: &'static str| stack.metric(port, name, labels);
+    assert_eq!(
+        metric("waybill_dispatcher_events_total", "outcome=\"fanned_out\"").await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            "waybill_dispatcher_deliveries_total",
+            "outcome=\"succeeded\""
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric("waybill_dispatcher_attempt_duration_seconds_count", "").await,
+        1.0
+    );
+    assert_eq!(
+        metric("waybill_dispatcher_requests_in_flight", "").await,
+        0.0
+    );
+    assert_eq!(
+        metric("waybill_dispatcher_index_subscriptions", "").await,
+        1.0
+    );
+    let missing = get("/v1/nothing").await.unwrap();
+    assert_eq!(missing.status(), 404);
+    let body: serde_json::Value = missing.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+}
