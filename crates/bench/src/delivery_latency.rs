@@ -160,6 +160,7 @@ async fn measure(p: &Params, mut settings: Settings) -> anyhow::Result<()> {
             data.clone(),
         );
         async move {
+            let sent = Instant::now();
             let r = client
                 .post(url.as_str())
                 .bearer_auth(token.as_str())
@@ -167,7 +168,7 @@ async fn measure(p: &Params, mut settings: Settings) -> anyhow::Result<()> {
                 .send()
                 .await;
             match r {
-                Ok(r) if r.status() == 202 => Some((id, Instant::now())),
+                Ok(r) if r.status() == 202 => Some((id, sent, Instant::now())),
                 _ => None,
             }
         }
@@ -188,8 +189,10 @@ async fn measure(p: &Params, mut settings: Settings) -> anyhow::Result<()> {
         tasks.push(tokio::spawn(publish(format!("ev-{i}"))));
     }
     let mut accepted: HashMap<String, Instant> = HashMap::new();
+    let mut sent_at: HashMap<String, Instant> = HashMap::new();
     for t in tasks {
-        if let Some((id, at)) = t.await? {
+        if let Some((id, sent, at)) = t.await? {
+            sent_at.insert(id.clone(), sent);
             accepted.insert(id, at);
         }
     }
@@ -212,6 +215,7 @@ async fn measure(p: &Params, mut settings: Settings) -> anyhow::Result<()> {
         .lock()
         .map_err(|_| anyhow::anyhow!("receiver state poisoned"))?;
     let mut latencies = Vec::with_capacity(accepted.len());
+    let mut end_to_end = Vec::with_capacity(accepted.len());
     let (mut lost, mut duplicates, mut early) = (0u64, 0u64, 0u64);
     for (id, at_202) in &accepted {
         match arrivals.at.get(id) {
@@ -224,10 +228,14 @@ async fn measure(p: &Params, mut settings: Settings) -> anyhow::Result<()> {
                     early += 1;
                 }
                 latencies.push(first.saturating_duration_since(*at_202));
+                if let Some(sent) = sent_at.get(id) {
+                    end_to_end.push(first.saturating_duration_since(*sent));
+                }
             }
         }
     }
     let summary = Summary::of(&mut latencies);
+    let whole = Summary::of(&mut end_to_end);
     println!(
         "{} events/s for {} s: {} published ({} accepted, {:.0}/s), {lost} lost, {duplicates} duplicates, {} bad signatures, {early} delivered before the publisher had its 202 (counted as 0 ms)",
         p.rate,
@@ -238,10 +246,12 @@ async fn measure(p: &Params, mut settings: Settings) -> anyhow::Result<()> {
         arrivals.bad_signatures
     );
     println!("{}", summary.line("202 -> receiver"));
+    println!("{}", whole.line("request -> receiver"));
     if let Some(path) = &p.json {
         let doc = json!({"scenario": "delivery-latency", "rate": p.rate, "seconds": p.seconds,
             "published": total, "accepted": accepted.len(), "lost": lost, "duplicates": duplicates,
-            "bad_signatures": arrivals.bad_signatures, "latency": summary});
+            "bad_signatures": arrivals.bad_signatures, "latency": summary,
+            "latency_from_request": whole});
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
     }
     Ok(())
