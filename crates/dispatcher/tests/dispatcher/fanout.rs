@@ -154,24 +154,30 @@ async fn invalid_events_are_parked_with_a_reason_and_do_not_block_the_queue() {
     })
     .await;
     assert!(parked.is_some(), "expected 4 parked events");
+    // Events are fanned out concurrently, so the parking order is not the publishing order.
     let messages = stack.drain(&invalid).await;
-    let reasons: Vec<String> = messages
-        .iter()
-        .map(|(_, h)| {
-            h.iter()
+    let parked: std::collections::HashMap<String, (Vec<u8>, String)> = messages
+        .into_iter()
+        .map(|(body, headers, id)| {
+            let reason = headers
+                .iter()
                 .find(|(k, _)| k == "waybill-invalid-reason")
                 .map(|(_, v)| v.clone())
-                .unwrap()
+                .unwrap();
+            (id.unwrap(), (body, reason))
         })
         .collect();
-    assert!(reasons[0].contains("not an event envelope"), "{reasons:?}");
     assert!(
-        reasons[1].contains("no event type `order.teleported`"),
-        "{reasons:?}"
+        parked["x1"].1.contains("not an event envelope"),
+        "{parked:?}"
     );
-    assert!(reasons[2].contains("data"), "{reasons:?}");
-    assert!(reasons[3].contains("tenant"), "{reasons:?}");
-    assert_eq!(messages[0].0, b"{not json");
+    assert!(
+        parked["x2"].1.contains("no event type `order.teleported`"),
+        "{parked:?}"
+    );
+    assert!(parked["x3"].1.contains("data"), "{parked:?}");
+    assert!(parked["x4"].1.contains("tenant"), "{parked:?}");
+    assert_eq!(parked["x1"].0, b"{not json");
     assert_eq!(rx.count(), 1);
 }
 
@@ -192,8 +198,8 @@ async fn a_deactivated_event_type_is_not_delivered() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    // The dispatcher re-reads the catalog every 2 s.
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    // The dispatcher re-reads the catalog every 2 s: wait for two re-reads.
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
     stack
         .publish("acme", "order.cancelled", "off-1", None)
         .await;
@@ -266,4 +272,35 @@ async fn events_published_through_ingest_arrive() {
         serde_json::Value::Object(crate::helpers::example("shipment.created")),
         body["data"]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_periodic_resync_repairs_a_change_the_feed_never_carried() {
+    let stack = Stack::start_with(|s| s.delivery.resync_interval = "300ms".into(), 1).await;
+    let rx = Receiver::start().await;
+    let id = stack
+        .subscribe(
+            "acme",
+            json!({"url": rx.url("/old"), "events": ["stock.*"]}),
+        )
+        .await;
+    stack.wait_indexed(1).await;
+    // Changed behind the change feed's back (no outbox row): only a resync can see it.
+    let mut conn = stack.sql().await;
+    diesel_async::RunQueryDsl::execute(
+        diesel::sql_query(format!(
+            "UPDATE webhooks SET url = '{}', revision = revision + 1 WHERE id = '{id}'",
+            rx.url("/new")
+        )),
+        &mut conn,
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    stack
+        .publish("acme", "stock.updated", "after-resync", None)
+        .await;
+    stack.wait_delivery(&id, "after-resync", "succeeded").await;
+    assert_eq!(rx.received_on("/new").len(), 1);
+    assert!(rx.received_on("/old").is_empty());
 }
