@@ -216,6 +216,18 @@ impl Topology {
                 ShortString::from("x-dead-letter-routing-key"),
                 AMQPValue::LongString(LongString::from(DELIVERY_KEY)),
             );
+            if self.queue_type == QueueType::Quorum {
+                // Quorum queues dead-letter at most once unless told otherwise; a retry must
+                // not be lost in a failover between the delay queue and the deliveries queue.
+                args.insert(
+                    ShortString::from("x-dead-letter-strategy"),
+                    AMQPValue::LongString(LongString::from("at-least-once")),
+                );
+                args.insert(
+                    ShortString::from("x-overflow"),
+                    AMQPValue::LongString(LongString::from("reject-publish")),
+                );
+            }
             channel
                 .queue_declare(self.retry_queue(*delay).as_str().into(), queue, args)
                 .await?;

@@ -14,11 +14,12 @@ use waybill_domain::{
 };
 use waybill_ingest::catalog::Catalog;
 use waybill_store::{
-    Cipher, PgPool,
+    Cipher, PgPool, StoreError,
     deliveries::{self, AttemptRecord, DeliveryRecord},
 };
 
 use crate::{
+    fanout::REFANOUT_HEADER,
     index::{Index, Target},
     metrics::DispatchMetrics,
     outbound::{Attempt, AttemptResult, Outbound},
@@ -65,6 +66,14 @@ fn attempt_number(delivery: &Delivery) -> u32 {
     n.filter(|n| *n >= 1).unwrap_or(1)
 }
 
+/// Why the subscription of a delivery could not be looked up.
+enum Lookup {
+    /// Postgres is away: try again later.
+    Unavailable(String),
+    /// Its stored state cannot be used (it does not decrypt): trying again will not help.
+    Unusable(String),
+}
+
 /// What became of one delivery message.
 enum Settled {
     Succeeded,
@@ -99,12 +108,15 @@ impl Deliver {
 
     /// The subscription as it stands now: the index, confirmed against Postgres when the index
     /// says it is missing or inactive (the change may not have reached this replica yet).
-    async fn current_target(&self, msg: &DeliveryMessage) -> Result<Option<Arc<Target>>, String> {
+    async fn current_target(&self, msg: &DeliveryMessage) -> Result<Option<Arc<Target>>, Lookup> {
         match self.index.get(msg.webhook_id) {
             Some(t) if t.active => Ok(Some(t)),
             _ => refresh_one(&self.index, &self.pool, &self.cipher, msg.webhook_id)
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(|e| match e {
+                    StoreError::Corrupt(why) => Lookup::Unusable(why),
+                    other => Lookup::Unavailable(other.to_string()),
+                }),
         }
     }
 
@@ -178,16 +190,23 @@ impl Deliver {
                 None,
             )
         };
-        let target = match self.current_target(msg).await? {
-            None => {
+        let target = match self.current_target(msg).await {
+            Err(Lookup::Unusable(why)) => {
+                tracing::error!(webhook_id = %msg.webhook_id, error = %why, "subscription unusable; delivery cancelled");
+                self.commit(cancel(&format!("the subscription cannot be read ({why})")))
+                    .await?;
+                return Ok(Settled::Cancelled);
+            }
+            Err(Lookup::Unavailable(e)) => return Err(e),
+            Ok(None) => {
                 self.commit(cancel("the subscription was deleted")).await?;
                 return Ok(Settled::Cancelled);
             }
-            Some(t) if !t.active => {
+            Ok(Some(t)) if !t.active => {
                 self.commit(cancel("the subscription is inactive")).await?;
                 return Ok(Settled::Cancelled);
             }
-            Some(t) => t,
+            Ok(Some(t)) => t,
         };
         if self.catalog.active(&msg.event.kind) == Some(false) {
             self.commit(cancel("the event type is inactive")).await?;
@@ -295,7 +314,12 @@ impl Handler for Deliver {
         let number = attempt_number(delivery);
         // A first attempt fresh from the fan-out needs no look at Postgres; a redelivery or a
         // retry might already have been made.
-        let recheck = delivery.redelivered || number > 1;
+        let refanout = delivery
+            .properties
+            .headers()
+            .as_ref()
+            .is_some_and(|h| h.inner().contains_key(REFANOUT_HEADER));
+        let recheck = delivery.redelivered || number > 1 || refanout;
         match self.process(&msg, number, recheck).await {
             Ok(settled) => {
                 let outcome = match settled {

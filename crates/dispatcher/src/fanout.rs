@@ -3,7 +3,7 @@
 //! then acks the event. A crash between any two steps loses nothing: the event comes back, is
 //! seen as unfinished, and is fanned out again under the same delivery ids.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use lapin::message::Delivery;
@@ -11,7 +11,7 @@ use waybill_bus::{Broker, Handler, Outcome, Outgoing, topology::DELIVERY_KEY};
 use waybill_domain::{
     TenantId, ValidationErrors,
     delivery::{ATTEMPT_HEADER, DeliveryMessage, delivery_id},
-    event::{EventEnvelope, is_event_id},
+    event::{EventEnvelope, MAX_CLIENT_ID, is_event_id},
 };
 use waybill_ingest::catalog::Catalog;
 use waybill_store::{
@@ -28,6 +28,13 @@ pub const INVALID_REASON_HEADER: &str = "waybill-invalid-reason";
 /// the broker away), so a redelivery does not spin.
 const BACKOFF: Duration = Duration::from_secs(1);
 
+/// Shortest time between two catalog re-reads caused by an unknown or inactive type.
+const CATALOG_RECHECK: Duration = Duration::from_secs(1);
+
+/// Header on delivery messages of a repeated fan-out: the delivery stage checks Postgres before
+/// a first attempt carrying it, since the first fan-out may have delivered already.
+pub const REFANOUT_HEADER: &str = "waybill-refanout";
+
 /// Fans events out.
 pub struct FanOut {
     pub index: Index,
@@ -35,6 +42,17 @@ pub struct FanOut {
     pub pool: PgPool,
     pub broker: Broker,
     pub metrics: DispatchMetrics,
+    pub last_catalog_refresh: tokio::sync::Mutex<Option<Instant>>,
+}
+
+/// Whether a JSON value holds a NUL character anywhere (Postgres `jsonb` refuses it).
+fn has_nul(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(has_nul),
+        serde_json::Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
 }
 
 /// Why an event cannot be fanned out at all.
@@ -42,7 +60,7 @@ struct Invalid(String);
 
 impl FanOut {
     /// Parses and checks an event message as an upstream service may have published it.
-    fn parse(&self, delivery: &Delivery) -> Result<Option<EventEnvelope>, Invalid> {
+    async fn parse(&self, delivery: &Delivery) -> Result<Option<EventEnvelope>, Invalid> {
         let event: EventEnvelope = serde_json::from_slice(&delivery.data)
             .map_err(|e| Invalid(format!("not an event envelope: {e}")))?;
         TenantId::parse(&event.tenant).map_err(|e| Invalid(format!("tenant {e}")))?;
@@ -51,7 +69,23 @@ impl FanOut {
                 "id must be 1 to 128 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-'".into(),
             ));
         }
-        match self.catalog.active(&event.kind) {
+        if let Some(c) = &event.client_id
+            && (c.is_empty()
+                || c.chars().count() > MAX_CLIENT_ID
+                || c.chars().any(char::is_control))
+        {
+            return Err(Invalid(
+                "client_id must be 1 to 128 characters without control characters".into(),
+            ));
+        }
+        if event
+            .data
+            .iter()
+            .any(|(k, v)| k.contains('\0') || has_nul(v))
+        {
+            return Err(Invalid("data must not contain NUL characters".into()));
+        }
+        match self.type_status(&event.kind).await {
             None => return Err(Invalid(format!("there is no event type `{}`", event.kind))),
             Some(false) => return Ok(None),
             Some(true) => {}
@@ -69,6 +103,26 @@ impl FanOut {
             return Err(Invalid(detail.join("; ")));
         }
         Ok(Some(event))
+    }
+
+    /// Whether `kind` exists and is active. A type missing or inactive in the cached catalog is
+    /// looked up again first (at most once a second), so a type created or re-activated a
+    /// moment ago is not refused on a stale copy.
+    async fn type_status(&self, kind: &str) -> Option<bool> {
+        let cached = self.catalog.active(kind);
+        if cached == Some(true) {
+            return cached;
+        }
+        {
+            let mut last = self.last_catalog_refresh.lock().await;
+            if last.is_none_or(|t| t.elapsed() >= CATALOG_RECHECK) {
+                if let Err(e) = self.catalog.refresh(&self.pool).await {
+                    tracing::warn!(error = %e, "catalog refresh failed; deciding on the cached one");
+                }
+                *last = Some(Instant::now());
+            }
+        }
+        self.catalog.active(kind)
     }
 
     /// Moves a message to the invalid queue with the reason; `Drop` once the broker has it.
@@ -154,7 +208,14 @@ impl FanOut {
                 routing_key: DELIVERY_KEY,
                 body,
                 message_id: Some(id),
-                headers: vec![(ATTEMPT_HEADER, "1".to_owned())],
+                headers: if state == EventState::Unfinished {
+                    vec![
+                        (ATTEMPT_HEADER, "1".to_owned()),
+                        (REFANOUT_HEADER, "1".to_owned()),
+                    ]
+                } else {
+                    vec![(ATTEMPT_HEADER, "1".to_owned())]
+                },
                 mandatory: true,
             })
             .collect();
@@ -193,7 +254,7 @@ impl FanOut {
 
 impl Handler for FanOut {
     async fn handle(&self, delivery: &Delivery) -> Outcome {
-        let event = match self.parse(delivery) {
+        let event = match self.parse(delivery).await {
             Err(Invalid(reason)) => return self.park(delivery, reason).await,
             Ok(None) => {
                 self.metrics

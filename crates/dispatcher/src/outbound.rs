@@ -285,7 +285,8 @@ fn find<'a, T: StdError + 'static>(e: &'a (dyn StdError + 'static)) -> Option<&'
 /// The first [`RESPONSE_EXCERPT_BYTES`] of a body as text, cut on a character boundary.
 fn excerpt(body: &[u8]) -> String {
     let cut = &body[..body.len().min(RESPONSE_EXCERPT_BYTES)];
-    let text = String::from_utf8_lossy(cut);
+    // Postgres text cannot hold NUL; a binary body must not keep its attempt from being recorded.
+    let text = String::from_utf8_lossy(cut).replace('\0', "\u{fffd}");
     let mut end = text.len().min(RESPONSE_EXCERPT_BYTES);
     while !text.is_char_boundary(end) {
         end -= 1;
@@ -335,6 +336,7 @@ mod tests {
         assert!(e.len() <= RESPONSE_EXCERPT_BYTES);
         assert!(e.chars().all(|c| c == 'é'));
         assert_eq!(excerpt(b"ok"), "ok");
+        assert_eq!(excerpt(b"a\0b"), "a\u{fffd}b");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
-use waybill_store::{PgPool, deliveries::DeliveryRecord};
+use waybill_store::{PgPool, StoreError, deliveries::DeliveryRecord};
 
 /// Most records written in one transaction.
 const MAX_BATCH: usize = 500;
@@ -47,25 +47,43 @@ async fn write_loop(pool: PgPool, mut rx: mpsc::Receiver<Job>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let records: Vec<DeliveryRecord> = batch.iter().map(|(r, _)| r.clone()).collect();
-        let mut wait = Duration::from_millis(100);
-        // Postgres away: keep the batch and try again; the messages stay unacked meanwhile.
-        loop {
-            match write(&pool, &records).await {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, records = records.len(), retry_in_ms = wait.as_millis() as u64, "cannot record deliveries yet");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+        write_until_done(&pool, &records).await;
         for (_, done) in batch.drain(..) {
             let _ = done.send(());
         }
     }
 }
 
-async fn write(pool: &PgPool, records: &[DeliveryRecord]) -> Result<(), waybill_store::StoreError> {
+/// Writes `records`, waiting out Postgres being away. A batch Postgres refuses for its content
+/// is written record by record, so one bad record cannot hold the others (or every later
+/// batch) back; a record refused on its own is logged and let go, since writing it again would
+/// never succeed.
+async fn write_until_done(pool: &PgPool, records: &[DeliveryRecord]) {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match write(pool, records).await {
+            Ok(()) => return,
+            Err(StoreError::Unavailable(e)) => {
+                tracing::warn!(error = %e, records = records.len(), retry_in_ms = wait.as_millis() as u64, "cannot record deliveries yet");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) if records.len() > 1 => {
+                tracing::warn!(error = %e, records = records.len(), "batch refused; recording one by one");
+                for r in records {
+                    Box::pin(write_until_done(pool, std::slice::from_ref(r))).await;
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, delivery_id = %records.first().map(|r| r.id).unwrap_or_default(), "delivery record refused by Postgres; not recorded");
+                return;
+            }
+        }
+    }
+}
+
+async fn write(pool: &PgPool, records: &[DeliveryRecord]) -> Result<(), StoreError> {
     let mut conn = waybill_store::conn(pool).await?;
     waybill_store::deliveries::record(&mut conn, records).await?;
     Ok(())

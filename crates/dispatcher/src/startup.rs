@@ -81,6 +81,9 @@ impl Application {
             readiness,
         };
         let mut service = RunningService::start(&settings, shared, routes)?;
+        // A request in flight at SIGTERM may take the whole delivery timeout, then its record.
+        let timeout = parse_duration(&settings.delivery.timeout)?;
+        service.set_task_grace(timeout + std::time::Duration::from_secs(5));
 
         let refresh = (catalog.clone(), pool.clone());
         service.spawn(move |stop| refresh.0.keep_fresh(refresh.1, stop));
@@ -104,6 +107,7 @@ impl Application {
             pool: pool.clone(),
             broker: broker.clone(),
             metrics: dispatch_metrics.clone(),
+            last_catalog_refresh: tokio::sync::Mutex::new(None),
         });
         let fanout_consumer = Consumer::new(
             settings.broker.url.clone(),
@@ -121,10 +125,7 @@ impl Application {
             pool: pool.clone(),
             cipher,
             broker,
-            outbound: Outbound::new(
-                settings.url_policy(),
-                parse_duration(&settings.delivery.timeout)?,
-            )?,
+            outbound: Outbound::new(settings.url_policy(), timeout)?,
             schedule: RetrySchedule::new(settings.retry_schedule()?),
             recorder: Recorder::start(pool),
             metrics: dispatch_metrics,

@@ -140,8 +140,9 @@ impl IndexSync {
             }
         };
         match &change.subscription {
+            // Ids are never reused: a deletion is final, whatever revision arrives later.
             None => {
-                self.index.remove(change.webhook_id, change.revision);
+                self.index.remove(change.webhook_id, i64::MAX);
             }
             Some(snapshot) => match Target::from_snapshot(snapshot, &self.cipher) {
                 Ok(t) => {
@@ -218,8 +219,7 @@ pub async fn refresh_one(
     let mut conn = waybill_store::conn(pool).await?;
     match webhooks::snapshot(&mut conn, id).await? {
         None => {
-            let revision = index.get(id).map_or(0, |t| t.revision);
-            index.remove(id, revision);
+            index.remove(id, i64::MAX);
         }
         Some(s) => match Target::from_snapshot(&s, cipher) {
             Ok(t) => {

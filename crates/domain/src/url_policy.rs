@@ -111,6 +111,9 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
         || (s[0] == 0x0064 && s[1] == 0xff9b) // NAT64
         || (s[0] == 0x2002) // 6to4 can embed private v4
+        || (s[0] == 0x2001 && s[1] == 0) // Teredo 2001::/32 embeds a v4 address
+        || (s[0] == 0x0100 && s[1] == 0 && s[2] == 0 && s[3] == 0) // discard 100::/64
+        || (s[..4] == [0, 0, 0, 0] && s[4] == 0xffff && s[5] == 0) // v4-translated ::ffff:0:0/96
         || (s[0] == 0 && s[1] == 0 && s[2] == 0 && s[3] == 0 && s[4] == 0 && s[5] == 0)) // v4-compatible
 }
 
@@ -134,6 +137,9 @@ mod tests {
             "https://0.0.0.0/",
             "https://224.0.0.1/",
             "https://[::ffff:10.0.0.1]/",
+            "https://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/",
+            "https://[100::1]/",
+            "https://[::ffff:0:7f00:1]/",
             "https://localhost/hook",
             "https://api.localhost/hook",
             "https://255.255.255.255/",

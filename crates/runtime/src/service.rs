@@ -13,6 +13,9 @@ use crate::{
     http::{Metrics, Readiness, observe},
 };
 
+/// How long each background task gets to stop by default.
+const DEFAULT_TASK_GRACE: Duration = Duration::from_secs(10);
+
 /// How often per-tenant rate-limit state of idle tenants is dropped.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -29,6 +32,7 @@ pub struct RunningService {
     server: Server,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    task_grace: Duration,
 }
 
 impl RunningService {
@@ -71,6 +75,7 @@ impl RunningService {
             server,
             stop,
             tasks: Vec::new(),
+            task_grace: DEFAULT_TASK_GRACE,
         };
         service.spawn(move |mut stop| async move {
             loop {
@@ -92,18 +97,24 @@ impl RunningService {
         self.tasks.push(tokio::spawn(task(self.stop.subscribe())));
     }
 
+    /// How long each background task gets to finish once told to stop (10 s by default); a
+    /// service whose tasks wait on slow peers sets it above their timeout.
+    pub fn set_task_grace(&mut self, grace: Duration) {
+        self.task_grace = grace;
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
 
     /// Serves until SIGTERM/SIGINT: the server stops accepting and finishes in-flight requests,
-    /// then the background tasks are told to stop and given 10 s each.
+    /// then the background tasks are told to stop and given the task grace each.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let result = self.server.await;
         tracing::info!("http server stopped; stopping background tasks");
         let _ = self.stop.send(true);
         for task in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+            let _ = tokio::time::timeout(self.task_grace, task).await;
         }
         result.context("http server failed")
     }

@@ -147,8 +147,9 @@ pub struct DeliveryRecord {
 }
 
 /// Writes a batch of delivery states and attempts in one transaction of two statements. A
-/// state never replaces one with more attempts (a late or repeated message cannot roll a
-/// delivery back); within the batch the last state of each delivery wins.
+/// state never replaces a final one (`succeeded`, `failed`) or one with more attempts, so a late
+/// or repeated message cannot roll a delivery back; within the batch the state with the most
+/// attempts wins.
 pub async fn record(conn: &mut AsyncPgConnection, batch: &[DeliveryRecord]) -> QueryResult<()> {
     let mut latest: HashMap<Uuid, &DeliveryRecord> = HashMap::with_capacity(batch.len());
     let mut attempts: HashMap<(Uuid, i32), (Uuid, &AttemptRecord)> = HashMap::new();
@@ -163,8 +164,11 @@ pub async fn record(conn: &mut AsyncPgConnection, batch: &[DeliveryRecord]) -> Q
             attempts.insert((r.id, a.number), (r.id, a));
         }
     }
-    let rows: Vec<&DeliveryRecord> = latest.into_values().collect();
-    let tries: Vec<(Uuid, &AttemptRecord)> = attempts.into_values().collect();
+    // One order for every writer, so two replicas writing overlapping rows cannot deadlock.
+    let mut rows: Vec<&DeliveryRecord> = latest.into_values().collect();
+    rows.sort_by_key(|r| r.id);
+    let mut tries: Vec<(Uuid, &AttemptRecord)> = attempts.into_values().collect();
+    tries.sort_by_key(|(id, a)| (*id, a.number));
     conn.transaction(async |conn| {
         sql_query(
             "INSERT INTO deliveries (id, tenant, webhook_id, event_id, event_type, status, \
@@ -176,7 +180,7 @@ pub async fn record(conn: &mut AsyncPgConnection, batch: &[DeliveryRecord]) -> Q
                attempts = EXCLUDED.attempts, last_status_code = EXCLUDED.last_status_code, \
                last_error = EXCLUDED.last_error, next_attempt_at = EXCLUDED.next_attempt_at, \
                updated_at = EXCLUDED.updated_at \
-             WHERE deliveries.attempts <= EXCLUDED.attempts",
+             WHERE deliveries.status = 'pending' AND deliveries.attempts <= EXCLUDED.attempts",
         )
         .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.id).collect::<Vec<_>>())
         .bind::<Array<Text>, _>(rows.iter().map(|r| r.tenant.as_str()).collect::<Vec<_>>())

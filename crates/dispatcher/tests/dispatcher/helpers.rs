@@ -332,8 +332,11 @@ impl Stack {
         q.message_count()
     }
 
-    /// Takes every message of `queue`: bodies and headers as text.
-    pub async fn drain(&self, queue: &str) -> Vec<(Vec<u8>, Vec<(String, String)>)> {
+    /// Takes every message of `queue`: bodies, headers as text, and message ids.
+    pub async fn drain(
+        &self,
+        queue: &str,
+    ) -> Vec<(Vec<u8>, Vec<(String, String)>, Option<String>)> {
         let conn = lapin::Connection::connect(&broker_url(), Default::default())
             .await
             .unwrap();
@@ -366,7 +369,12 @@ impl Stack {
                         .collect()
                 })
                 .unwrap_or_default();
-            out.push((m.delivery.data.clone(), headers));
+            let id = m
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|i| i.as_str().to_owned());
+            out.push((m.delivery.data.clone(), headers, id));
         }
         let _ = conn.close(200, "bye".into()).await;
         out

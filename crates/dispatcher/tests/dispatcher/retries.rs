@@ -62,7 +62,8 @@ async fn a_delivery_succeeds_after_an_error_a_dropped_connection_and_a_timeout()
     let stack = Stack::start_with(|s| s.delivery.timeout = "300ms".into(), 1).await;
     let rx = Receiver::start().await;
     rx.script([
-        Reply::status(503),
+        // A binary body: Postgres text cannot hold NUL, the excerpt must still be recorded.
+        Reply::status(503).with_body("bin\0ary"),
         Reply::Drop,
         Reply::delayed(200, Duration::from_secs(2)),
         Reply::status(204),
@@ -80,6 +81,7 @@ async fn a_delivery_succeeds_after_an_error_a_dropped_connection_and_a_timeout()
     let a = stack.attempts(&d.id).await;
     assert_eq!(a.len(), 4);
     assert_eq!(a[0].status_code, Some(503));
+    assert_eq!(a[0].response_body.as_deref(), Some("bin\u{fffd}ary"));
     assert_eq!((a[1].status_code, a[1].error.is_some()), (None, true));
     assert_eq!(a[2].status_code, None);
     assert!(

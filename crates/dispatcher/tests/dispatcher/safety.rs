@@ -30,7 +30,7 @@ async fn non_public_addresses_are_refused_after_resolution() {
     // changed behind its back; the dispatcher reads it from Postgres at start).
     let mut conn = stack.sql().await;
     sql_query(format!(
-        "UPDATE webhooks SET url = 'http://localhost:{}/named' WHERE id = '{named}'",
+        "UPDATE webhooks SET url = 'http://localhost:{}/named', revision = revision + 1 WHERE id = '{named}'",
         rx.port()
     ))
     .execute(&mut conn)
@@ -87,7 +87,8 @@ async fn plain_http_is_refused_unless_allowed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_and_deactivated_subscriptions_receive_nothing_more() {
     let stack = Stack::start_with(
-        |s| s.delivery.retry_schedule = vec!["400ms".into(), "400ms".into()],
+        // Long enough for the deletion and the PATCH to reach the index before the retries.
+        |s| s.delivery.retry_schedule = vec!["2s".into(), "2s".into()],
         1,
     )
     .await;
@@ -152,7 +153,7 @@ async fn deleted_and_deactivated_subscriptions_receive_nothing_more() {
             .unwrap()
             .starts_with("cancelled: the subscription is inactive")
     );
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let after_change: Vec<String> = rx.received()[3..].iter().map(|r| r.path.clone()).collect();
     assert!(
         after_change.iter().all(|p| p == "/keep"),
