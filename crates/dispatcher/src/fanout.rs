@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use lapin::message::Delivery;
 use waybill_bus::{Broker, Handler, Outcome, Outgoing, topology::DELIVERY_KEY};
 use waybill_domain::{
@@ -61,8 +61,11 @@ struct Invalid(String);
 impl FanOut {
     /// Parses and checks an event message as an upstream service may have published it.
     async fn parse(&self, delivery: &Delivery) -> Result<Option<EventEnvelope>, Invalid> {
-        let event: EventEnvelope = serde_json::from_slice(&delivery.data)
+        let mut event: EventEnvelope = serde_json::from_slice(&delivery.data)
             .map_err(|e| Invalid(format!("not an event envelope: {e}")))?;
+        // The precision of the delivery log, so receiver and log agree on `timestamp`.
+        event.occurred_at = event.occurred_at.trunc_subsecs(6);
+        event.received_at = event.received_at.trunc_subsecs(6);
         TenantId::parse(&event.tenant).map_err(|e| Invalid(format!("tenant {e}")))?;
         if !is_event_id(&event.id) {
             return Err(Invalid(

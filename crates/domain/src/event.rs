@@ -1,6 +1,6 @@
 //! Events as upstream services publish them, and the envelope Waybill puts on the broker.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -10,6 +10,8 @@ use crate::validation::ValidationErrors;
 pub const MAX_CLIENT_ID: usize = 128;
 
 /// The envelope of an event on `<prefix>.events` (routing key = `type`, `message_id` = `id`).
+/// Times are kept to the microsecond, the precision of the delivery log, so a receiver and the
+/// log show the same `timestamp`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventEnvelope {
@@ -102,8 +104,8 @@ impl EventInput {
             tenant: tenant.to_owned(),
             kind: self.kind,
             client_id: self.client_id,
-            occurred_at,
-            received_at,
+            occurred_at: occurred_at.trunc_subsecs(6),
+            received_at: received_at.trunc_subsecs(6),
             data: self.data,
         })
     }
@@ -126,7 +128,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             (env.id.as_str(), env.occurred_at, env.client_id),
-            ("gen-1", now, None)
+            ("gen-1", now.trunc_subsecs(6), None)
         );
         let env = input(serde_json::json!({"type": "t.a", "data": {}, "id": "ord:42.v1_x-y", "occurred_at": "2026-01-10T10:30:00+01:00"}))
             .into_envelope("acme", now, || unreachable!(), "", &mut e)
