@@ -115,10 +115,12 @@ pub async fn create_database() -> String {
             .await
         {
             Ok(_) => break,
-            // Another test may still be cloning; the template is briefly busy.
-            Err(e) if tries < 20 && e.to_string().contains("being accessed") => {
+            // Another test may still be cloning; the template is briefly busy (for longer on a
+            // loaded machine, hence the generous limit).
+            Err(e) if tries < 300 && e.to_string().contains("being accessed") => {
                 tries += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 50);
+                tokio::time::sleep(Duration::from_millis(50 + jitter)).await;
             }
             Err(e) => panic!("create test database: {e}"),
         }
