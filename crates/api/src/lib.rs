@@ -1,6 +1,7 @@
 //! `waybill-api`: the control plane. Tenants discover event types and manage webhook
-//! subscriptions; every subscription change reaches the dispatchers through the change feed.
+//! subscriptions and read their delivery log; every subscription change reaches the dispatchers through the change feed.
 
+pub mod deliveries;
 pub mod envelope;
 pub mod events;
 pub mod openapi;

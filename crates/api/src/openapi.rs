@@ -8,7 +8,7 @@ use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 pub use waybill_runtime::openapi::{BearerAuth, CommonErrors, ErrorBody, ErrorResponse};
 
-use crate::{events, webhooks};
+use crate::{deliveries, events, webhooks};
 
 /// Receiver authentication as sent in a request; each type takes only its own fields.
 #[derive(Serialize, ToSchema)]
@@ -154,21 +154,36 @@ pub struct EventTypeList {
     pub previous: Option<String>,
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryResponse {
+    pub data: deliveries::view::DeliveryDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryList {
+    pub data: Vec<deliveries::view::DeliveryView>,
+    /// Total matching, over all pages.
+    pub count: i64,
+    pub next: Option<String>,
+    pub previous: Option<String>,
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Waybill control plane API",
-        description = "Event catalog and webhook subscriptions of Waybill. Bearer JWT (HS256) with claims `tenant`, `scopes`, `exp`.",
+        description = "Event catalog, webhook subscriptions and delivery log of Waybill. Bearer JWT (HS256) with claims `tenant`, `scopes`, `exp`.",
         license(name = "Apache-2.0")
     ),
     paths(
         events::list::list, events::get::get, events::update::update,
         webhooks::create::create, webhooks::list::list, webhooks::get::get, webhooks::update::update,
         webhooks::delete::delete, webhooks::secret::get_secret, webhooks::secret::rotate,
+        deliveries::list::list, deliveries::get::get,
     ),
     components(schemas(ErrorResponse, ErrorBody)),
     modifiers(&BearerAuth, &CommonErrors),
-    tags((name = "events", description = "The event catalog"), (name = "webhooks", description = "Webhook subscriptions"))
+    tags((name = "events", description = "The event catalog"), (name = "webhooks", description = "Webhook subscriptions"), (name = "deliveries", description = "The delivery log"))
 )]
 struct ApiDoc;
 

@@ -3,7 +3,7 @@
 use actix_web::web;
 use waybill_runtime::http;
 
-use crate::{events, openapi, webhooks};
+use crate::{deliveries, events, openapi, webhooks};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(http::healthz))
@@ -46,6 +46,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::resource("/v1/webhooks/{id}/secret/rotate")
                 .route(web::post().to(webhooks::secret::rotate))
                 .default_service(http::method_not_allowed("POST")),
+        )
+        .service(
+            web::resource("/v1/webhooks/{id}/deliveries")
+                .route(web::get().to(deliveries::list::list))
+                .default_service(http::method_not_allowed("GET")),
+        )
+        .service(
+            web::resource("/v1/deliveries/{id}")
+                .route(web::get().to(deliveries::get::get))
+                .default_service(http::method_not_allowed("GET")),
         )
         .default_service(web::to(http::not_found));
 }

@@ -245,3 +245,125 @@ pub async fn record(conn: &mut AsyncPgConnection, batch: &[DeliveryRecord]) -> Q
     })
     .await
 }
+
+/// A delivery as the delivery log shows it.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = deliveries)]
+pub struct DeliveryRow {
+    pub id: Uuid,
+    pub tenant: String,
+    pub webhook_id: Uuid,
+    pub event_id: String,
+    pub event_type: String,
+    pub status: String,
+    pub attempts: i32,
+    pub last_status_code: Option<i32>,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One attempt as the delivery log shows it.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = crate::schema::delivery_attempts)]
+pub struct AttemptRow {
+    pub number: i32,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i32,
+    pub status_code: Option<i32>,
+    pub error: Option<String>,
+    pub response_body: Option<String>,
+}
+
+/// An event as recorded by the fan-out.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = events)]
+pub struct EventRow {
+    pub id: String,
+    pub event_type: String,
+    pub client_id: Option<String>,
+    pub occurred_at: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    pub data: serde_json::Value,
+}
+
+/// Filters of the delivery log; `since` is inclusive, `until` exclusive (on `created_at`).
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub status: Option<String>,
+    pub event_type: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// A subscription's deliveries, newest first, a page at a time, with the total matching.
+pub async fn list(
+    conn: &mut AsyncPgConnection,
+    tenant: &str,
+    webhook_id: Uuid,
+    filter: &DeliveryFilter,
+    limit: i64,
+    offset: i64,
+) -> QueryResult<(Vec<DeliveryRow>, i64)> {
+    let query = || {
+        let mut q = deliveries::table
+            .filter(deliveries::webhook_id.eq(webhook_id))
+            .filter(deliveries::tenant.eq(tenant))
+            .into_boxed();
+        if let Some(s) = &filter.status {
+            q = q.filter(deliveries::status.eq(s.clone()));
+        }
+        if let Some(t) = &filter.event_type {
+            q = q.filter(deliveries::event_type.eq(t.clone()));
+        }
+        if let Some(since) = filter.since {
+            q = q.filter(deliveries::created_at.ge(since));
+        }
+        if let Some(until) = filter.until {
+            q = q.filter(deliveries::created_at.lt(until));
+        }
+        q
+    };
+    let rows = query()
+        .order((deliveries::created_at.desc(), deliveries::id.desc()))
+        .limit(limit)
+        .offset(offset)
+        .select(DeliveryRow::as_select())
+        .load(conn)
+        .await?;
+    let count = query().count().get_result(conn).await?;
+    Ok((rows, count))
+}
+
+/// A delivery of `tenant` with its attempts (by number) and its event (if still recorded).
+pub async fn find(
+    conn: &mut AsyncPgConnection,
+    tenant: &str,
+    id: Uuid,
+) -> QueryResult<Option<(DeliveryRow, Option<EventRow>, Vec<AttemptRow>)>> {
+    use crate::schema::delivery_attempts;
+    let Some(row) = deliveries::table
+        .filter(deliveries::id.eq(id))
+        .filter(deliveries::tenant.eq(tenant))
+        .select(DeliveryRow::as_select())
+        .first(conn)
+        .await
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let event = events::table
+        .find((tenant, &row.event_id))
+        .select(EventRow::as_select())
+        .first(conn)
+        .await
+        .optional()?;
+    let attempts = delivery_attempts::table
+        .filter(delivery_attempts::delivery_id.eq(id))
+        .order(delivery_attempts::number.asc())
+        .select(AttemptRow::as_select())
+        .load(conn)
+        .await?;
+    Ok(Some((row, event, attempts)))
+}

@@ -7,6 +7,7 @@ mod crash;
 mod delivery;
 mod fanout;
 mod helpers;
+mod log;
 mod operations;
 mod retries;
 mod safety;

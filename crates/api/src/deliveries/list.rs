@@ -1,0 +1,102 @@
+//! `GET /v1/webhooks/{id}/deliveries`.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+use waybill_domain::{Scope, ValidationErrors, catalog::TypeStatus};
+use waybill_runtime::{ApiError, Auth, body::query_pairs};
+use waybill_store::deliveries::{self, DeliveryFilter};
+
+use super::view::DeliveryView;
+use crate::{
+    envelope::Paging,
+    state::{AppState, StoreResultExt},
+    webhooks::{find_own, parse_id},
+};
+
+const PARAMS: &[&str] = &["status", "event_type", "since", "until", "limit", "page"];
+
+fn parse_time(field: &str, raw: &str, errors: &mut ValidationErrors) -> Option<DateTime<Utc>> {
+    match DateTime::parse_from_rfc3339(raw) {
+        Ok(t) => Some(t.with_timezone(&Utc)),
+        Err(_) => {
+            errors.add(
+                field,
+                "must be an RFC 3339 timestamp such as 2026-01-10T10:30:00Z",
+            );
+            None
+        }
+    }
+}
+
+/// A subscription's deliveries, newest first.
+#[utoipa::path(
+    get, path = "/v1/webhooks/{id}/deliveries", tag = "deliveries",
+    params(
+        ("id" = uuid::Uuid, Path, description = "Webhook id"),
+        ("status" = Option<String>, Query, description = "`pending`, `succeeded` or `failed`"),
+        ("event_type" = Option<String>, Query, description = "An event type of the catalog"),
+        ("since" = Option<String>, Query, description = "RFC 3339; deliveries created at or after it"),
+        ("until" = Option<String>, Query, description = "RFC 3339; deliveries created before it"),
+        ("limit" = Option<i64>, Query, description = "1 to 200, default 50"),
+        ("page" = Option<i64>, Query, description = "From 1, default 1"),
+    ),
+    responses(
+        (status = 200, body = crate::openapi::DeliveryList),
+        (status = 404, body = crate::openapi::ErrorResponse),
+        (status = 422, body = crate::openapi::ErrorResponse),
+    ),
+    security(("bearer" = ["webhooks:read"]))
+)]
+pub async fn list(
+    auth: Auth,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    auth.require_any(&[Scope::WebhooksRead, Scope::WebhooksWrite])?;
+    let id = parse_id(&path)?;
+    let mut conn = state.conn().await?;
+    find_own(&mut conn, &auth, id).await?;
+    let pairs = query_pairs(&req, PARAMS)?;
+    let mut errors = ValidationErrors::new();
+    let paging = Paging::parse(&pairs, 50, 200, &mut errors);
+    let mut filter = DeliveryFilter::default();
+    for (k, v) in &pairs {
+        match k.as_str() {
+            "status" => match v.as_str() {
+                "pending" | "succeeded" | "failed" => filter.status = Some(v.clone()),
+                _ => errors.add("status", "must be `pending`, `succeeded` or `failed`"),
+            },
+            "event_type" => filter.event_type = Some(v.clone()),
+            "since" => filter.since = parse_time("since", v, &mut errors),
+            "until" => filter.until = parse_time("until", v, &mut errors),
+            _ => {}
+        }
+    }
+    if let Some(kind) = &filter.event_type
+        && state.catalog.get(&mut conn).await?.status(kind) == TypeStatus::Unknown
+    {
+        errors.add("event_type", format!("there is no event type `{kind}`"));
+    }
+    if let (Some(since), Some(until)) = (filter.since, filter.until)
+        && since >= until
+    {
+        errors.add("until", "must be later than `since`");
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let (rows, count) = deliveries::list(
+        &mut conn,
+        auth.tenant.as_str(),
+        id,
+        &filter,
+        paging.limit,
+        paging.offset(),
+    )
+    .await
+    .api()?;
+    let data = rows.iter().map(DeliveryView::from).collect();
+    let path = format!("/v1/webhooks/{id}/deliveries");
+    Ok(HttpResponse::Ok().json(paging.page(&path, &pairs, data, count)))
+}
