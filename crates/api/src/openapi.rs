@@ -168,6 +168,16 @@ pub struct DeliveryList {
     pub previous: Option<String>,
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryViewResponse {
+    pub data: deliveries::view::DeliveryView,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct QueuedResponse {
+    pub data: deliveries::replay::Queued,
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -179,7 +189,8 @@ pub struct DeliveryList {
         events::list::list, events::get::get, events::update::update,
         webhooks::create::create, webhooks::list::list, webhooks::get::get, webhooks::update::update,
         webhooks::delete::delete, webhooks::secret::get_secret, webhooks::secret::rotate,
-        deliveries::list::list, deliveries::get::get,
+        deliveries::list::list, deliveries::get::get, deliveries::replay::retry,
+        deliveries::replay::recover,
     ),
     components(schemas(ErrorResponse, ErrorBody)),
     modifiers(&BearerAuth, &CommonErrors),

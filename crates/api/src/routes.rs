@@ -53,6 +53,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .default_service(http::method_not_allowed("GET")),
         )
         .service(
+            web::resource("/v1/webhooks/{id}/recover")
+                .route(web::post().to(deliveries::replay::recover))
+                .default_service(http::method_not_allowed("POST")),
+        )
+        .service(
+            web::resource("/v1/deliveries/{id}/retry")
+                .route(web::post().to(deliveries::replay::retry))
+                .default_service(http::method_not_allowed("POST")),
+        )
+        .service(
             web::resource("/v1/deliveries/{id}")
                 .route(web::get().to(deliveries::get::get))
                 .default_service(http::method_not_allowed("GET")),

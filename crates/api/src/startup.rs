@@ -36,6 +36,7 @@ impl Application {
         metrics.registry.register(Box::new(backlog.clone()))?;
         let state = AppState {
             pool: pool.clone(),
+            broker: broker.clone(),
             cipher: Cipher::new(&settings.encryption_key()?)?,
             urls: settings.url_policy(),
             relay_wakeup: Arc::new(Notify::new()),

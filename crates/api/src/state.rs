@@ -14,6 +14,8 @@ use waybill_store::{Cipher, PgPool, PooledConn, StoreError, event_types};
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
+    /// Publishes delivery messages a tenant asks for (retry, recover).
+    pub broker: waybill_bus::Broker,
     pub cipher: Cipher,
     pub urls: UrlPolicy,
     /// Wakes the change-feed relay after a change committed.

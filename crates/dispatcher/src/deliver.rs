@@ -9,7 +9,7 @@ use chrono::Utc;
 use lapin::{message::Delivery, types::AMQPValue};
 use waybill_bus::{Broker, Handler, Outcome, Outgoing};
 use waybill_domain::{
-    delivery::{ATTEMPT_HEADER, DeliveryMessage, receiver_body},
+    delivery::{ATTEMPT_HEADER, DeliveryMessage, MANUAL_HEADER, receiver_body},
     retry::RetrySchedule,
 };
 use waybill_ingest::catalog::Catalog;
@@ -314,12 +314,17 @@ impl Handler for Deliver {
         let number = attempt_number(delivery);
         // A first attempt fresh from the fan-out needs no look at Postgres; a redelivery or a
         // retry might already have been made.
-        let refanout = delivery
-            .properties
-            .headers()
-            .as_ref()
-            .is_some_and(|h| h.inner().contains_key(REFANOUT_HEADER));
-        let recheck = delivery.redelivered || number > 1 || refanout;
+        let has = |name: &str| {
+            delivery
+                .properties
+                .headers()
+                .as_ref()
+                .is_some_and(|h| h.inner().contains_key(name))
+        };
+        // A tenant's retry is made whatever Postgres says; anything else that may repeat an
+        // attempt already made is checked first.
+        let recheck =
+            !has(MANUAL_HEADER) && (delivery.redelivered || number > 1 || has(REFANOUT_HEADER));
         match self.process(&msg, number, recheck).await {
             Ok(settled) => {
                 let outcome = match settled {

@@ -12,6 +12,10 @@ use crate::event::EventEnvelope;
 /// Header with the 1-based number of the attempt the message is for.
 pub const ATTEMPT_HEADER: &str = "waybill-attempt";
 
+/// Header of a delivery message a tenant asked for (a retry or a recover): the attempt is made
+/// whatever the delivery's status.
+pub const MANUAL_HEADER: &str = "waybill-manual";
+
 /// A delivery owed to one subscription.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -367,3 +367,67 @@ pub async fn find(
         .await?;
     Ok(Some((row, event, attempts)))
 }
+
+/// Puts deliveries back to `pending` for one more attempt each, in the caller's transaction
+/// (the caller publishes their messages before committing, so a delivery is never left
+/// pending without a message). Returns each with its event, if still recorded.
+pub async fn reopen(
+    conn: &mut AsyncPgConnection,
+    tenant: &str,
+    ids: &[Uuid],
+) -> QueryResult<Vec<(DeliveryRow, Option<EventRow>)>> {
+    let now = Utc::now();
+    let rows: Vec<DeliveryRow> = diesel::update(
+        deliveries::table
+            .filter(deliveries::tenant.eq(tenant))
+            .filter(deliveries::id.eq_any(ids)),
+    )
+    .set((
+        deliveries::status.eq("pending"),
+        deliveries::next_attempt_at.eq(now),
+        deliveries::updated_at.eq(now),
+    ))
+    .returning(DeliveryRow::as_returning())
+    .get_results(conn)
+    .await?;
+    let event_ids: Vec<&str> = rows.iter().map(|r| r.event_id.as_str()).collect();
+    let found: Vec<EventRow> = events::table
+        .filter(events::tenant.eq(tenant))
+        .filter(events::id.eq_any(&event_ids))
+        .select(EventRow::as_select())
+        .load(conn)
+        .await?;
+    let by_id: HashMap<String, EventRow> = found.into_iter().map(|e| (e.id.clone(), e)).collect();
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let e = by_id.get(&r.event_id).cloned();
+            (r, e)
+        })
+        .collect())
+}
+
+/// Ids of a subscription's `failed` deliveries created in `[since, until)`, oldest first, at
+/// most `limit`, locked for the caller's transaction (a concurrent recover skips them).
+pub async fn failed_in_window(
+    conn: &mut AsyncPgConnection,
+    tenant: &str,
+    webhook_id: Uuid,
+    since: DateTime<Utc>,
+    until: Option<DateTime<Utc>>,
+    limit: i64,
+) -> QueryResult<Vec<Uuid>> {
+    deliveries::table
+        .filter(deliveries::webhook_id.eq(webhook_id))
+        .filter(deliveries::tenant.eq(tenant))
+        .filter(deliveries::status.eq("failed"))
+        .filter(deliveries::created_at.ge(since))
+        .filter(deliveries::created_at.lt(until.unwrap_or(DateTime::<Utc>::MAX_UTC)))
+        .order((deliveries::created_at.asc(), deliveries::id.asc()))
+        .limit(limit)
+        .select(deliveries::id)
+        .for_update()
+        .skip_locked()
+        .load(conn)
+        .await
+}

@@ -1,5 +1,7 @@
-//! The delivery log: a subscription's deliveries, and one delivery with its event and attempts.
+//! The delivery log (a subscription's deliveries, one delivery with its event and attempts) and
+//! replays (one delivery, or every failed one of a window).
 
 pub mod get;
 pub mod list;
+pub mod replay;
 pub mod view;

@@ -9,5 +9,6 @@ mod fanout;
 mod helpers;
 mod log;
 mod operations;
+mod replay;
 mod retries;
 mod safety;
