@@ -178,6 +178,11 @@ pub struct QueuedResponse {
     pub data: deliveries::replay::Queued,
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct TestOutcomeResponse {
+    pub data: webhooks::test::TestOutcome,
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -189,6 +194,7 @@ pub struct QueuedResponse {
         events::list::list, events::get::get, events::update::update,
         webhooks::create::create, webhooks::list::list, webhooks::get::get, webhooks::update::update,
         webhooks::delete::delete, webhooks::secret::get_secret, webhooks::secret::rotate,
+        webhooks::test::test,
         deliveries::list::list, deliveries::get::get, deliveries::replay::retry,
         deliveries::replay::recover,
     ),

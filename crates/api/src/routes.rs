@@ -53,6 +53,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .default_service(http::method_not_allowed("GET")),
         )
         .service(
+            web::resource("/v1/webhooks/{id}/test")
+                .route(web::post().to(webhooks::test::test))
+                .default_service(http::method_not_allowed("POST")),
+        )
+        .service(
             web::resource("/v1/webhooks/{id}/recover")
                 .route(web::post().to(deliveries::replay::recover))
                 .default_service(http::method_not_allowed("POST")),

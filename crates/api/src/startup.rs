@@ -37,6 +37,10 @@ impl Application {
         let state = AppState {
             pool: pool.clone(),
             broker: broker.clone(),
+            outbound: waybill_dispatcher::outbound::Outbound::new(
+                settings.url_policy(),
+                waybill_runtime::config::parse_duration(&settings.delivery.timeout)?,
+            )?,
             cipher: Cipher::new(&settings.encryption_key()?)?,
             urls: settings.url_policy(),
             relay_wakeup: Arc::new(Notify::new()),

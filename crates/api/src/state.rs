@@ -16,6 +16,8 @@ pub struct AppState {
     pub pool: PgPool,
     /// Publishes delivery messages a tenant asks for (retry, recover).
     pub broker: waybill_bus::Broker,
+    /// Sends test events, with the dispatcher's request and address rules.
+    pub outbound: waybill_dispatcher::outbound::Outbound,
     pub cipher: Cipher,
     pub urls: UrlPolicy,
     /// Wakes the change-feed relay after a change committed.

@@ -6,6 +6,7 @@ pub mod get;
 pub mod input;
 pub mod list;
 pub mod secret;
+pub mod test;
 pub mod update;
 pub mod view;
 

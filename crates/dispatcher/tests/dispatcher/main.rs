@@ -12,3 +12,4 @@ mod operations;
 mod replay;
 mod retries;
 mod safety;
+mod test_send;

@@ -1,0 +1,144 @@
+//! `POST /v1/webhooks/{id}/test`: sends a `webhook.test` event to the subscription now, with the
+//! same request, signature and address rules as every delivery, and answers with what came of
+//! that one attempt. The attempt is recorded in the delivery log like any other.
+
+use actix_web::{HttpResponse, web};
+use chrono::{SubsecRound, Utc};
+use serde::Serialize;
+use serde_json::json;
+use utoipa::ToSchema;
+use uuid::Uuid;
+use waybill_dispatcher::{
+    index::Target,
+    outbound::{Attempt, AttemptResult},
+};
+use waybill_domain::{
+    Scope,
+    delivery::{delivery_id, receiver_body},
+    event::EventEnvelope,
+};
+use waybill_runtime::{ApiError, Auth};
+use waybill_store::{
+    StoreError,
+    deliveries::{self, AttemptRecord, DeliveryRecord},
+    webhooks,
+};
+
+use super::{find_own, not_found, parse_id};
+use crate::{
+    envelope::One,
+    state::{AppState, StoreResultExt, store_error},
+};
+
+/// The outcome of a test send.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestOutcome {
+    /// Whether the receiver answered 2xx within the timeout.
+    pub succeeded: bool,
+    pub delivery_id: Uuid,
+    /// The test event's id (the `webhook-id` header the receiver got).
+    pub event_id: String,
+    pub status_code: Option<u16>,
+    pub duration_ms: u64,
+    pub error: Option<String>,
+    /// The first 4 KiB of the response body.
+    pub response_body: Option<String>,
+}
+
+/// Sends a `webhook.test` event now and answers with the outcome of that attempt (200 whatever
+/// the receiver answered; `succeeded` tells). An inactive subscription can be tested too.
+#[utoipa::path(
+    post, path = "/v1/webhooks/{id}/test", tag = "webhooks",
+    params(("id" = uuid::Uuid, Path, description = "Webhook id")),
+    responses(
+        (status = 200, body = crate::openapi::TestOutcomeResponse),
+        (status = 404, body = crate::openapi::ErrorResponse),
+    ),
+    security(("bearer" = ["webhooks:write"]))
+)]
+pub async fn test(
+    auth: Auth,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    auth.require_any(&[Scope::WebhooksWrite])?;
+    let id = parse_id(&path)?;
+    let mut conn = state.conn().await?;
+    find_own(&mut conn, &auth, id).await?;
+    let snapshot = webhooks::snapshot(&mut conn, id)
+        .await
+        .api()?
+        .ok_or_else(|| not_found(id))?;
+    let target = Target::from_snapshot(&snapshot, &state.cipher)
+        .map_err(|e| store_error(StoreError::Corrupt(e)))?;
+    let now = Utc::now().trunc_subsecs(6);
+    let tenant = auth.tenant.as_str();
+    let mut data = serde_json::Map::new();
+    data.insert("webhook_id".into(), json!(id));
+    data.insert(
+        "message".into(),
+        json!("This is a test event from Waybill."),
+    );
+    data.insert("sent_at".into(), json!(now));
+    let event = EventEnvelope {
+        id: format!("test_{}", Uuid::now_v7().simple()),
+        tenant: tenant.to_owned(),
+        kind: "webhook.test".into(),
+        client_id: None,
+        occurred_at: now,
+        received_at: now,
+        data,
+    };
+    let delivery = delivery_id(tenant, &event.id, id);
+    let body = receiver_body(&event);
+    let result = state
+        .outbound
+        .send(Attempt {
+            target: &target,
+            event: &event,
+            body: &body,
+            delivery_id: delivery,
+            number: 1,
+        })
+        .await;
+    deliveries::take_event(&mut conn, &event).await.api()?;
+    deliveries::record(&mut conn, &[record(&event, id, delivery, &result)])
+        .await
+        .api()?;
+    tracing::info!(tenant = %tenant, webhook_id = %id, status = ?result.status, "test event sent");
+    Ok(HttpResponse::Ok().json(One {
+        data: TestOutcome {
+            succeeded: result.succeeded(),
+            delivery_id: delivery,
+            event_id: event.id,
+            status_code: result.status,
+            duration_ms: u64::try_from(result.duration.as_millis()).unwrap_or(u64::MAX),
+            error: result.last_error(),
+            response_body: result.response_body,
+        },
+    }))
+}
+
+fn record(event: &EventEnvelope, webhook_id: Uuid, id: Uuid, r: &AttemptResult) -> DeliveryRecord {
+    DeliveryRecord {
+        id,
+        tenant: event.tenant.clone(),
+        webhook_id,
+        event_id: event.id.clone(),
+        event_type: event.kind.clone(),
+        status: if r.succeeded() { "succeeded" } else { "failed" },
+        attempts: 1,
+        last_status_code: r.status.map(i32::from),
+        last_error: r.last_error(),
+        next_attempt_at: None,
+        at: Utc::now(),
+        attempt: Some(AttemptRecord {
+            number: 1,
+            started_at: r.started_at,
+            duration_ms: i32::try_from(r.duration.as_millis()).unwrap_or(i32::MAX),
+            status_code: r.status.map(i32::from),
+            error: r.error.clone(),
+            response_body: r.response_body.clone(),
+        }),
+    }
+}
