@@ -6,6 +6,7 @@ pub mod envelope;
 pub mod events;
 pub mod openapi;
 pub mod relay;
+pub mod retention;
 pub mod routes;
 pub mod startup;
 pub mod state;

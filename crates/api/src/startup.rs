@@ -9,13 +9,14 @@ use tokio::sync::Notify;
 use waybill_bus::Broker;
 use waybill_runtime::{
     AuthState, JwtKeys, Settings,
+    config::{parse_duration, parse_duration_up_to},
     http::{Metrics, postgres_and_broker},
     rate_limit::TenantLimiter,
     service::{RunningService, Shared},
 };
 use waybill_store::Cipher;
 
-use crate::{relay, routes, state::AppState};
+use crate::{relay, retention::Retention, routes, state::AppState};
 
 /// The api service.
 pub struct Application;
@@ -34,12 +35,27 @@ impl Application {
             "Subscription changes not yet published to the broker.",
         )?;
         metrics.registry.register(Box::new(backlog.clone()))?;
+        let purged = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "retention_deleted_rows_total",
+                "Rows deleted by the retention job, by table.",
+            ),
+            &["table"],
+        )?;
+        metrics.registry.register(Box::new(purged.clone()))?;
+        let retention = Retention {
+            pool: pool.clone(),
+            period: parse_duration_up_to(&settings.retention.period, 3650)?,
+            interval: parse_duration(&settings.retention.interval)?,
+            batch_size: i64::from(settings.retention.batch_size),
+            purged,
+        };
         let state = AppState {
             pool: pool.clone(),
             broker: broker.clone(),
             outbound: waybill_dispatcher::outbound::Outbound::new(
                 settings.url_policy(),
-                waybill_runtime::config::parse_duration(&settings.delivery.timeout)?,
+                parse_duration(&settings.delivery.timeout)?,
             )?,
             cipher: Cipher::new(&settings.encryption_key()?)?,
             urls: settings.url_policy(),
@@ -60,6 +76,7 @@ impl Application {
             cfg.app_data(state.clone());
             routes::configure(cfg);
         })?;
+        service.spawn(move |stop| retention.run(stop));
         service.spawn(move |stop| relay::run(pool, broker, wakeup, backlog, stop));
         Ok(service)
     }

@@ -48,6 +48,13 @@ resync_interval = "5m"
 allow_http = false
 allowed_private_ranges = []
 
+[retention]
+# Events, deliveries and attempts older than this are deleted (at most 10 years).
+period = "30d"
+# How often the retention job runs, and how many rows it deletes per statement.
+interval = "10m"
+batch_size = 1000
+
 [rate_limit]
 per_second = 100
 burst = 200
@@ -77,6 +84,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub security: SecuritySettings,
     pub rate_limit: RateLimitSettings,
+    pub retention: RetentionSettings,
     pub log: LogSettings,
 }
 
@@ -139,6 +147,17 @@ pub struct SecuritySettings {
     pub allow_http: bool,
     /// Non-public ranges receivers may live in anyway.
     pub allowed_private_ranges: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Age past which events, deliveries and attempts are deleted (`30d`).
+    pub period: String,
+    /// How often the retention job runs (`10m`).
+    pub interval: String,
+    /// Rows deleted per statement, so no statement holds locks for long.
+    pub batch_size: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -218,6 +237,11 @@ impl Settings {
         self.retry_schedule()?;
         parse_duration(&self.delivery.timeout).context("delivery.timeout")?;
         parse_duration(&self.delivery.resync_interval).context("delivery.resync_interval")?;
+        parse_duration_up_to(&self.retention.period, 3650).context("retention.period")?;
+        parse_duration(&self.retention.interval).context("retention.interval")?;
+        if self.retention.batch_size == 0 {
+            bail!("retention.batch_size must be positive");
+        }
         if self.delivery.concurrency == 0 || self.delivery.fanout_concurrency == 0 {
             bail!("delivery.concurrency and delivery.fanout_concurrency must be positive");
         }
@@ -301,8 +325,13 @@ impl Settings {
     }
 }
 
-/// Parses `250ms`, `30s`, `5m`, `1h`, `1d` (a positive whole number and a unit).
+/// Parses `250ms`, `30s`, `5m`, `1h`, `1d` (a positive whole number and a unit), at most 7 days.
 pub fn parse_duration(raw: &str) -> anyhow::Result<std::time::Duration> {
+    parse_duration_up_to(raw, 7)
+}
+
+/// [`parse_duration`] with a longest value of `max_days` days.
+pub fn parse_duration_up_to(raw: &str, max_days: u64) -> anyhow::Result<std::time::Duration> {
     let raw = raw.trim();
     let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
     let (num, unit) = raw.split_at(split);
@@ -318,8 +347,10 @@ pub fn parse_duration(raw: &str) -> anyhow::Result<std::time::Duration> {
         _ => bail!("expected a unit: ms, s, m, h or d"),
     };
     match ms {
-        Some(ms) if ms > 0 && ms <= 7 * 86_400_000 => Ok(std::time::Duration::from_millis(ms)),
-        _ => bail!("must be more than 0 and at most 7 days"),
+        Some(ms) if ms > 0 && ms <= max_days.saturating_mul(86_400_000) => {
+            Ok(std::time::Duration::from_millis(ms))
+        }
+        _ => bail!("must be more than 0 and at most {max_days} days"),
     }
 }
 

@@ -4,6 +4,7 @@ pub mod crypto;
 pub mod deliveries;
 pub mod event_types;
 pub mod outbox;
+pub mod retention;
 pub mod schema;
 pub mod webhooks;
 

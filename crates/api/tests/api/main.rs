@@ -12,6 +12,7 @@ mod helpers;
 mod http_edges;
 mod openapi;
 mod process;
+mod retention;
 mod robustness;
 mod secrets;
 mod webhooks_create;
