@@ -3,6 +3,7 @@
 
 mod api_roundtrip;
 mod delivery_latency;
+mod delivery_log;
 mod ingest_throughput;
 mod scratch;
 mod stats;
@@ -32,6 +33,20 @@ enum Scenario {
         #[arg(long, default_value_t = 2_000)]
         requests: u32,
         /// Also write the result as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Delivery log reads with millions of attempt rows in the table.
+    DeliveryLog {
+        /// Attempt rows seeded (two per delivery).
+        #[arg(long, default_value_t = 10_000_000)]
+        attempts: i64,
+        /// Subscriptions the deliveries are spread over (one of them is measured).
+        #[arg(long, default_value_t = 1_000)]
+        subscriptions: i64,
+        /// Measured requests of each kind (after 50 unmeasured ones).
+        #[arg(long, default_value_t = 1_000)]
+        requests: u32,
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -71,6 +86,20 @@ async fn main() -> std::process::ExitCode {
             api_roundtrip::run(api_roundtrip::Params {
                 seed,
                 tenants,
+                requests,
+                json,
+            })
+            .await
+        }
+        Scenario::DeliveryLog {
+            attempts,
+            subscriptions,
+            requests,
+            json,
+        } => {
+            delivery_log::run(delivery_log::Params {
+                attempts,
+                subscriptions,
                 requests,
                 json,
             })
