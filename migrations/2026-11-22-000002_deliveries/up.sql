@@ -31,7 +31,9 @@ CREATE TABLE deliveries (
     created_at timestamptz NOT NULL,
     updated_at timestamptz NOT NULL
 );
-CREATE INDEX deliveries_webhook_created_idx ON deliveries (webhook_id, created_at DESC, id);
+-- The delivery log reads a subscription's newest first; the count of a filter-less listing is an
+-- index-only scan of it.
+CREATE INDEX deliveries_webhook_created_idx ON deliveries (webhook_id, created_at DESC, id DESC);
 CREATE INDEX deliveries_created_idx ON deliveries (created_at);
 
 -- Every HTTP attempt of a delivery (or a refusal before any request, such as a blocked address).

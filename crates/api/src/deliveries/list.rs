@@ -86,16 +86,10 @@ pub async fn list(
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    let (rows, count) = deliveries::list(
-        &mut conn,
-        auth.tenant.as_str(),
-        id,
-        &filter,
-        paging.limit,
-        paging.offset(),
-    )
-    .await
-    .api()?;
+    // `find_own` above made sure the subscription is the caller's.
+    let (rows, count) = deliveries::list(&mut conn, id, &filter, paging.limit, paging.offset())
+        .await
+        .api()?;
     let data = rows.iter().map(DeliveryView::from).collect();
     let path = format!("/v1/webhooks/{id}/deliveries");
     Ok(HttpResponse::Ok().json(paging.page(&path, &pairs, data, count)))
