@@ -1,12 +1,11 @@
 //! `GET /v1/webhooks/{id}/deliveries`.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use chrono::{DateTime, Utc};
 use waybill_domain::{Scope, ValidationErrors, catalog::TypeStatus};
 use waybill_runtime::{ApiError, Auth, body::query_pairs};
 use waybill_store::deliveries::{self, DeliveryFilter};
 
-use super::view::DeliveryView;
+use super::{parse_time, view::DeliveryView};
 use crate::{
     envelope::Paging,
     state::{AppState, StoreResultExt},
@@ -14,19 +13,6 @@ use crate::{
 };
 
 const PARAMS: &[&str] = &["status", "event_type", "since", "until", "limit", "page"];
-
-fn parse_time(field: &str, raw: &str, errors: &mut ValidationErrors) -> Option<DateTime<Utc>> {
-    match DateTime::parse_from_rfc3339(raw) {
-        Ok(t) => Some(t.with_timezone(&Utc)),
-        Err(_) => {
-            errors.add(
-                field,
-                "must be an RFC 3339 timestamp such as 2026-01-10T10:30:00Z",
-            );
-            None
-        }
-    }
-}
 
 /// A subscription's deliveries, newest first.
 #[utoipa::path(

@@ -21,7 +21,7 @@ use waybill_store::{
     deliveries::{self, DeliveryRow, EventRow},
 };
 
-use super::view::DeliveryView;
+use super::{parse_time, view::DeliveryView};
 use crate::{
     envelope::One,
     state::{AppState, store_error},
@@ -197,19 +197,6 @@ pub struct RecoverInput {
 struct RecoverBody {
     since: Option<String>,
     until: Option<String>,
-}
-
-fn parse_time(field: &str, raw: &str, errors: &mut ValidationErrors) -> Option<DateTime<Utc>> {
-    match DateTime::parse_from_rfc3339(raw) {
-        Ok(t) => Some(t.with_timezone(&Utc)),
-        Err(_) => {
-            errors.add(
-                field,
-                "must be an RFC 3339 timestamp such as 2026-01-10T10:30:00Z",
-            );
-            None
-        }
-    }
 }
 
 /// Retries every failed delivery of a subscription created in a window. Calling it twice queues
