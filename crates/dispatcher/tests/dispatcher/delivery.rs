@@ -100,11 +100,7 @@ async fn requests_follow_the_contract_for_every_auth_type() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn during_a_rotation_both_keys_sign() {
     let stack = Stack::start().await;
-    let rx = Receiver::start().await;
-    let id = stack
-        .subscribe("acme", json!({"url": rx.url("/a"), "events": ["stock.*"]}))
-        .await;
-    stack.wait_indexed(1).await;
+    let (rx, id) = stack.receiver_for(json!(["stock.*"])).await;
     let old = stack.secret("acme", &id).await;
     let (status, body) = stack
         .call(

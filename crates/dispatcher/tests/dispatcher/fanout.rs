@@ -80,11 +80,7 @@ async fn each_event_reaches_exactly_the_matching_subscriptions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_republished_event_id_is_fanned_out_once() {
     let stack = Stack::start().await;
-    let rx = Receiver::start().await;
-    let id = stack
-        .subscribe("acme", json!({"url": rx.url("/a"), "events": ["stock.*"]}))
-        .await;
-    stack.wait_indexed(1).await;
+    let (rx, id) = stack.receiver_for(json!(["stock.*"])).await;
     stack.publish("acme", "stock.updated", "dup-1", None).await;
     stack.wait_delivery(&id, "dup-1", "succeeded").await;
     stack.publish("acme", "stock.updated", "dup-1", None).await;
@@ -124,11 +120,7 @@ async fn a_republished_event_id_is_fanned_out_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_events_are_parked_with_a_reason_and_do_not_block_the_queue() {
     let stack = Stack::start().await;
-    let rx = Receiver::start().await;
-    let id = stack
-        .subscribe("acme", json!({"url": rx.url("/a"), "events": ["*"]}))
-        .await;
-    stack.wait_indexed(1).await;
+    let (rx, id) = stack.receiver_for(json!(["*"])).await;
     stack.publish_raw("order.shipped", "x1", b"{not json").await;
     let unknown = json!({"id": "x2", "tenant": "acme", "type": "order.teleported", "client_id": null,
         "occurred_at": "2026-01-10T10:30:00Z", "received_at": "2026-01-10T10:30:00Z", "data": {}});
@@ -184,11 +176,7 @@ async fn invalid_events_are_parked_with_a_reason_and_do_not_block_the_queue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deactivated_event_type_is_not_delivered() {
     let stack = Stack::start().await;
-    let rx = Receiver::start().await;
-    let id = stack
-        .subscribe("acme", json!({"url": rx.url("/a"), "events": ["order.*"]}))
-        .await;
-    stack.wait_indexed(1).await;
+    let (rx, id) = stack.receiver_for(json!(["order.*"])).await;
     let (status, body) = stack
         .call(
             Method::PATCH,

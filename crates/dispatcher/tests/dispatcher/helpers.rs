@@ -204,6 +204,28 @@ impl Stack {
         reply["data"]["id"].as_str().unwrap().to_owned()
     }
 
+    /// A receiver, and one subscription of `acme` to its `/a` for `events`, in every
+    /// dispatcher's index.
+    pub async fn receiver_for(&self, events: Value) -> (Receiver, String) {
+        let rx = Receiver::start().await;
+        let id = self
+            .subscribe("acme", json!({"url": rx.url("/a"), "events": events}))
+            .await;
+        self.wait_indexed(self.indexed_now().await + 1).await;
+        (rx, id)
+    }
+
+    /// Subscriptions in the first dispatcher's index (0 without a dispatcher).
+    async fn indexed_now(&self) -> usize {
+        match self.dispatchers.as_slice().first() {
+            Some(port) => {
+                self.metric(*port, "waybill_dispatcher_index_subscriptions", "")
+                    .await as usize
+            }
+            None => 0,
+        }
+    }
+
     /// The current signing secret of a subscription.
     pub async fn secret(&self, tenant: &str, id: &str) -> String {
         let (status, reply) = self

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{Receiver, Stack};
+use crate::helpers::Stack;
 
 #[test]
 fn committed_openapi_document_matches_the_code() {
@@ -23,11 +23,7 @@ fn committed_openapi_document_matches_the_code() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_metrics_and_openapi_are_served() {
     let stack = Stack::start().await;
-    let rx = Receiver::start().await;
-    let id = stack
-        .subscribe("acme", json!({"url": rx.url("/a"), "events": ["stock.*"]}))
-        .await;
-    stack.wait_indexed(1).await;
+    let (_rx, id) = stack.receiver_for(json!(["stock.*"])).await;
     stack.publish("acme", "stock.updated", "ops-1", None).await;
     stack.wait_delivery(&id, "ops-1", "succeeded").await;
     let base = format!("http://127.0.0.1:{}", stack.dispatchers[0]);

@@ -112,12 +112,8 @@ async fn a_retry_uses_the_subscription_as_it_is_now_whatever_the_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recover_retries_the_failed_deliveries_of_a_window_once() {
     let stack = Stack::start_with(|s| s.delivery.retry_schedule = vec![], 1).await;
-    let rx = Receiver::start().await;
+    let (rx, id) = stack.receiver_for(json!(["stock.*"])).await;
     rx.set_default(Reply::status(503));
-    let id = stack
-        .subscribe("acme", json!({"url": rx.url("/a"), "events": ["stock.*"]}))
-        .await;
-    stack.wait_indexed(1).await;
     stack.publish("acme", "stock.updated", "old", None).await;
     stack.wait_delivery(&id, "old", "failed").await;
     tokio::time::sleep(Duration::from_millis(20)).await;

@@ -10,12 +10,8 @@ use crate::helpers::{Receiver, Reply, Stack, WAIT};
 async fn a_failing_receiver_gets_every_attempt_then_the_delivery_fails() {
     // Schedule 50ms, 100ms, 200ms: four attempts.
     let stack = Stack::start().await;
-    let rx = Receiver::start().await;
+    let (rx, id) = stack.receiver_for(json!(["stock.*"])).await;
     rx.set_default(Reply::status(500).with_body("database is down"));
-    let id = stack
-        .subscribe("acme", json!({"url": rx.url("/a"), "events": ["stock.*"]}))
-        .await;
-    stack.wait_indexed(1).await;
     stack.publish("acme", "stock.updated", "ev-f", None).await;
     let d = stack.wait_delivery(&id, "ev-f", "failed").await;
     let seen = rx.received();
@@ -127,13 +123,9 @@ async fn retry_after_pushes_the_next_attempt_to_a_longer_tier() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirects_are_failures_and_not_followed() {
     let stack = Stack::start_with(|s| s.delivery.retry_schedule = vec![], 1).await;
-    let rx = Receiver::start().await;
+    let (rx, id) = stack.receiver_for(json!(["stock.*"])).await;
     rx.set_default(Reply::status(200));
     rx.script([Reply::status(302).with_header("Location", &rx.url("/moved"))]);
-    let id = stack
-        .subscribe("acme", json!({"url": rx.url("/a"), "events": ["stock.*"]}))
-        .await;
-    stack.wait_indexed(1).await;
     stack.publish("acme", "stock.updated", "ev-3xx", None).await;
     let d = stack.wait_delivery(&id, "ev-3xx", "failed").await;
     assert_eq!((d.attempts, d.last_status_code), (1, Some(302)));
