@@ -120,9 +120,14 @@ impl Deliver {
         }
     }
 
-    /// Whether Postgres shows this attempt as already made (the message is a redelivery or a
-    /// duplicate from a repeated fan-out or retry).
-    async fn already_done(&self, msg: &DeliveryMessage, number: u32) -> Result<bool, String> {
+    /// Whether Postgres shows this attempt as already made (the message is a redelivery, a
+    /// duplicate from a repeated fan-out or retry, or a second replay of the same number).
+    async fn already_done(
+        &self,
+        msg: &DeliveryMessage,
+        number: u32,
+        manual: bool,
+    ) -> Result<bool, String> {
         let mut conn = waybill_store::conn(&self.pool)
             .await
             .map_err(|e| e.to_string())?;
@@ -130,7 +135,8 @@ impl Deliver {
             .await
             .map_err(|e| e.to_string())?;
         Ok(match progress {
-            Some((status, _)) if status == "succeeded" => true,
+            // A tenant's retry is made after a success too, but only once per number.
+            Some((status, _)) if status == "succeeded" && !manual => true,
             Some((_, attempts)) => i64::from(attempts) >= i64::from(number),
             None => false,
         })
@@ -176,8 +182,9 @@ impl Deliver {
         msg: &DeliveryMessage,
         number: u32,
         recheck: bool,
+        manual: bool,
     ) -> Result<Settled, String> {
-        if recheck && self.already_done(msg, number).await? {
+        if recheck && self.already_done(msg, number, manual).await? {
             return Ok(Settled::AlreadyDone);
         }
         let cancel = |why: &str| {
@@ -323,9 +330,9 @@ impl Handler for Deliver {
         };
         // A tenant's retry is made whatever Postgres says; anything else that may repeat an
         // attempt already made is checked first.
-        let recheck =
-            !has(MANUAL_HEADER) && (delivery.redelivered || number > 1 || has(REFANOUT_HEADER));
-        match self.process(&msg, number, recheck).await {
+        let manual = has(MANUAL_HEADER);
+        let recheck = delivery.redelivered || manual || number > 1 || has(REFANOUT_HEADER);
+        match self.process(&msg, number, recheck, manual).await {
             Ok(settled) => {
                 let outcome = match settled {
                     Settled::Succeeded => "succeeded",

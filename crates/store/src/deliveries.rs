@@ -146,10 +146,11 @@ pub struct DeliveryRecord {
     pub attempt: Option<AttemptRecord>,
 }
 
-/// Writes a batch of delivery states and attempts in one transaction of two statements. A
-/// state never replaces a final one (`succeeded`, `failed`) or one with more attempts, so a late
-/// or repeated message cannot roll a delivery back; within the batch the state with the most
-/// attempts wins.
+/// Writes a batch of delivery states and attempts in one transaction of two statements. A state
+/// replaces the recorded one only when it has more attempts, or as many while the recorded one
+/// is still `pending`: a late or repeated message cannot roll a delivery back, and a final status
+/// changes only through a newer attempt (a tenant's retry). Within the batch the state with the
+/// most attempts wins.
 pub async fn record(conn: &mut AsyncPgConnection, batch: &[DeliveryRecord]) -> QueryResult<()> {
     let mut latest: HashMap<Uuid, &DeliveryRecord> = HashMap::with_capacity(batch.len());
     let mut attempts: HashMap<(Uuid, i32), (Uuid, &AttemptRecord)> = HashMap::new();
@@ -180,7 +181,8 @@ pub async fn record(conn: &mut AsyncPgConnection, batch: &[DeliveryRecord]) -> Q
                attempts = EXCLUDED.attempts, last_status_code = EXCLUDED.last_status_code, \
                last_error = EXCLUDED.last_error, next_attempt_at = EXCLUDED.next_attempt_at, \
                updated_at = EXCLUDED.updated_at \
-             WHERE deliveries.status = 'pending' AND deliveries.attempts <= EXCLUDED.attempts",
+             WHERE deliveries.attempts < EXCLUDED.attempts \
+                OR (deliveries.status = 'pending' AND deliveries.attempts = EXCLUDED.attempts)",
         )
         .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.id).collect::<Vec<_>>())
         .bind::<Array<Text>, _>(rows.iter().map(|r| r.tenant.as_str()).collect::<Vec<_>>())
@@ -423,6 +425,12 @@ pub async fn failed_in_window(
         .filter(deliveries::status.eq("failed"))
         .filter(deliveries::created_at.ge(since))
         .filter(deliveries::created_at.lt(until.unwrap_or(DateTime::<Utc>::MAX_UTC)))
+        // One whose event is past retention cannot be replayed; it must not block the rest.
+        .filter(diesel::dsl::exists(
+            events::table
+                .filter(events::tenant.eq(deliveries::tenant))
+                .filter(events::id.eq(deliveries::event_id)),
+        ))
         .order((deliveries::created_at.asc(), deliveries::id.asc()))
         .limit(limit)
         .select(deliveries::id)

@@ -18,6 +18,8 @@ pub struct Purged {
 
 /// Deletes one batch of each table older than `cutoff`: attempts by start, settled deliveries
 /// by creation (a `pending` one is still owed and stays), events by reception once fanned out.
+/// The conditions are repeated on the outer statement, so a row changed meanwhile (a delivery
+/// reopened by a retry) is checked again when its lock is granted.
 pub async fn purge_batch(
     conn: &mut AsyncPgConnection,
     cutoff: DateTime<Utc>,
@@ -25,7 +27,7 @@ pub async fn purge_batch(
 ) -> diesel::QueryResult<Purged> {
     let attempts = sql_query(
         "DELETE FROM delivery_attempts WHERE ctid = ANY(ARRAY(\
-           SELECT ctid FROM delivery_attempts WHERE started_at < $1 LIMIT $2))",
+           SELECT ctid FROM delivery_attempts WHERE started_at < $1 LIMIT $2)) AND started_at < $1",
     )
     .bind::<Timestamptz, _>(cutoff)
     .bind::<BigInt, _>(batch)
@@ -33,7 +35,8 @@ pub async fn purge_batch(
     .await?;
     let deliveries = sql_query(
         "DELETE FROM deliveries WHERE ctid = ANY(ARRAY(\
-           SELECT ctid FROM deliveries WHERE created_at < $1 AND status <> 'pending' LIMIT $2))",
+           SELECT ctid FROM deliveries WHERE created_at < $1 AND status <> 'pending' LIMIT $2)) \
+         AND created_at < $1 AND status <> 'pending'",
     )
     .bind::<Timestamptz, _>(cutoff)
     .bind::<BigInt, _>(batch)
@@ -41,7 +44,8 @@ pub async fn purge_batch(
     .await?;
     let events = sql_query(
         "DELETE FROM events WHERE ctid = ANY(ARRAY(\
-           SELECT ctid FROM events WHERE created_at < $1 AND fanned_out_at IS NOT NULL LIMIT $2))",
+           SELECT ctid FROM events WHERE created_at < $1 AND fanned_out_at IS NOT NULL LIMIT $2)) \
+         AND created_at < $1 AND fanned_out_at IS NOT NULL",
     )
     .bind::<Timestamptz, _>(cutoff)
     .bind::<BigInt, _>(batch)

@@ -122,6 +122,17 @@ async fn recover_retries_the_failed_deliveries_of_a_window_once() {
         stack.publish("acme", "stock.updated", e, None).await;
         stack.wait_delivery(&id, e, "failed").await;
     }
+    // One more failed delivery whose event record is gone: it cannot be replayed, and must not
+    // keep the others from being recovered.
+    stack.publish("acme", "stock.updated", "gone", None).await;
+    stack.wait_delivery(&id, "gone", "failed").await;
+    let mut conn = stack.sql().await;
+    diesel_async::RunQueryDsl::execute(
+        diesel::sql_query("DELETE FROM events WHERE id = 'gone'"),
+        &mut conn,
+    )
+    .await
+    .unwrap();
     rx.set_default(Reply::status(200));
     let token = stack.token("acme");
     let path = format!("/v1/webhooks/{id}/recover");
@@ -142,8 +153,9 @@ async fn recover_retries_the_failed_deliveries_of_a_window_once() {
     let old = stack.wait_delivery(&id, "old", "failed").await;
     assert_eq!(old.attempts, 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
+    stack.wait_delivery(&id, "gone", "failed").await;
     // Each of the three was sent once more, nothing else.
-    assert_eq!(rx.count(), 4 + 3);
+    assert_eq!(rx.count(), 5 + 3);
 
     for (body, field) in [
         (json!({}), "since"),
