@@ -24,7 +24,7 @@ use waybill_store::{
     webhooks,
 };
 
-use super::{find_own, not_found, parse_id};
+use super::{not_found, parse_id};
 use crate::{
     envelope::One,
     state::{AppState, StoreResultExt, store_error},
@@ -64,10 +64,12 @@ pub async fn test(
     auth.require_any(&[Scope::WebhooksWrite])?;
     let id = parse_id(&path)?;
     let mut conn = state.conn().await?;
-    find_own(&mut conn, &auth, id).await?;
+    // One read gives both the tenant check and what the request needs; another tenant's
+    // subscription is as missing as none.
     let snapshot = webhooks::snapshot(&mut conn, id)
         .await
         .api()?
+        .filter(|s| s.tenant == auth.tenant.as_str())
         .ok_or_else(|| not_found(id))?;
     let target = Target::from_snapshot(&snapshot, &state.cipher)
         .map_err(|e| store_error(StoreError::Corrupt(e)))?;
