@@ -68,10 +68,14 @@ pub struct WebhookCreate {
     pub secret: Option<String>,
     /// Default `true`.
     pub active: Option<bool>,
+    /// Most deliveries per second sent to the receiver, enforced over every dispatcher replica;
+    /// deliveries over it wait their turn. Default `null`: no limit.
+    #[schema(minimum = 1, maximum = 10000)]
+    pub rate_limit: Option<u32>,
 }
 
 /// Body of `PATCH /v1/webhooks/{id}`: any create field but `secret`; `headers` and `auth`
-/// replace the whole value; `null` is refused.
+/// replace the whole value; `null` is refused except for `rate_limit`.
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookUpdate {
@@ -92,9 +96,12 @@ pub struct WebhookUpdate {
     pub headers: Option<BTreeMap<String, String>>,
     #[schema(nullable = false)]
     pub auth: Option<AuthRequest>,
-    /// Setting `true` also clears `disabled_reason`.
+    /// Setting `true` also clears `disabled_reason` and closes the circuit breaker.
     #[schema(nullable = false)]
     pub active: Option<bool>,
+    /// 1–10000 deliveries per second; `null` removes the limit.
+    #[schema(minimum = 1, maximum = 10000)]
+    pub rate_limit: Option<u32>,
 }
 
 /// Body of `POST /v1/webhooks/{id}/secret/rotate`.

@@ -60,6 +60,10 @@ pub struct SubscriptionSnapshot {
     pub secrets: Vec<SecretSnapshot>,
     pub active: bool,
     pub disabled_reason: Option<String>,
+    /// Deliveries per second the receiver accepts; `None`: no limit. Absent in messages of
+    /// earlier versions.
+    #[serde(default)]
+    pub rate_limit: Option<u32>,
     pub revision: i64,
 }
 

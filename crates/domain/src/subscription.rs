@@ -16,6 +16,8 @@ pub const MAX_EVENTS: usize = 100;
 pub const MAX_CLIENT_IDS: usize = 1000;
 /// Most custom headers.
 pub const MAX_HEADERS: usize = 20;
+/// Highest `rate_limit`, in deliveries per second.
+pub const MAX_RATE_LIMIT: u32 = 10_000;
 
 /// The editable fields of a subscription as a client sent them: every one optional, so the
 /// same shape serves create (absent = default) and update (absent = unchanged).
@@ -30,6 +32,9 @@ pub struct WebhookInput {
     pub headers: Option<BTreeMap<String, String>>,
     pub auth: Option<AuthInput>,
     pub active: Option<bool>,
+    /// `Some(None)`: remove the limit. Read by the HTTP layer, which tells `null` from absent.
+    #[serde(skip)]
+    pub rate_limit: Option<Option<i64>>,
 }
 
 /// The `auth` object as sent.
@@ -181,6 +186,9 @@ pub struct WebhookSettings {
     pub headers: BTreeMap<String, String>,
     pub auth: WebhookAuth,
     pub active: bool,
+    /// Deliveries per second the receiver accepts, over every dispatcher replica; `None`: no
+    /// limit.
+    pub rate_limit: Option<u32>,
 }
 
 /// What the rules consult besides the input.
@@ -281,6 +289,20 @@ impl WebhookSettings {
             );
         }
         let active = input.active.unwrap_or(base.is_none_or(|b| b.active));
+        let rate_limit = match input.rate_limit {
+            None => base.and_then(|b| b.rate_limit),
+            Some(None) => None,
+            Some(Some(n)) => match u32::try_from(n) {
+                Ok(n) if (1..=MAX_RATE_LIMIT).contains(&n) => Some(n),
+                _ => {
+                    errors.add(
+                        "rate_limit",
+                        format!("must be from 1 to {MAX_RATE_LIMIT} deliveries per second, or null for no limit"),
+                    );
+                    None
+                }
+            },
+        };
 
         match (
             name,
@@ -311,6 +333,7 @@ impl WebhookSettings {
                 headers,
                 auth,
                 active,
+                rate_limit,
             }),
             _ => Err(errors),
         }

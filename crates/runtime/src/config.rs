@@ -42,6 +42,16 @@ fanout_concurrency = 32
 # How often the subscription index is rebuilt from Postgres, besides the change feed.
 resync_interval = "5m"
 
+[breaker]
+# Failed requests in a row that open a receiver's circuit: its deliveries then wait in the delay
+# queues without a request until one probe, sent when the cooldown ends, succeeds.
+failure_threshold = 5
+# How long the circuit first stays open; each failed probe doubles it, up to max_cooldown.
+cooldown = "30s"
+max_cooldown = "10m"
+# A receiver that has not succeeded for this long is disabled (at most 90 days).
+disable_after = "5d"
+
 [auth]
 
 [security]
@@ -81,6 +91,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub broker: BrokerSettings,
     pub delivery: DeliverySettings,
+    pub breaker: BreakerSettings,
     pub auth: AuthSettings,
     pub security: SecuritySettings,
     pub rate_limit: RateLimitSettings,
@@ -147,6 +158,19 @@ pub struct SecuritySettings {
     pub allow_http: bool,
     /// Non-public ranges receivers may live in anyway.
     pub allowed_private_ranges: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSettings {
+    /// Failed requests in a row that open the circuit.
+    pub failure_threshold: u32,
+    /// How long the circuit first stays open (`30s`).
+    pub cooldown: String,
+    /// The longest it stays open after failed probes (`10m`).
+    pub max_cooldown: String,
+    /// Failing without a success this long disables the subscription (`5d`).
+    pub disable_after: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -238,6 +262,8 @@ impl Settings {
         parse_duration(&self.delivery.timeout).context("delivery.timeout")?;
         parse_duration(&self.delivery.resync_interval).context("delivery.resync_interval")?;
         parse_duration_up_to(&self.retention.period, 3650).context("retention.period")?;
+        self.breaker_policy()?;
+        self.disable_after()?;
         parse_duration(&self.retention.interval).context("retention.interval")?;
         if self.retention.batch_size == 0 {
             bail!("retention.batch_size must be positive");
@@ -297,6 +323,32 @@ impl Settings {
                 parse_duration(raw).with_context(|| format!("delivery.retry_schedule: `{raw}` is not a duration such as 250ms, 30s, 5m or 1h"))
             })
             .collect()
+    }
+
+    /// The circuit breaker's settings.
+    pub fn breaker_policy(&self) -> anyhow::Result<waybill_store::endpoints::BreakerPolicy> {
+        let b = &self.breaker;
+        if b.failure_threshold == 0 {
+            bail!("breaker.failure_threshold must be positive");
+        }
+        let cooldown = parse_duration(&b.cooldown).context("breaker.cooldown")?;
+        let max_cooldown = parse_duration(&b.max_cooldown).context("breaker.max_cooldown")?;
+        if max_cooldown < cooldown {
+            bail!("breaker.max_cooldown must not be shorter than breaker.cooldown");
+        }
+        let longest_gap = self.retry_schedule()?.into_iter().max().unwrap_or_default();
+        Ok(waybill_store::endpoints::BreakerPolicy {
+            threshold: b.failure_threshold,
+            cooldown,
+            max_cooldown,
+            // Twice the longest time a failing receiver can go without a request.
+            streak_gap: longest_gap.max(max_cooldown) * 2,
+        })
+    }
+
+    /// How long a receiver may fail without a success before it is disabled.
+    pub fn disable_after(&self) -> anyhow::Result<std::time::Duration> {
+        parse_duration_up_to(&self.breaker.disable_after, 90).context("breaker.disable_after")
     }
 
     /// The broker objects these settings describe.

@@ -2,6 +2,7 @@
 
 pub mod crypto;
 pub mod deliveries;
+pub mod endpoints;
 pub mod event_types;
 pub mod outbox;
 pub mod retention;

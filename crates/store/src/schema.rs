@@ -32,6 +32,7 @@ diesel::table! {
         auth_credential -> Nullable<Binary>,
         active -> Bool,
         disabled_reason -> Nullable<Text>,
+        rate_limit -> Nullable<Int4>,
         revision -> Int8,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
@@ -104,6 +105,24 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    endpoint_health (webhook_id) {
+        webhook_id -> Uuid,
+        failures -> Int4,
+        failing_since -> Timestamptz,
+        open_until -> Nullable<Timestamptz>,
+        cooldown_ms -> Int4,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    endpoint_throttle (webhook_id) {
+        webhook_id -> Uuid,
+        next_slot -> Timestamptz,
+    }
+}
+
 diesel::joinable!(webhook_secrets -> webhooks (webhook_id));
 diesel::allow_tables_to_appear_in_same_query!(
     event_types,
@@ -112,5 +131,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     subscription_changes,
     events,
     deliveries,
-    delivery_attempts
+    delivery_attempts,
+    endpoint_health,
+    endpoint_throttle
 );

@@ -16,7 +16,7 @@ use waybill_domain::{
 use crate::{
     Cipher, StoreError,
     crypto::{credential_context, secret_context},
-    outbox,
+    endpoints, outbox,
     schema::{webhook_secrets, webhooks},
 };
 
@@ -47,6 +47,7 @@ pub struct WebhookRow {
     pub auth_credential: Option<Vec<u8>>,
     pub active: bool,
     pub disabled_reason: Option<String>,
+    pub rate_limit: Option<i32>,
     pub revision: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -111,6 +112,7 @@ impl WebhookRow {
             headers: self.header_map(),
             auth,
             active: self.active,
+            rate_limit: self.rate_limit.and_then(|r| u32::try_from(r).ok()),
         })
     }
 
@@ -138,6 +140,7 @@ impl WebhookRow {
                 .collect(),
             active: self.active,
             disabled_reason: self.disabled_reason.clone(),
+            rate_limit: self.rate_limit.and_then(|r| u32::try_from(r).ok()),
             revision: self.revision,
         }
     }
@@ -160,6 +163,7 @@ struct SettingsColumns {
     auth_header: Option<String>,
     auth_credential: Option<Vec<u8>>,
     active: bool,
+    rate_limit: Option<i32>,
 }
 
 impl SettingsColumns {
@@ -193,6 +197,7 @@ impl SettingsColumns {
             auth_header: header,
             auth_credential: credential,
             active: s.active,
+            rate_limit: s.rate_limit.and_then(|r| i32::try_from(r).ok()),
         })
     }
 }
@@ -324,6 +329,11 @@ pub async fn update(
         .await
         .optional()?;
         if let Some(row) = &row {
+            if row.active {
+                // Any change of an active subscription (a fixed URL, or turning it back on)
+                // closes its circuit and starts a new failing streak.
+                endpoints::forget(conn, row.id).await?;
+            }
             record_change(conn, ChangeKind::Updated, row, now).await?;
         }
         Ok(row)
@@ -352,9 +362,52 @@ pub async fn delete(
         let Some(mut row) = deleted else {
             return Ok(false);
         };
+        endpoints::forget(conn, row.id).await?;
         row.revision += 1;
         record_change(conn, ChangeKind::Deleted, &row, now).await?;
         Ok(true)
+    })
+    .await
+}
+
+/// Turns off a subscription the platform gave up on, with the reason shown to its tenant.
+/// `notify` runs inside the transaction, once the new row is known and before the commit: an
+/// error from it undoes the change, so the tenant is never left untold. `None` when the
+/// subscription is gone or already inactive (another replica got there first).
+pub async fn disable<F, Fut>(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    reason: &str,
+    notify: F,
+) -> Result<Option<WebhookRow>, StoreError>
+where
+    F: FnOnce(WebhookRow) -> Fut + Send,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    let reason = reason.to_owned();
+    conn.transaction::<_, StoreError, _>(async move |conn| {
+        let now = now_micros();
+        let row = diesel::update(
+            webhooks::table
+                .filter(webhooks::id.eq(id))
+                .filter(webhooks::active.eq(true)),
+        )
+        .set((
+            webhooks::active.eq(false),
+            webhooks::disabled_reason.eq(Some(reason)),
+            webhooks::revision.eq(webhooks::revision + 1),
+            webhooks::updated_at.eq(now),
+        ))
+        .returning(WebhookRow::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?;
+        if let Some(row) = &row {
+            endpoints::forget(conn, row.id).await?;
+            record_change(conn, ChangeKind::Updated, row, now).await?;
+            notify(row.clone()).await.map_err(StoreError::Unavailable)?;
+        }
+        Ok(row)
     })
     .await
 }

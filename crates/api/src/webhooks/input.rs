@@ -1,5 +1,6 @@
 //! Turns a create or update body into a [`WebhookInput`]: unknown fields (also inside `auth`)
-//! are 422s, wrong types 400s, and `null` means "default" on create but is refused on update.
+//! are 422s, wrong types 400s, and `null` means "default" on create but is refused on update
+//! (except `rate_limit`, where `null` means "no limit").
 
 use serde_json::{Map, Value};
 use waybill_domain::{ValidationErrors, WebhookInput, subscription::AuthInput};
@@ -16,6 +17,7 @@ const FIELDS: &[&str] = &[
     "auth",
     "secret",
     "active",
+    "rate_limit",
 ];
 
 /// Whether the body creates a subscription or updates one.
@@ -36,6 +38,26 @@ pub fn parse(mut map: Map<String, Value>, mode: Mode) -> Result<Parsed, ApiError
     let mut errors = ValidationErrors::new();
     body::unknown_fields(&map, FIELDS, "", &mut errors);
     map.retain(|k, _| FIELDS.contains(&k.as_str()));
+    // `null` is a value here (no limit), on create and update alike.
+    let rate_limit = match map.remove("rate_limit") {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(n) => Some(Some(n)),
+            None => {
+                errors.add(
+                    "rate_limit",
+                    "must be a whole number of deliveries per second",
+                );
+                None
+            }
+        },
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "Invalid value for `rate_limit`: expected an integer or null.",
+            ));
+        }
+    };
     match mode {
         Mode::Create => map.retain(|_, v| !v.is_null()),
         Mode::Update => {
@@ -81,7 +103,8 @@ pub fn parse(mut map: Map<String, Value>, mode: Mode) -> Result<Parsed, ApiError
             ));
         }
     };
-    let input: WebhookInput = body::typed(map)?;
+    let mut input: WebhookInput = body::typed(map)?;
+    input.rate_limit = rate_limit;
     Ok(Parsed {
         input,
         secret,

@@ -29,7 +29,12 @@ pub struct WebhookView {
     #[schema(example = "••••••••")]
     pub secret: &'static str,
     pub active: bool,
+    /// Why the platform turned the subscription off (its receiver kept failing); cleared when it
+    /// is turned back on.
     pub disabled_reason: Option<String>,
+    /// Most deliveries per second sent to the receiver, over every dispatcher; `null`: no limit.
+    #[schema(example = 50, minimum = 1, maximum = 10000)]
+    pub rate_limit: Option<u32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -75,6 +80,7 @@ impl From<&WebhookRow> for WebhookView {
             secret: MASK,
             active: r.active,
             disabled_reason: r.disabled_reason.clone(),
+            rate_limit: r.rate_limit.and_then(|n| u32::try_from(n).ok()),
             created_at: r.created_at,
             updated_at: r.updated_at,
         }

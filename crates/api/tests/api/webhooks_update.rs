@@ -229,3 +229,55 @@ async fn patch_reports_every_problem_and_keeps_types_already_subscribed() {
     .await
     .assert_invalid("events[0]");
 }
+
+#[tokio::test]
+async fn rate_limit_is_optional_bounded_and_removable() {
+    let app = TestApp::spawn().await;
+    let t = app.acme();
+    let unlimited = app
+        .create_webhook(&t, webhook("https://example.com/free"))
+        .await;
+    assert!(unlimited["rate_limit"].is_null());
+    let explicit_null = app
+        .create_webhook(
+            &t,
+            json!({"url": "https://example.com/n", "events": ["order.shipped"], "rate_limit": null}),
+        )
+        .await;
+    assert!(explicit_null["rate_limit"].is_null());
+    let limited = app
+        .create_webhook(
+            &t,
+            json!({"url": "https://example.com/l", "events": ["order.shipped"], "rate_limit": 25}),
+        )
+        .await;
+    assert_eq!(limited["rate_limit"], 25);
+    let path = format!("/v1/webhooks/{}", limited["id"].as_str().unwrap());
+
+    for bad in [json!(0), json!(10_001), json!(-3), json!(2.5)] {
+        app.patch(&path, &t, json!({"rate_limit": bad}))
+            .await
+            .assert_invalid("rate_limit");
+        app.post(
+            "/v1/webhooks",
+            &t,
+            json!({"url": "https://example.com/x", "events": ["order.shipped"], "rate_limit": bad}),
+        )
+        .await
+        .assert_invalid("rate_limit");
+    }
+    let r = app.patch(&path, &t, json!({"rate_limit": "5"})).await;
+    r.assert(400);
+
+    // Other changes keep it; a number changes it; null removes it.
+    let r = app.patch(&path, &t, json!({"name": "renamed"})).await;
+    r.assert(200);
+    assert_eq!(r.body["data"]["rate_limit"], 25);
+    let r = app.patch(&path, &t, json!({"rate_limit": 10000})).await;
+    r.assert(200);
+    assert_eq!(r.body["data"]["rate_limit"], 10000);
+    assert_eq!(app.get(&path, &t).await.body["data"]["rate_limit"], 10000);
+    let r = app.patch(&path, &t, json!({"rate_limit": null})).await;
+    r.assert(200);
+    assert!(r.body["data"]["rate_limit"].is_null());
+}

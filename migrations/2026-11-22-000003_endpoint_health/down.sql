@@ -1,0 +1,3 @@
+DROP TABLE endpoint_health;
+DROP TABLE endpoint_throttle;
+ALTER TABLE webhooks DROP COLUMN rate_limit;
