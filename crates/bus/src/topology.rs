@@ -7,6 +7,7 @@
 //!                           <p>.events.invalid                malformed or unknown messages
 //! <p>.deliveries (direct) ──delivery──▶ <p>.deliveries         one message per delivery
 //! <p>.retry.<delay>  TTL = delay, dead-letters to <p>.deliveries/delivery
+//! <p>.hold.<delay>   the same, fixed short delays: deliveries waiting for a rate-limit slot
 //! <p>.deliveries.dead                                          attempts used up
 //! <p>.subscriptions (fanout)                                   subscription change feed
 //! ```
@@ -24,6 +25,16 @@ use lapin::{
 
 /// Routing key of every message on the deliveries exchange.
 pub const DELIVERY_KEY: &str = "delivery";
+
+/// The delays of the hold queues, where a delivery waits for its rate-limit slot without
+/// holding a consumer: it hops through the longest one that fits until its slot is near.
+pub const HOLD_DELAYS: [Duration; 5] = [
+    Duration::from_millis(100),
+    Duration::from_secs(1),
+    Duration::from_secs(10),
+    Duration::from_secs(60),
+    Duration::from_secs(600),
+];
 
 /// Classic queues on one node, quorum queues in a cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +155,16 @@ impl Topology {
             .or_else(|| self.retry_delays.last().copied())
     }
 
+    /// The hold queue holding messages for `delay` (one of [`HOLD_DELAYS`]).
+    pub fn hold_queue(&self, delay: Duration) -> String {
+        format!("{}.hold.{}", self.prefix, delay_label(delay))
+    }
+
+    /// The longest hold delay not past `wait`; `None` when `wait` is shorter than every one.
+    pub fn hold_for(wait: Duration) -> Option<Duration> {
+        HOLD_DELAYS.iter().rev().copied().find(|d| *d <= wait)
+    }
+
     fn queue_args(&self) -> FieldTable {
         let mut args = FieldTable::default();
         args.insert(
@@ -202,7 +223,12 @@ impl Topology {
             DELIVERY_KEY,
         )
         .await?;
-        for delay in &self.retry_delays {
+        let delay_queues = self
+            .retry_delays
+            .iter()
+            .map(|d| (self.retry_queue(*d), *d))
+            .chain(HOLD_DELAYS.iter().map(|d| (self.hold_queue(*d), *d)));
+        for (name, delay) in delay_queues {
             let mut args = self.queue_args();
             args.insert(
                 ShortString::from("x-message-ttl"),
@@ -229,7 +255,7 @@ impl Topology {
                 );
             }
             channel
-                .queue_declare(self.retry_queue(*delay).as_str().into(), queue, args)
+                .queue_declare(name.as_str().into(), queue, args)
                 .await?;
         }
         Ok(())
@@ -244,6 +270,7 @@ impl Topology {
             self.dead_queue(),
         ];
         queues.extend(self.retry_delays.iter().map(|d| self.retry_queue(*d)));
+        queues.extend(HOLD_DELAYS.iter().map(|d| self.hold_queue(*d)));
         for q in queues {
             channel
                 .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
@@ -299,6 +326,25 @@ mod tests {
         assert_eq!(
             Topology::new("x", QueueType::Quorum, &[]).tier_for(Duration::ZERO),
             None
+        );
+    }
+
+    #[test]
+    fn hold_hops_never_overshoot() {
+        let t = Topology::new("wb", QueueType::Classic, &[]);
+        assert_eq!(t.hold_queue(Duration::from_millis(100)), "wb.hold.100ms");
+        assert_eq!(Topology::hold_for(Duration::from_millis(99)), None);
+        assert_eq!(
+            Topology::hold_for(Duration::from_millis(999)),
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(
+            Topology::hold_for(Duration::from_secs(59)),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            Topology::hold_for(Duration::from_secs(86_400)),
+            Some(Duration::from_secs(600))
         );
     }
 }

@@ -5,9 +5,9 @@
 
 use std::{sync::Arc, time::Duration};
 
-use chrono::Utc;
+use chrono::{DateTime, SecondsFormat, Utc};
 use lapin::{message::Delivery, types::AMQPValue};
-use waybill_bus::{Broker, Handler, Outcome, Outgoing};
+use waybill_bus::{Broker, Handler, Outcome, Outgoing, Topology, topology::HOLD_DELAYS};
 use waybill_domain::{
     delivery::{ATTEMPT_HEADER, DeliveryMessage, MANUAL_HEADER, receiver_body},
     retry::RetrySchedule,
@@ -20,6 +20,7 @@ use waybill_store::{
 
 use crate::{
     fanout::REFANOUT_HEADER,
+    health::{self, Breaker, Gate, Throttle},
     index::{Index, Target},
     metrics::DispatchMetrics,
     outbound::{Attempt, AttemptResult, Outbound},
@@ -30,7 +31,12 @@ use crate::{
 /// Header naming why a delivery message was parked on the dead queue.
 pub const DEAD_REASON_HEADER: &str = "waybill-dead-reason";
 
+/// Header of a delivery message waiting on a hold queue: the rate-limit slot it holds (RFC 3339).
+pub const NOT_BEFORE_HEADER: &str = "waybill-not-before";
+
 const BACKOFF: Duration = Duration::from_secs(1);
+/// How late a held message may come back and still use its rate-limit slot (at least).
+const SLOT_TOLERANCE: Duration = Duration::from_millis(50);
 
 /// Delivers.
 pub struct Deliver {
@@ -43,15 +49,61 @@ pub struct Deliver {
     pub schedule: RetrySchedule,
     pub recorder: Recorder,
     pub metrics: DispatchMetrics,
+    pub breaker: Arc<Breaker>,
+    pub throttle: Throttle,
+}
+
+/// What a delivery message says about itself besides its body.
+struct Incoming {
+    /// The attempt it is for.
+    number: u32,
+    /// The attempt may have been made already: look at Postgres first.
+    recheck: bool,
+    /// A tenant's retry: made whatever the status, and not held back by an open circuit.
+    manual: bool,
+    /// Sent again by a repeated fan-out.
+    refanout: bool,
+    /// The rate-limit slot it holds, when it comes back from a hold queue.
+    not_before: Option<DateTime<Utc>>,
+}
+
+impl Incoming {
+    /// The headers a message keeps when it waits on a delay queue without an attempt.
+    fn carried(&self) -> Vec<(&'static str, String)> {
+        let mut h = vec![(ATTEMPT_HEADER, self.number.to_string())];
+        if self.manual {
+            h.push((MANUAL_HEADER, "true".to_owned()));
+        }
+        if self.refanout {
+            h.push((REFANOUT_HEADER, "true".to_owned()));
+        }
+        h
+    }
+}
+
+fn header(delivery: &Delivery, name: &str) -> Option<AMQPValue> {
+    delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(name).cloned())
+}
+
+/// The rate-limit slot a held message carries (`None` when absent or unreadable).
+fn not_before(delivery: &Delivery) -> Option<DateTime<Utc>> {
+    let raw = match header(delivery, NOT_BEFORE_HEADER)? {
+        AMQPValue::LongString(s) => String::from_utf8(s.as_bytes().to_vec()).ok()?,
+        AMQPValue::ShortString(s) => s.as_str().to_owned(),
+        _ => return None,
+    };
+    DateTime::parse_from_rfc3339(&raw)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// The attempt number a message carries (1 when absent or unreadable).
 fn attempt_number(delivery: &Delivery) -> u32 {
-    let value = delivery
-        .properties
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get(ATTEMPT_HEADER).cloned());
+    let value = header(delivery, ATTEMPT_HEADER);
     let n = match value {
         Some(AMQPValue::LongString(s)) => std::str::from_utf8(s.as_bytes())
             .ok()
@@ -82,6 +134,10 @@ enum Settled {
     Cancelled,
     /// The attempt was made before (a redelivery or a duplicate message).
     AlreadyDone,
+    /// The receiver's circuit is open: the message waits without a request.
+    Deferred,
+    /// Over the subscription's rate limit: the message waits for its slot.
+    Throttled,
 }
 
 impl Deliver {
@@ -177,14 +233,9 @@ impl Deliver {
         }
     }
 
-    async fn process(
-        &self,
-        msg: &DeliveryMessage,
-        number: u32,
-        recheck: bool,
-        manual: bool,
-    ) -> Result<Settled, String> {
-        if recheck && self.already_done(msg, number, manual).await? {
+    async fn process(&self, msg: &DeliveryMessage, inc: &Incoming) -> Result<Settled, String> {
+        let number = inc.number;
+        if inc.recheck && self.already_done(msg, number, inc.manual).await? {
             return Ok(Settled::AlreadyDone);
         }
         let cancel = |why: &str| {
@@ -219,6 +270,44 @@ impl Deliver {
             self.commit(cancel("the event type is inactive")).await?;
             return Ok(Settled::Cancelled);
         }
+        // An open circuit holds everything back but a tenant's own retry, which serves as a
+        // probe of its own.
+        let probe = if inc.manual {
+            false
+        } else {
+            match self.breaker.gate(&target).await? {
+                Gate::Send { probe } => probe,
+                Gate::Open(until) => {
+                    let wait = (until - Utc::now()).to_std().unwrap_or_default();
+                    let hold = Topology::hold_for(wait).unwrap_or(HOLD_DELAYS[0]);
+                    self.forward(msg, &self.broker.topology().hold_queue(hold), inc.carried())
+                        .await?;
+                    return Ok(Settled::Deferred);
+                }
+            }
+        };
+        // The rate limit. The probe is exempt: the circuit keeps every other request away.
+        if let Some(rate) = target.rate_limit.filter(|_| !probe) {
+            let spacing = health::spacing(rate);
+            let late = chrono::Duration::from_std(spacing.max(SLOT_TOLERANCE)).unwrap_or_default();
+            // A slot missed by more than a gap is given up, so late messages cannot bunch up.
+            let slot = match inc.not_before {
+                Some(slot) if slot + late >= Utc::now() => slot,
+                _ => self.throttle.reserve(target.id, rate).await?,
+            };
+            let wait = (slot - Utc::now()).to_std().unwrap_or_default();
+            if let Some(hold) = Topology::hold_for(wait) {
+                let mut headers = inc.carried();
+                headers.push((
+                    NOT_BEFORE_HEADER,
+                    slot.to_rfc3339_opts(SecondsFormat::Micros, true),
+                ));
+                self.forward(msg, &self.broker.topology().hold_queue(hold), headers)
+                    .await?;
+                return Ok(Settled::Throttled);
+            }
+            tokio::time::sleep(wait).await;
+        }
         let body = receiver_body(&msg.event);
         self.metrics.in_flight.inc();
         let result = self
@@ -236,11 +325,22 @@ impl Deliver {
             .attempt_seconds
             .observe(result.duration.as_secs_f64());
         if result.succeeded() {
+            self.breaker.succeeded(&target).await;
             self.commit(self.record(msg, "succeeded", number, Some(&result), None, None))
                 .await?;
             return Ok(Settled::Succeeded);
         }
         let error = result.last_error();
+        if let Some(health) = self.breaker.failed(&target, result.started_at, probe).await
+            && self.breaker.due_for_disable(&health, Utc::now())
+            && let Err(e) = self
+                .breaker
+                .disable(&target, &health, result.status, error.as_deref())
+                .await
+        {
+            // The next failure tries again.
+            tracing::warn!(webhook_id = %target.id, error = %e, "could not disable a failing subscription");
+        }
         match self.schedule.after(number, result.retry_after) {
             Some(wait) => {
                 let topology = self.broker.topology();
@@ -319,20 +419,18 @@ impl Handler for Deliver {
             }
         };
         let number = attempt_number(delivery);
-        // A first attempt fresh from the fan-out needs no look at Postgres; a redelivery or a
-        // retry might already have been made.
-        let has = |name: &str| {
-            delivery
-                .properties
-                .headers()
-                .as_ref()
-                .is_some_and(|h| h.inner().contains_key(name))
+        let manual = header(delivery, MANUAL_HEADER).is_some();
+        let refanout = header(delivery, REFANOUT_HEADER).is_some();
+        // A first attempt fresh from the fan-out needs no look at Postgres; a redelivery, a
+        // retry or a tenant's retry might repeat an attempt already made.
+        let inc = Incoming {
+            number,
+            recheck: delivery.redelivered || manual || number > 1 || refanout,
+            manual,
+            refanout,
+            not_before: not_before(delivery),
         };
-        // A tenant's retry is made whatever Postgres says; anything else that may repeat an
-        // attempt already made is checked first.
-        let manual = has(MANUAL_HEADER);
-        let recheck = delivery.redelivered || manual || number > 1 || has(REFANOUT_HEADER);
-        match self.process(&msg, number, recheck, manual).await {
+        match self.process(&msg, &inc).await {
             Ok(settled) => {
                 let outcome = match settled {
                     Settled::Succeeded => "succeeded",
@@ -340,6 +438,8 @@ impl Handler for Deliver {
                     Settled::Failed => "failed",
                     Settled::Cancelled => "cancelled",
                     Settled::AlreadyDone => "duplicate",
+                    Settled::Deferred => "deferred",
+                    Settled::Throttled => "throttled",
                 };
                 self.metrics.deliveries.with_label_values(&[outcome]).inc();
                 Outcome::Ack

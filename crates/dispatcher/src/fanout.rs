@@ -19,7 +19,7 @@ use waybill_store::{
     deliveries::{self, EventState, NewDelivery},
 };
 
-use crate::{index::Index, metrics::DispatchMetrics};
+use crate::{health::DISABLED_EVENT, index::Index, metrics::DispatchMetrics};
 
 /// Header naming why a message was parked on the invalid queue.
 pub const INVALID_REASON_HEADER: &str = "waybill-invalid-reason";
@@ -177,9 +177,15 @@ impl FanOut {
             self.metrics.events.with_label_values(&["duplicate"]).inc();
             return Ok(0);
         }
-        let targets = self
-            .index
-            .matching(&event.tenant, &event.kind, event.client_id.as_deref());
+        let mut targets =
+            self.index
+                .matching(&event.tenant, &event.kind, event.client_id.as_deref());
+        // The notice of a disabled subscription goes to the tenant's other subscriptions.
+        if event.kind == DISABLED_EVENT
+            && let Some(subject) = event.data.get("webhook_id").and_then(|v| v.as_str())
+        {
+            targets.retain(|t| t.id.to_string() != subject);
+        }
         let now = Utc::now();
         let mut bodies = Vec::with_capacity(targets.len());
         let mut rows = Vec::with_capacity(targets.len());

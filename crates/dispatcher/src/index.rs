@@ -40,6 +40,8 @@ pub struct Target {
     pub auth: Option<(String, String)>,
     pub keys: Vec<SigningKey>,
     pub active: bool,
+    /// Most requests per second, over every replica; `None`: no limit.
+    pub rate_limit: Option<u32>,
     pub revision: i64,
 }
 
@@ -126,6 +128,7 @@ impl Target {
             auth,
             keys,
             active: s.active,
+            rate_limit: s.rate_limit,
             revision: s.revision,
         })
     }
@@ -327,6 +330,7 @@ mod tests {
             auth: None,
             keys: vec![],
             active: true,
+            rate_limit: None,
             revision,
         }
     }

@@ -5,6 +5,7 @@
 
 pub mod deliver;
 pub mod fanout;
+pub mod health;
 pub mod index;
 pub mod metrics;
 pub mod openapi;

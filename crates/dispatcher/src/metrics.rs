@@ -7,7 +7,8 @@ use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Regist
 pub struct DispatchMetrics {
     /// Events taken from the dispatch queue, by outcome.
     pub events: IntCounterVec,
-    /// Deliveries settled, by outcome: `succeeded`, `retrying`, `failed`, `cancelled`.
+    /// Delivery messages handled, by outcome: `succeeded`, `retrying`, `failed`, `cancelled`,
+    /// `duplicate`, `deferred` (circuit open), `throttled` (over the rate limit).
     pub deliveries: IntCounterVec,
     /// Duration of each HTTP attempt, answer or not.
     pub attempt_seconds: Histogram,
@@ -31,7 +32,7 @@ impl DispatchMetrics {
             deliveries: IntCounterVec::new(
                 Opts::new(
                     "dispatcher_deliveries_total",
-                    "Delivery messages settled, by outcome (succeeded, retrying, failed, cancelled).",
+                    "Delivery messages handled, by outcome (succeeded, retrying, failed, cancelled, duplicate, deferred, throttled).",
                 ),
                 &["outcome"],
             )?,

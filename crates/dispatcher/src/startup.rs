@@ -8,7 +8,7 @@ use anyhow::Context;
 use tokio::sync::watch;
 use waybill_bus::{Broker, Consumer, ConsumerSpec};
 use waybill_domain::retry::RetrySchedule;
-use waybill_ingest::catalog::Catalog;
+use waybill_ingest::{catalog::Catalog, publisher::EventPublisher};
 use waybill_runtime::{
     AuthState, JwtKeys, Settings,
     config::parse_duration,
@@ -19,12 +19,22 @@ use waybill_runtime::{
 use waybill_store::Cipher;
 
 use crate::{
-    deliver::Deliver, fanout::FanOut, index::Index, metrics::DispatchMetrics, openapi,
-    outbound::Outbound, recorder::Recorder, sync::IndexSync,
+    deliver::Deliver,
+    fanout::FanOut,
+    health::{Breaker, BreakerSetup, Throttle},
+    index::Index,
+    metrics::DispatchMetrics,
+    openapi,
+    outbound::Outbound,
+    recorder::Recorder,
+    sync::IndexSync,
 };
 
 /// The dispatcher service.
 pub struct Application;
+
+/// How often a replica reads every failing receiver's circuit from Postgres.
+const BREAKER_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(http::healthz))
@@ -119,12 +129,25 @@ impl Application {
                 tag: format!("waybill-dispatcher-{replica}-fanout"),
             },
         );
+        let breaker = Arc::new(Breaker::new(BreakerSetup {
+            pool: pool.clone(),
+            policy: settings.breaker_policy()?,
+            probe_lease: timeout + std::time::Duration::from_secs(1),
+            disable_after: settings.disable_after()?,
+            publisher: EventPublisher::new(broker.clone()),
+            index: index.clone(),
+            cipher: cipher.clone(),
+        }));
+        let refresh = breaker.clone();
+        service.spawn(move |stop| refresh.keep_fresh(BREAKER_REFRESH, stop));
         let deliver = Arc::new(Deliver {
             index,
             catalog,
             pool: pool.clone(),
             cipher,
             broker,
+            breaker,
+            throttle: Throttle::new(pool.clone()),
             outbound: Outbound::new(settings.url_policy(), timeout)?,
             schedule: RetrySchedule::new(settings.retry_schedule()?),
             recorder: Recorder::start(pool),

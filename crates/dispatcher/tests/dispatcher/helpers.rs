@@ -62,6 +62,9 @@ impl Stack {
         settings.delivery.retry_schedule = vec!["50ms".into(), "100ms".into(), "200ms".into()];
         settings.delivery.timeout = "2s".into();
         settings.delivery.resync_interval = "1h".into();
+        // The default threshold, with cooldowns a test can wait out.
+        settings.breaker.cooldown = "200ms".into();
+        settings.breaker.max_cooldown = "1s".into();
         tweak(&mut settings);
         let guard = DbGuard {
             db,
@@ -423,6 +426,14 @@ impl Stack {
             (
                 "WAYBILL_DELIVERY__TIMEOUT".into(),
                 s.delivery.timeout.clone(),
+            ),
+            (
+                "WAYBILL_BREAKER__COOLDOWN".into(),
+                s.breaker.cooldown.clone(),
+            ),
+            (
+                "WAYBILL_BREAKER__MAX_COOLDOWN".into(),
+                s.breaker.max_cooldown.clone(),
             ),
             ("WAYBILL_LOG__LEVEL".into(), "warn".into()),
         ]

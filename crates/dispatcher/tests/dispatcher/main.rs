@@ -5,6 +5,7 @@
 
 mod crash;
 mod delivery;
+mod endpoints;
 mod fanout;
 mod helpers;
 mod log;

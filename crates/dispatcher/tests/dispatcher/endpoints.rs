@@ -1,0 +1,299 @@
+//! Receivers that misbehave: the per-subscription rate limit over two replicas, the circuit
+//! breaker, and auto-disable with its `webhook.disabled` notice.
+
+use std::{collections::HashMap, time::Duration};
+
+use diesel::{QueryableByName, sql_query, sql_types};
+use diesel_async::RunQueryDsl;
+use reqwest::Method;
+use serde_json::json;
+
+use waybill_testkit::eventually;
+
+use crate::helpers::{Receiver, Reply, Stack, WAIT};
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = sql_types::BigInt)]
+    n: i64,
+}
+
+/// Rows of `endpoint_health` for a subscription (0: its circuit is closed and nothing failed).
+async fn health_rows(stack: &Stack, webhook_id: &str) -> i64 {
+    let mut conn = stack.sql().await;
+    let c: Count =
+        sql_query("SELECT count(*) AS n FROM endpoint_health WHERE webhook_id = $1::uuid")
+            .bind::<sql_types::Text, _>(webhook_id)
+            .get_result(&mut conn)
+            .await
+            .unwrap();
+    c.n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_holds_over_two_replicas_and_nothing_is_dropped() {
+    let stack = Stack::start_with(|_| {}, 2).await;
+    let rx = Receiver::start().await;
+    let id = stack
+        .subscribe(
+            "acme",
+            json!({"url": rx.url("/limited"), "events": ["stock.*"], "rate_limit": 5}),
+        )
+        .await;
+    stack.wait_indexed(1).await;
+    let total = 25;
+    for i in 0..total {
+        stack
+            .publish("acme", "stock.updated", &format!("rl-{i}"), None)
+            .await;
+    }
+    let seen = rx.wait_for(total, WAIT).await;
+    assert_eq!(seen.len(), total, "every delivery arrives, none dropped");
+    let mut at: Vec<_> = seen.iter().map(|r| r.at).collect();
+    at.sort();
+    // 5 per second: never more than 5 (plus one at a window's edge) in any second.
+    for w in at.windows(7) {
+        let span = w[6] - w[0];
+        assert!(span >= Duration::from_secs(1), "7 requests within {span:?}");
+    }
+    let span = at[total - 1] - at[0];
+    assert!(
+        span >= Duration::from_millis(4_300),
+        "25 requests at 5/s take about 4.8 s, took {span:?}"
+    );
+    // Both replicas delivered and both held messages back.
+    for port in &stack.dispatchers {
+        let sent = stack
+            .metric(
+                *port,
+                "waybill_dispatcher_deliveries_total",
+                "outcome=\"succeeded\"",
+            )
+            .await;
+        let held = stack
+            .metric(
+                *port,
+                "waybill_dispatcher_deliveries_total",
+                "outcome=\"throttled\"",
+            )
+            .await;
+        assert!(
+            sent > 0.0 && held > 0.0,
+            "replica {port}: sent {sent}, held {held}"
+        );
+    }
+    // Waiting is not an attempt.
+    let rows = stack.deliveries(&id).await;
+    assert_eq!(rows.len(), total);
+    assert!(
+        rows.iter()
+            .all(|d| d.status == "succeeded" && d.attempts == 1)
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.count(), total, "no duplicates");
+
+    // The limit can be lifted.
+    let token = stack.token("acme");
+    let (status, body) = stack
+        .call(
+            Method::PATCH,
+            &format!("/v1/webhooks/{id}"),
+            &token,
+            Some(json!({"rate_limit": null})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["data"]["rate_limit"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_circuit_sends_nothing_but_probes_and_a_good_probe_closes_it() {
+    // Opens after 3 failures; first cooldown 1 s, then 2 s.
+    let stack = Stack::start_with(
+        |s| {
+            s.breaker.failure_threshold = 3;
+            s.breaker.cooldown = "1s".into();
+            s.breaker.max_cooldown = "2s".into();
+            s.delivery.retry_schedule = vec!["50ms".into(); 9];
+        },
+        1,
+    )
+    .await;
+    let (rx, id) = stack.receiver_for(json!(["stock.*"])).await;
+    rx.set_default(Reply::status(503));
+    let events = 12;
+    for i in 0..events {
+        stack
+            .publish("acme", "stock.updated", &format!("cb-{i}"), None)
+            .await;
+    }
+    // 3 requests open the circuit; the rest wait without a request.
+    rx.wait_for(3, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    // In 2.5 s: the 3 that opened it, the probe after 1 s, at most one more.
+    let down = rx.count();
+    assert!(
+        (4..=5).contains(&down),
+        "{down} requests while the circuit was open"
+    );
+    let port = stack.dispatchers[0];
+    let deferred = stack
+        .metric(
+            port,
+            "waybill_dispatcher_deliveries_total",
+            "outcome=\"deferred\"",
+        )
+        .await;
+    assert!(deferred >= (events - 3) as f64, "deferred {deferred}");
+    assert_eq!(health_rows(&stack, &id).await, 1);
+
+    // The receiver recovers: the next probe closes the circuit and everything flows.
+    rx.set_default(Reply::status(200));
+    let mut done = 0;
+    for _ in 0..100 {
+        done = stack
+            .deliveries(&id)
+            .await
+            .iter()
+            .filter(|d| d.status == "succeeded")
+            .count();
+        if done == events {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        done, events,
+        "every delivery succeeded after the circuit closed"
+    );
+    assert_eq!(health_rows(&stack, &id).await, 0, "the circuit is closed");
+    // An attempt was counted only for a request really sent.
+    let mut requests: HashMap<String, i32> = HashMap::new();
+    for r in rx.received() {
+        *requests
+            .entry(r.header("waybill-delivery-id").unwrap().to_owned())
+            .or_default() += 1;
+    }
+    for d in stack.deliveries(&id).await {
+        assert_eq!(
+            requests.get(&d.id).copied().unwrap_or(0),
+            d.attempts,
+            "delivery {} ({})",
+            d.id,
+            d.event_id
+        );
+        assert_eq!(stack.attempts(&d.id).await.len() as i32, d.attempts);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_failing_past_the_window_is_disabled_and_its_tenant_told() {
+    let stack = Stack::start_with(
+        |s| {
+            s.breaker.failure_threshold = 2;
+            s.breaker.cooldown = "300ms".into();
+            s.breaker.max_cooldown = "500ms".into();
+            s.breaker.disable_after = "2s".into();
+            s.delivery.retry_schedule = vec!["50ms".into(); 30];
+        },
+        1,
+    )
+    .await;
+    let broken = Receiver::start().await;
+    broken.set_default(Reply::status(500).with_body("down for maintenance"));
+    let ops = Receiver::start().await;
+    let other_tenant = Receiver::start().await;
+    // The failing one takes every type, `webhook.disabled` included: it is not told about itself.
+    let failing = stack
+        .subscribe("acme", json!({"url": broken.url("/x"), "events": ["*"]}))
+        .await;
+    let watcher = stack
+        .subscribe(
+            "acme",
+            json!({"url": ops.url("/ops"), "events": ["webhook.disabled"]}),
+        )
+        .await;
+    stack
+        .subscribe(
+            "globex",
+            json!({"url": other_tenant.url("/g"), "events": ["webhook.disabled"]}),
+        )
+        .await;
+    stack.wait_indexed(3).await;
+    for i in 0..3 {
+        stack
+            .publish("acme", "stock.updated", &format!("ad-{i}"), None)
+            .await;
+    }
+    let notices = ops.wait_for(1, WAIT).await;
+    assert_eq!(notices.len(), 1, "the tenant's other subscription is told");
+    let notice = notices[0].json();
+    assert_eq!(notice["type"], "webhook.disabled");
+    assert_eq!(notice["data"]["webhook_id"], failing.as_str());
+    assert_eq!(notice["data"]["url"], broken.url("/x"));
+    assert!(notice["data"]["consecutive_failures"].as_i64().unwrap() >= 2);
+    assert_eq!(notice["data"]["last_status_code"], 500);
+    let reason = notice["data"]["disabled_reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(reason.contains("failed continuously"), "{reason}");
+
+    // The notice is published just before the change commits, so it may arrive first.
+    let token = stack.token("acme");
+    let got = eventually(WAIT, || async {
+        let (_, got) = stack
+            .call(
+                Method::GET,
+                &format!("/v1/webhooks/{failing}"),
+                &token,
+                None,
+            )
+            .await;
+        (got["data"]["active"] == false).then_some(got)
+    })
+    .await
+    .expect("the subscription is disabled");
+    assert_eq!(got["data"]["disabled_reason"], reason.as_str());
+    // Its pending deliveries are cancelled; it gets no more requests.
+    for i in 0..3 {
+        let d = stack
+            .wait_delivery(&failing, &format!("ad-{i}"), "failed")
+            .await;
+        assert!(d.last_error.is_some());
+    }
+    let calls = broken.count();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(broken.count(), calls);
+    assert!(
+        broken
+            .received()
+            .iter()
+            .all(|r| r.json()["type"] == "stock.updated"),
+        "the disabled subscription was not sent its own notice"
+    );
+    assert_eq!(other_tenant.count(), 0, "another tenant hears nothing");
+    assert_eq!(ops.count(), 1, "told once");
+    assert_eq!(
+        stack.deliveries(&watcher).await[0].event_id,
+        format!("webhook.disabled:{failing}:2")
+    );
+
+    // Turned back on by the tenant: the reason is cleared and deliveries flow again.
+    broken.set_default(Reply::status(204));
+    let (status, body) = stack
+        .call(
+            Method::PATCH,
+            &format!("/v1/webhooks/{failing}"),
+            &token,
+            Some(json!({"active": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["data"]["disabled_reason"].is_null());
+    assert_eq!(health_rows(&stack, &failing).await, 0);
+    stack
+        .publish("acme", "stock.updated", "ad-back", None)
+        .await;
+    stack.wait_delivery(&failing, "ad-back", "succeeded").await;
+}
