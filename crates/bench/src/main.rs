@@ -4,6 +4,7 @@
 mod api_roundtrip;
 mod delivery_latency;
 mod delivery_log;
+mod down_receiver;
 mod ingest_throughput;
 mod scratch;
 mod stats;
@@ -61,6 +62,23 @@ enum Scenario {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Requests a receiver that is down for the whole run still gets, with the circuit breaker.
+    DownReceiver {
+        /// Events published per second.
+        #[arg(long, default_value_t = 20)]
+        rate: u32,
+        /// How long to publish.
+        #[arg(long, default_value_t = 120)]
+        seconds: u64,
+        /// Failures in a row that open the circuit (a huge value switches the breaker off).
+        #[arg(long, default_value_t = 5)]
+        threshold: u32,
+        /// How long the circuit first stays open.
+        #[arg(long, default_value = "30s")]
+        cooldown: String,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Events accepted per second by ingest over HTTP, each persistent and broker-confirmed.
     IngestThroughput {
         /// Concurrent HTTP clients.
@@ -113,6 +131,22 @@ async fn main() -> std::process::ExitCode {
             delivery_latency::run(delivery_latency::Params {
                 rate,
                 seconds,
+                json,
+            })
+            .await
+        }
+        Scenario::DownReceiver {
+            rate,
+            seconds,
+            threshold,
+            cooldown,
+            json,
+        } => {
+            down_receiver::run(down_receiver::Params {
+                rate,
+                seconds,
+                threshold,
+                cooldown,
                 json,
             })
             .await

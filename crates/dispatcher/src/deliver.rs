@@ -20,7 +20,7 @@ use waybill_store::{
 
 use crate::{
     fanout::REFANOUT_HEADER,
-    health::{self, Breaker, Gate, Throttle},
+    health::{Breaker, Gate, Throttle},
     index::{Index, Target},
     metrics::DispatchMetrics,
     outbound::{Attempt, AttemptResult, Outbound},
@@ -34,9 +34,11 @@ pub const DEAD_REASON_HEADER: &str = "waybill-dead-reason";
 /// Header of a delivery message waiting on a hold queue: the rate-limit slot it holds (RFC 3339).
 pub const NOT_BEFORE_HEADER: &str = "waybill-not-before";
 
+/// Header of a delivery message that went through a hold queue: a copy of it may have been sent
+/// meanwhile (a redelivered original, or a tenant's retry), so Postgres is checked first.
+pub const HELD_HEADER: &str = "waybill-held";
+
 const BACKOFF: Duration = Duration::from_secs(1);
-/// How late a held message may come back and still use its rate-limit slot (at least).
-const SLOT_TOLERANCE: Duration = Duration::from_millis(50);
 
 /// Delivers.
 pub struct Deliver {
@@ -70,7 +72,10 @@ struct Incoming {
 impl Incoming {
     /// The headers a message keeps when it waits on a delay queue without an attempt.
     fn carried(&self) -> Vec<(&'static str, String)> {
-        let mut h = vec![(ATTEMPT_HEADER, self.number.to_string())];
+        let mut h = vec![
+            (ATTEMPT_HEADER, self.number.to_string()),
+            (HELD_HEADER, "true".to_owned()),
+        ];
         if self.manual {
             h.push((MANUAL_HEADER, "true".to_owned()));
         }
@@ -288,12 +293,12 @@ impl Deliver {
         };
         // The rate limit. The probe is exempt: the circuit keeps every other request away.
         if let Some(rate) = target.rate_limit.filter(|_| !probe) {
-            let spacing = health::spacing(rate);
-            let late = chrono::Duration::from_std(spacing.max(SLOT_TOLERANCE)).unwrap_or_default();
-            // A slot missed by more than a gap is given up, so late messages cannot bunch up.
+            // A slot is taken once and kept: a message back late (a busy deliveries queue) is
+            // sent late rather than sent to the end of the line again, which under a steady
+            // backlog would never end.
             let slot = match inc.not_before {
-                Some(slot) if slot + late >= Utc::now() => slot,
-                _ => self.throttle.reserve(target.id, rate).await?,
+                Some(slot) => slot,
+                None => self.throttle.reserve(target.id, rate).await?,
             };
             let wait = (slot - Utc::now()).to_std().unwrap_or_default();
             if let Some(hold) = Topology::hold_for(wait) {
@@ -421,11 +426,13 @@ impl Handler for Deliver {
         let number = attempt_number(delivery);
         let manual = header(delivery, MANUAL_HEADER).is_some();
         let refanout = header(delivery, REFANOUT_HEADER).is_some();
+        let held = header(delivery, HELD_HEADER).is_some();
         // A first attempt fresh from the fan-out needs no look at Postgres; a redelivery, a
-        // retry or a tenant's retry might repeat an attempt already made.
+        // retry, a tenant's retry or a message back from a hold queue might repeat an attempt
+        // already made.
         let inc = Incoming {
             number,
-            recheck: delivery.redelivered || manual || number > 1 || refanout,
+            recheck: delivery.redelivered || manual || number > 1 || refanout || held,
             manual,
             refanout,
             not_before: not_before(delivery),

@@ -228,7 +228,16 @@ impl Breaker {
             }
             Err(e) => {
                 tracing::warn!(webhook_id = %id, error = %e, "could not count a failed request");
-                self.remember(target, None);
+                // Unknown: the next request to it asks Postgres first (see `gate`).
+                if let Ok(mut m) = self.failing.lock() {
+                    m.insert(
+                        id,
+                        Seen {
+                            revision: i64::MIN,
+                            open_until: None,
+                        },
+                    );
+                }
                 None
             }
         }

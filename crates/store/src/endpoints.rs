@@ -107,7 +107,8 @@ pub async fn claim_probe(
 ) -> QueryResult<ProbeClaim> {
     let claimed = sql_query(
         "UPDATE endpoint_health \
-         SET open_until = clock_timestamp() + GREATEST(cooldown_ms * 1000, $2) * interval '1 microsecond', \
+         SET open_until = clock_timestamp() \
+               + GREATEST(cooldown_ms::bigint * 1000, $2) * interval '1 microsecond', \
              updated_at = clock_timestamp() \
          WHERE webhook_id = $1 AND open_until <= clock_timestamp() \
          RETURNING failures, failing_since, open_until",
@@ -158,12 +159,12 @@ pub async fn record_failure(
            failures = h.failures + 1, \
            failing_since = LEAST(h.failing_since, EXCLUDED.failing_since), \
            cooldown_ms = CASE \
-             WHEN $3 OR h.open_until <= clock_timestamp() THEN LEAST(h.cooldown_ms * 2, $6) \
+             WHEN $3 OR h.open_until <= clock_timestamp() THEN LEAST(h.cooldown_ms::bigint * 2, $6) \
              WHEN h.open_until IS NULL THEN $5 \
              ELSE h.cooldown_ms END, \
            open_until = CASE \
              WHEN $3 OR h.open_until <= clock_timestamp() \
-               THEN clock_timestamp() + LEAST(h.cooldown_ms * 2, $6) * interval '1 millisecond' \
+               THEN clock_timestamp() + LEAST(h.cooldown_ms::bigint * 2, $6) * interval '1 millisecond' \
              WHEN h.open_until IS NULL AND h.failures + 1 >= $4 \
                THEN clock_timestamp() + $5 * interval '1 millisecond' \
              ELSE h.open_until END, \
@@ -188,7 +189,13 @@ pub async fn record_success(conn: &mut AsyncPgConnection, webhook_id: Uuid) -> Q
         .map(drop)
 }
 
-/// Drops every per-receiver state of a subscription (deleted, disabled or turned back on).
+/// Closes a subscription's circuit and ends its failing streak (changed, disabled or turned
+/// back on). Its rate-limit slots stay: messages waiting for them keep their turn.
+pub async fn forget_health(conn: &mut AsyncPgConnection, webhook_id: Uuid) -> QueryResult<()> {
+    record_success(conn, webhook_id).await
+}
+
+/// Drops every per-receiver state of a deleted subscription.
 pub async fn forget(conn: &mut AsyncPgConnection, webhook_id: Uuid) -> QueryResult<()> {
     diesel::delete(endpoint_health::table.find(webhook_id))
         .execute(conn)

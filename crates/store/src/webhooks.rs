@@ -332,7 +332,7 @@ pub async fn update(
             if row.active {
                 // Any change of an active subscription (a fixed URL, or turning it back on)
                 // closes its circuit and starts a new failing streak.
-                endpoints::forget(conn, row.id).await?;
+                endpoints::forget_health(conn, row.id).await?;
             }
             record_change(conn, ChangeKind::Updated, row, now).await?;
         }
@@ -403,7 +403,7 @@ where
         .await
         .optional()?;
         if let Some(row) = &row {
-            endpoints::forget(conn, row.id).await?;
+            endpoints::forget_health(conn, row.id).await?;
             record_change(conn, ChangeKind::Updated, row, now).await?;
             notify(row.clone()).await.map_err(StoreError::Unavailable)?;
         }

@@ -18,6 +18,25 @@ struct Count {
     n: i64,
 }
 
+#[derive(QueryableByName)]
+struct Open {
+    #[diesel(sql_type = sql_types::Bool)]
+    open: bool,
+}
+
+/// Whether a subscription's circuit is open.
+async fn circuit_open(stack: &Stack, webhook_id: &str) -> bool {
+    let mut conn = stack.sql().await;
+    let rows: Vec<Open> = sql_query(
+        "SELECT open_until IS NOT NULL AS open FROM endpoint_health WHERE webhook_id = $1::uuid",
+    )
+    .bind::<sql_types::Text, _>(webhook_id)
+    .load(&mut conn)
+    .await
+    .unwrap();
+    rows.iter().any(|r| r.open)
+}
+
 /// Rows of `endpoint_health` for a subscription (0: its circuit is closed and nothing failed).
 async fn health_rows(stack: &Stack, webhook_id: &str) -> i64 {
     let mut conn = stack.sql().await;
@@ -51,10 +70,14 @@ async fn the_rate_limit_holds_over_two_replicas_and_nothing_is_dropped() {
     assert_eq!(seen.len(), total, "every delivery arrives, none dropped");
     let mut at: Vec<_> = seen.iter().map(|r| r.at).collect();
     at.sort();
-    // 5 per second: never more than 5 (plus one at a window's edge) in any second.
+    // 5 per second, one slot every 200 ms: 7 requests span 1.2 s (0.9 s allows for the
+    // receiver's and the scheduler's jitter; without the limit they take a few milliseconds).
     for w in at.windows(7) {
         let span = w[6] - w[0];
-        assert!(span >= Duration::from_secs(1), "7 requests within {span:?}");
+        assert!(
+            span >= Duration::from_millis(900),
+            "7 requests within {span:?}"
+        );
     }
     let span = at[total - 1] - at[0];
     assert!(
@@ -122,13 +145,23 @@ async fn an_open_circuit_sends_nothing_but_probes_and_a_good_probe_closes_it() {
     let (rx, id) = stack.receiver_for(json!(["stock.*"])).await;
     rx.set_default(Reply::status(503));
     let events = 12;
-    for i in 0..events {
+    // 3 failed requests open the circuit.
+    for i in 0..3 {
         stack
             .publish("acme", "stock.updated", &format!("cb-{i}"), None)
             .await;
     }
-    // 3 requests open the circuit; the rest wait without a request.
-    rx.wait_for(3, WAIT).await;
+    let opened = eventually(WAIT, || async {
+        circuit_open(&stack, &id).await.then_some(())
+    })
+    .await;
+    assert!(opened.is_some(), "the circuit opened");
+    // The rest, and the retries of the first 3, wait without a request.
+    for i in 3..events {
+        stack
+            .publish("acme", "stock.updated", &format!("cb-{i}"), None)
+            .await;
+    }
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     // In 2.5 s: the 3 that opened it, the probe after 1 s, at most one more.
     let down = rx.count();
@@ -146,6 +179,26 @@ async fn an_open_circuit_sends_nothing_but_probes_and_a_good_probe_closes_it() {
         .await;
     assert!(deferred >= (events - 3) as f64, "deferred {deferred}");
     assert_eq!(health_rows(&stack, &id).await, 1);
+    // A tenant's retry is not held back by the open circuit, and the copy of that delivery
+    // waiting on a hold queue is not sent again when it comes back (checked at the end).
+    let held = stack
+        .deliveries(&id)
+        .await
+        .into_iter()
+        .find(|d| d.event_id == "cb-7")
+        .expect("cb-7 is recorded");
+    assert_eq!(held.attempts, 0, "held back without an attempt");
+    let before = rx.count();
+    let (status, body) = stack
+        .call(
+            Method::POST,
+            &format!("/v1/deliveries/{}/retry", held.id),
+            &stack.token("acme"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    rx.wait_for(before + 1, WAIT).await;
 
     // The receiver recovers: the next probe closes the circuit and everything flows.
     rx.set_default(Reply::status(200));

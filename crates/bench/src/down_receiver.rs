@@ -1,0 +1,153 @@
+//! A receiver that is down for the whole run: how many requests does the dispatcher still send
+//! it? Events are published through ingest over HTTP at a fixed rate to one subscription whose
+//! receiver answers 503 to everything; the receiver counts what reaches it. With the circuit
+//! breaker, that is the requests that open the circuit plus one probe per cooldown; without it
+//! (`--threshold` larger than the events), one request per event and more as retries come due.
+
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use serde_json::json;
+use waybill_domain::{Scope, TenantId};
+use waybill_runtime::{JwtKeys, Settings};
+
+pub struct Params {
+    pub rate: u32,
+    pub seconds: u64,
+    pub threshold: u32,
+    pub cooldown: String,
+    pub json: Option<PathBuf>,
+}
+
+pub async fn run(p: Params) -> anyhow::Result<()> {
+    crate::scratch::run_in("down", |settings| measure(&p, settings)).await
+}
+
+async fn measure(p: &Params, mut settings: Settings) -> anyhow::Result<()> {
+    settings.http.port = 0;
+    settings.rate_limit.per_second = 0;
+    settings.log.level = "error".into();
+    settings.security.allow_http = true;
+    settings.security.allowed_private_ranges = vec!["127.0.0.0/8".parse()?];
+    settings.breaker.failure_threshold = p.threshold;
+    settings.breaker.cooldown = p.cooldown.clone();
+    // A short schedule, so that without a breaker the retries would come due within the run.
+    settings.delivery.retry_schedule = vec!["10s".into(), "20s".into(), "40s".into()];
+    settings.breaker.max_cooldown = "10m".into();
+    settings.breaker_policy()?;
+    let keys = JwtKeys::from_settings(&settings)?;
+    let tenant = TenantId::parse("bench").map_err(anyhow::Error::msg)?;
+    let token = keys.mint(
+        &tenant,
+        &[Scope::WebhooksWrite, Scope::EventsPublish],
+        chrono::Duration::hours(1),
+    )?;
+    let client = reqwest::Client::builder().no_proxy().build()?;
+
+    let requests = Arc::new(AtomicU64::new(0));
+    let seen = requests.clone();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let receiver_port = listener.local_addr()?.port();
+    let server = HttpServer::new(move || {
+        let seen = seen.clone();
+        App::new().default_service(web::to(move || {
+            seen.fetch_add(1, Ordering::Relaxed);
+            async { HttpResponse::ServiceUnavailable().finish() }
+        }))
+    })
+    .listen(listener)?
+    .workers(1)
+    .run();
+    tokio::spawn(server);
+
+    let api = waybill_api::Application::build(settings.clone()).await?;
+    let api_base = format!("http://127.0.0.1:{}", api.port());
+    tokio::spawn(api.run_until_stopped());
+    let created: serde_json::Value = client
+        .post(format!("{api_base}/v1/webhooks"))
+        .bearer_auth(&token)
+        .json(&json!({"url": format!("http://127.0.0.1:{receiver_port}/down"), "events": ["stock.updated"]}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    if created["data"]["id"].as_str().is_none() {
+        anyhow::bail!("no subscription created: {created}");
+    }
+    let dispatcher = waybill_dispatcher::Application::build(settings.clone()).await?;
+    let dispatcher_port = dispatcher.port();
+    tokio::spawn(dispatcher.run_until_stopped());
+    let ingest = waybill_ingest::Application::build(settings.clone()).await?;
+    let publish_url = format!("http://127.0.0.1:{}/v1/events", ingest.port());
+    tokio::spawn(ingest.run_until_stopped());
+    for _ in 0..200 {
+        let ready = client
+            .get(format!("http://127.0.0.1:{dispatcher_port}/readyz"))
+            .send()
+            .await
+            .map(|r| r.status() == 200)
+            .unwrap_or(false);
+        if ready {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let data = json!({"sku": "TSH-BLK-M", "warehouse_id": "wh_rtm_01", "on_hand": 340, "allocated": 52, "available": 288, "updated_at": "2026-01-10T12:00:04Z"});
+    let total = u64::from(p.rate) * p.seconds;
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(p.rate)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut accepted = 0u64;
+    for i in 0..total {
+        ticker.tick().await;
+        let r = client
+            .post(&publish_url)
+            .bearer_auth(&token)
+            .json(&json!({"type": "stock.updated", "id": format!("down-{i}"), "data": data}))
+            .send()
+            .await;
+        if r.map(|r| r.status() == 202).unwrap_or(false) {
+            accepted += 1;
+        }
+    }
+    let elapsed = started.elapsed();
+    let sent = requests.load(Ordering::Relaxed);
+    let metric = |text: &str, outcome: &str| -> f64 {
+        text.lines()
+            .filter(|l| {
+                l.starts_with("waybill_dispatcher_deliveries_total")
+                    && l.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let text = client
+        .get(format!("http://127.0.0.1:{dispatcher_port}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let deferred = metric(&text, "deferred");
+    println!(
+        "receiver down for {:.0} s: {accepted} events accepted ({} events/s), {sent} requests reached the receiver, {deferred} times a delivery was held back by the open circuit (breaker threshold {}, cooldown {})",
+        elapsed.as_secs_f64(),
+        p.rate,
+        p.threshold,
+        p.cooldown
+    );
+    if let Some(path) = &p.json {
+        let doc = json!({"scenario": "down-receiver", "rate": p.rate, "seconds": p.seconds,
+            "accepted": accepted, "requests_to_receiver": sent, "deferred": deferred,
+            "breaker_threshold": p.threshold, "breaker_cooldown": p.cooldown});
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
+    }
+    Ok(())
+}
