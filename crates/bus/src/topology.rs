@@ -26,14 +26,16 @@ use lapin::{
 /// Routing key of every message on the deliveries exchange.
 pub const DELIVERY_KEY: &str = "delivery";
 
-/// The delays of the hold queues, where a delivery waits for its rate-limit slot without
-/// holding a consumer: it hops through the longest one that fits until its slot is near.
-pub const HOLD_DELAYS: [Duration; 5] = [
+/// The delays of the hold queues, where a delivery waits without holding a consumer: for its
+/// rate-limit slot (hopping through the longest one that fits until the slot is near), or for
+/// an open circuit.
+pub const HOLD_DELAYS: [Duration; 6] = [
     Duration::from_millis(100),
     Duration::from_secs(1),
     Duration::from_secs(10),
     Duration::from_secs(60),
     Duration::from_secs(600),
+    Duration::from_secs(3600),
 ];
 
 /// Classic queues on one node, quorum queues in a cluster.
@@ -163,6 +165,15 @@ impl Topology {
     /// The longest hold delay not past `wait`; `None` when `wait` is shorter than every one.
     pub fn hold_for(wait: Duration) -> Option<Duration> {
         HOLD_DELAYS.iter().rev().copied().find(|d| *d <= wait)
+    }
+
+    /// The shortest hold delay at least `wait` long, or the longest one.
+    pub fn hold_at_least(wait: Duration) -> Duration {
+        HOLD_DELAYS
+            .iter()
+            .copied()
+            .find(|d| *d >= wait)
+            .unwrap_or(HOLD_DELAYS[HOLD_DELAYS.len() - 1])
     }
 
     fn queue_args(&self) -> FieldTable {
@@ -344,7 +355,19 @@ mod tests {
         );
         assert_eq!(
             Topology::hold_for(Duration::from_secs(86_400)),
-            Some(Duration::from_secs(600))
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            Topology::hold_at_least(Duration::from_secs(20)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            Topology::hold_at_least(Duration::ZERO),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            Topology::hold_at_least(Duration::from_secs(86_400)),
+            Duration::from_secs(3600)
         );
     }
 }

@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use lapin::{message::Delivery, types::AMQPValue};
-use waybill_bus::{Broker, Handler, Outcome, Outgoing, Topology, topology::HOLD_DELAYS};
+use waybill_bus::{Broker, Handler, Outcome, Outgoing, Topology};
 use waybill_domain::{
     delivery::{ATTEMPT_HEADER, DeliveryMessage, MANUAL_HEADER, receiver_body},
     retry::RetrySchedule,
@@ -33,6 +33,10 @@ pub const DEAD_REASON_HEADER: &str = "waybill-dead-reason";
 
 /// Header of a delivery message waiting on a hold queue: the rate-limit slot it holds (RFC 3339).
 pub const NOT_BEFORE_HEADER: &str = "waybill-not-before";
+
+/// Header of a delivery message held back by an open circuit: how many times so far. Each time
+/// it waits longer, so a long outage's backlog does not cycle through the broker every cooldown.
+pub const DEFERRALS_HEADER: &str = "waybill-deferrals";
 
 /// Header of a delivery message that went through a hold queue: a copy of it may have been sent
 /// meanwhile (a redelivered original, or a tenant's retry), so Postgres is checked first.
@@ -67,6 +71,8 @@ struct Incoming {
     refanout: bool,
     /// The rate-limit slot it holds, when it comes back from a hold queue.
     not_before: Option<DateTime<Utc>>,
+    /// Times an open circuit held it back.
+    deferrals: u32,
 }
 
 impl Incoming {
@@ -106,21 +112,26 @@ fn not_before(delivery: &Delivery) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-/// The attempt number a message carries (1 when absent or unreadable).
-fn attempt_number(delivery: &Delivery) -> u32 {
-    let value = header(delivery, ATTEMPT_HEADER);
-    let n = match value {
-        Some(AMQPValue::LongString(s)) => std::str::from_utf8(s.as_bytes())
+/// A whole number a header carries (`None` when absent or unreadable).
+fn number_header(delivery: &Delivery, name: &str) -> Option<u32> {
+    match header(delivery, name)? {
+        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes())
             .ok()
             .and_then(|s| s.parse::<u32>().ok()),
-        Some(AMQPValue::ShortString(s)) => s.as_str().parse::<u32>().ok(),
-        Some(AMQPValue::LongInt(i)) => u32::try_from(i).ok(),
-        Some(AMQPValue::LongLongInt(i)) => u32::try_from(i).ok(),
-        Some(AMQPValue::ShortInt(i)) => u32::try_from(i).ok(),
-        Some(AMQPValue::LongUInt(i)) => Some(i),
+        AMQPValue::ShortString(s) => s.as_str().parse::<u32>().ok(),
+        AMQPValue::LongInt(i) => u32::try_from(i).ok(),
+        AMQPValue::LongLongInt(i) => u32::try_from(i).ok(),
+        AMQPValue::ShortInt(i) => u32::try_from(i).ok(),
+        AMQPValue::LongUInt(i) => Some(i),
         _ => None,
-    };
-    n.filter(|n| *n >= 1).unwrap_or(1)
+    }
+}
+
+/// The attempt number a message carries (1 when absent or unreadable).
+fn attempt_number(delivery: &Delivery) -> u32 {
+    number_header(delivery, ATTEMPT_HEADER)
+        .filter(|n| *n >= 1)
+        .unwrap_or(1)
 }
 
 /// Why the subscription of a delivery could not be looked up.
@@ -283,9 +294,10 @@ impl Deliver {
             match self.breaker.gate(&target).await? {
                 Gate::Send { probe } => probe,
                 Gate::Open(until) => {
-                    let wait = (until - Utc::now()).to_std().unwrap_or_default();
-                    let hold = Topology::hold_for(wait).unwrap_or(HOLD_DELAYS[0]);
-                    self.forward(msg, &self.broker.topology().hold_queue(hold), inc.carried())
+                    let hold = self.breaker.defer_for(until, inc.deferrals);
+                    let mut headers = inc.carried();
+                    headers.push((DEFERRALS_HEADER, (inc.deferrals + 1).to_string()));
+                    self.forward(msg, &self.broker.topology().hold_queue(hold), headers)
                         .await?;
                     return Ok(Settled::Deferred);
                 }
@@ -436,6 +448,7 @@ impl Handler for Deliver {
             manual,
             refanout,
             not_before: not_before(delivery),
+            deferrals: number_header(delivery, DEFERRALS_HEADER).unwrap_or(0),
         };
         match self.process(&msg, &inc).await {
             Ok(settled) => {

@@ -13,6 +13,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 use uuid::Uuid;
+use waybill_bus::Topology;
 use waybill_domain::event::EventEnvelope;
 use waybill_ingest::publisher::EventPublisher;
 use waybill_store::{
@@ -138,6 +139,20 @@ impl Breaker {
                 Ok(Gate::Send { probe: false })
             }
         }
+    }
+
+    /// Which hold queue a delivery held back for the `deferrals`-th time waits on: until the
+    /// circuit's end at least, and longer each time (the cooldown doubled per deferral, up to
+    /// six times the longest cooldown), so that a long outage's backlog waits in the broker
+    /// instead of coming back every cooldown.
+    pub fn defer_for(&self, until: DateTime<Utc>, deferrals: u32) -> Duration {
+        let policy = &self.setup.policy;
+        let to_end = (until - Utc::now()).to_std().unwrap_or_default();
+        let escalated = policy
+            .cooldown
+            .saturating_mul(1u32 << deferrals.min(20))
+            .min(policy.max_cooldown.saturating_mul(6));
+        Topology::hold_at_least(to_end.max(escalated))
     }
 
     /// Learns every failing receiver from Postgres, so that this replica respects circuits

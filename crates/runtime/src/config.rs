@@ -341,8 +341,12 @@ impl Settings {
             threshold: b.failure_threshold,
             cooldown,
             max_cooldown,
-            // Twice the longest time a failing receiver can go without a request.
-            streak_gap: longest_gap.max(max_cooldown) * 2,
+            // Twice the longest time a failing receiver can go without a request: a retry's gap,
+            // or the longest wait of a delivery held back by its open circuit (six times the
+            // longest cooldown, rounded up to a hold queue).
+            streak_gap: longest_gap.max(waybill_bus::Topology::hold_at_least(
+                max_cooldown.saturating_mul(6),
+            )) * 2,
         })
     }
 

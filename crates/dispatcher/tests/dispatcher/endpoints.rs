@@ -202,8 +202,9 @@ async fn an_open_circuit_sends_nothing_but_probes_and_a_good_probe_closes_it() {
 
     // The receiver recovers: the next probe closes the circuit and everything flows.
     rx.set_default(Reply::status(200));
+    // Held deliveries come back from their hold queues (up to 10 s here) and flow.
     let mut done = 0;
-    for _ in 0..100 {
+    for _ in 0..200 {
         done = stack
             .deliveries(&id)
             .await
