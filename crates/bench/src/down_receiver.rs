@@ -135,7 +135,7 @@ async fn measure(p: &Params, mut settings: Settings) -> anyhow::Result<()> {
         .await?
         .text()
         .await?;
-    let deferred = metric(&text, "deferred");
+    let deferred = metric(&text, "deferred").max(0.0) as u64;
     println!(
         "receiver down for {:.0} s: {accepted} events accepted ({} events/s), {sent} requests reached the receiver, {deferred} times a delivery was held back by the open circuit (breaker threshold {}, cooldown {})",
         elapsed.as_secs_f64(),
