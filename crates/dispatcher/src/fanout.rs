@@ -19,7 +19,7 @@ use waybill_store::{
     deliveries::{self, EventState, NewDelivery},
 };
 
-use crate::{health::DISABLED_EVENT, index::Index, metrics::DispatchMetrics};
+use crate::{batch::Batcher, health::DISABLED_EVENT, index::Index, metrics::DispatchMetrics};
 
 /// Header naming why a message was parked on the invalid queue.
 pub const INVALID_REASON_HEADER: &str = "waybill-invalid-reason";
@@ -43,6 +43,96 @@ pub struct FanOut {
     pub broker: Broker,
     pub metrics: DispatchMetrics,
     pub last_catalog_refresh: tokio::sync::Mutex<Option<Instant>>,
+    /// Records events, many at a time.
+    pub take: Batcher<EventEnvelope, EventState>,
+    /// Records fanned-out events' deliveries, many events at a time.
+    pub finish: Batcher<Finished, ()>,
+}
+
+/// One event's fan-out as it is recorded: tenant, event id, and its pending deliveries.
+pub type Finished = (String, String, Vec<NewDelivery>);
+
+/// Most events per batched statement.
+const FANOUT_BATCH: usize = 256;
+
+/// Runs `many` over a batch; if Postgres refuses the batch for its content (not for being
+/// away), runs `one` item by item so a single bad item cannot fail the others.
+async fn batched<T, R, M, O>(
+    pool: &PgPool,
+    items: Vec<T>,
+    many: M,
+    one: O,
+) -> Vec<Result<R, String>>
+where
+    M: AsyncFn(&mut diesel_async::AsyncPgConnection, &[T]) -> Result<Vec<R>, StoreError>,
+    O: AsyncFn(&mut diesel_async::AsyncPgConnection, &T) -> Result<R, StoreError>,
+{
+    let mut conn = match waybill_store::conn(pool).await {
+        Ok(c) => c,
+        Err(e) => return items.iter().map(|_| Err(e.to_string())).collect(),
+    };
+    match many(&mut conn, &items).await {
+        Ok(results) => results.into_iter().map(Ok).collect(),
+        Err(StoreError::Unavailable(e)) => items.iter().map(|_| Err(e.clone())).collect(),
+        Err(e) if items.len() == 1 => vec![Err(e.to_string())],
+        Err(_) => {
+            let mut out = Vec::with_capacity(items.len());
+            for item in &items {
+                out.push(one(&mut conn, item).await.map_err(|e| e.to_string()));
+            }
+            out
+        }
+    }
+}
+
+impl FanOut {
+    /// The two batch writers of the fan-out.
+    pub fn writers(pool: &PgPool) -> (Batcher<EventEnvelope, EventState>, Batcher<Finished, ()>) {
+        let p = pool.clone();
+        let take = Batcher::start(FANOUT_BATCH, move |events: Vec<EventEnvelope>| {
+            let p = p.clone();
+            async move {
+                batched(
+                    &p,
+                    events,
+                    async |conn, batch: &[EventEnvelope]| {
+                        deliveries::take_events(conn, batch)
+                            .await
+                            .map_err(StoreError::from)
+                    },
+                    async |conn, e: &EventEnvelope| {
+                        deliveries::take_event(conn, e)
+                            .await
+                            .map_err(StoreError::from)
+                    },
+                )
+                .await
+            }
+        });
+        let p = pool.clone();
+        let finish = Batcher::start(FANOUT_BATCH, move |done: Vec<Finished>| {
+            let p = p.clone();
+            async move {
+                batched(
+                    &p,
+                    done,
+                    async |conn, batch: &[Finished]| {
+                        deliveries::finish_fan_outs(conn, batch)
+                            .await
+                            .map(|()| vec![(); batch.len()])
+                            .map_err(StoreError::from)
+                    },
+                    async |conn, f: &Finished| {
+                        deliveries::finish_fan_out(conn, &f.0, &f.1, &f.2)
+                            .await
+                            .map_err(StoreError::from)
+                    },
+                )
+                .await
+            }
+        });
+        (take, finish)
+    }
 }
 
 /// Whether a JSON value holds a NUL character anywhere (Postgres `jsonb` refuses it).
@@ -165,14 +255,7 @@ impl FanOut {
     }
 
     async fn fan_out(&self, event: &EventEnvelope) -> Result<usize, String> {
-        let state = {
-            let mut conn = waybill_store::conn(&self.pool)
-                .await
-                .map_err(|e| e.to_string())?;
-            deliveries::take_event(&mut conn, event)
-                .await
-                .map_err(|e| StoreError::from(e).to_string())?
-        };
+        let state = self.take.call(event.clone()).await?;
         if state == EventState::Done {
             self.metrics.events.with_label_values(&["duplicate"]).inc();
             return Ok(0);
@@ -239,12 +322,10 @@ impl FanOut {
         let mut wait = Duration::from_millis(100);
         let mut last = String::new();
         for _ in 0..8 {
-            let finished = async {
-                let mut conn = waybill_store::conn(&self.pool).await?;
-                deliveries::finish_fan_out(&mut conn, &event.tenant, &event.id, &rows).await?;
-                Ok::<(), StoreError>(())
-            }
-            .await;
+            let finished = self
+                .finish
+                .call((event.tenant.clone(), event.id.clone(), rows.clone()))
+                .await;
             match finished {
                 Ok(()) => {
                     self.metrics.events.with_label_values(&["fanned_out"]).inc();

@@ -3,6 +3,7 @@
 //! delivery and attempt. Stateless apart from its subscription index; run as many replicas as
 //! the load needs.
 
+pub mod batch;
 pub mod deliver;
 pub mod fanout;
 pub mod health;

@@ -111,6 +111,7 @@ impl Application {
         service.spawn(move |stop| sync.run(stop));
 
         let replica = uuid::Uuid::new_v4().simple().to_string();
+        let (take, finish) = FanOut::writers(&pool);
         let fanout = Arc::new(FanOut {
             index: index.clone(),
             catalog: catalog.clone(),
@@ -118,6 +119,8 @@ impl Application {
             broker: broker.clone(),
             metrics: dispatch_metrics.clone(),
             last_catalog_refresh: tokio::sync::Mutex::new(None),
+            take,
+            finish,
         });
         let fanout_consumer = Consumer::new(
             settings.broker.url.clone(),

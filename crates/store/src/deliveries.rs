@@ -61,6 +61,169 @@ pub async fn take_event(
     })
 }
 
+#[derive(QueryableByName)]
+struct Key {
+    #[diesel(sql_type = Text)]
+    tenant: String,
+    #[diesel(sql_type = Text)]
+    id: String,
+}
+
+#[derive(QueryableByName)]
+struct Seen {
+    #[diesel(sql_type = Text)]
+    tenant: String,
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    fanned_out_at: Option<DateTime<Utc>>,
+}
+
+/// [`take_event`] for many events at once (two statements whatever their number): the state of
+/// each, in order. The same (tenant, id) twice in `batch` is taken once; the later copy is a
+/// duplicate of the earlier one.
+pub async fn take_events(
+    conn: &mut AsyncPgConnection,
+    batch: &[EventEnvelope],
+) -> QueryResult<Vec<EventState>> {
+    use diesel::sql_types::Jsonb;
+    let mut first: HashMap<(&str, &str), usize> = HashMap::with_capacity(batch.len());
+    for (i, e) in batch.iter().enumerate() {
+        first.entry((e.tenant.as_str(), e.id.as_str())).or_insert(i);
+    }
+    let unique: Vec<&EventEnvelope> = {
+        let mut idx: Vec<usize> = first.values().copied().collect();
+        idx.sort_unstable();
+        idx.into_iter().map(|i| &batch[i]).collect()
+    };
+    let inserted: Vec<Key> = sql_query(
+        "INSERT INTO events (tenant, id, event_type, client_id, occurred_at, received_at, data) \
+         SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT DO NOTHING RETURNING tenant, id",
+    )
+    .bind::<Array<Text>, _>(unique.iter().map(|e| e.tenant.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(unique.iter().map(|e| e.id.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(unique.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(
+        unique
+            .iter()
+            .map(|e| e.client_id.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Timestamptz>, _>(unique.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
+    .bind::<Array<Timestamptz>, _>(unique.iter().map(|e| e.received_at).collect::<Vec<_>>())
+    .bind::<Array<Jsonb>, _>(
+        unique
+            .iter()
+            .map(|e| serde_json::Value::Object(e.data.clone()))
+            .collect::<Vec<_>>(),
+    )
+    .load(conn)
+    .await?;
+    let fresh: std::collections::HashSet<(String, String)> =
+        inserted.into_iter().map(|k| (k.tenant, k.id)).collect();
+    let known: Vec<&EventEnvelope> = unique
+        .iter()
+        .copied()
+        .filter(|e| !fresh.contains(&(e.tenant.clone(), e.id.clone())))
+        .collect();
+    let mut seen: HashMap<(String, String), Option<DateTime<Utc>>> = HashMap::new();
+    if !known.is_empty() {
+        let rows: Vec<Seen> = sql_query(
+            "SELECT e.tenant, e.id, e.fanned_out_at FROM events e \
+             JOIN unnest($1, $2) AS u(tenant, id) ON e.tenant = u.tenant AND e.id = u.id",
+        )
+        .bind::<Array<Text>, _>(known.iter().map(|e| e.tenant.as_str()).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(known.iter().map(|e| e.id.as_str()).collect::<Vec<_>>())
+        .load(conn)
+        .await?;
+        seen = rows
+            .into_iter()
+            .map(|r| ((r.tenant, r.id), r.fanned_out_at))
+            .collect();
+    }
+    Ok(batch
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let key = (e.tenant.clone(), e.id.clone());
+            if first.get(&(e.tenant.as_str(), e.id.as_str())) != Some(&i) {
+                EventState::Done
+            } else if fresh.contains(&key) {
+                EventState::Fresh
+            } else {
+                match seen.get(&key) {
+                    Some(Some(_)) => EventState::Done,
+                    Some(None) => EventState::Unfinished,
+                    // Gone between the two statements (retention): treat as new.
+                    None => EventState::Fresh,
+                }
+            }
+        })
+        .collect())
+}
+
+/// [`finish_fan_out`] for many events in one transaction: every delivery row, then every
+/// event marked fanned out. Rows go in delivery-id order and events in key order, so two
+/// replicas finishing overlapping batches cannot deadlock.
+pub async fn finish_fan_outs(
+    conn: &mut AsyncPgConnection,
+    batch: &[(String, String, Vec<NewDelivery>)],
+) -> QueryResult<()> {
+    let mut rows: Vec<&NewDelivery> = batch.iter().flat_map(|(_, _, r)| r).collect();
+    rows.sort_by_key(|r| r.id);
+    rows.dedup_by_key(|r| r.id);
+    let mut keys: Vec<(&str, &str)> = batch
+        .iter()
+        .map(|(t, id, _)| (t.as_str(), id.as_str()))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    conn.transaction(async |conn| {
+        for chunk in rows.chunks(INSERT_CHUNK * 5) {
+            sql_query(
+                "INSERT INTO deliveries (id, tenant, webhook_id, event_id, event_type, status, \
+                 attempts, created_at, updated_at) \
+                 SELECT u.id, u.tenant, u.webhook_id, u.event_id, u.event_type, u.status, 0, \
+                        u.at, u.at \
+                 FROM unnest($1, $2, $3, $4, $5, $6, $7) \
+                   AS u(id, tenant, webhook_id, event_id, event_type, status, at) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind::<Array<SqlUuid>, _>(chunk.iter().map(|r| r.id).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(chunk.iter().map(|r| r.tenant.as_str()).collect::<Vec<_>>())
+            .bind::<Array<SqlUuid>, _>(chunk.iter().map(|r| r.webhook_id).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(
+                chunk
+                    .iter()
+                    .map(|r| r.event_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind::<Array<Text>, _>(
+                chunk
+                    .iter()
+                    .map(|r| r.event_type.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind::<Array<Text>, _>(chunk.iter().map(|r| r.status).collect::<Vec<_>>())
+            .bind::<Array<Timestamptz>, _>(chunk.iter().map(|r| r.created_at).collect::<Vec<_>>())
+            .execute(conn)
+            .await?;
+        }
+        sql_query(
+            "UPDATE events SET fanned_out_at = now() \
+             FROM unnest($1, $2) AS u(tenant, id) \
+             WHERE events.tenant = u.tenant AND events.id = u.id",
+        )
+        .bind::<Array<Text>, _>(keys.iter().map(|k| k.0).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(keys.iter().map(|k| k.1).collect::<Vec<_>>())
+        .execute(conn)
+        .await?;
+        Ok(())
+    })
+    .await
+}
+
 /// A delivery the fan-out created.
 #[derive(Debug, Clone, Insertable)]
 #[diesel(table_name = deliveries)]
