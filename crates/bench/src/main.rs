@@ -2,12 +2,15 @@
 //! Every scenario works in a database of its own, dropped at the end.
 
 mod api_roundtrip;
+mod cluster;
 mod delivery_latency;
 mod delivery_log;
 mod down_receiver;
 mod ingest_throughput;
+mod pipeline;
 mod scratch;
 mod stats;
+mod suite;
 
 use std::path::PathBuf;
 
@@ -61,6 +64,20 @@ enum Scenario {
         seconds: u64,
         #[arg(long)]
         json: Option<PathBuf>,
+    },
+    /// The pipeline scenarios against the real service binaries: steady 200/s, maximum
+    /// throughput over HTTP and over AMQP, fan-out to 100 subscriptions, a receiver failing 10%,
+    /// and 100,000 subscriptions in the index. Writes JSON and a short report.
+    Suite {
+        /// Seconds of publishing per scenario.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Only these scenarios (comma-separated names).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Where the JSON results go.
+        #[arg(long, default_value = "target/bench/results.json")]
+        json: PathBuf,
     },
     /// Requests a receiver that is down for the whole run still gets, with the circuit breaker.
     DownReceiver {
@@ -135,6 +152,11 @@ async fn main() -> std::process::ExitCode {
             })
             .await
         }
+        Scenario::Suite {
+            seconds,
+            only,
+            json,
+        } => suite::run(seconds, &only, &json).await,
         Scenario::DownReceiver {
             rate,
             seconds,
