@@ -47,6 +47,22 @@ pub struct FanOut {
     pub take: Batcher<EventEnvelope, EventState>,
     /// Records fanned-out events' deliveries, many events at a time.
     pub finish: Batcher<Finished, ()>,
+    /// The (tenant, id) of the events this replica is fanning out now.
+    pub in_flight: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+}
+
+/// Takes an event out of [`FanOut::in_flight`] when its handling ends, however it ends.
+struct InFlight<'a>(
+    &'a std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+    (String, String),
+);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.0.lock() {
+            set.remove(&self.1);
+        }
+    }
 }
 
 /// One event's fan-out as it is recorded: tenant, event id, and its pending deliveries.
@@ -255,6 +271,21 @@ impl FanOut {
     }
 
     async fn fan_out(&self, event: &EventEnvelope) -> Result<usize, String> {
+        // A copy of an event this replica is fanning out right now waits for that to finish,
+        // then counts as the duplicate it is, rather than looking like an unfinished fan-out.
+        let key = (event.tenant.clone(), event.id.clone());
+        let _guard = loop {
+            // A poisoned set is no reason to stop fanning out: go ahead unguarded.
+            let mine = self
+                .in_flight
+                .lock()
+                .map(|mut set| set.insert(key.clone()))
+                .unwrap_or(true);
+            if mine {
+                break InFlight(&self.in_flight, key);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
         let state = self.take.call(event.clone()).await?;
         if state == EventState::Done {
             self.metrics.events.with_label_values(&["duplicate"]).inc();

@@ -121,6 +121,7 @@ impl Application {
             last_catalog_refresh: tokio::sync::Mutex::new(None),
             take,
             finish,
+            in_flight: Default::default(),
         });
         let fanout_consumer = Consumer::new(
             settings.broker.url.clone(),

@@ -5,7 +5,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::{Receiver, Stack, WAIT};
+use crate::helpers::{Receiver, Stack, WAIT, example};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_event_reaches_exactly_the_matching_subscriptions() {
@@ -115,6 +115,72 @@ async fn a_republished_event_id_is_fanned_out_once() {
             .await,
         1.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_with_repeated_ids_is_recorded_together_and_each_id_delivered_once() {
+    // Published back to back, the events are taken by the fan-out's batched writes together,
+    // copies of one id within the same batch included.
+    let stack = Stack::start().await;
+    let (rx, id) = stack.receiver_for(json!(["stock.*"])).await;
+    let exchange = stack.settings.topology().unwrap().events_exchange();
+    let now = chrono::Utc::now();
+    let bodies: Vec<(String, Vec<u8>)> = (0..120)
+        .map(|i| {
+            let event_id = format!("burst-{}", i % 40);
+            let event = waybill_domain::event::EventEnvelope {
+                id: event_id.clone(),
+                tenant: "acme".into(),
+                kind: "stock.updated".into(),
+                client_id: None,
+                occurred_at: now,
+                received_at: now,
+                data: example("stock.updated"),
+            };
+            (event_id, serde_json::to_vec(&event).unwrap())
+        })
+        .collect();
+    let outgoing: Vec<waybill_bus::Outgoing<'_>> = bodies
+        .iter()
+        .map(|(event_id, body)| waybill_bus::Outgoing {
+            exchange: &exchange,
+            routing_key: "stock.updated",
+            body,
+            message_id: Some(event_id),
+            headers: vec![],
+            mandatory: true,
+        })
+        .collect();
+    stack.broker.publish_many(&outgoing).await.unwrap();
+    let seen = rx.wait_for(40, WAIT).await;
+    assert_eq!(seen.len(), 40);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut ids: Vec<String> = rx
+        .received()
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 40, "each id delivered");
+    assert_eq!(rx.count(), 40, "and only once");
+    let rows = stack.deliveries(&id).await;
+    assert_eq!(rows.len(), 40);
+    assert!(rows.iter().all(|d| d.status == "succeeded"));
+    let port = stack.dispatchers[0];
+    let metric = |outcome: &'static str| {
+        stack.metric(
+            port,
+            "waybill_dispatcher_events_total",
+            if outcome == "fanned_out" {
+                "outcome=\"fanned_out\""
+            } else {
+                "outcome=\"duplicate\""
+            },
+        )
+    };
+    assert_eq!(metric("fanned_out").await, 40.0);
+    assert_eq!(metric("duplicate").await, 80.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
