@@ -79,7 +79,7 @@ openapi: toolchain
 	UPDATE_OPENAPI=1 cargo test -p waybill-dispatcher --test dispatcher openapi
 
 bench: toolchain db
-	cargo build --release --locked -p waybill-bench
-	target/release/waybill-bench api-roundtrip
-	target/release/waybill-bench ingest-throughput --clients 64 --seconds 10
-	target/release/waybill-bench delivery-latency --rate 200 --seconds 10
+	cargo build --release --locked -p waybill-bench -p waybill-api -p waybill-ingest -p waybill-dispatcher
+	target/release/waybill-bench suite --seconds 20 --json target/bench/results.json
+	target/release/waybill-bench down-receiver --rate 20 --seconds 60 --json target/bench/down-receiver.json
+	target/release/waybill-bench api-roundtrip --json target/bench/api-roundtrip.json
