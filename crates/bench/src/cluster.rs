@@ -149,22 +149,8 @@ async fn spawn(
     let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
     let service = Service { name, port, child };
     let client = reqwest::Client::builder().no_proxy().build()?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let ready = client
-            .get(format!("{}/readyz", service.base()))
-            .send()
-            .await
-            .map(|r| r.status() == 200)
-            .unwrap_or(false);
-        if ready {
-            return Ok(service);
-        }
-        if Instant::now() > deadline {
-            bail!("{name} was not ready within 120 s");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::common::wait_ready(&client, &service.base()).await?;
+    Ok(service)
 }
 
 /// CPU seconds used so far by every live process whose command is `comm` (`beam.smp` for

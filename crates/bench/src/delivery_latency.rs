@@ -13,10 +13,10 @@ use std::{
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use serde_json::json;
-use waybill_domain::{Scope, SigningSecret, TenantId, signature::sign};
-use waybill_runtime::{JwtKeys, Settings};
+use waybill_domain::{SigningSecret, signature::sign};
+use waybill_runtime::Settings;
 
-use crate::stats::Summary;
+use crate::{common, stats::Summary};
 
 pub struct Params {
     pub rate: u32,
@@ -74,18 +74,8 @@ async fn receive(
 }
 
 async fn measure(p: &Params, mut settings: Settings) -> anyhow::Result<()> {
-    settings.http.port = 0;
-    settings.rate_limit.per_second = 0;
-    settings.log.level = "warn".into();
-    settings.security.allow_http = true;
-    settings.security.allowed_private_ranges = vec!["127.0.0.0/8".parse()?];
-    let keys = JwtKeys::from_settings(&settings)?;
-    let tenant = TenantId::parse("bench").map_err(anyhow::Error::msg)?;
-    let token = keys.mint(
-        &tenant,
-        &[Scope::WebhooksWrite, Scope::EventsPublish],
-        chrono::Duration::hours(1),
-    )?;
+    common::on_loopback(&mut settings, "warn")?;
+    let token = common::token(&settings)?;
     let client = reqwest::Client::builder().no_proxy().build()?;
 
     let api = waybill_api::Application::build(settings.clone()).await?;
@@ -137,20 +127,9 @@ async fn measure(p: &Params, mut settings: Settings) -> anyhow::Result<()> {
     let publish_url = Arc::new(format!("http://127.0.0.1:{}/v1/events", ingest.port()));
     tokio::spawn(ingest.run_until_stopped());
     // Ready: the dispatcher's index is loaded.
-    for _ in 0..200 {
-        let ready = client
-            .get(format!("http://127.0.0.1:{dispatcher_port}/readyz"))
-            .send()
-            .await
-            .map(|r| r.status() == 200)
-            .unwrap_or(false);
-        if ready {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::wait_ready(&client, &format!("http://127.0.0.1:{dispatcher_port}")).await?;
 
-    let data = json!({"sku": "TSH-BLK-M", "warehouse_id": "wh_rtm_01", "on_hand": 340, "allocated": 52, "available": 288, "updated_at": "2026-01-10T12:00:04Z"});
+    let data = common::stock_data();
     let token = Arc::new(token);
     let publish = |id: String| {
         let (client, url, token, data) = (

@@ -15,8 +15,9 @@ use std::{
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 use serde_json::json;
-use waybill_domain::{Scope, TenantId};
-use waybill_runtime::{JwtKeys, Settings};
+use waybill_runtime::Settings;
+
+use crate::common;
 
 pub struct Params {
     pub rate: u32,
@@ -31,24 +32,14 @@ pub async fn run(p: Params) -> anyhow::Result<()> {
 }
 
 async fn measure(p: &Params, mut settings: Settings) -> anyhow::Result<()> {
-    settings.http.port = 0;
-    settings.rate_limit.per_second = 0;
-    settings.log.level = "error".into();
-    settings.security.allow_http = true;
-    settings.security.allowed_private_ranges = vec!["127.0.0.0/8".parse()?];
+    common::on_loopback(&mut settings, "error")?;
     settings.breaker.failure_threshold = p.threshold;
     settings.breaker.cooldown = p.cooldown.clone();
     // A short schedule, so that without a breaker the retries would come due within the run.
     settings.delivery.retry_schedule = vec!["10s".into(), "20s".into(), "40s".into()];
     settings.breaker.max_cooldown = "10m".into();
     settings.breaker_policy()?;
-    let keys = JwtKeys::from_settings(&settings)?;
-    let tenant = TenantId::parse("bench").map_err(anyhow::Error::msg)?;
-    let token = keys.mint(
-        &tenant,
-        &[Scope::WebhooksWrite, Scope::EventsPublish],
-        chrono::Duration::hours(1),
-    )?;
+    let token = common::token(&settings)?;
     let client = reqwest::Client::builder().no_proxy().build()?;
 
     let requests = Arc::new(AtomicU64::new(0));
@@ -87,20 +78,9 @@ async fn measure(p: &Params, mut settings: Settings) -> anyhow::Result<()> {
     let ingest = waybill_ingest::Application::build(settings.clone()).await?;
     let publish_url = format!("http://127.0.0.1:{}/v1/events", ingest.port());
     tokio::spawn(ingest.run_until_stopped());
-    for _ in 0..200 {
-        let ready = client
-            .get(format!("http://127.0.0.1:{dispatcher_port}/readyz"))
-            .send()
-            .await
-            .map(|r| r.status() == 200)
-            .unwrap_or(false);
-        if ready {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::wait_ready(&client, &format!("http://127.0.0.1:{dispatcher_port}")).await?;
 
-    let data = json!({"sku": "TSH-BLK-M", "warehouse_id": "wh_rtm_01", "on_hand": 340, "allocated": 52, "available": 288, "updated_at": "2026-01-10T12:00:04Z"});
+    let data = common::stock_data();
     let total = u64::from(p.rate) * p.seconds;
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(p.rate)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);

@@ -3,6 +3,7 @@
 
 mod api_roundtrip;
 mod cluster;
+mod common;
 mod delivery_latency;
 mod delivery_log;
 mod down_receiver;

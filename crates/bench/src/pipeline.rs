@@ -17,13 +17,17 @@ use std::{
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use base64::{Engine, engine::general_purpose::STANDARD};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use waybill_bus::{Broker, Outgoing};
-use waybill_domain::{Scope, SigningSecret, TenantId, event::EventEnvelope, signature::sign};
-use waybill_runtime::{JwtKeys, Settings};
+use waybill_domain::{SigningSecret, event::EventEnvelope, signature::sign};
+use waybill_runtime::Settings;
 use waybill_store::{Cipher, crypto::secret_context};
 
-use crate::{cluster::Cluster, stats::Summary};
+use crate::{
+    cluster::Cluster,
+    common::{self, TENANT},
+    stats::Summary,
+};
 
 /// How events reach the platform.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -94,7 +98,6 @@ pub struct ServiceFigures {
 
 /// The signing secret every measured subscription shares, so the receiver holds one key.
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const TENANT: &str = "bench";
 const EVENT_TYPE: &str = "stock.updated";
 
 #[derive(Default)]
@@ -252,11 +255,6 @@ async fn seed(settings: &Settings, n: u32, tenants: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn example_data() -> Value {
-    json!({"sku": "TSH-BLK-M", "warehouse_id": "wh_rtm_01", "on_hand": 340, "allocated": 52,
-           "available": 288, "updated_at": "2026-01-10T12:00:04Z"})
-}
-
 /// Publishes for `s.seconds`; returns each accepted event's id and acknowledgement time.
 async fn publish(
     s: &Scenario,
@@ -269,7 +267,7 @@ async fn publish(
         Ok(c) => c,
         Err(_) => return (0, Vec::new(), Duration::ZERO),
     };
-    let data = example_data();
+    let data = common::stock_data();
     let one = {
         let (client, url, token, broker, exchange, data, via) = (
             client.clone(),
@@ -416,13 +414,7 @@ async fn measure(s: &Scenario, mut settings: Settings) -> anyhow::Result<Outcome
     let cluster = Cluster::start(&settings, &extra).await?;
     let dispatcher_ready_s = started.elapsed().as_secs_f64();
 
-    let keys = JwtKeys::from_settings(&settings)?;
-    let tenant = TenantId::parse(TENANT).map_err(anyhow::Error::msg)?;
-    let token = keys.mint(
-        &tenant,
-        &[Scope::WebhooksWrite, Scope::EventsPublish],
-        chrono::Duration::hours(1),
-    )?;
+    let token = common::token(&settings)?;
     let client = reqwest::Client::builder().no_proxy().build()?;
     for n in 0..s.fanout {
         let r = client

@@ -1,0 +1,58 @@
+//! What the scenarios share: the loopback settings, the benchmark tenant's token, the event
+//! they publish, and waiting for a service to be ready.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use waybill_domain::{Scope, TenantId};
+use waybill_runtime::{JwtKeys, Settings};
+
+/// The tenant every scenario publishes as.
+pub const TENANT: &str = "bench";
+
+/// Services on free loopback ports, receivers on loopback allowed, no tenant rate limit.
+pub fn on_loopback(settings: &mut Settings, log_level: &str) -> anyhow::Result<()> {
+    settings.http.port = 0;
+    settings.rate_limit.per_second = 0;
+    settings.log.level = log_level.into();
+    settings.security.allow_http = true;
+    settings.security.allowed_private_ranges = vec!["127.0.0.0/8".parse()?];
+    Ok(())
+}
+
+/// A token of [`TENANT`] that may manage subscriptions and publish.
+pub fn token(settings: &Settings) -> anyhow::Result<String> {
+    let keys = JwtKeys::from_settings(settings)?;
+    let tenant = TenantId::parse(TENANT).map_err(anyhow::Error::msg)?;
+    keys.mint(
+        &tenant,
+        &[Scope::WebhooksWrite, Scope::EventsPublish],
+        chrono::Duration::hours(1),
+    )
+}
+
+/// The `data` of the `stock.updated` events the scenarios publish.
+pub fn stock_data() -> Value {
+    json!({"sku": "TSH-BLK-M", "warehouse_id": "wh_rtm_01", "on_hand": 340, "allocated": 52,
+           "available": 288, "updated_at": "2026-01-10T12:00:04Z"})
+}
+
+/// Waits until `base`'s `/readyz` answers 200, for at most two minutes.
+pub async fn wait_ready(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let ready = client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .map(|r| r.status() == 200)
+            .unwrap_or(false);
+        if ready {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("{base} was not ready within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
