@@ -28,7 +28,7 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     pub fn start<F, Fut>(max_batch: usize, run: F) -> Self
     where
         F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Vec<Result<R, String>>> + Send,
+        Fut: Future<Output = Vec<Result<R, String>>> + Send + 'static,
     {
         let (tx, mut rx) = mpsc::channel::<Job<T, R>>(max_batch * 4);
         let run = Arc::new(run);
@@ -37,11 +37,19 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
             while rx.recv_many(&mut jobs, max_batch).await > 0 {
                 let (items, replies): (Vec<T>, Vec<_>) = jobs.drain(..).unzip();
                 let n = items.len();
-                let mut results = run(items).await.into_iter();
+                // Its own task, so a panic in one batch fails that batch's callers only, and
+                // the writer carries on with the next.
+                let mut results = match tokio::spawn(run(items)).await {
+                    Ok(results) => results.into_iter(),
+                    Err(e) => {
+                        tracing::error!(error = %e, "a batch write failed unexpectedly");
+                        Vec::new().into_iter()
+                    }
+                };
                 for reply in replies {
                     let r = results
                         .next()
-                        .unwrap_or_else(|| Err(format!("a batch of {n} had too few results")));
+                        .unwrap_or_else(|| Err(format!("a batch of {n} was not written")));
                     let _ = reply.send(r);
                 }
             }
@@ -91,6 +99,16 @@ mod tests {
         let sizes = sizes.lock().unwrap();
         assert_eq!(sizes.iter().sum::<usize>(), 40);
         assert!(sizes.iter().all(|n| *n <= 8));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_batch_fails_its_callers_and_the_writer_goes_on() {
+        let picky: Batcher<u32, u32> = Batcher::start(1, |items: Vec<u32>| async move {
+            assert!(items[0] != 13, "unlucky");
+            items.into_iter().map(Ok).collect()
+        });
+        assert!(picky.call(13).await.is_err());
+        assert_eq!(picky.call(7).await, Ok(7));
     }
 
     #[tokio::test]

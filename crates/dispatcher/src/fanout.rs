@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{SubsecRound, Utc};
+use chrono::{Datelike, SubsecRound, Utc};
 use lapin::message::Delivery;
 use waybill_bus::{Broker, Handler, Outcome, Outgoing, topology::DELIVERY_KEY};
 use waybill_domain::{
@@ -172,6 +172,16 @@ impl FanOut {
         // The precision of the delivery log, so receiver and log agree on `timestamp`.
         event.occurred_at = event.occurred_at.trunc_subsecs(6);
         event.received_at = event.received_at.trunc_subsecs(6);
+        // Postgres keeps years 4713 BC to 294276 AD; chrono reads far more. A time outside
+        // years 1 to 9999 is a mistake, and one Postgres cannot store would be refused forever.
+        for (field, t) in [
+            ("occurred_at", event.occurred_at),
+            ("received_at", event.received_at),
+        ] {
+            if !(1..=9999).contains(&t.year()) {
+                return Err(Invalid(format!("{field} must be within years 1 to 9999")));
+            }
+        }
         TenantId::parse(&event.tenant).map_err(|e| Invalid(format!("tenant {e}")))?;
         if !is_event_id(&event.id) {
             return Err(Invalid(

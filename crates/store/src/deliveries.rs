@@ -91,10 +91,14 @@ pub async fn take_events(
     for (i, e) in batch.iter().enumerate() {
         first.entry((e.tenant.as_str(), e.id.as_str())).or_insert(i);
     }
+    // In key order, so two replicas inserting overlapping batches wait for each other instead
+    // of deadlocking.
     let unique: Vec<&EventEnvelope> = {
-        let mut idx: Vec<usize> = first.values().copied().collect();
-        idx.sort_unstable();
-        idx.into_iter().map(|i| &batch[i]).collect()
+        let mut keys: Vec<(&str, &str)> = first.keys().copied().collect();
+        keys.sort_unstable();
+        keys.into_iter()
+            .filter_map(|k| first.get(&k).map(|i| &batch[*i]))
+            .collect()
     };
     let inserted: Vec<Key> = sql_query(
         "INSERT INTO events (tenant, id, event_type, client_id, occurred_at, received_at, data) \
@@ -164,8 +168,10 @@ pub async fn take_events(
 }
 
 /// [`finish_fan_out`] for many events in one transaction: every delivery row, then every
-/// event marked fanned out. Rows go in delivery-id order and events in key order, so two
-/// replicas finishing overlapping batches cannot deadlock.
+/// event marked fanned out. Delivery rows go in id order, so two replicas finishing overlapping
+/// batches wait for each other on them; the order in which the `UPDATE` locks events is the
+/// plan's, so two batches of the same events without deliveries could still deadlock, which
+/// Postgres detects and the caller's one-by-one fallback absorbs.
 pub async fn finish_fan_outs(
     conn: &mut AsyncPgConnection,
     batch: &[(String, String, Vec<NewDelivery>)],
