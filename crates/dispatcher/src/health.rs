@@ -182,15 +182,16 @@ impl Breaker {
         Ok(n)
     }
 
-    /// Runs [`Breaker::refresh`] every `every` until `stop` turns true.
+    /// Runs [`Breaker::refresh`] every `every` until `stop` turns true (the first read is the
+    /// caller's, before the consumers start).
     pub async fn keep_fresh(self: Arc<Self>, every: Duration, mut stop: watch::Receiver<bool>) {
         loop {
-            if let Err(e) = self.refresh().await {
-                tracing::warn!(error = %e, "could not read the failing receivers; keeping what this replica knows");
-            }
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
                 _ = stop.changed() => return,
+            }
+            if let Err(e) = self.refresh().await {
+                tracing::warn!(error = %e, "could not read the failing receivers; keeping what this replica knows");
             }
         }
     }

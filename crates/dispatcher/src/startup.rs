@@ -142,6 +142,11 @@ impl Application {
             index: index.clone(),
             cipher: cipher.clone(),
         }));
+        // A replica that starts (or restarts) while circuits are open knows them before its
+        // first delivery; if Postgres cannot tell yet, it learns at the first refresh.
+        if let Err(e) = breaker.refresh().await {
+            tracing::warn!(error = %e, "could not read the failing receivers at start");
+        }
         let refresh = breaker.clone();
         service.spawn(move |stop| refresh.keep_fresh(BREAKER_REFRESH, stop));
         let deliver = Arc::new(Deliver {

@@ -203,19 +203,19 @@ async fn an_open_circuit_sends_nothing_but_probes_and_a_good_probe_closes_it() {
     // The receiver recovers: the next probe closes the circuit and everything flows.
     rx.set_default(Reply::status(200));
     // Held deliveries come back from their hold queues (up to 10 s here) and flow.
-    let mut done = 0;
-    for _ in 0..200 {
-        done = stack
+    let count_done = || async {
+        stack
             .deliveries(&id)
             .await
             .iter()
             .filter(|d| d.status == "succeeded")
-            .count();
-        if done == events {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            .count()
+    };
+    eventually(Duration::from_secs(40), || async {
+        (count_done().await == events).then_some(())
+    })
+    .await;
+    let done = count_done().await;
     assert_eq!(
         done, events,
         "every delivery succeeded after the circuit closed"
@@ -238,6 +238,56 @@ async fn an_open_circuit_sends_nothing_but_probes_and_a_good_probe_closes_it() {
         );
         assert_eq!(stack.attempts(&d.id).await.len() as i32, d.attempts);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_started_while_a_circuit_is_open_sends_nothing_to_it() {
+    let mut stack = Stack::start_with(
+        |s| {
+            s.breaker.failure_threshold = 3;
+            s.breaker.cooldown = "30s".into();
+            s.breaker.max_cooldown = "1m".into();
+        },
+        1,
+    )
+    .await;
+    let (rx, id) = stack.receiver_for(json!(["stock.*"])).await;
+    rx.set_default(Reply::status(503));
+    for i in 0..3 {
+        stack
+            .publish("acme", "stock.updated", &format!("rs-{i}"), None)
+            .await;
+    }
+    let opened = eventually(WAIT, || async {
+        circuit_open(&stack, &id).await.then_some(())
+    })
+    .await;
+    assert!(opened.is_some(), "the circuit opened");
+    // A new replica (a restart, or a scale-up) reads the open circuit from Postgres before its
+    // first delivery: the deliveries it takes wait without a request.
+    let settings = stack.settings.clone();
+    let newcomer = stack.spawn_dispatcher(settings).await;
+    for i in 3..13 {
+        stack
+            .publish("acme", "stock.updated", &format!("rs-{i}"), None)
+            .await;
+    }
+    let held = eventually(WAIT, || async {
+        (stack
+            .metric(
+                newcomer,
+                "waybill_dispatcher_deliveries_total",
+                "outcome=\"deferred\"",
+            )
+            .await
+            > 0.0)
+            .then_some(())
+    })
+    .await;
+    assert!(held.is_some(), "the new replica held deliveries back");
+    // A window in which any request would show.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rx.count(), 3, "only the requests that opened the circuit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
