@@ -53,7 +53,7 @@ impl Application {
         let state = AppState {
             pool: pool.clone(),
             broker: broker.clone(),
-            outbound: waybill_dispatcher::outbound::Outbound::new(
+            outbound: waybill_outbound::Outbound::new(
                 settings.url_policy(),
                 parse_duration(&settings.delivery.timeout)?,
             )?,

@@ -1,14 +1,12 @@
 //! What every handler shares.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
-use tokio::sync::{Notify, RwLock};
+use tokio::sync::Notify;
+use waybill_catalog::Catalog;
 use waybill_domain::{CatalogIndex, UrlPolicy};
 use waybill_runtime::ApiError;
-use waybill_store::{Cipher, PgPool, PooledConn, StoreError, event_types};
+use waybill_store::{Cipher, PgPool, PooledConn, StoreError};
 
 /// Application state kept in actix app data.
 #[derive(Clone)]
@@ -17,51 +15,31 @@ pub struct AppState {
     /// Publishes delivery messages a tenant asks for (retry, recover).
     pub broker: waybill_bus::Broker,
     /// Sends test events, with the dispatcher's request and address rules.
-    pub outbound: waybill_dispatcher::outbound::Outbound,
+    pub outbound: waybill_outbound::Outbound,
     pub cipher: Cipher,
     pub urls: UrlPolicy,
     /// Wakes the change-feed relay after a change committed.
     pub relay_wakeup: Arc<Notify>,
-    pub catalog: CatalogCache,
+    pub catalog: Catalog,
 }
 
 /// How long another replica's change to an event type's `active` flag may take to be seen here.
 const CATALOG_TTL: Duration = Duration::from_secs(1);
 
-/// The catalog as the subscription rules need it, re-read at most every [`CATALOG_TTL`] and at
-/// once after this replica changed it.
-#[derive(Clone, Default)]
-pub struct CatalogCache {
-    inner: Arc<RwLock<Option<Cached>>>,
-}
-
-/// When the index was read, and the index.
-type Cached = (Instant, Arc<CatalogIndex>);
-
-impl CatalogCache {
-    pub async fn get(&self, conn: &mut PooledConn) -> Result<Arc<CatalogIndex>, ApiError> {
-        if let Some((at, index)) = self.inner.read().await.as_ref()
-            && at.elapsed() < CATALOG_TTL
-        {
-            return Ok(index.clone());
-        }
-        let flags = event_types::flags(conn)
-            .await
-            .map_err(|e| store_error(e.into()))?;
-        let index = Arc::new(CatalogIndex::new(
-            flags.iter().map(|(n, a)| (n.as_str(), *a)),
-        ));
-        *self.inner.write().await = Some((Instant::now(), index.clone()));
-        Ok(index)
-    }
-
-    /// Forgets the cached index (after an event type changed).
-    pub async fn invalidate(&self) {
-        *self.inner.write().await = None;
-    }
-}
-
 impl AppState {
+    /// The catalog as the subscription rules need it, re-read at most every [`CATALOG_TTL`] and
+    /// at once after this replica changed it.
+    pub async fn catalog_index(
+        &self,
+        conn: &mut PooledConn,
+    ) -> Result<Arc<CatalogIndex>, ApiError> {
+        self.catalog
+            .refresh_if_older(conn, CATALOG_TTL)
+            .await
+            .api()?;
+        Ok(self.catalog.index())
+    }
+
     pub async fn conn(&self) -> Result<PooledConn, ApiError> {
         waybill_store::conn(&self.pool).await.map_err(store_error)
     }

@@ -8,11 +8,12 @@ use std::{sync::Arc, time::Duration};
 use chrono::{DateTime, SecondsFormat, Utc};
 use lapin::{message::Delivery, types::AMQPValue};
 use waybill_bus::{Broker, Handler, Outcome, Outgoing, Topology};
+use waybill_catalog::Catalog;
 use waybill_domain::{
     delivery::{ATTEMPT_HEADER, DeliveryMessage, MANUAL_HEADER, receiver_body},
     retry::RetrySchedule,
 };
-use waybill_ingest::catalog::Catalog;
+use waybill_outbound::{Attempt, AttemptResult, Outbound};
 use waybill_store::{
     Cipher, PgPool, StoreError,
     deliveries::{self, AttemptRecord, DeliveryRecord},
@@ -23,7 +24,6 @@ use crate::{
     health::{Breaker, Gate, Throttle},
     index::{Index, Target},
     metrics::DispatchMetrics,
-    outbound::{Attempt, AttemptResult, Outbound},
     recorder::Recorder,
     sync::refresh_one,
 };
@@ -330,7 +330,7 @@ impl Deliver {
         let result = self
             .outbound
             .send(Attempt {
-                target: &target,
+                endpoint: &target.endpoint,
                 event: &msg.event,
                 body: &body,
                 delivery_id: msg.delivery_id,

@@ -3,17 +3,17 @@
 //! then acks the event. A crash between any two steps loses nothing: the event comes back, is
 //! seen as unfinished, and is fanned out again under the same delivery ids.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{Datelike, SubsecRound, Utc};
 use lapin::message::Delivery;
 use waybill_bus::{Broker, Handler, Outcome, Outgoing, topology::DELIVERY_KEY};
+use waybill_catalog::Catalog;
 use waybill_domain::{
     TenantId, ValidationErrors,
     delivery::{ATTEMPT_HEADER, DeliveryMessage, delivery_id},
     event::{EventEnvelope, MAX_CLIENT_ID, is_event_id},
 };
-use waybill_ingest::catalog::Catalog;
 use waybill_store::{
     PgPool, StoreError,
     deliveries::{self, EventState, NewDelivery},
@@ -42,7 +42,6 @@ pub struct FanOut {
     pub pool: PgPool,
     pub broker: Broker,
     pub metrics: DispatchMetrics,
-    pub last_catalog_refresh: tokio::sync::Mutex<Option<Instant>>,
     /// Records events, many at a time.
     pub take: Batcher<EventEnvelope, EventState>,
     /// Records fanned-out events' deliveries, many events at a time.
@@ -232,14 +231,8 @@ impl FanOut {
         if cached == Some(true) {
             return cached;
         }
-        {
-            let mut last = self.last_catalog_refresh.lock().await;
-            if last.is_none_or(|t| t.elapsed() >= CATALOG_RECHECK) {
-                if let Err(e) = self.catalog.refresh(&self.pool).await {
-                    tracing::warn!(error = %e, "catalog refresh failed; deciding on the cached one");
-                }
-                *last = Some(Instant::now());
-            }
+        if let Err(e) = self.catalog.recheck(&self.pool, CATALOG_RECHECK).await {
+            tracing::warn!(error = %e, "catalog refresh failed; deciding on the cached one");
         }
         self.catalog.active(kind)
     }

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 use waybill_bus::Topology;
 use waybill_domain::event::EventEnvelope;
-use waybill_ingest::publisher::EventPublisher;
+use waybill_publisher::EventPublisher;
 use waybill_store::{
     Cipher, PgPool,
     endpoints::{self, BreakerPolicy, Health, ProbeClaim},
@@ -288,7 +288,7 @@ impl Breaker {
         );
         let mut data = Map::new();
         data.insert("webhook_id".into(), json!(target.id));
-        data.insert("url".into(), json!(target.url));
+        data.insert("url".into(), json!(target.endpoint.url));
         data.insert("disabled_reason".into(), json!(reason));
         data.insert(
             "failing_since".into(),

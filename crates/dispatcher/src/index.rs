@@ -9,36 +9,21 @@ use std::{
     time::{Duration, Instant},
 };
 
-use base64::{Engine, engine::general_purpose::STANDARD};
-use chrono::{DateTime, Utc};
 use uuid::Uuid;
-use waybill_domain::{EventPattern, HttpMethod, SigningSecret, change::SubscriptionSnapshot};
-use waybill_store::{
-    Cipher,
-    crypto::{credential_context, secret_context},
-};
+use waybill_domain::{EventPattern, change::SubscriptionSnapshot};
+use waybill_outbound::{Endpoint, EndpointError};
+use waybill_store::Cipher;
 
-/// One signing key and when it stops signing (`None`: the current key).
-#[derive(Clone)]
-pub struct SigningKey {
-    pub key: Vec<u8>,
-    pub expires_at: Option<DateTime<Utc>>,
-}
-
-/// A subscription as the dispatcher delivers to it.
+/// A subscription as the dispatcher matches and delivers to it.
 #[derive(Clone)]
 pub struct Target {
     pub id: Uuid,
     pub tenant: String,
-    pub url: String,
-    pub method: HttpMethod,
+    /// Where and how requests go, with credentials and keys decrypted.
+    pub endpoint: Endpoint,
     pub events: Vec<EventPattern>,
     /// Sorted; empty means every client.
     pub client_ids: Vec<String>,
-    pub headers: Vec<(String, String)>,
-    /// The auth header's name and value (`Authorization: Basic …` or the token header).
-    pub auth: Option<(String, String)>,
-    pub keys: Vec<SigningKey>,
     pub active: bool,
     /// Most requests per second, over every replica; `None`: no limit.
     pub rate_limit: Option<u32>,
@@ -50,95 +35,42 @@ impl std::fmt::Debug for Target {
         f.debug_struct("Target")
             .field("id", &self.id)
             .field("tenant", &self.tenant)
-            .field("url", &self.url)
+            .field("url", &self.endpoint.url)
             .field("active", &self.active)
             .field("revision", &self.revision)
             .finish_non_exhaustive()
     }
 }
 
+/// Why a stored subscription cannot be indexed.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    #[error("bad event pattern `{0}`")]
+    Pattern(String),
+}
+
 impl Target {
-    /// Decrypts a snapshot's credentials and keys.
-    pub fn from_snapshot(s: &SubscriptionSnapshot, cipher: &Cipher) -> Result<Target, String> {
-        let method =
-            HttpMethod::parse(&s.method).ok_or_else(|| format!("unknown method `{}`", s.method))?;
+    /// Decrypts a snapshot's credentials and keys and parses its patterns.
+    pub fn from_snapshot(s: &SubscriptionSnapshot, cipher: &Cipher) -> Result<Target, TargetError> {
         let events = s
             .events
             .iter()
-            .map(|e| EventPattern::parse(e).ok_or_else(|| format!("bad event pattern `{e}`")))
+            .map(|e| EventPattern::parse(e).ok_or_else(|| TargetError::Pattern(e.clone())))
             .collect::<Result<Vec<_>, _>>()?;
-        let decrypt = |encoded: &str, context: &str| -> Result<String, String> {
-            let ct = STANDARD
-                .decode(encoded)
-                .map_err(|_| "ciphertext is not base64".to_string())?;
-            cipher
-                .decrypt_string(&ct, context)
-                .map_err(|e| e.to_string())
-        };
-        let credential = s
-            .auth
-            .credential_encrypted
-            .as_deref()
-            .map(|c| decrypt(c, &credential_context(s.id)))
-            .transpose()?;
-        let auth = match (s.auth.kind.as_str(), credential) {
-            ("none", _) => None,
-            ("basic", Some(password)) => {
-                let user = s.auth.username.clone().unwrap_or_default();
-                Some((
-                    "authorization".to_owned(),
-                    format!("Basic {}", STANDARD.encode(format!("{user}:{password}"))),
-                ))
-            }
-            ("token", Some(token)) => Some((
-                s.auth
-                    .header
-                    .clone()
-                    .unwrap_or_else(|| "authorization".to_owned()),
-                token,
-            )),
-            (kind, _) => return Err(format!("auth `{kind}` without its credential")),
-        };
-        let keys = s
-            .secrets
-            .iter()
-            .map(|k| {
-                let text = decrypt(&k.secret_encrypted, &secret_context(s.id))?;
-                let secret = SigningSecret::parse(&text)?;
-                Ok(SigningKey {
-                    key: secret.key().to_vec(),
-                    expires_at: k.expires_at,
-                })
-            })
-            .collect::<Result<Vec<_>, String>>()?;
         let mut client_ids = s.client_ids.clone();
         client_ids.sort();
         Ok(Target {
             id: s.id,
             tenant: s.tenant.clone(),
-            url: s.url.clone(),
-            method,
+            endpoint: Endpoint::from_snapshot(s, cipher)?,
             events,
             client_ids,
-            headers: s
-                .headers
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            auth,
-            keys,
             active: s.active,
             rate_limit: s.rate_limit,
             revision: s.revision,
         })
-    }
-
-    /// The keys that sign a request made at `now`.
-    pub fn keys_at(&self, now: DateTime<Utc>) -> impl Iterator<Item = &[u8]> {
-        self.keys
-            .iter()
-            .filter(move |k| k.expires_at.is_none_or(|e| e > now))
-            .map(|k| k.key.as_slice())
     }
 
     /// Whether an event of `client_id` passes the `client_ids` filter.
@@ -319,16 +251,19 @@ mod tests {
         Target {
             id: Uuid::from_u128(id),
             tenant: tenant.into(),
-            url: "https://example.com/".into(),
-            method: HttpMethod::Post,
+            endpoint: Endpoint {
+                id: Uuid::from_u128(id),
+                url: "https://example.com/".into(),
+                method: waybill_domain::HttpMethod::Post,
+                headers: vec![],
+                auth: None,
+                keys: vec![],
+            },
             events: events
                 .iter()
                 .map(|e| EventPattern::parse(e).unwrap())
                 .collect(),
             client_ids: clients.iter().map(|c| c.to_string()).collect(),
-            headers: vec![],
-            auth: None,
-            keys: vec![],
             active: true,
             rate_limit: None,
             revision,

@@ -10,7 +10,6 @@ pub mod health;
 pub mod index;
 pub mod metrics;
 pub mod openapi;
-pub mod outbound;
 pub mod recorder;
 pub mod startup;
 pub mod sync;

@@ -7,8 +7,10 @@ use actix_web::web;
 use anyhow::Context;
 use tokio::sync::watch;
 use waybill_bus::{Broker, Consumer, ConsumerSpec};
+use waybill_catalog::Catalog;
 use waybill_domain::retry::RetrySchedule;
-use waybill_ingest::{catalog::Catalog, publisher::EventPublisher};
+use waybill_outbound::Outbound;
+use waybill_publisher::EventPublisher;
 use waybill_runtime::{
     AuthState, JwtKeys, Settings,
     config::parse_duration,
@@ -25,7 +27,6 @@ use crate::{
     index::Index,
     metrics::DispatchMetrics,
     openapi,
-    outbound::Outbound,
     recorder::Recorder,
     sync::IndexSync,
 };
@@ -96,7 +97,11 @@ impl Application {
         service.set_task_grace(timeout + std::time::Duration::from_secs(5));
 
         let refresh = (catalog.clone(), pool.clone());
-        service.spawn(move |stop| refresh.0.keep_fresh(refresh.1, stop));
+        service.spawn(move |stop| {
+            refresh
+                .0
+                .keep_fresh(refresh.1, waybill_catalog::REFRESH_EVERY, stop)
+        });
 
         let sync = IndexSync {
             index: index.clone(),
@@ -118,7 +123,6 @@ impl Application {
             pool: pool.clone(),
             broker: broker.clone(),
             metrics: dispatch_metrics.clone(),
-            last_catalog_refresh: tokio::sync::Mutex::new(None),
             take,
             finish,
             in_flight: Default::default(),

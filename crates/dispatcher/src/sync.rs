@@ -225,7 +225,7 @@ pub async fn refresh_one(
             Ok(t) => {
                 index.upsert(t);
             }
-            Err(e) => return Err(StoreError::Corrupt(e)),
+            Err(e) => return Err(StoreError::Corrupt(e.to_string())),
         },
     }
     Ok(index.get(id))

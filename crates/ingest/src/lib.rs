@@ -1,11 +1,9 @@
 //! `waybill-ingest`: the HTTP front door for upstream services that do not speak AMQP. An event
 //! is checked against its type's schema and answered 202 only once the broker confirmed it.
-//! [`publisher::EventPublisher`] is the same publishing code for Rust services to embed.
+//! The publishing code itself is `waybill-publisher`, for Rust services to embed.
 
-pub mod catalog;
 pub mod events;
 pub mod openapi;
-pub mod publisher;
 pub mod routes;
 pub mod startup;
 

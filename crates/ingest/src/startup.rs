@@ -1,7 +1,5 @@
 //! Builds `waybill-ingest`: database and catalog, broker, HTTP server, catalog refresh.
 
-use std::time::Duration;
-
 use actix_web::web;
 use anyhow::Context;
 use waybill_bus::Broker;
@@ -12,10 +10,10 @@ use waybill_runtime::{
     service::{RunningService, Shared},
 };
 
-use crate::{catalog::Catalog, events::IngestState, publisher::EventPublisher, routes};
+use waybill_catalog::Catalog;
+use waybill_publisher::EventPublisher;
 
-/// How often the catalog (active flags, schemas) is re-read from Postgres.
-pub const CATALOG_REFRESH: Duration = Duration::from_secs(2);
+use crate::{events::IngestState, routes};
 
 /// The ingest service.
 pub struct Application;
@@ -49,7 +47,7 @@ impl Application {
             cfg.app_data(state.clone());
             routes::configure(cfg);
         })?;
-        service.spawn(move |stop| catalog.keep_fresh(pool, stop));
+        service.spawn(move |stop| catalog.keep_fresh(pool, waybill_catalog::REFRESH_EVERY, stop));
         Ok(service)
     }
 }

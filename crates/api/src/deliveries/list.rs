@@ -60,7 +60,7 @@ pub async fn list(
         }
     }
     if let Some(kind) = &filter.event_type
-        && state.catalog.get(&mut conn).await?.status(kind) == TypeStatus::Unknown
+        && state.catalog_index(&mut conn).await?.status(kind) == TypeStatus::Unknown
     {
         errors.add("event_type", format!("there is no event type `{kind}`"));
     }

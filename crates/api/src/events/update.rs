@@ -73,7 +73,7 @@ pub async fn update(
         .await
         .api()?
         .ok_or_else(|| not_found(&path))?;
-    state.catalog.invalidate().await;
+    state.catalog.invalidate();
     tracing::info!(event_type = %row.name, active = row.active, by_tenant = %auth.tenant, "event type updated");
     Ok(HttpResponse::Ok().json(One {
         data: EventTypeView::from(row),

@@ -36,7 +36,7 @@ pub async fn create(
     let parsed = input::parse(body::json_object(&req, payload, false).await?, Mode::Create)?;
     let mut errors = parsed.errors;
     let mut conn = state.conn().await?;
-    let catalog = state.catalog.get(&mut conn).await?;
+    let catalog = state.catalog_index(&mut conn).await?;
     let settings = WebhookSettings::build(
         parsed.input,
         None,

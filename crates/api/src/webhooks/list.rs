@@ -74,7 +74,7 @@ pub async fn list(
     }
     let mut conn = state.conn().await?;
     if let Some(event) = &q.event
-        && state.catalog.get(&mut conn).await?.status(event) == TypeStatus::Unknown
+        && state.catalog_index(&mut conn).await?.status(event) == TypeStatus::Unknown
     {
         errors.add("event", format!("there is no event type `{event}`"));
     }

@@ -8,15 +8,12 @@ use serde::Serialize;
 use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
-use waybill_dispatcher::{
-    index::Target,
-    outbound::{Attempt, AttemptResult},
-};
 use waybill_domain::{
     Scope,
     delivery::{delivery_id, receiver_body},
     event::EventEnvelope,
 };
+use waybill_outbound::{Attempt, AttemptResult, Endpoint};
 use waybill_runtime::{ApiError, Auth};
 use waybill_store::{
     StoreError,
@@ -71,8 +68,8 @@ pub async fn test(
         .api()?
         .filter(|s| s.tenant == auth.tenant.as_str())
         .ok_or_else(|| not_found(id))?;
-    let target = Target::from_snapshot(&snapshot, &state.cipher)
-        .map_err(|e| store_error(StoreError::Corrupt(e)))?;
+    let endpoint = Endpoint::from_snapshot(&snapshot, &state.cipher)
+        .map_err(|e| store_error(StoreError::Corrupt(e.to_string())))?;
     let now = Utc::now().trunc_subsecs(6);
     let tenant = auth.tenant.as_str();
     let mut data = serde_json::Map::new();
@@ -98,7 +95,7 @@ pub async fn test(
     let result = state
         .outbound
         .send(Attempt {
-            target: &target,
+            endpoint: &endpoint,
             event: &event,
             body: &body,
             delivery_id: delivery,

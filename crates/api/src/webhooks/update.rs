@@ -44,7 +44,7 @@ pub async fn update(
     // A missing webhook is a 404 whatever the body holds.
     let mut current = find_own(&mut conn, &auth, id).await?;
     let parsed = input::parse(body::json_object(&req, payload, false).await?, Mode::Update)?;
-    let catalog = state.catalog.get(&mut conn).await?;
+    let catalog = state.catalog_index(&mut conn).await?;
     for _ in 0..ATTEMPTS {
         let before = current.settings(&state.cipher).api()?;
         let ctx = RuleContext {

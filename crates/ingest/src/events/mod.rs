@@ -14,7 +14,8 @@ use waybill_domain::{
 };
 use waybill_runtime::{ApiError, Auth, body};
 
-use crate::{catalog::Catalog, publisher::EventPublisher};
+use waybill_catalog::Catalog;
+use waybill_publisher::EventPublisher;
 
 /// Largest single event (its JSON), and largest batch body.
 pub const MAX_EVENT_BYTES: usize = 256 * 1024;
@@ -113,7 +114,7 @@ pub fn traceparent(req: &HttpRequest) -> Option<String> {
 }
 
 /// Maps a publish failure to the answer: the event is not safely queued, so retry.
-pub fn not_queued(e: crate::publisher::PublishError) -> ApiError {
+pub fn not_queued(e: waybill_publisher::PublishError) -> ApiError {
     tracing::warn!(error = %e, "events not confirmed by the broker");
     ApiError::unavailable(
         "The broker did not confirm the event; it was not accepted. Retry.",

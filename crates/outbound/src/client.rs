@@ -1,29 +1,22 @@
-//! The HTTP side of a delivery: the request of the contract (body, Standard Webhooks signature,
-//! `waybill-*` headers, custom and auth headers), sent with one pooled client that follows no
-//! redirect and connects only to public addresses (or allow-listed ones). Names are resolved by
-//! a resolver of ours that drops non-public addresses, and the client connects to exactly the
-//! addresses it returned, so a name cannot be re-pointed at an internal host between the check
-//! and the connection (DNS rebinding).
+//! One pooled client that makes an attempt and reports what came of it: no redirect followed,
+//! no proxy, a timeout, the response read up to an excerpt, and only addresses the guard
+//! allows.
 
 use std::{
     error::Error as StdError,
-    net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
 
 use chrono::{DateTime, Utc};
-use reqwest::{
-    Method,
-    dns::{Addrs, Name, Resolve, Resolving},
-    header::{HeaderMap, HeaderName, HeaderValue},
-};
+use reqwest::Method;
 use uuid::Uuid;
-use waybill_domain::{
-    HttpMethod, UrlPolicy, delivery::ATTEMPT_HEADER, event::EventEnvelope,
-    retry::parse_retry_after, signature::signature_header,
-};
+use waybill_domain::{HttpMethod, UrlPolicy, event::EventEnvelope, retry::parse_retry_after};
 
-use crate::index::Target;
+use crate::{
+    endpoint::Endpoint,
+    guard::{AddressRefused, GuardedResolver, check_url},
+    request::headers,
+};
 
 /// Most bytes of a response body kept in the attempt log.
 pub const RESPONSE_EXCERPT_BYTES: usize = 4096;
@@ -59,46 +52,7 @@ impl AttemptResult {
     }
 }
 
-/// A refusal to connect to a non-public address.
-#[derive(Debug, thiserror::Error)]
-#[error("refused: {host} resolves only to non-public addresses ({addrs})")]
-struct AddressRefused {
-    host: String,
-    addrs: String,
-}
-
-/// Resolves names with the system resolver and keeps only the addresses the policy allows.
-struct GuardedResolver {
-    policy: UrlPolicy,
-}
-
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let policy = self.policy.clone();
-        Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed: Vec<SocketAddr> = all
-                .iter()
-                .copied()
-                .filter(|a| policy.ip_allowed(a.ip()))
-                .collect();
-            if allowed.is_empty() {
-                let addrs = all
-                    .iter()
-                    .map(|a| a.ip().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                return Err(
-                    Box::new(AddressRefused { host, addrs }) as Box<dyn StdError + Send + Sync>
-                );
-            }
-            Ok(Box::new(allowed.into_iter()) as Addrs)
-        })
-    }
-}
-
-/// Sends deliveries.
+/// Sends deliveries and test events.
 #[derive(Clone)]
 pub struct Outbound {
     client: reqwest::Client,
@@ -108,7 +62,7 @@ pub struct Outbound {
 
 /// One request to make.
 pub struct Attempt<'a> {
-    pub target: &'a Target,
+    pub endpoint: &'a Endpoint,
     pub event: &'a EventEnvelope,
     pub body: &'a [u8],
     pub delivery_id: Uuid,
@@ -152,20 +106,20 @@ impl Outbound {
             retry_after: None,
             sent: false,
         };
-        if let Err(why) = self.check_url(&attempt.target.url) {
+        if let Err(why) = self.check_url(&attempt.endpoint.url) {
             return refused(why);
         }
         let headers = match headers(&attempt, started_at) {
             Ok(h) => h,
             Err(why) => return refused(why),
         };
-        let method = match attempt.target.method {
+        let method = match attempt.endpoint.method {
             HttpMethod::Post => Method::POST,
             HttpMethod::Put => Method::PUT,
         };
         let sent = self
             .client
-            .request(method, attempt.target.url.as_str())
+            .request(method, attempt.endpoint.url.as_str())
             .headers(headers)
             .body(attempt.body.to_vec())
             .send()
@@ -224,26 +178,8 @@ impl Outbound {
         }
     }
 
-    /// Scheme and literal-address rules; names are checked by the resolver.
     fn check_url(&self, raw: &str) -> Result<(), String> {
-        let url = url::Url::parse(raw).map_err(|e| format!("refused: invalid url ({e})"))?;
-        match url.scheme() {
-            "https" => {}
-            "http" if self.policy.allow_http => {}
-            other => return Err(format!("refused: scheme `{other}` is not allowed")),
-        }
-        let ip: Option<IpAddr> = match url.host() {
-            Some(url::Host::Ipv4(v4)) => Some(v4.into()),
-            Some(url::Host::Ipv6(v6)) => Some(v6.into()),
-            Some(url::Host::Domain(_)) => None,
-            None => return Err("refused: the url has no host".into()),
-        };
-        match ip {
-            Some(ip) if !self.policy.ip_allowed(ip) => {
-                Err(format!("refused: {ip} is not a public address"))
-            }
-            _ => Ok(()),
-        }
+        check_url(&self.policy, raw)
     }
 
     fn describe(&self, e: &reqwest::Error) -> String {
@@ -292,37 +228,6 @@ fn excerpt(body: &[u8]) -> String {
         end -= 1;
     }
     text[..end].to_owned()
-}
-
-/// Every header of the request but `user-agent` (the client's).
-fn headers(a: &Attempt<'_>, now: DateTime<Utc>) -> Result<HeaderMap, String> {
-    let timestamp = now.timestamp();
-    let mut h = HeaderMap::new();
-    let mut put = |name: &str, value: &str| -> Result<(), String> {
-        let n = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| format!("refused: invalid header name `{name}`"))?;
-        let v = HeaderValue::from_str(value)
-            .map_err(|_| format!("refused: invalid value of header `{name}`"))?;
-        h.insert(n, v);
-        Ok(())
-    };
-    put("content-type", "application/json")?;
-    put("webhook-id", &a.event.id)?;
-    put("webhook-timestamp", &timestamp.to_string())?;
-    put(
-        "webhook-signature",
-        &signature_header(a.target.keys_at(now), &a.event.id, timestamp, a.body),
-    )?;
-    put("waybill-delivery-id", &a.delivery_id.to_string())?;
-    put(ATTEMPT_HEADER, &a.number.to_string())?;
-    put("waybill-event-type", &a.event.kind)?;
-    for (name, value) in &a.target.headers {
-        put(name, value)?;
-    }
-    if let Some((name, value)) = &a.target.auth {
-        put(name, value)?;
-    }
-    Ok(h)
 }
 
 #[cfg(test)]
