@@ -1,5 +1,6 @@
 //! Waybill's domain: the types and rules every service shares. Pure: no I/O, no runtime.
 
+pub mod breaker;
 pub mod catalog;
 pub mod change;
 pub mod delivery;
@@ -9,6 +10,7 @@ pub mod secret;
 pub mod signature;
 pub mod subscription;
 pub mod tenant;
+pub mod throttle;
 pub mod url_policy;
 pub mod validation;
 
