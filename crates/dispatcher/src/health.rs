@@ -1,7 +1,8 @@
 //! What keeps a failing or slow receiver from being hammered: the circuit breaker, the
-//! per-subscription rate limit and auto-disable. Their state lives in Postgres so every replica
-//! obeys the same circuit and the same limit; each replica remembers only the receivers it saw
-//! failing, so a healthy receiver costs no query.
+//! per-subscription rate limit and auto-disable. Their rules are the domain's
+//! (`waybill_domain::breaker`, `waybill_domain::throttle`); their state lives in Postgres so
+//! every replica obeys the same circuit and the same limit; each replica remembers only the
+//! receivers it saw failing, so a healthy receiver costs no query.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -14,18 +15,70 @@ use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 use uuid::Uuid;
 use waybill_bus::Topology;
-use waybill_domain::event::EventEnvelope;
-use waybill_publisher::EventPublisher;
-use waybill_store::{
-    Cipher, PgPool,
-    endpoints::{self, BreakerPolicy, Health, ProbeClaim},
-    webhooks,
+use waybill_domain::{
+    breaker::{BreakerPolicy, Health, ProbeClaim},
+    event::EventEnvelope,
+    throttle,
 };
+use waybill_publisher::EventPublisher;
+use waybill_store::{Cipher, PgPool, StoreError, endpoints, webhooks};
 
 use crate::index::{Index, Target};
 
 /// The event type that tells a tenant one of its subscriptions was disabled.
 pub const DISABLED_EVENT: &str = "webhook.disabled";
+
+/// Reads and compare-and-sets of one receiver's state before giving up to other writers. Each
+/// lost round means another replica's write went through, so this is only reached by more
+/// writers at once than a receiver has requests in flight.
+const SWAP_ROUNDS: usize = 64;
+
+/// Why the breaker, auto-disable or the rate limit could not do its part. The message includes
+/// the cause's, for log lines that print only the top error; the cause stays the `source`.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    /// Postgres could not be reached, or refused a query.
+    #[error("could not {doing}: {source}")]
+    Store {
+        /// What was being done.
+        doing: &'static str,
+        /// Why it failed.
+        source: StoreError,
+    },
+    /// Other replicas rewrote the receiver's state between every read and write of this one.
+    #[error("could not {doing}: the receiver's state kept changing under other replicas")]
+    Contended {
+        /// What was being done.
+        doing: &'static str,
+    },
+}
+
+impl HealthError {
+    fn store<E>(doing: &'static str) -> impl FnOnce(E) -> Self
+    where
+        StoreError: From<E>,
+    {
+        move |e| HealthError::Store {
+            doing,
+            source: StoreError::from(e),
+        }
+    }
+
+    /// Whether trying the same thing again later may succeed (Postgres back, the race over).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            HealthError::Store { source, .. } => matches!(source, StoreError::Unavailable(_)),
+            HealthError::Contended { .. } => true,
+        }
+    }
+}
+
+/// For callers that still carry their errors as text.
+impl From<HealthError> for String {
+    fn from(e: HealthError) -> Self {
+        e.to_string()
+    }
+}
 
 /// Whether a request may go to a receiver now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +154,7 @@ impl Breaker {
     /// is let through without a query; one whose cooldown is over is probed by one replica
     /// only. After a change of the subscription (which may have closed its circuit), Postgres
     /// is asked again.
-    pub async fn gate(&self, target: &Target) -> Result<Gate, String> {
+    pub async fn gate(&self, target: &Target) -> Result<Gate, HealthError> {
         let now = Utc::now();
         match self.seen(target.id) {
             None => return Ok(Gate::Send { probe: false }),
@@ -112,15 +165,20 @@ impl Breaker {
             },
             Some(_) => {}
         }
-        let mut conn = waybill_store::conn(&self.setup.pool)
-            .await
-            .map_err(|e| e.to_string())?;
         let lease = self.setup.probe_lease;
-        match endpoints::claim_probe(&mut conn, target.id, lease)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            ProbeClaim::Claimed => {
+        let policy = self.setup.policy;
+        let claim = self
+            .transition(target.id, "claim a probe", |state, now| {
+                let claim = policy.claim_probe(state, lease, now);
+                let next = match &claim {
+                    ProbeClaim::Claimed(claimed) => Some(claimed.clone()),
+                    ProbeClaim::Open(_) | ProbeClaim::Closed { .. } => state.cloned(),
+                };
+                (next, claim)
+            })
+            .await?;
+        match claim {
+            ProbeClaim::Claimed(_) => {
                 // Until the probe is answered, this replica holds the circuit open too.
                 let until = chrono::Duration::from_std(lease).ok().map(|l| now + l);
                 self.remember(target, until);
@@ -146,25 +204,51 @@ impl Breaker {
     /// six times the longest cooldown), so that a long outage's backlog waits in the broker
     /// instead of coming back every cooldown.
     pub fn defer_for(&self, until: DateTime<Utc>, deferrals: u32) -> Duration {
-        let policy = &self.setup.policy;
-        let to_end = (until - Utc::now()).to_std().unwrap_or_default();
-        let escalated = policy
-            .cooldown
-            .saturating_mul(1u32 << deferrals.min(20))
-            .min(policy.max_cooldown.saturating_mul(6));
-        Topology::hold_at_least(to_end.max(escalated))
+        Topology::hold_at_least(self.setup.policy.deferral(until, deferrals, Utc::now()))
+    }
+
+    /// Reads `id`'s state, lets `decide` compute the next one from it and Postgres's clock, and
+    /// stores that unless another replica wrote first; then it decides again from what that
+    /// one stored. `decide` returning the state it was given writes nothing.
+    async fn transition<T>(
+        &self,
+        id: Uuid,
+        doing: &'static str,
+        mut decide: impl FnMut(Option<&Health>, DateTime<Utc>) -> (Option<Health>, T),
+    ) -> Result<T, HealthError> {
+        let mut conn = waybill_store::conn(&self.setup.pool)
+            .await
+            .map_err(HealthError::store(doing))?;
+        for _ in 0..SWAP_ROUNDS {
+            let read = endpoints::read_health(&mut conn, id)
+                .await
+                .map_err(HealthError::store(doing))?;
+            let (next, out) = decide(read.health.as_ref(), read.now);
+            if next == read.health {
+                return Ok(out);
+            }
+            let swapped =
+                endpoints::swap_health(&mut conn, id, read.health.as_ref(), next.as_ref())
+                    .await
+                    .map_err(HealthError::store(doing))?;
+            if swapped {
+                return Ok(out);
+            }
+        }
+        Err(HealthError::Contended { doing })
     }
 
     /// Learns every failing receiver from Postgres, so that this replica respects circuits
     /// other replicas opened without sending a request first, and its successes end streaks
     /// other replicas started (or that outlived a restart).
-    pub async fn refresh(&self) -> Result<usize, String> {
+    pub async fn refresh(&self) -> Result<usize, HealthError> {
+        const DOING: &str = "read the failing receivers";
         let mut conn = waybill_store::conn(&self.setup.pool)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(HealthError::store(DOING))?;
         let rows = endpoints::failing(&mut conn)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(HealthError::store(DOING))?;
         let n = rows.len();
         let ids: HashSet<Uuid> = rows.iter().map(|(id, _)| *id).collect();
         if let Ok(mut m) = self.failing.lock() {
@@ -191,7 +275,7 @@ impl Breaker {
                 _ = stop.changed() => return,
             }
             if let Err(e) = self.refresh().await {
-                tracing::warn!(error = %e, "could not read the failing receivers; keeping what this replica knows");
+                tracing::warn!(error = %e, retryable = e.is_retryable(), "keeping what this replica knows");
             }
         }
     }
@@ -202,16 +286,19 @@ impl Breaker {
         if self.seen(id).is_none() {
             return;
         }
+        const DOING: &str = "close a circuit";
         let closed = match waybill_store::conn(&self.setup.pool).await {
             Ok(mut conn) => endpoints::record_success(&mut conn, id)
                 .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+                .map_err(HealthError::store(DOING)),
+            Err(e) => Err(HealthError::store(DOING)(e)),
         };
         match closed {
             Ok(()) => self.forget(id),
             // The next success tries again; until then the streak may look longer than it is.
-            Err(e) => tracing::warn!(webhook_id = %id, error = %e, "could not close a circuit"),
+            Err(e) => {
+                tracing::warn!(webhook_id = %id, error = %e, retryable = e.is_retryable(), "a success was not recorded");
+            }
         }
     }
 
@@ -224,26 +311,23 @@ impl Breaker {
         probe: bool,
     ) -> Option<Health> {
         let id = target.id;
-        let counted = match waybill_store::conn(&self.setup.pool).await {
-            Ok(mut conn) => {
-                endpoints::record_failure(&mut conn, id, sent_at, probe, &self.setup.policy)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-            Err(e) => Err(e.to_string()),
-        };
+        let policy = self.setup.policy;
+        let counted = self
+            .transition(id, "count a failed request", |state, now| {
+                let next = policy.after_failure(state, sent_at, probe, now);
+                (Some(next.clone()), next)
+            })
+            .await;
         match counted {
             Ok(h) => {
-                if h.open_until.is_some()
-                    && h.failures == i32::try_from(self.setup.policy.threshold).unwrap_or(i32::MAX)
-                {
+                if h.open_until.is_some() && h.failures == policy.threshold {
                     tracing::warn!(webhook_id = %id, failures = h.failures, "receiver keeps failing; its circuit is open");
                 }
                 self.remember(target, h.open_until);
                 Some(h)
             }
             Err(e) => {
-                tracing::warn!(webhook_id = %id, error = %e, "could not count a failed request");
+                tracing::warn!(webhook_id = %id, error = %e, retryable = e.is_retryable(), "a failure was not counted");
                 // Unknown: the next request to it asks Postgres first (see `gate`).
                 if let Ok(mut m) = self.failing.lock() {
                     m.insert(
@@ -261,8 +345,7 @@ impl Breaker {
 
     /// Whether a receiver in this state has failed long enough to be disabled.
     pub fn due_for_disable(&self, health: &Health, now: DateTime<Utc>) -> bool {
-        chrono::Duration::from_std(self.setup.disable_after)
-            .is_ok_and(|window| now - health.failing_since >= window)
+        health.due_for_disable(now, self.setup.disable_after)
     }
 
     /// Disables `target` for failing since `health.failing_since` and tells its tenant with a
@@ -276,7 +359,8 @@ impl Breaker {
         health: &Health,
         last_status_code: Option<u16>,
         last_error: Option<&str>,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, HealthError> {
+        const DOING: &str = "disable a failing subscription";
         let now = Utc::now();
         let reason = format!(
             "Deliveries failed continuously since {} ({} failed requests in a row, no success for {}).",
@@ -327,10 +411,10 @@ impl Breaker {
         };
         let mut conn = waybill_store::conn(&self.setup.pool)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(HealthError::store(DOING))?;
         let disabled = webhooks::disable(&mut conn, target.id, &reason, notify)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(HealthError::store(DOING))?;
         self.forget(target.id);
         if disabled.is_some() {
             tracing::warn!(webhook_id = %target.id, tenant = %target.tenant, reason = %reason, "subscription disabled");
@@ -375,33 +459,20 @@ impl Throttle {
     }
 
     /// Takes the next free slot of a receiver that accepts `rate` requests per second.
-    pub async fn reserve(&self, id: Uuid, rate: u32) -> Result<DateTime<Utc>, String> {
-        let spacing = spacing(rate);
+    pub async fn reserve(&self, id: Uuid, rate: u32) -> Result<DateTime<Utc>, HealthError> {
+        const DOING: &str = "take a rate-limit slot";
         let mut conn = waybill_store::conn(&self.pool)
             .await
-            .map_err(|e| e.to_string())?;
-        endpoints::reserve_slot(&mut conn, id, spacing)
+            .map_err(HealthError::store(DOING))?;
+        endpoints::reserve_slot(&mut conn, id, throttle::spacing(rate))
             .await
-            .map_err(|e| e.to_string())
+            .map_err(HealthError::store(DOING))
     }
-}
-
-/// The gap between two requests at `rate` per second.
-pub fn spacing(rate: u32) -> Duration {
-    Duration::from_secs(1) / rate.max(1)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn spacing_divides_a_second() {
-        assert_eq!(spacing(1), Duration::from_secs(1));
-        assert_eq!(spacing(4), Duration::from_millis(250));
-        assert_eq!(spacing(10_000), Duration::from_micros(100));
-        assert_eq!(spacing(0), Duration::from_secs(1), "never divides by zero");
-    }
 
     #[test]
     fn windows_read_as_configured() {

@@ -142,7 +142,9 @@ impl BreakerPolicy {
     pub fn next(&self, state: Option<&Health>, event: Event, now: DateTime<Utc>) -> Option<Health> {
         match event {
             Event::Succeeded => None,
-            Event::Failed { sent_at, probe } => Some(self.failed(state, sent_at, probe, now)),
+            Event::Failed { sent_at, probe } => {
+                Some(self.after_failure(state, sent_at, probe, now))
+            }
             Event::ProbeClaimed { lease } => state.map(|h| match Circuit::of(Some(h), now) {
                 Circuit::HalfOpen => Health {
                     open_until: Some(later(now, h.cooldown.max(lease))),
@@ -154,7 +156,9 @@ impl BreakerPolicy {
         }
     }
 
-    fn failed(
+    /// The state after a request sent at `sent_at` failed, seen at `now`: [`Event::Failed`],
+    /// which always leaves a state to store.
+    pub fn after_failure(
         &self,
         state: Option<&Health>,
         sent_at: DateTime<Utc>,

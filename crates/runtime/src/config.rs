@@ -326,7 +326,7 @@ impl Settings {
     }
 
     /// The circuit breaker's settings.
-    pub fn breaker_policy(&self) -> anyhow::Result<waybill_store::endpoints::BreakerPolicy> {
+    pub fn breaker_policy(&self) -> anyhow::Result<waybill_domain::breaker::BreakerPolicy> {
         let b = &self.breaker;
         if b.failure_threshold == 0 {
             bail!("breaker.failure_threshold must be positive");
@@ -337,7 +337,7 @@ impl Settings {
             bail!("breaker.max_cooldown must not be shorter than breaker.cooldown");
         }
         let longest_gap = self.retry_schedule()?.into_iter().max().unwrap_or_default();
-        Ok(waybill_store::endpoints::BreakerPolicy {
+        Ok(waybill_domain::breaker::BreakerPolicy {
             threshold: b.failure_threshold,
             cooldown,
             max_cooldown,
@@ -345,7 +345,7 @@ impl Settings {
             // or the longest wait of a delivery held back by its open circuit (six times the
             // longest cooldown, rounded up to a hold queue).
             streak_gap: longest_gap.max(waybill_bus::Topology::hold_at_least(
-                max_cooldown.saturating_mul(6),
+                max_cooldown.saturating_mul(waybill_domain::breaker::DEFERRAL_CAP),
             )) * 2,
         })
     }

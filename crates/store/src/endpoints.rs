@@ -1,17 +1,27 @@
 //! Per-receiver state shared by every dispatcher replica: the rate limiter's next free slot and
-//! the circuit breaker with its failing streak. Times come from Postgres's clock, so replicas
-//! agree on them.
+//! the circuit breaker's stored [`Health`]. The rules are the domain's
+//! (`waybill_domain::breaker`, `waybill_domain::throttle`); this module stores what they
+//! compute and makes the writes of competing replicas safe. Times come from Postgres's clock,
+//! so replicas agree on them.
+//!
+//! The breaker is read with the database's `now` ([`read_health`]), the domain computes the
+//! next state, and [`swap_health`] writes it only if the row is still the one that was read
+//! (compare-and-set). A replica that loses the race reads again and decides again, so two
+//! failures counted at once are both counted and one half-open probe is claimed by exactly one
+//! replica, without a row lock held between the read and the write.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use diesel::{
+    PgExpressionMethods,
     prelude::*,
     sql_query,
-    sql_types::{Bool, Int4, Int8, Timestamptz, Uuid as SqlUuid},
+    sql_types::{Int4, Int8, Nullable, Timestamptz, Uuid as SqlUuid},
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
+use waybill_domain::breaker::Health;
 
 use crate::schema::{endpoint_health, endpoint_throttle};
 
@@ -29,14 +39,20 @@ struct Slot {
     slot: DateTime<Utc>,
 }
 
-/// Takes the next free slot of a receiver limited to one request per `spacing`: the returned
-/// time is when this delivery may be sent (now, or later when others hold the slots before it).
-/// Every replica takes its slots from the same row, so the limit holds over all of them.
+/// Takes the next free slot of a receiver limited to one request per `spacing` (from
+/// `waybill_domain::throttle::spacing`): the returned time is when this delivery may be sent
+/// (now, or later when others hold the slots before it). Every replica takes its slots from the
+/// same row, so the limit holds over all of them.
 pub async fn reserve_slot(
     conn: &mut AsyncPgConnection,
     webhook_id: Uuid,
     spacing: Duration,
 ) -> QueryResult<DateTime<Utc>> {
+    // This is `waybill_domain::throttle::reserve` (slot = max(next_slot, now), next_slot = slot
+    // + spacing), applied under the row lock of one upsert rather than read, computed and
+    // compared-and-set like the breaker: every delivery to a limited receiver takes a slot, so
+    // a busy one would have its replicas losing the compare on almost every reservation, just
+    // when the limit matters.
     let row: Slot = sql_query(
         "INSERT INTO endpoint_throttle AS t (webhook_id, next_slot) \
          VALUES ($1, clock_timestamp() + $2 * interval '1 microsecond') \
@@ -51,137 +67,164 @@ pub async fn reserve_slot(
     Ok(row.slot)
 }
 
-/// A receiver's failing streak and circuit.
-#[derive(Debug, Clone, QueryableByName, Queryable, Selectable)]
+/// One `endpoint_health` row.
+#[derive(Queryable, Selectable)]
 #[diesel(table_name = endpoint_health)]
-pub struct Health {
-    /// Failed requests since the last success.
-    pub failures: i32,
-    /// When the first of them was sent.
-    pub failing_since: DateTime<Utc>,
-    /// The circuit is open until then; `None`: closed.
-    pub open_until: Option<DateTime<Utc>>,
+struct HealthRow {
+    failures: i32,
+    failing_since: DateTime<Utc>,
+    open_until: Option<DateTime<Utc>>,
+    cooldown_ms: i32,
+    updated_at: DateTime<Utc>,
 }
 
-/// The breaker's settings.
-#[derive(Debug, Clone, Copy)]
-pub struct BreakerPolicy {
-    /// Failures in a row that open the circuit.
-    pub threshold: u32,
-    /// How long it first stays open.
-    pub cooldown: Duration,
-    /// The longest it stays open; each failed probe doubles the time up to this.
-    pub max_cooldown: Duration,
-    /// A failure this long after the previous one starts a new streak: the receiver was not
-    /// failing continuously, it had nothing to receive.
-    pub streak_gap: Duration,
+impl From<HealthRow> for Health {
+    fn from(row: HealthRow) -> Self {
+        Health {
+            failures: u32::try_from(row.failures).unwrap_or(0),
+            failing_since: row.failing_since,
+            open_until: row.open_until,
+            cooldown: Duration::from_millis(u64::try_from(row.cooldown_ms).unwrap_or(0)),
+            updated_at: row.updated_at,
+        }
+    }
 }
 
-/// What a replica may do with a receiver whose circuit it saw open.
+impl From<&Health> for HealthRow {
+    fn from(h: &Health) -> Self {
+        HealthRow {
+            failures: i32::try_from(h.failures).unwrap_or(i32::MAX),
+            failing_since: h.failing_since,
+            open_until: h.open_until,
+            cooldown_ms: millis(h.cooldown),
+            updated_at: h.updated_at,
+        }
+    }
+}
+
+/// A receiver's stored health and the database's clock, read together.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProbeClaim {
-    /// This replica sends the one probe; the circuit stays open to the others until `lease`.
-    Claimed,
-    /// The circuit is still open until then (another replica is probing, or the cooldown runs).
-    Open(DateTime<Utc>),
-    /// The circuit is closed; `failing` when the receiver's last request failed all the same.
-    Closed { failing: bool },
+pub struct Reading {
+    /// The stored state; `None`: healthy.
+    pub health: Option<Health>,
+    /// Postgres's `clock_timestamp()` at the read.
+    pub now: DateTime<Utc>,
 }
 
-/// The receiver's state; `None` when it is healthy.
-pub async fn health(conn: &mut AsyncPgConnection, webhook_id: Uuid) -> QueryResult<Option<Health>> {
-    endpoint_health::table
-        .find(webhook_id)
-        .select(Health::as_select())
-        .first(conn)
-        .await
-        .optional()
+#[derive(QueryableByName)]
+struct ReadingRow {
+    #[diesel(sql_type = Timestamptz)]
+    now: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Int4>)]
+    failures: Option<i32>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    failing_since: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    open_until: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Int4>)]
+    cooldown_ms: Option<i32>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    updated_at: Option<DateTime<Utc>>,
 }
 
-/// Claims the half-open probe once the circuit's cooldown is over. The claim keeps the circuit
-/// open to everyone else for `lease` (long enough for the probe to be answered).
-pub async fn claim_probe(
-    conn: &mut AsyncPgConnection,
-    webhook_id: Uuid,
-    lease: Duration,
-) -> QueryResult<ProbeClaim> {
-    let claimed = sql_query(
-        "UPDATE endpoint_health \
-         SET open_until = clock_timestamp() \
-               + GREATEST(cooldown_ms::bigint * 1000, $2) * interval '1 microsecond', \
-             updated_at = clock_timestamp() \
-         WHERE webhook_id = $1 AND open_until <= clock_timestamp() \
-         RETURNING failures, failing_since, open_until",
+/// Reads a receiver's state with the clock the breaker's decision is to use.
+pub async fn read_health(conn: &mut AsyncPgConnection, webhook_id: Uuid) -> QueryResult<Reading> {
+    // The left join returns the clock even when there is no row (a healthy receiver).
+    let row: ReadingRow = sql_query(
+        "SELECT clock_timestamp() AS now, \
+                h.failures, h.failing_since, h.open_until, h.cooldown_ms, h.updated_at \
+         FROM (SELECT 1) AS one \
+         LEFT JOIN endpoint_health h ON h.webhook_id = $1",
     )
     .bind::<SqlUuid, _>(webhook_id)
-    .bind::<Int8, _>(micros(lease))
-    .get_results::<Health>(conn)
+    .get_result(conn)
     .await?;
-    if !claimed.is_empty() {
-        return Ok(ProbeClaim::Claimed);
-    }
-    Ok(match health(conn, webhook_id).await? {
-        Some(Health {
-            open_until: Some(until),
-            ..
-        }) => ProbeClaim::Open(until),
-        Some(_) => ProbeClaim::Closed { failing: true },
-        None => ProbeClaim::Closed { failing: false },
+    let health = match (
+        row.failures,
+        row.failing_since,
+        row.cooldown_ms,
+        row.updated_at,
+    ) {
+        (Some(failures), Some(failing_since), Some(cooldown_ms), Some(updated_at)) => Some(
+            HealthRow {
+                failures,
+                failing_since,
+                open_until: row.open_until,
+                cooldown_ms,
+                updated_at,
+            }
+            .into(),
+        ),
+        _ => None,
+    };
+    Ok(Reading {
+        health,
+        now: row.now,
     })
 }
 
-/// Counts a failed request and returns the state after it. The circuit opens at the
-/// threshold; a failed probe (or a failure seen after the cooldown ended) reopens it for twice
-/// the previous time, up to the policy's longest. A streak whose last failure is older than the
-/// policy's `streak_gap` is forgotten first.
-pub async fn record_failure(
+/// Replaces a receiver's state `old` (as read) with `new` (`None`: healthy, no row). Returns
+/// `false`, writing nothing, when another replica changed the row since it was read.
+pub async fn swap_health(
     conn: &mut AsyncPgConnection,
     webhook_id: Uuid,
-    sent_at: DateTime<Utc>,
-    probe: bool,
-    policy: &BreakerPolicy,
-) -> QueryResult<Health> {
-    sql_query(
-        "DELETE FROM endpoint_health \
-         WHERE webhook_id = $1 AND updated_at < clock_timestamp() - $2 * interval '1 millisecond'",
-    )
-    .bind::<SqlUuid, _>(webhook_id)
-    .bind::<Int8, _>(i64::try_from(policy.streak_gap.as_millis()).unwrap_or(i64::MAX))
-    .execute(conn)
-    .await?;
-    sql_query(
-        "INSERT INTO endpoint_health AS h \
-           (webhook_id, failures, failing_since, open_until, cooldown_ms, updated_at) \
-         VALUES ($1, 1, $2, \
-                 CASE WHEN $4 <= 1 THEN clock_timestamp() + $5 * interval '1 millisecond' END, \
-                 $5, clock_timestamp()) \
-         ON CONFLICT (webhook_id) DO UPDATE SET \
-           failures = h.failures + 1, \
-           failing_since = LEAST(h.failing_since, EXCLUDED.failing_since), \
-           cooldown_ms = CASE \
-             WHEN $3 OR h.open_until <= clock_timestamp() THEN LEAST(h.cooldown_ms::bigint * 2, $6) \
-             WHEN h.open_until IS NULL THEN $5 \
-             ELSE h.cooldown_ms END, \
-           open_until = CASE \
-             WHEN $3 OR h.open_until <= clock_timestamp() \
-               THEN clock_timestamp() + LEAST(h.cooldown_ms::bigint * 2, $6) * interval '1 millisecond' \
-             WHEN h.open_until IS NULL AND h.failures + 1 >= $4 \
-               THEN clock_timestamp() + $5 * interval '1 millisecond' \
-             ELSE h.open_until END, \
-           updated_at = clock_timestamp() \
-         RETURNING h.failures, h.failing_since, h.open_until",
-    )
-    .bind::<SqlUuid, _>(webhook_id)
-    .bind::<Timestamptz, _>(sent_at)
-    .bind::<Bool, _>(probe)
-    .bind::<Int4, _>(i32::try_from(policy.threshold).unwrap_or(i32::MAX))
-    .bind::<Int4, _>(millis(policy.cooldown))
-    .bind::<Int4, _>(millis(policy.max_cooldown))
-    .get_result(conn)
-    .await
+    old: Option<&Health>,
+    new: Option<&Health>,
+) -> QueryResult<bool> {
+    use endpoint_health::dsl as h;
+
+    let written = match (old, new) {
+        (None, None) => return Ok(true),
+        (None, Some(new)) => {
+            let new = HealthRow::from(new);
+            // A row that appeared since the read is another replica's write: the caller decides
+            // again from it.
+            diesel::insert_into(h::endpoint_health)
+                .values((
+                    h::webhook_id.eq(webhook_id),
+                    h::failures.eq(new.failures),
+                    h::failing_since.eq(new.failing_since),
+                    h::open_until.eq(new.open_until),
+                    h::cooldown_ms.eq(new.cooldown_ms),
+                    h::updated_at.eq(new.updated_at),
+                ))
+                .on_conflict(h::webhook_id)
+                .do_nothing()
+                .execute(conn)
+                .await?
+        }
+        (Some(old), new) => {
+            let old = HealthRow::from(old);
+            let unchanged = h::endpoint_health
+                .filter(h::webhook_id.eq(webhook_id))
+                .filter(h::failures.eq(old.failures))
+                .filter(h::failing_since.eq(old.failing_since))
+                .filter(h::open_until.is_not_distinct_from(old.open_until))
+                .filter(h::cooldown_ms.eq(old.cooldown_ms))
+                .filter(h::updated_at.eq(old.updated_at));
+            match new {
+                None => diesel::delete(unchanged).execute(conn).await?,
+                Some(new) => {
+                    let new = HealthRow::from(new);
+                    diesel::update(unchanged)
+                        .set((
+                            h::failures.eq(new.failures),
+                            h::failing_since.eq(new.failing_since),
+                            h::open_until.eq(new.open_until),
+                            h::cooldown_ms.eq(new.cooldown_ms),
+                            h::updated_at.eq(new.updated_at),
+                        ))
+                        .execute(conn)
+                        .await?
+                }
+            }
+        }
+    };
+    Ok(written == 1)
 }
 
-/// A request succeeded: the streak ends and the circuit closes.
+/// A request succeeded: the streak ends and the circuit closes. A success ends the streak from
+/// every state, so this needs no read and no compare.
 pub async fn record_success(conn: &mut AsyncPgConnection, webhook_id: Uuid) -> QueryResult<()> {
     diesel::delete(endpoint_health::table.find(webhook_id))
         .execute(conn)
@@ -208,8 +251,9 @@ pub async fn forget(conn: &mut AsyncPgConnection, webhook_id: Uuid) -> QueryResu
 
 /// Every failing receiver (the table only holds those, so it stays small).
 pub async fn failing(conn: &mut AsyncPgConnection) -> QueryResult<Vec<(Uuid, Health)>> {
-    endpoint_health::table
-        .select((endpoint_health::webhook_id, Health::as_select()))
+    let rows: Vec<(Uuid, HealthRow)> = endpoint_health::table
+        .select((endpoint_health::webhook_id, HealthRow::as_select()))
         .load(conn)
-        .await
+        .await?;
+    Ok(rows.into_iter().map(|(id, row)| (id, row.into())).collect())
 }
