@@ -91,7 +91,9 @@ pub enum Gate {
 
 /// What a [`Breaker`] is made of.
 pub struct BreakerSetup {
+    /// Where every replica's view of the receivers is stored.
     pub pool: PgPool,
+    /// When circuits open and for how long.
     pub policy: BreakerPolicy,
     /// How long a claimed probe keeps the circuit open to the other replicas (longer than a
     /// request may take).
@@ -100,7 +102,9 @@ pub struct BreakerSetup {
     pub disable_after: Duration,
     /// Publishes the `webhook.disabled` events.
     pub publisher: EventPublisher,
+    /// This replica's subscriptions, refreshed at once when one is disabled.
     pub index: Index,
+    /// Decrypts the secrets of the subscription reloaded into the index.
     pub cipher: Arc<Cipher>,
 }
 
@@ -121,6 +125,7 @@ struct Seen {
 }
 
 impl Breaker {
+    /// A breaker that has seen no receiver failing yet.
     pub fn new(setup: BreakerSetup) -> Self {
         Self {
             setup,
@@ -454,6 +459,7 @@ pub struct Throttle {
 }
 
 impl Throttle {
+    /// A limiter over the rows of `pool`.
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
     }
@@ -473,6 +479,32 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_errors_keep_their_cause_and_say_whether_to_retry() {
+        use std::error::Error as _;
+
+        let down = HealthError::store("count a failed request")(StoreError::Unavailable(
+            "connection refused".into(),
+        ));
+        assert!(down.is_retryable());
+        assert_eq!(
+            down.to_string(),
+            "could not count a failed request: the database is unavailable: connection refused"
+        );
+        let cause = down.source().expect("the store error is kept");
+        assert!(cause.to_string().contains("connection refused"));
+
+        let corrupt =
+            HealthError::store("read the failing receivers")(StoreError::Corrupt("bad row".into()));
+        assert!(!corrupt.is_retryable());
+        assert!(
+            HealthError::Contended {
+                doing: "claim a probe"
+            }
+            .is_retryable()
+        );
+    }
 
     #[test]
     fn windows_read_as_configured() {

@@ -1,8 +1,8 @@
 //! The circuit breaker of one receiver, as a pure state machine: what its stored [`Health`]
 //! becomes after a request succeeded or failed or after a replica claimed the half-open probe,
-//! and how long a delivery held back by the open circuit waits. Time is passed in (the
-//! dispatcher passes Postgres's clock, so every replica reads the same circuit the same way);
-//! storing and claiming the state is the store's job.
+//! and how long a delivery held back by the open circuit waits. Time is passed in (for
+//! transitions the dispatcher passes Postgres's clock, so every replica reads the same circuit
+//! the same way); storing and claiming the state is the store's job.
 //!
 //! No stored state means a healthy receiver. The circuit a state describes at `now`
 //! ([`Circuit::of`]):
@@ -18,20 +18,20 @@
 //! Transitions ([`BreakerPolicy::next`]); `cooldown` is the state's current cooldown, `base` and
 //! `max` the policy's first and longest, `n` the failures in the streak:
 //!
-//! | state                  | event                              | next state              | side effect (what is stored)                                           |
-//! |------------------------|------------------------------------|-------------------------|------------------------------------------------------------------------|
-//! | any                    | success                            | Closed (healthy)        | the state is dropped: streak over                                      |
-//! | Closed, no streak      | failure, threshold > 1             | Closed, failing         | n = 1, failing since the request was sent, cooldown = base             |
-//! | Closed, no streak      | failure, threshold = 1             | Open                    | as above, open until now + base                                        |
-//! | Closed, failing        | failure, n + 1 < threshold         | Closed, failing         | n + 1, cooldown = base                                                 |
-//! | Closed, failing        | failure, n + 1 >= threshold        | Open                    | n + 1, cooldown = base, open until now + base                          |
-//! | Open                   | failure (a request already in flight, or a tenant's retry) | Open | n + 1; the circuit's end and cooldown unchanged                 |
-//! | Open                   | cooldown elapsed (now >= until)    | HalfOpen                | nothing: the clock alone moves it                                      |
-//! | HalfOpen               | probe claimed                      | Open (for the others)   | open until now + max(cooldown, lease): one replica sends the probe      |
-//! | Open, Closed           | probe claimed                      | unchanged               | nothing: there is no probe to claim                                    |
-//! | HalfOpen               | failure                            | Open                    | n + 1, cooldown = min(2 × cooldown, max), open until now + that        |
-//! | any stored             | failure of the probe               | Open                    | n + 1, cooldown = min(2 × cooldown, max), open until now + that        |
-//! | any stored, last write older than the streak gap | failure  | as from Closed, no streak | the old streak is forgotten first: the receiver was idle, not failing |
+//! | state                            | event                                              | next state              | side effect (what is stored)                                  |
+//! |----------------------------------|----------------------------------------------------|-------------------------|---------------------------------------------------------------|
+//! | any                              | success                                            | Closed, healthy         | the state is dropped: the streak is over                      |
+//! | Closed, healthy                  | failure (a probe's too), threshold > 1             | Closed, failing         | n = 1, failing since the send time, cooldown = base           |
+//! | Closed, healthy                  | failure (a probe's too), threshold = 1             | Open                    | as above, open until now + base                               |
+//! | Closed, failing                  | failure, not a probe, n + 1 < threshold            | Closed, failing         | n + 1, cooldown = base                                        |
+//! | Closed, failing                  | failure, not a probe, n + 1 >= threshold           | Open                    | n + 1, cooldown = base, open until now + base                 |
+//! | Open                             | failure, not a probe (in flight, a tenant's retry) | Open                    | n + 1; the circuit's end and cooldown unchanged               |
+//! | Open                             | cooldown elapsed (now >= until)                    | HalfOpen                | nothing: the clock alone moves it                             |
+//! | HalfOpen                         | probe claimed                                      | Open (to the others)    | open until now + max(cooldown, lease); one replica probes     |
+//! | Open or Closed                   | probe claimed                                      | unchanged               | nothing: there is no probe to claim                           |
+//! | HalfOpen                         | failure                                            | Open                    | n + 1, cooldown = min(2 × cooldown, max), open until now + it |
+//! | Closed failing, Open             | failure of the probe                               | Open                    | n + 1, cooldown = min(2 × cooldown, max), open until now + it |
+//! | any, last write > streak gap ago | failure                                            | as from Closed, healthy | the old streak is forgotten first: the receiver was idle      |
 //!
 //! Every failure keeps the earliest send time as the start of the streak, which is what
 //! auto-disable measures ([`Health::due_for_disable`]).
