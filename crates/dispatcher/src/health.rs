@@ -172,16 +172,20 @@ impl Breaker {
         }
         let lease = self.setup.probe_lease;
         let policy = self.setup.policy;
-        let claim = self
-            .transition(target.id, "claim a probe", |state, now| {
+        let claim = transition(
+            &self.setup.pool,
+            target.id,
+            "claim a probe",
+            |state, now| {
                 let claim = policy.claim_probe(state, lease, now);
                 let next = match &claim {
                     ProbeClaim::Claimed(claimed) => Some(claimed.clone()),
                     ProbeClaim::Open(_) | ProbeClaim::Closed { .. } => state.cloned(),
                 };
                 (next, claim)
-            })
-            .await?;
+            },
+        )
+        .await?;
         match claim {
             ProbeClaim::Claimed(_) => {
                 // Until the probe is answered, this replica holds the circuit open too.
@@ -210,37 +214,6 @@ impl Breaker {
     /// instead of coming back every cooldown.
     pub fn defer_for(&self, until: DateTime<Utc>, deferrals: u32) -> Duration {
         Topology::hold_at_least(self.setup.policy.deferral(until, deferrals, Utc::now()))
-    }
-
-    /// Reads `id`'s state, lets `decide` compute the next one from it and Postgres's clock, and
-    /// stores that unless another replica wrote first; then it decides again from what that
-    /// one stored. `decide` returning the state it was given writes nothing.
-    async fn transition<T>(
-        &self,
-        id: Uuid,
-        doing: &'static str,
-        mut decide: impl FnMut(Option<&Health>, DateTime<Utc>) -> (Option<Health>, T),
-    ) -> Result<T, HealthError> {
-        let mut conn = waybill_store::conn(&self.setup.pool)
-            .await
-            .map_err(HealthError::store(doing))?;
-        for _ in 0..SWAP_ROUNDS {
-            let read = endpoints::read_health(&mut conn, id)
-                .await
-                .map_err(HealthError::store(doing))?;
-            let (next, out) = decide(read.health.as_ref(), read.now);
-            if next == read.health {
-                return Ok(out);
-            }
-            let swapped =
-                endpoints::swap_health(&mut conn, id, read.health.as_ref(), next.as_ref())
-                    .await
-                    .map_err(HealthError::store(doing))?;
-            if swapped {
-                return Ok(out);
-            }
-        }
-        Err(HealthError::Contended { doing })
     }
 
     /// Learns every failing receiver from Postgres, so that this replica respects circuits
@@ -317,12 +290,16 @@ impl Breaker {
     ) -> Option<Health> {
         let id = target.id;
         let policy = self.setup.policy;
-        let counted = self
-            .transition(id, "count a failed request", |state, now| {
+        let counted = transition(
+            &self.setup.pool,
+            id,
+            "count a failed request",
+            |state, now| {
                 let next = policy.after_failure(state, sent_at, probe, now);
                 (Some(next.clone()), next)
-            })
-            .await;
+            },
+        )
+        .await;
         match counted {
             Ok(h) => {
                 if h.open_until.is_some() && h.failures == policy.threshold {
@@ -439,6 +416,36 @@ impl Breaker {
     }
 }
 
+/// Reads `id`'s state, lets `decide` compute the next one from it and Postgres's clock, and
+/// stores that unless another replica wrote first; then it decides again from what that
+/// one stored. `decide` returning the state it was given writes nothing.
+async fn transition<T>(
+    pool: &PgPool,
+    id: Uuid,
+    doing: &'static str,
+    mut decide: impl FnMut(Option<&Health>, DateTime<Utc>) -> (Option<Health>, T),
+) -> Result<T, HealthError> {
+    let mut conn = waybill_store::conn(pool)
+        .await
+        .map_err(HealthError::store(doing))?;
+    for _ in 0..SWAP_ROUNDS {
+        let read = endpoints::read_health(&mut conn, id)
+            .await
+            .map_err(HealthError::store(doing))?;
+        let (next, out) = decide(read.health.as_ref(), read.now);
+        if next == read.health {
+            return Ok(out);
+        }
+        let swapped = endpoints::swap_health(&mut conn, id, read.health.as_ref(), next.as_ref())
+            .await
+            .map_err(HealthError::store(doing))?;
+        if swapped {
+            return Ok(out);
+        }
+    }
+    Err(HealthError::Contended { doing })
+}
+
 /// `5d`, `36h`, `90s`: the window as the operator configured it.
 fn humanize(d: Duration) -> String {
     let s = d.as_secs();
@@ -503,6 +510,76 @@ mod tests {
                 doing: "claim a probe"
             }
             .is_retryable()
+        );
+    }
+
+    /// Against a database of its own: writers racing on one receiver lose no failure and
+    /// claim its probe once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_replicas_count_every_failure_and_claim_one_probe() {
+        use futures_util::future::join_all;
+        use waybill_bus::topology::QueueType;
+        use waybill_testkit::db::{DbGuard, create_database, db_url};
+
+        let db = create_database().await;
+        let _guard = DbGuard {
+            db: db.clone(),
+            topology: Topology::new(
+                format!("t{}", Uuid::new_v4().simple()),
+                QueueType::Classic,
+                &[],
+            ),
+        };
+        let pool = waybill_store::pool(&db_url(&db), 16).unwrap();
+        let policy = BreakerPolicy {
+            threshold: 3,
+            cooldown: Duration::from_millis(100),
+            max_cooldown: Duration::from_millis(400),
+            streak_gap: Duration::from_secs(3_600),
+        };
+        let id = Uuid::new_v4();
+        let failures = 12;
+        let counted = join_all((0..failures).map(|_| {
+            transition(&pool, id, "count a failed request", |state, now| {
+                let next = policy.after_failure(state, now, false, now);
+                (Some(next.clone()), next)
+            })
+        }))
+        .await;
+        let mut seen: Vec<u32> = counted.into_iter().map(|h| h.unwrap().failures).collect();
+        seen.sort_unstable();
+        assert_eq!(
+            seen,
+            (1..=failures).collect::<Vec<_>>(),
+            "each failure counted once"
+        );
+
+        let mut conn = waybill_store::conn(&pool).await.unwrap();
+        let open = endpoints::read_health(&mut conn, id).await.unwrap();
+        let until = open.health.unwrap().open_until.expect("past the threshold");
+        tokio::time::sleep((until - open.now).to_std().unwrap_or_default()).await;
+        let lease = Duration::from_secs(5);
+        let claims = join_all((0..8).map(|_| {
+            transition(&pool, id, "claim a probe", |state, now| {
+                let claim = policy.claim_probe(state, lease, now);
+                let next = match &claim {
+                    ProbeClaim::Claimed(claimed) => Some(claimed.clone()),
+                    ProbeClaim::Open(_) | ProbeClaim::Closed { .. } => state.cloned(),
+                };
+                (next, claim)
+            })
+        }))
+        .await;
+        let claimed = claims
+            .iter()
+            .filter(|c| matches!(c, Ok(ProbeClaim::Claimed(_))))
+            .count();
+        assert_eq!(claimed, 1, "{claims:?}");
+        assert!(
+            claims
+                .iter()
+                .all(|c| matches!(c, Ok(ProbeClaim::Claimed(_) | ProbeClaim::Open(_)))),
+            "{claims:?}"
         );
     }
 
