@@ -21,7 +21,11 @@ use waybill_domain::{
     throttle,
 };
 use waybill_publisher::EventPublisher;
-use waybill_store::{Cipher, PgPool, StoreError, endpoints, webhooks};
+use waybill_store::{
+    Cipher, PgPool, StoreError,
+    endpoints::{self, Swap},
+    webhooks,
+};
 
 use crate::index::{Index, Target};
 
@@ -418,7 +422,7 @@ impl Breaker {
 
 /// Reads `id`'s state, lets `decide` compute the next one from it and Postgres's clock, and
 /// stores that unless another replica wrote first; then it decides again from what that
-/// one stored. `decide` returning the state it was given writes nothing.
+/// one stored (returned by the failed swap itself). `decide` returning the state it was given writes nothing.
 async fn transition<T>(
     pool: &PgPool,
     id: Uuid,
@@ -428,19 +432,20 @@ async fn transition<T>(
     let mut conn = waybill_store::conn(pool)
         .await
         .map_err(HealthError::store(doing))?;
+    let mut read = endpoints::read_health(&mut conn, id)
+        .await
+        .map_err(HealthError::store(doing))?;
     for _ in 0..SWAP_ROUNDS {
-        let read = endpoints::read_health(&mut conn, id)
-            .await
-            .map_err(HealthError::store(doing))?;
         let (next, out) = decide(read.health.as_ref(), read.now);
         if next == read.health {
             return Ok(out);
         }
-        let swapped = endpoints::swap_health(&mut conn, id, read.health.as_ref(), next.as_ref())
+        match endpoints::swap_health(&mut conn, id, read.health.as_ref(), next.as_ref())
             .await
-            .map_err(HealthError::store(doing))?;
-        if swapped {
-            return Ok(out);
+            .map_err(HealthError::store(doing))?
+        {
+            Swap::Done => return Ok(out),
+            Swap::Lost(current) => read = current,
         }
     }
     Err(HealthError::Contended { doing })
