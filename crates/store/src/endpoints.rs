@@ -6,8 +6,8 @@
 //!
 //! The breaker is read with the database's `now` ([`read_health`]), the domain computes the
 //! next state, and [`swap_health`] writes it only if the row is still the one that was read
-//! (compare-and-set). A replica that loses the race gets the current state back from the same
-//! statement and decides again, so two failures counted at once are both counted and one
+//! (compare-and-set). A replica that loses the race reads the current state and decides
+//! again, so two failures counted at once are both counted and one
 //! half-open probe is claimed by exactly one replica, without a row lock held between the read
 //! and the write. The decision cannot be one SQL statement without the rules living in SQL;
 //! the compare-and-set keeps them in the domain at the cost of a retried round under a race.
@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use diesel::{
+    PgExpressionMethods,
     prelude::*,
     sql_query,
-    sql_types::{Bool, Int4, Int8, Nullable, Timestamptz, Uuid as SqlUuid},
+    sql_types::{Int8, Timestamptz, Uuid as SqlUuid},
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
@@ -112,63 +113,33 @@ pub struct Reading {
     pub now: DateTime<Utc>,
 }
 
-#[derive(QueryableByName)]
-struct ReadingRow {
-    #[diesel(sql_type = Timestamptz)]
-    now: DateTime<Utc>,
-    #[diesel(sql_type = Nullable<Int4>)]
-    failures: Option<i32>,
-    #[diesel(sql_type = Nullable<Timestamptz>)]
-    failing_since: Option<DateTime<Utc>>,
-    #[diesel(sql_type = Nullable<Timestamptz>)]
-    open_until: Option<DateTime<Utc>>,
-    #[diesel(sql_type = Nullable<Int4>)]
-    cooldown_ms: Option<i32>,
-    #[diesel(sql_type = Nullable<Timestamptz>)]
-    updated_at: Option<DateTime<Utc>>,
+diesel::define_sql_function! {
+    /// Postgres's clock, not frozen at the transaction's start.
+    fn clock_timestamp() -> Timestamptz;
 }
 
-impl From<ReadingRow> for Reading {
-    fn from(row: ReadingRow) -> Self {
-        let health = match (
-            row.failures,
-            row.failing_since,
-            row.cooldown_ms,
-            row.updated_at,
-        ) {
-            (Some(failures), Some(failing_since), Some(cooldown_ms), Some(updated_at)) => Some(
-                HealthRow {
-                    failures,
-                    failing_since,
-                    open_until: row.open_until,
-                    cooldown_ms,
-                    updated_at,
-                }
-                .into(),
-            ),
-            _ => None,
-        };
-        Reading {
-            health,
-            now: row.now,
-        }
-    }
-}
-
-/// The clock and a receiver's row (`$1`); the left join returns the clock even when there is no
-/// row (a healthy receiver).
-const READ: &str = "SELECT clock_timestamp() AS now, \
-        h.failures, h.failing_since, h.open_until, h.cooldown_ms, h.updated_at \
-    FROM (SELECT 1) AS one \
-    LEFT JOIN endpoint_health h ON h.webhook_id = $1";
+// The breaker's statements are diesel's typed queries rather than SQL text, so the connection
+// prepares each once and a transition costs one round trip per statement: writers of one
+// receiver wait on each other's round trips, which on a loaded machine is what takes time.
 
 /// Reads a receiver's state with the clock the breaker's decision is to use.
 pub async fn read_health(conn: &mut AsyncPgConnection, webhook_id: Uuid) -> QueryResult<Reading> {
-    let row: ReadingRow = sql_query(READ)
-        .bind::<SqlUuid, _>(webhook_id)
-        .get_result(conn)
-        .await?;
-    Ok(row.into())
+    let row: Option<(DateTime<Utc>, HealthRow)> = endpoint_health::table
+        .find(webhook_id)
+        .select((clock_timestamp(), HealthRow::as_select()))
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(match row {
+        Some((now, row)) => Reading {
+            health: Some(row.into()),
+            now,
+        },
+        None => Reading {
+            health: None,
+            now: diesel::select(clock_timestamp()).get_result(conn).await?,
+        },
+    })
 }
 
 /// What became of a [`swap_health`].
@@ -176,75 +147,72 @@ pub async fn read_health(conn: &mut AsyncPgConnection, webhook_id: Uuid) -> Quer
 pub enum Swap {
     /// The new state is stored.
     Done,
-    /// Another replica changed the row since it was read; nothing was written. The state as this
-    /// statement saw it, to decide again from (possibly still behind a write that was
-    /// committing meanwhile, which only costs another round).
+    /// Another replica changed the row since it was read; nothing was written. The state read
+    /// again after it, to decide again from.
     Lost(Reading),
 }
 
-#[derive(QueryableByName)]
-struct SwapRow {
-    #[diesel(sql_type = Bool)]
-    swapped: bool,
-    #[diesel(embed)]
-    reading: ReadingRow,
-}
-
-/// The row `$1` still holds the state `$2..=$6`.
-const UNCHANGED: &str = "webhook_id = $1 AND failures = $2 AND failing_since = $3 \
-    AND open_until IS NOT DISTINCT FROM $4 AND cooldown_ms = $5 AND updated_at = $6";
-
 /// Replaces a receiver's state `old` (as read) with `new` (`None`: healthy, no row), unless
-/// another replica changed it since; then it reads the current state in the same statement, so
-/// a replica that lost the race decides again without another round trip.
+/// another replica changed it since; then it reads the current state for the caller to decide
+/// again.
 pub async fn swap_health(
     conn: &mut AsyncPgConnection,
     webhook_id: Uuid,
     old: Option<&Health>,
     new: Option<&Health>,
 ) -> QueryResult<Swap> {
-    // `$2..=$6` is the first state given (the old one, or the row to insert), `$7..=$11` the
-    // new one of an update.
-    let write = match (old, new) {
+    use endpoint_health::dsl as h;
+
+    let written = match (old, new) {
         (None, None) => return Ok(Swap::Done),
-        // A row that appeared since the read is another replica's write.
-        (None, Some(_)) => "INSERT INTO endpoint_health \
-                (webhook_id, failures, failing_since, open_until, cooldown_ms, updated_at) \
-            VALUES ($1, $2, $3, $4, $5, $6) \
-            ON CONFLICT (webhook_id) DO NOTHING RETURNING 1"
-            .to_owned(),
-        (Some(_), None) => format!("DELETE FROM endpoint_health WHERE {UNCHANGED} RETURNING 1"),
-        (Some(_), Some(_)) => format!(
-            "UPDATE endpoint_health SET failures = $7, failing_since = $8, open_until = $9, \
-                cooldown_ms = $10, updated_at = $11 \
-             WHERE {UNCHANGED} RETURNING 1"
-        ),
+        (None, Some(new)) => {
+            let new = HealthRow::from(new);
+            // A row that appeared since the read is another replica's write.
+            diesel::insert_into(h::endpoint_health)
+                .values((
+                    h::webhook_id.eq(webhook_id),
+                    h::failures.eq(new.failures),
+                    h::failing_since.eq(new.failing_since),
+                    h::open_until.eq(new.open_until),
+                    h::cooldown_ms.eq(new.cooldown_ms),
+                    h::updated_at.eq(new.updated_at),
+                ))
+                .on_conflict(h::webhook_id)
+                .do_nothing()
+                .execute(conn)
+                .await?
+        }
+        (Some(old), new) => {
+            let old = HealthRow::from(old);
+            let unchanged = h::endpoint_health
+                .filter(h::webhook_id.eq(webhook_id))
+                .filter(h::failures.eq(old.failures))
+                .filter(h::failing_since.eq(old.failing_since))
+                .filter(h::open_until.is_not_distinct_from(old.open_until))
+                .filter(h::cooldown_ms.eq(old.cooldown_ms))
+                .filter(h::updated_at.eq(old.updated_at));
+            match new {
+                None => diesel::delete(unchanged).execute(conn).await?,
+                Some(new) => {
+                    let new = HealthRow::from(new);
+                    diesel::update(unchanged)
+                        .set((
+                            h::failures.eq(new.failures),
+                            h::failing_since.eq(new.failing_since),
+                            h::open_until.eq(new.open_until),
+                            h::cooldown_ms.eq(new.cooldown_ms),
+                            h::updated_at.eq(new.updated_at),
+                        ))
+                        .execute(conn)
+                        .await?
+                }
+            }
+        }
     };
-    // The outer select sees the row as it was when the statement began, not the write in it:
-    // after a lost race that is the other replica's state (or, rarely, the one before it).
-    let query = sql_query(format!(
-        "WITH written AS ({write}) \
-         SELECT EXISTS (SELECT 1 FROM written) AS swapped, r.* FROM ({READ}) AS r"
-    ))
-    .bind::<SqlUuid, _>(webhook_id)
-    .into_boxed();
-    let query = [old, new]
-        .into_iter()
-        .flatten()
-        .map(HealthRow::from)
-        .fold(query, |q, row| {
-            q.bind::<Int4, _>(row.failures)
-                .bind::<Timestamptz, _>(row.failing_since)
-                .bind::<Nullable<Timestamptz>, _>(row.open_until)
-                .bind::<Int4, _>(row.cooldown_ms)
-                .bind::<Timestamptz, _>(row.updated_at)
-        });
-    let row: SwapRow = query.get_result(conn).await?;
-    Ok(if row.swapped {
-        Swap::Done
-    } else {
-        Swap::Lost(row.reading.into())
-    })
+    if written == 1 {
+        return Ok(Swap::Done);
+    }
+    read_health(conn, webhook_id).await.map(Swap::Lost)
 }
 
 /// A request succeeded: the streak ends and the circuit closes. A success ends the streak from
