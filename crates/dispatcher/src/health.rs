@@ -180,14 +180,7 @@ impl Breaker {
             &self.setup.pool,
             target.id,
             "claim a probe",
-            |state, now| {
-                let claim = policy.claim_probe(state, lease, now);
-                let next = match &claim {
-                    ProbeClaim::Claimed(claimed) => Some(claimed.clone()),
-                    ProbeClaim::Open(_) | ProbeClaim::Closed { .. } => state.cloned(),
-                };
-                (next, claim)
-            },
+            claim_probe(policy, lease),
         )
         .await?;
         match claim {
@@ -298,10 +291,7 @@ impl Breaker {
             &self.setup.pool,
             id,
             "count a failed request",
-            |state, now| {
-                let next = policy.after_failure(state, sent_at, probe, now);
-                (Some(next.clone()), next)
-            },
+            count_failure(policy, sent_at, probe),
         )
         .await;
         match counted {
@@ -451,6 +441,34 @@ async fn transition<T>(
     Err(HealthError::Contended { doing })
 }
 
+/// The [`transition`] of a claim of the half-open probe: a claim is stored, anything else
+/// leaves the state as it is.
+fn claim_probe(
+    policy: BreakerPolicy,
+    lease: Duration,
+) -> impl FnMut(Option<&Health>, DateTime<Utc>) -> (Option<Health>, ProbeClaim) {
+    move |state, now| {
+        let claim = policy.claim_probe(state, lease, now);
+        let next = match &claim {
+            ProbeClaim::Claimed(claimed) => Some(claimed.clone()),
+            ProbeClaim::Open(_) | ProbeClaim::Closed { .. } => state.cloned(),
+        };
+        (next, claim)
+    }
+}
+
+/// The [`transition`] of a failed request sent at `sent_at`.
+fn count_failure(
+    policy: BreakerPolicy,
+    sent_at: DateTime<Utc>,
+    probe: bool,
+) -> impl FnMut(Option<&Health>, DateTime<Utc>) -> (Option<Health>, Health) {
+    move |state, now| {
+        let next = policy.after_failure(state, sent_at, probe, now);
+        (Some(next.clone()), next)
+    }
+}
+
 /// `5d`, `36h`, `90s`: the window as the operator configured it.
 fn humanize(d: Duration) -> String {
     let s = d.as_secs();
@@ -545,10 +563,12 @@ mod tests {
         let id = Uuid::new_v4();
         let failures = 12;
         let counted = join_all((0..failures).map(|_| {
-            transition(&pool, id, "count a failed request", |state, now| {
-                let next = policy.after_failure(state, now, false, now);
-                (Some(next.clone()), next)
-            })
+            transition(
+                &pool,
+                id,
+                "count a failed request",
+                count_failure(policy, Utc::now(), false),
+            )
         }))
         .await;
         let mut seen: Vec<u32> = counted.into_iter().map(|h| h.unwrap().failures).collect();
@@ -564,16 +584,9 @@ mod tests {
         let until = open.health.unwrap().open_until.expect("past the threshold");
         tokio::time::sleep((until - open.now).to_std().unwrap_or_default()).await;
         let lease = Duration::from_secs(5);
-        let claims = join_all((0..8).map(|_| {
-            transition(&pool, id, "claim a probe", |state, now| {
-                let claim = policy.claim_probe(state, lease, now);
-                let next = match &claim {
-                    ProbeClaim::Claimed(claimed) => Some(claimed.clone()),
-                    ProbeClaim::Open(_) | ProbeClaim::Closed { .. } => state.cloned(),
-                };
-                (next, claim)
-            })
-        }))
+        let claims = join_all(
+            (0..8).map(|_| transition(&pool, id, "claim a probe", claim_probe(policy, lease))),
+        )
         .await;
         let claimed = claims
             .iter()
