@@ -3,9 +3,9 @@
 
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
-use waybill_runtime::openapi::{BearerAuth, CommonErrors, ErrorBody, ErrorResponse};
+use waybill_runtime::openapi::{BearerAuth, ErrorBody, ErrorResponse};
 
-use crate::events;
+use crate::routes;
 
 /// One event. Unknown fields are refused (422).
 #[derive(Serialize, ToSchema)]
@@ -44,14 +44,17 @@ pub struct PublishBatch {
         description = "Publishing events to Waybill. Bearer JWT with the `events:publish` scope. A 202 means the broker confirmed the event; a 503 means it was not accepted and should be retried with the same `id`.",
         license(name = "Apache-2.0")
     ),
-    paths(events::publish::publish, events::batch::batch),
     components(schemas(ErrorResponse, ErrorBody)),
-    modifiers(&BearerAuth, &CommonErrors),
+    modifiers(&BearerAuth),
     tags((name = "events", description = "Publishing events"))
 )]
 struct ApiDoc;
 
-/// The document as pretty JSON, with a trailing newline.
+/// The document as pretty JSON, with a trailing newline: [`ApiDoc`] with every operation
+/// [`routes::configure`] registers.
 pub fn document() -> String {
-    waybill_runtime::openapi::render(ApiDoc::openapi())
+    waybill_runtime::openapi::render(waybill_runtime::openapi::collect(
+        ApiDoc::openapi(),
+        routes::configure,
+    ))
 }
