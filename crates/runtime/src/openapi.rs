@@ -12,8 +12,9 @@ use serde::Serialize;
 use utoipa::{
     Modify, ToSchema,
     openapi::{
-        ContentBuilder, HttpMethod, OpenApi, Ref, RefOr, ResponseBuilder, Schema,
+        ContentBuilder, HttpMethod, OpenApi, Ref, RefOr, Required, ResponseBuilder, Schema, Type,
         path::Paths,
+        schema::SchemaType,
         security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
     },
 };
@@ -277,5 +278,43 @@ pub fn collect(base: OpenApi, configure: fn(&mut ServiceConfig)) -> OpenApi {
         .configure(configure)
         .split_for_parts();
     CommonErrors.modify(&mut doc);
+    optional_bodies(&mut doc);
     doc
+}
+
+/// utoipa writes a body that may be left out (`Option<T>`) as `oneOf: [T, null]`, but the
+/// services refuse a `null` body (400) and take an empty one: such a body is `T`, not required.
+fn optional_bodies(doc: &mut OpenApi) {
+    let is_null = |s: &RefOr<Schema>| matches!(s, RefOr::T(Schema::Object(o)) if o.schema_type == SchemaType::Type(Type::Null));
+    for item in doc.paths.paths.values_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.patch,
+            &mut item.put,
+            &mut item.delete,
+        ];
+        for op in ops.into_iter().flatten() {
+            let Some(RefOr::T(body)) = op.request_body.as_mut() else {
+                continue;
+            };
+            let mut optional = false;
+            for content in body.content.values_mut() {
+                let RefOr::T(content) = content else {
+                    continue;
+                };
+                let Some(RefOr::T(Schema::OneOf(one))) = &content.schema else {
+                    continue;
+                };
+                if one.items.len() == 2 && one.items.iter().any(is_null) {
+                    let inner = one.items.iter().find(|s| !is_null(s)).cloned();
+                    content.schema = inner;
+                    optional = true;
+                }
+            }
+            if optional {
+                body.required = Some(Required::False);
+            }
+        }
+    }
 }
