@@ -144,3 +144,41 @@ pub fn document() -> String {
     EventCatalog.modify(&mut doc);
     waybill_runtime::openapi::render(doc)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use utoipa::openapi::schema::Schema;
+
+    use super::*;
+
+    /// The shared fields of the document's events are the ones the parser takes, and every
+    /// type of the catalog has its member in the `oneOf`.
+    #[test]
+    fn documented_events_are_the_ones_ingest_reads() {
+        let RefOr::T(Schema::Object(shared)) = PublishEvent::schema() else {
+            panic!("PublishEvent is an object");
+        };
+        let documented: BTreeSet<&str> = shared.properties.keys().map(String::as_str).collect();
+        let parsed: BTreeSet<&str> = waybill_domain::event::EVENT_FIELDS
+            .iter()
+            .copied()
+            .collect();
+        assert_eq!(documented, parsed);
+
+        let doc: Value = serde_json::from_str(&document()).unwrap();
+        let mapping = doc["components"]["schemas"]["PublishEvent"]["discriminator"]["mapping"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let types = waybill_domain::catalog::definitions().unwrap();
+        assert_eq!(mapping.len(), types.len());
+        for def in &types {
+            let target = mapping[def.name.as_str()].as_str().unwrap();
+            let stem = target.trim_start_matches("#/components/schemas/");
+            let data = &doc["components"]["schemas"][stem]["properties"]["data"]["$ref"];
+            assert!(data.is_string(), "{stem} references its data schema");
+        }
+    }
+}

@@ -12,7 +12,7 @@ use crate::{
     webhooks::{find_own, parse_id},
 };
 
-const PARAMS: &[&str] = &["status", "event_type", "since", "until", "limit", "page"];
+pub(crate) const PARAMS: &[&str] = &["status", "event_type", "since", "until", "limit", "page"];
 
 /// A subscription's deliveries, newest first.
 #[utoipa::path(

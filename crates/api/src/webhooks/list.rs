@@ -14,7 +14,7 @@ use crate::{
     state::{AppState, StoreResultExt},
 };
 
-const PARAMS: &[&str] = &["limit", "page", "sort", "direction", "event", "active"];
+pub(crate) const PARAMS: &[&str] = &["limit", "page", "sort", "direction", "event", "active"];
 
 /// The caller's subscriptions, a page at a time.
 #[utoipa::path(
