@@ -46,6 +46,10 @@ fi
 python3 -c 'import pika, standardwebhooks'
 
 if ! "$SCHEMATHESIS_VENV/bin/schemathesis" --version 2>/dev/null | grep -qF "$SCHEMATHESIS_VERSION"; then
+  if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "error: schemathesis $SCHEMATHESIS_VERSION needs Python 3.11 or newer (Debian 12 or later); $(command -v python3) is $(python3 -V 2>&1)" >&2
+    exit 1
+  fi
   echo "==> installing schemathesis $SCHEMATHESIS_VERSION into $SCHEMATHESIS_VENV"
   rm -rf "$SCHEMATHESIS_VENV"
   mkdir -p "$(dirname "$SCHEMATHESIS_VENV")"
