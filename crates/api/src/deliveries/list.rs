@@ -12,19 +12,14 @@ use crate::{
     webhooks::{find_own, parse_id},
 };
 
-const PARAMS: &[&str] = &["status", "event_type", "since", "until", "limit", "page"];
+pub(crate) const PARAMS: &[&str] = &["status", "event_type", "since", "until", "limit", "page"];
 
 /// A subscription's deliveries, newest first.
 #[utoipa::path(
     get, path = "/v1/webhooks/{id}/deliveries", tag = "deliveries",
     params(
         ("id" = uuid::Uuid, Path, description = "Webhook id"),
-        ("status" = Option<String>, Query, description = "`pending`, `succeeded` or `failed`"),
-        ("event_type" = Option<String>, Query, description = "An event type of the catalog"),
-        ("since" = Option<String>, Query, description = "RFC 3339; deliveries created at or after it"),
-        ("until" = Option<String>, Query, description = "RFC 3339; deliveries created before it"),
-        ("limit" = Option<i64>, Query, description = "1 to 200, default 50"),
-        ("page" = Option<i64>, Query, description = "From 1, default 1"),
+        crate::openapi::DeliveryListQuery,
     ),
     responses(
         (status = 200, body = crate::openapi::DeliveryList),

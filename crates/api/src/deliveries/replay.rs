@@ -184,12 +184,14 @@ pub struct Queued {
     pub queued: usize,
 }
 
-/// Body of a recover: the window of failed deliveries to retry. Unknown fields are a 422.
+/// Body of a recover: the window of failed deliveries to retry. Unknown fields are a 422, and
+/// so is an `until` not later than `since`.
 #[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RecoverInput {
     /// RFC 3339; deliveries created at or after it.
     pub since: DateTime<Utc>,
-    /// RFC 3339; deliveries created before it (default: now).
+    /// RFC 3339, later than `since`; deliveries created before it (default: now).
     pub until: Option<DateTime<Utc>>,
 }
 
