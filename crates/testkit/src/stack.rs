@@ -495,3 +495,27 @@ fn header_text(value: &AMQPValue) -> String {
         other => format!("{other:?}"),
     }
 }
+
+/// Declares a suite's own kind of [`Stack`]: a newtype that derefs to it, so the suite adds its
+/// set-up and conveniences as inherent methods (which take precedence over the stack's).
+#[macro_export]
+macro_rules! suite_stack {
+    ($(#[$attr:meta])* $vis:vis struct $name:ident;) => {
+        $(#[$attr])*
+        $vis struct $name(pub $crate::Stack);
+
+        impl ::std::ops::Deref for $name {
+            type Target = $crate::Stack;
+
+            fn deref(&self) -> &$crate::Stack {
+                &self.0
+            }
+        }
+
+        impl ::std::ops::DerefMut for $name {
+            fn deref_mut(&mut self) -> &mut $crate::Stack {
+                &mut self.0
+            }
+        }
+    };
+}

@@ -2,23 +2,15 @@
 
 #![allow(dead_code)]
 
-use std::ops::Deref;
-
 use serde_json::{Value, json};
 use waybill_api::Application;
 use waybill_runtime::Settings;
 use waybill_testkit::Stack;
 pub use waybill_testkit::{broker_url, eventually};
 
-/// A running api with its own database and broker prefix.
-pub struct TestApp(Stack);
-
-impl Deref for TestApp {
-    type Target = Stack;
-
-    fn deref(&self) -> &Stack {
-        &self.0
-    }
+waybill_testkit::suite_stack! {
+    /// A running api with its own database and broker prefix.
+    pub struct TestApp;
 }
 
 impl TestApp {

@@ -306,20 +306,11 @@ async fn events_published_through_ingest_arrive() {
         )
         .await;
     stack.wait_indexed(1).await;
-    let ingest = waybill_ingest::Application::build(stack.settings.clone())
-        .await
-        .unwrap();
-    let base = format!("http://127.0.0.1:{}", ingest.port());
-    tokio::spawn(ingest.run_until_stopped());
-    let token = stack.settings.clone();
-    let keys = waybill_runtime::JwtKeys::from_settings(&token).unwrap();
-    let token = keys
-        .mint(
-            &waybill_domain::TenantId::parse("acme").unwrap(),
-            &[waybill_domain::Scope::EventsPublish],
-            chrono::Duration::hours(1),
-        )
-        .unwrap();
+    let port = stack
+        .run(waybill_ingest::Application::build, stack.settings.clone())
+        .await;
+    let base = format!("http://127.0.0.1:{port}");
+    let token = stack.publisher();
     let r = reqwest::Client::new()
         .post(format!("{base}/v1/events"))
         .bearer_auth(token)

@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 use std::{
-    ops::{Deref, DerefMut},
     process::{Child, Stdio},
     time::Duration,
 };
@@ -23,21 +22,9 @@ pub const WAIT: Duration = Duration::from_secs(20);
 
 const BIN: &str = env!("CARGO_BIN_EXE_waybill-dispatcher");
 
-/// The api and dispatchers over one test database and broker prefix.
-pub struct Stack(waybill_testkit::Stack);
-
-impl Deref for Stack {
-    type Target = waybill_testkit::Stack;
-
-    fn deref(&self) -> &waybill_testkit::Stack {
-        &self.0
-    }
-}
-
-impl DerefMut for Stack {
-    fn deref_mut(&mut self) -> &mut waybill_testkit::Stack {
-        &mut self.0
-    }
+waybill_testkit::suite_stack! {
+    /// The api and dispatchers over one test database and broker prefix.
+    pub struct Stack;
 }
 
 impl Stack {

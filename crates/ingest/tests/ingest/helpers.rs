@@ -1,21 +1,13 @@
 //! `TestIngest`: the ingest on a testkit stack, and a look at its dispatch queue.
 
-use std::ops::Deref;
-
 use waybill_ingest::Application;
 use waybill_runtime::Settings;
 use waybill_testkit::Stack;
 pub use waybill_testkit::example;
 
-/// A running ingest with its own database and broker prefix, its queues declared.
-pub struct TestIngest(Stack);
-
-impl Deref for TestIngest {
-    type Target = Stack;
-
-    fn deref(&self) -> &Stack {
-        &self.0
-    }
+waybill_testkit::suite_stack! {
+    /// A running ingest with its own database and broker prefix, its queues declared.
+    pub struct TestIngest;
 }
 
 impl TestIngest {
