@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+pub mod amqp;
 pub mod db;
 pub mod examples;
 pub mod proxy;
@@ -14,6 +15,7 @@ pub mod response;
 pub mod service;
 pub mod stack;
 
+pub use amqp::queue_depth;
 pub use db::{DbGuard, TopologyGuard, admin_url, cleanup, create_database, db_url};
 pub use examples::{example, example_data};
 pub use proxy::BrokerProxy;

@@ -8,11 +8,7 @@
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use diesel_async::{AsyncConnection, AsyncPgConnection};
-use lapin::{
-    Channel, Connection,
-    options::{BasicGetOptions, QueueDeclareOptions},
-    types::{AMQPValue, FieldTable},
-};
+use lapin::{Channel, Connection, options::BasicGetOptions};
 use reqwest::{Method, RequestBuilder};
 use serde::Serialize;
 use tokio::sync::OnceCell;
@@ -20,7 +16,11 @@ use waybill_bus::Broker;
 use waybill_domain::{Scope, TenantId};
 use waybill_runtime::{JwtKeys, Settings, service::RunningService};
 
-use crate::{DbGuard, Response, broker_url, create_database, db_url, eventually};
+use crate::{
+    DbGuard, Response,
+    amqp::{header_text, queue_depth},
+    broker_url, create_database, db_url, eventually,
+};
 
 /// How long the stack waits for a service to become ready.
 const READY: Duration = Duration::from_secs(20);
@@ -406,16 +406,7 @@ impl Stack {
 
     /// How many messages wait in `queue`.
     pub async fn queue_len(&self, queue: &str) -> u32 {
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        self.channel()
-            .await
-            .queue_declare(queue.into(), passive, FieldTable::default())
-            .await
-            .unwrap()
-            .message_count()
+        queue_depth(self.channel().await, queue).await
     }
 
     /// Takes the next message of `queue`, waiting up to ten seconds for one.
@@ -485,14 +476,6 @@ impl Stack {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect()
-    }
-}
-
-/// An AMQP header value as a test compares it: strings as text, the rest in debug form.
-fn header_text(value: &AMQPValue) -> String {
-    match value {
-        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        other => format!("{other:?}"),
     }
 }
 

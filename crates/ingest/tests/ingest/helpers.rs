@@ -34,6 +34,23 @@ impl TestIngest {
         self.queue_len(&self.dispatch_queue()).await
     }
 
+    /// Takes every message waiting on the dispatch queue; returns their message ids in order.
+    pub async fn take_queued_ids(&self) -> Vec<String> {
+        let mut ids = Vec::new();
+        for _ in 0..self.queued().await {
+            let message = self.next_message().await;
+            ids.push(
+                message
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        ids
+    }
+
     /// The next message on the dispatch queue.
     pub async fn next_message(&self) -> lapin::message::Delivery {
         self.0.next_message(&self.dispatch_queue()).await
