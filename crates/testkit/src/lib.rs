@@ -22,7 +22,7 @@ pub use proxy::BrokerProxy;
 pub use receiver::{Received, Receiver, Reply};
 pub use response::Response;
 pub use service::ServiceProcess;
-pub use stack::{READ_WRITE, Stack, StackBuilder};
+pub use stack::{Build, READ_WRITE, Stack, StackBuilder};
 /// The broker the tests use (`WAYBILL_TEST_BROKER_URL`, default the local RabbitMQ).
 pub fn broker_url() -> String {
     std::env::var("WAYBILL_TEST_BROKER_URL")

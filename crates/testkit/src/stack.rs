@@ -64,32 +64,37 @@ fn new_prefix() -> String {
     format!("wbt{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
-/// A started service's port, once it is bound and serving.
-type Started<'a> = Pin<Box<dyn Future<Output = u16> + 'a>>;
+/// A service's `Application::build`: settings in, a bound service out, ready to run.
+pub trait Build: FnOnce(Settings) -> Self::Built + 'static {
+    type Built: Future<Output = anyhow::Result<RunningService>> + 'static;
+}
 
-/// Starts one service in process from its settings (a service's `Application::build`, run).
-type Start<'a> = Box<dyn FnOnce(Settings) -> Started<'a> + 'a>;
+impl<F, Fut> Build for F
+where
+    F: FnOnce(Settings) -> Fut + 'static,
+    Fut: Future<Output = anyhow::Result<RunningService>> + 'static,
+{
+    type Built = Fut;
+}
+
+/// A started service's port, once it is bound and serving.
+type Started = Pin<Box<dyn Future<Output = u16>>>;
+
+/// Starts one service in process from its settings.
+type Start = Box<dyn FnOnce(Settings) -> Started>;
 
 /// Starts one more dispatcher each call.
-type StartMany<'a> = Box<dyn Fn(Settings) -> Started<'a> + 'a>;
+type StartMany = Box<dyn Fn(Settings) -> Started>;
 
 /// A change to the settings before anything starts.
 type Tweak<'a> = Box<dyn FnOnce(&mut Settings) + 'a>;
 
-fn start_fn<'a, F, Fut>(build: F) -> Start<'a>
-where
-    F: FnOnce(Settings) -> Fut + 'a,
-    Fut: Future<Output = anyhow::Result<RunningService>> + 'a,
-{
+fn start_fn(build: impl Build) -> Start {
     Box::new(move |settings| Box::pin(run(build, settings)))
 }
 
 /// Builds a service, serves it on a task of its own and returns its port.
-async fn run<F, Fut>(build: F, settings: Settings) -> u16
-where
-    F: FnOnce(Settings) -> Fut,
-    Fut: Future<Output = anyhow::Result<RunningService>>,
-{
+async fn run(build: impl Build, settings: Settings) -> u16 {
     let service = build(settings).await.expect("build the service");
     let port = service.port();
     tokio::spawn(service.run_until_stopped());
@@ -100,9 +105,9 @@ where
 #[must_use]
 pub struct StackBuilder<'a> {
     tweaks: Vec<Tweak<'a>>,
-    api: Option<Start<'a>>,
-    ingest: Option<Start<'a>>,
-    dispatchers: Option<(StartMany<'a>, usize)>,
+    api: Option<Start>,
+    ingest: Option<Start>,
+    dispatchers: Option<(StartMany, usize)>,
 }
 
 impl<'a> StackBuilder<'a> {
@@ -113,22 +118,14 @@ impl<'a> StackBuilder<'a> {
     }
 
     /// Starts the api with `build` (`waybill_api::Application::build`).
-    pub fn with_api<F, Fut>(mut self, build: F) -> Self
-    where
-        F: FnOnce(Settings) -> Fut + 'a,
-        Fut: Future<Output = anyhow::Result<RunningService>> + 'a,
-    {
+    pub fn with_api(mut self, build: impl Build) -> Self {
         self.api = Some(start_fn(build));
         self
     }
 
     /// Starts the ingest with `build`, after declaring the topology: its queues exist before the
     /// first publish, as they do once any service has started.
-    pub fn with_ingest<F, Fut>(mut self, build: F) -> Self
-    where
-        F: FnOnce(Settings) -> Fut + 'a,
-        Fut: Future<Output = anyhow::Result<RunningService>> + 'a,
-    {
+    pub fn with_ingest(mut self, build: impl Build) -> Self {
         self.ingest = Some(start_fn(build));
         self
     }
@@ -136,11 +133,7 @@ impl<'a> StackBuilder<'a> {
     /// Starts `n` dispatchers with `build` once the api is up, each waited on until ready, with
     /// [`fast_delivery`] settings (applied before the test's own); the api, if any, allows
     /// loopback receivers whatever the test set for the dispatchers.
-    pub fn with_dispatchers<F, Fut>(mut self, build: F, n: usize) -> Self
-    where
-        F: Fn(Settings) -> Fut + Clone + 'a,
-        Fut: Future<Output = anyhow::Result<RunningService>> + 'a,
-    {
+    pub fn with_dispatchers(mut self, build: impl Build + Clone, n: usize) -> Self {
         self.tweaks.insert(0, Box::new(fast_delivery));
         self.dispatchers = Some((Box::new(move |s| Box::pin(run(build.clone(), s))), n));
         self
@@ -265,21 +258,13 @@ impl Stack {
     }
 
     /// Starts a service in process with `settings`; returns its port.
-    pub async fn run<F, Fut>(&self, build: F, settings: Settings) -> u16
-    where
-        F: FnOnce(Settings) -> Fut,
-        Fut: Future<Output = anyhow::Result<RunningService>>,
-    {
+    pub async fn run(&self, build: impl Build, settings: Settings) -> u16 {
         run(build, settings).await
     }
 
     /// Starts a service with the stack's settings and points the request helpers
     /// ([`Stack::addr`]) at it; returns its base URL.
-    pub async fn serve<F, Fut>(&mut self, build: F) -> String
-    where
-        F: FnOnce(Settings) -> Fut,
-        Fut: Future<Output = anyhow::Result<RunningService>>,
-    {
+    pub async fn serve(&mut self, build: impl Build) -> String {
         self.addr = base(run(build, self.settings.clone()).await);
         self.addr.clone()
     }
@@ -293,6 +278,12 @@ impl Stack {
         })
         .await;
         assert!(ok.is_some(), "service on {port} not ready");
+    }
+
+    /// The `/metrics` text of [`Stack::addr`]; `None` when it cannot be fetched.
+    pub async fn metrics(&self) -> Option<String> {
+        let res = self.client.get(format!("{}/metrics", self.addr)).send();
+        res.await.ok()?.text().await.ok()
     }
 
     /// A metric of the service on `port`, summed over its label sets containing `labels`.

@@ -204,26 +204,13 @@ async fn changes_made_while_the_broker_is_away_are_published_when_it_is_back() {
     )
     .await
     .assert(200);
-    let metrics = reqwest::get(format!("{}/metrics", app.addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let pending = eventually(Duration::from_secs(5), || {
-        let addr = app.addr.clone();
-        async move {
-            let text = reqwest::get(format!("{addr}/metrics"))
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            text.lines()
-                .find(|l| l.starts_with("waybill_subscription_changes_pending"))
-                .filter(|l| l.ends_with(" 3"))
-                .map(str::to_owned)
-        }
+    let metrics = app.metrics().await.unwrap();
+    let pending = eventually(Duration::from_secs(5), || async {
+        let text = app.metrics().await?;
+        text.lines()
+            .find(|l| l.starts_with("waybill_subscription_changes_pending"))
+            .filter(|l| l.ends_with(" 3"))
+            .map(str::to_owned)
     })
     .await;
     assert!(pending.is_some(), "3 changes pending, metrics: {metrics}");
@@ -250,12 +237,7 @@ async fn changes_made_while_the_broker_is_away_are_published_when_it_is_back() {
 
 /// The backlog the api reports on `/metrics`.
 async fn pending(app: &TestApp) -> Option<i64> {
-    let text = reqwest::get(format!("{}/metrics", app.addr))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+    let text = app.metrics().await?;
     text.lines()
         .find(|l| l.starts_with("waybill_subscription_changes_pending"))?
         .rsplit(' ')

@@ -104,17 +104,7 @@ async fn a_republished_event_id_is_fanned_out_once() {
         .map(|r| r.header("webhook-id").unwrap().to_owned())
         .collect();
     assert_eq!(to_acme, ["dup-1", "after"]);
-    let port = stack.dispatchers[0];
-    assert_eq!(
-        stack
-            .metric(
-                port,
-                "waybill_dispatcher_events_total",
-                "outcome=\"duplicate\""
-            )
-            .await,
-        1.0
-    );
+    assert_eq!(stack.events_counted("duplicate").await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,20 +160,8 @@ async fn a_burst_with_repeated_ids_is_recorded_together_and_each_id_delivered_on
             .await;
     }
     assert_eq!(stack.deliveries(&id).await.len(), 40);
-    let port = stack.dispatchers[0];
-    let metric = |outcome: &'static str| {
-        stack.metric(
-            port,
-            "waybill_dispatcher_events_total",
-            if outcome == "fanned_out" {
-                "outcome=\"fanned_out\""
-            } else {
-                "outcome=\"duplicate\""
-            },
-        )
-    };
-    assert_eq!(metric("fanned_out").await, 40.0);
-    assert_eq!(metric("duplicate").await, 80.0);
+    assert_eq!(stack.events_counted("fanned_out").await, 40.0);
+    assert_eq!(stack.events_counted("duplicate").await, 80.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,17 +260,7 @@ async fn a_deactivated_event_type_is_not_delivered() {
         .map(|r| r.header("webhook-id").unwrap().to_owned())
         .collect();
     assert_eq!(ids, ["on-1"]);
-    let port = stack.dispatchers[0];
-    assert_eq!(
-        stack
-            .metric(
-                port,
-                "waybill_dispatcher_events_total",
-                "outcome=\"inactive_type\""
-            )
-            .await,
-        1.0
-    );
+    assert_eq!(stack.events_counted("inactive_type").await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -73,6 +73,17 @@ impl Stack {
         }
     }
 
+    /// Events the first dispatcher counted with `outcome` (fanned_out, duplicate, ...).
+    pub async fn events_counted(&self, outcome: &str) -> f64 {
+        let labels = format!("outcome=\"{outcome}\"");
+        self.metric(
+            self.dispatchers[0],
+            "waybill_dispatcher_events_total",
+            &labels,
+        )
+        .await
+    }
+
     /// A read+write token for `tenant`.
     pub fn token(&self, tenant: &str) -> String {
         self.0.token(tenant, READ_WRITE)
