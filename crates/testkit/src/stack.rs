@@ -14,7 +14,10 @@ use serde::Serialize;
 use tokio::sync::OnceCell;
 use waybill_bus::Broker;
 use waybill_domain::{Scope, TenantId};
-use waybill_runtime::{JwtKeys, Settings, service::RunningService};
+use waybill_runtime::{
+    JwtKeys, Settings,
+    service::{RunningService, StopHandle},
+};
 
 use crate::{
     DbGuard, Response,
@@ -78,7 +81,7 @@ where
 }
 
 /// A started service's port, once it is bound and serving.
-type Started = Pin<Box<dyn Future<Output = u16>>>;
+type Started = Pin<Box<dyn Future<Output = (u16, StopHandle)>>>;
 
 /// Starts one service in process from its settings.
 type Start = Box<dyn FnOnce(Settings) -> Started>;
@@ -93,12 +96,12 @@ fn start_fn(build: impl Build) -> Start {
     Box::new(move |settings| Box::pin(run(build, settings)))
 }
 
-/// Builds a service, serves it on a task of its own and returns its port.
-async fn run(build: impl Build, settings: Settings) -> u16 {
+/// Builds a service, serves it on a task of its own and returns its port and stop handle.
+async fn run(build: impl Build, settings: Settings) -> (u16, StopHandle) {
     let service = build(settings).await.expect("build the service");
-    let port = service.port();
+    let started = (service.port(), service.stop_handle());
     tokio::spawn(service.run_until_stopped());
-    port
+    started
 }
 
 /// What [`Stack::builder`] is told to start.
@@ -147,26 +150,25 @@ impl<'a> StackBuilder<'a> {
         for tweak in self.tweaks {
             tweak(&mut settings);
         }
-        let guard = Arc::new(DbGuard {
-            db: db.clone(),
-            topology: settings.topology().unwrap(),
-        });
+        let guard = Arc::new(DbGuard::new(db.clone(), settings.topology().unwrap()));
         let mut stack = Stack::on(settings, db, prefix, guard);
         if let Some(start) = self.api {
             let mut api = stack.settings.clone();
             if self.dispatchers.is_some() {
                 allow_loopback(&mut api);
             }
-            stack.api = Some(base(start(api).await));
+            stack.api = Some(base(stack.owned(start(api).await)));
         }
         if let Some(start) = self.ingest {
             let topology = stack.settings.topology().unwrap();
             topology.declare(stack.channel().await).await.unwrap();
-            stack.ingest = Some(base(start(stack.settings.clone()).await));
+            let started = start(stack.settings.clone()).await;
+            stack.ingest = Some(base(stack.owned(started)));
         }
         if let Some((start, n)) = self.dispatchers {
             for _ in 0..n {
-                let port = start(stack.settings.clone()).await;
+                let started = start(stack.settings.clone()).await;
+                let port = stack.owned(started);
                 stack.wait_ready(port).await;
                 stack.dispatchers.push(port);
             }
@@ -259,13 +261,21 @@ impl Stack {
 
     /// Starts a service in process with `settings`; returns its port.
     pub async fn run(&self, build: impl Build, settings: Settings) -> u16 {
-        run(build, settings).await
+        let started = run(build, settings).await;
+        self.owned(started)
+    }
+
+    /// Hands a started service to the clean-up, which stops it first; returns its port.
+    fn owned(&self, (port, service): (u16, StopHandle)) -> u16 {
+        self._guard.owns(service);
+        port
     }
 
     /// Starts a service with the stack's settings and points the request helpers
     /// ([`Stack::addr`]) at it; returns its base URL.
     pub async fn serve(&mut self, build: impl Build) -> String {
-        self.addr = base(run(build, self.settings.clone()).await);
+        let started = run(build, self.settings.clone()).await;
+        self.addr = base(self.owned(started));
         self.addr.clone()
     }
 
