@@ -227,7 +227,7 @@ async fn seed(settings: &Settings, n: u32, tenants: u32) -> anyhow::Result<()> {
                 "whsec_{}",
                 STANDARD.encode(uuid::Uuid::new_v4().as_bytes().repeat(2))
             );
-            secrets.push(cipher.encrypt(secret.as_bytes(), &secret_context(id))?);
+            secrets.push(cipher.encrypt(secret.as_bytes(), &secret_context(id.into()))?);
         }
         sql_query(
             "INSERT INTO webhooks (id, tenant, name, url, method, events, events_key, created_at, updated_at) \

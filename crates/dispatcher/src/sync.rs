@@ -13,9 +13,8 @@ use lapin::{
     types::FieldTable,
 };
 use tokio::sync::watch;
-use uuid::Uuid;
 use waybill_bus::{Topology, reconnect_backoff};
-use waybill_domain::change::SubscriptionChange;
+use waybill_domain::{WebhookId, change::SubscriptionChange};
 use waybill_store::{Cipher, PgPool, StoreError, webhooks};
 
 use crate::{
@@ -183,7 +182,7 @@ impl IndexSync {
     async fn resync(&self) -> Result<usize, StoreError> {
         let before = self.index.ids();
         let mut fresh = Vec::new();
-        let mut after: Option<Uuid> = None;
+        let mut after: Option<WebhookId> = None;
         let mut conn = waybill_store::conn(&self.pool).await?;
         loop {
             let page = webhooks::snapshots(&mut conn, after, PAGE).await?;
@@ -214,7 +213,7 @@ pub async fn refresh_one(
     index: &Index,
     pool: &PgPool,
     cipher: &Cipher,
-    id: Uuid,
+    id: WebhookId,
 ) -> Result<Option<Arc<Target>>, StoreError> {
     let mut conn = waybill_store::conn(pool).await?;
     match webhooks::snapshot(&mut conn, id).await? {

@@ -7,7 +7,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::event::EventEnvelope;
+use crate::{
+    event::EventEnvelope,
+    ids::{DeliveryId, WebhookId},
+};
 
 /// Header with the 1-based number of the attempt the message is for.
 pub const ATTEMPT_HEADER: &str = "waybill-attempt";
@@ -21,15 +24,18 @@ pub const MANUAL_HEADER: &str = "waybill-manual";
 #[serde(deny_unknown_fields)]
 pub struct DeliveryMessage {
     /// Stable for the (event, subscription) pair, so a repeated fan-out does not double it.
-    pub delivery_id: Uuid,
-    pub webhook_id: Uuid,
+    pub delivery_id: DeliveryId,
+    pub webhook_id: WebhookId,
     pub event: EventEnvelope,
 }
 
 /// The delivery id of `event_id` of `tenant` for `webhook_id`: a name-based UUID (v5), the same
 /// every time the pair is fanned out.
-pub fn delivery_id(tenant: &str, event_id: &str, webhook_id: Uuid) -> Uuid {
-    Uuid::new_v5(&webhook_id, format!("{tenant}\u{1f}{event_id}").as_bytes())
+pub fn delivery_id(tenant: &str, event_id: &str, webhook_id: WebhookId) -> DeliveryId {
+    DeliveryId::from_uuid(Uuid::new_v5(
+        &webhook_id.as_uuid(),
+        format!("{tenant}\u{1f}{event_id}").as_bytes(),
+    ))
 }
 
 /// The JSON body a receiver gets for an event.
@@ -78,13 +84,13 @@ mod tests {
 
     #[test]
     fn delivery_ids_are_stable_and_distinct() {
-        let w = Uuid::from_u128(7);
+        let w = WebhookId::from_uuid(Uuid::from_u128(7));
         assert_eq!(delivery_id("acme", "e1", w), delivery_id("acme", "e1", w));
         assert_ne!(delivery_id("acme", "e1", w), delivery_id("acme", "e2", w));
         assert_ne!(delivery_id("acme", "e1", w), delivery_id("globex", "e1", w));
         assert_ne!(
             delivery_id("acme", "e1", w),
-            delivery_id("acme", "e1", Uuid::from_u128(8))
+            delivery_id("acme", "e1", WebhookId::from_uuid(Uuid::from_u128(8)))
         );
     }
 }

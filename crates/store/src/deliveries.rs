@@ -10,7 +10,7 @@ use diesel::{
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
-use waybill_domain::event::EventEnvelope;
+use waybill_domain::{DeliveryId, WebhookId, event::EventEnvelope};
 
 use crate::schema::{deliveries, events};
 
@@ -196,9 +196,14 @@ pub async fn finish_fan_outs(
                    AS u(id, tenant, webhook_id, event_id, event_type, status, at) \
                  ON CONFLICT (id) DO NOTHING",
             )
-            .bind::<Array<SqlUuid>, _>(chunk.iter().map(|r| r.id).collect::<Vec<_>>())
+            .bind::<Array<SqlUuid>, _>(chunk.iter().map(|r| r.id.as_uuid()).collect::<Vec<_>>())
             .bind::<Array<Text>, _>(chunk.iter().map(|r| r.tenant.as_str()).collect::<Vec<_>>())
-            .bind::<Array<SqlUuid>, _>(chunk.iter().map(|r| r.webhook_id).collect::<Vec<_>>())
+            .bind::<Array<SqlUuid>, _>(
+                chunk
+                    .iter()
+                    .map(|r| r.webhook_id.as_uuid())
+                    .collect::<Vec<_>>(),
+            )
             .bind::<Array<Text>, _>(
                 chunk
                     .iter()
@@ -234,9 +239,11 @@ pub async fn finish_fan_outs(
 #[derive(Debug, Clone, Insertable)]
 #[diesel(table_name = deliveries)]
 pub struct NewDelivery {
-    pub id: Uuid,
+    #[diesel(serialize_as = Uuid)]
+    pub id: DeliveryId,
     pub tenant: String,
-    pub webhook_id: Uuid,
+    #[diesel(serialize_as = Uuid)]
+    pub webhook_id: WebhookId,
     pub event_id: String,
     pub event_type: String,
     pub status: &'static str,
@@ -258,7 +265,7 @@ pub async fn finish_fan_out(
     conn.transaction(async |conn| {
         for chunk in rows.chunks(INSERT_CHUNK) {
             diesel::insert_into(deliveries::table)
-                .values(chunk)
+                .values(chunk.to_vec())
                 .on_conflict_do_nothing()
                 .execute(conn)
                 .await?;
@@ -275,10 +282,10 @@ pub async fn finish_fan_out(
 /// Status and attempt count of a delivery, when it is recorded.
 pub async fn progress(
     conn: &mut AsyncPgConnection,
-    id: Uuid,
+    id: DeliveryId,
 ) -> QueryResult<Option<(String, i32)>> {
     deliveries::table
-        .find(id)
+        .find(id.as_uuid())
         .select((deliveries::status, deliveries::attempts))
         .first(conn)
         .await
@@ -300,9 +307,9 @@ pub struct AttemptRecord {
 /// request was made or refused).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryRecord {
-    pub id: Uuid,
+    pub id: DeliveryId,
     pub tenant: String,
-    pub webhook_id: Uuid,
+    pub webhook_id: WebhookId,
     pub event_id: String,
     pub event_type: String,
     /// `pending`, `succeeded` or `failed`.
@@ -321,8 +328,8 @@ pub struct DeliveryRecord {
 /// changes only through a newer attempt (a tenant's retry). Within the batch the state with the
 /// most attempts wins.
 pub async fn record(conn: &mut AsyncPgConnection, batch: &[DeliveryRecord]) -> QueryResult<()> {
-    let mut latest: HashMap<Uuid, &DeliveryRecord> = HashMap::with_capacity(batch.len());
-    let mut attempts: HashMap<(Uuid, i32), (Uuid, &AttemptRecord)> = HashMap::new();
+    let mut latest: HashMap<DeliveryId, &DeliveryRecord> = HashMap::with_capacity(batch.len());
+    let mut attempts: HashMap<(DeliveryId, i32), (DeliveryId, &AttemptRecord)> = HashMap::new();
     for r in batch {
         match latest.get(&r.id) {
             Some(prev) if prev.attempts > r.attempts => {}
@@ -337,7 +344,7 @@ pub async fn record(conn: &mut AsyncPgConnection, batch: &[DeliveryRecord]) -> Q
     // One order for every writer, so two replicas writing overlapping rows cannot deadlock.
     let mut rows: Vec<&DeliveryRecord> = latest.into_values().collect();
     rows.sort_by_key(|r| r.id);
-    let mut tries: Vec<(Uuid, &AttemptRecord)> = attempts.into_values().collect();
+    let mut tries: Vec<(DeliveryId, &AttemptRecord)> = attempts.into_values().collect();
     tries.sort_by_key(|(id, a)| (*id, a.number));
     conn.transaction(async |conn| {
         sql_query(
@@ -353,9 +360,13 @@ pub async fn record(conn: &mut AsyncPgConnection, batch: &[DeliveryRecord]) -> Q
              WHERE deliveries.attempts < EXCLUDED.attempts \
                 OR (deliveries.status = 'pending' AND deliveries.attempts = EXCLUDED.attempts)",
         )
-        .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.id.as_uuid()).collect::<Vec<_>>())
         .bind::<Array<Text>, _>(rows.iter().map(|r| r.tenant.as_str()).collect::<Vec<_>>())
-        .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.webhook_id).collect::<Vec<_>>())
+        .bind::<Array<SqlUuid>, _>(
+            rows.iter()
+                .map(|r| r.webhook_id.as_uuid())
+                .collect::<Vec<_>>(),
+        )
         .bind::<Array<Text>, _>(rows.iter().map(|r| r.event_id.as_str()).collect::<Vec<_>>())
         .bind::<Array<Text>, _>(
             rows.iter()
@@ -388,7 +399,7 @@ pub async fn record(conn: &mut AsyncPgConnection, batch: &[DeliveryRecord]) -> Q
                    status_code = EXCLUDED.status_code, error = EXCLUDED.error, \
                    response_body = EXCLUDED.response_body",
             )
-            .bind::<Array<SqlUuid>, _>(tries.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+            .bind::<Array<SqlUuid>, _>(tries.iter().map(|(id, _)| id.as_uuid()).collect::<Vec<_>>())
             .bind::<Array<Int4>, _>(tries.iter().map(|(_, a)| a.number).collect::<Vec<_>>())
             .bind::<Array<Timestamptz>, _>(
                 tries.iter().map(|(_, a)| a.started_at).collect::<Vec<_>>(),
@@ -421,9 +432,11 @@ pub async fn record(conn: &mut AsyncPgConnection, batch: &[DeliveryRecord]) -> Q
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = deliveries)]
 pub struct DeliveryRow {
-    pub id: Uuid,
+    #[diesel(deserialize_as = Uuid)]
+    pub id: DeliveryId,
     pub tenant: String,
-    pub webhook_id: Uuid,
+    #[diesel(deserialize_as = Uuid)]
+    pub webhook_id: WebhookId,
     pub event_id: String,
     pub event_type: String,
     pub status: String,
@@ -473,14 +486,14 @@ pub struct DeliveryFilter {
 /// tenant), so the query stays on the `(webhook_id, created_at, id)` index.
 pub async fn list(
     conn: &mut AsyncPgConnection,
-    webhook_id: Uuid,
+    webhook_id: WebhookId,
     filter: &DeliveryFilter,
     limit: i64,
     offset: i64,
 ) -> QueryResult<(Vec<DeliveryRow>, i64)> {
     let query = || {
         let mut q = deliveries::table
-            .filter(deliveries::webhook_id.eq(webhook_id))
+            .filter(deliveries::webhook_id.eq(webhook_id.as_uuid()))
             .into_boxed();
         if let Some(s) = &filter.status {
             q = q.filter(deliveries::status.eq(s.clone()));
@@ -511,8 +524,9 @@ pub async fn list(
 pub async fn find(
     conn: &mut AsyncPgConnection,
     tenant: &str,
-    id: Uuid,
+    id: DeliveryId,
 ) -> QueryResult<Option<(DeliveryRow, Option<EventRow>, Vec<AttemptRow>)>> {
+    let id = id.as_uuid();
     use crate::schema::delivery_attempts;
     let Some(row) = deliveries::table
         .filter(deliveries::id.eq(id))
@@ -545,13 +559,14 @@ pub async fn find(
 pub async fn reopen(
     conn: &mut AsyncPgConnection,
     tenant: &str,
-    ids: &[Uuid],
+    ids: &[DeliveryId],
 ) -> QueryResult<Vec<(DeliveryRow, Option<EventRow>)>> {
     let now = Utc::now();
+    let ids: Vec<Uuid> = ids.iter().map(DeliveryId::as_uuid).collect();
     let rows: Vec<DeliveryRow> = diesel::update(
         deliveries::table
             .filter(deliveries::tenant.eq(tenant))
-            .filter(deliveries::id.eq_any(ids)),
+            .filter(deliveries::id.eq_any(&ids)),
     )
     .set((
         deliveries::status.eq("pending"),
@@ -583,13 +598,13 @@ pub async fn reopen(
 pub async fn failed_in_window(
     conn: &mut AsyncPgConnection,
     tenant: &str,
-    webhook_id: Uuid,
+    webhook_id: WebhookId,
     since: DateTime<Utc>,
     until: Option<DateTime<Utc>>,
     limit: i64,
-) -> QueryResult<Vec<Uuid>> {
-    deliveries::table
-        .filter(deliveries::webhook_id.eq(webhook_id))
+) -> QueryResult<Vec<DeliveryId>> {
+    let ids: Vec<Uuid> = deliveries::table
+        .filter(deliveries::webhook_id.eq(webhook_id.as_uuid()))
         .filter(deliveries::tenant.eq(tenant))
         .filter(deliveries::status.eq("failed"))
         .filter(deliveries::created_at.ge(since))
@@ -606,5 +621,6 @@ pub async fn failed_in_window(
         .for_update()
         .skip_locked()
         .load(conn)
-        .await
+        .await?;
+    Ok(ids.into_iter().map(DeliveryId::from_uuid).collect())
 }

@@ -8,10 +8,9 @@ use chrono::{DateTime, Utc};
 use diesel_async::AsyncConnection;
 use serde::Serialize;
 use utoipa::ToSchema;
-use uuid::Uuid;
 use waybill_bus::{Outgoing, topology::DELIVERY_KEY};
 use waybill_domain::{
-    Scope, ValidationErrors,
+    DeliveryId, Scope, ValidationErrors, WebhookId,
     delivery::{ATTEMPT_HEADER, DeliveryMessage, MANUAL_HEADER},
     event::EventEnvelope,
 };
@@ -24,8 +23,9 @@ use waybill_store::{
 use super::{parse_time, view::DeliveryView};
 use crate::{
     envelope::One,
+    path_id::{PathId, ResourceId},
     state::{AppState, store_error},
-    webhooks::{find_own, parse_id},
+    webhooks::find_own,
 };
 
 /// Most deliveries one recover queues; call again for the rest (those queued are `pending` now
@@ -36,7 +36,7 @@ pub const RECOVER_LIMIT: i64 = 1_000;
 enum ReplayError {
     Store(StoreError),
     Broker(String),
-    EventGone(Uuid),
+    EventGone(DeliveryId),
 }
 
 impl From<diesel::result::Error> for ReplayError {
@@ -77,9 +77,9 @@ fn envelope(tenant: &str, e: &EventRow) -> EventEnvelope {
 
 /// Which deliveries to replay.
 enum Pick {
-    One(Uuid),
+    One(DeliveryId),
     FailedIn {
-        webhook_id: Uuid,
+        webhook_id: WebhookId,
         since: DateTime<Utc>,
         until: Option<DateTime<Utc>>,
     },
@@ -165,13 +165,12 @@ async fn replay(state: &AppState, tenant: &str, pick: Pick) -> Result<Vec<Delive
 pub async fn retry(
     auth: Auth,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    id: PathId<DeliveryId>,
 ) -> Result<HttpResponse, ApiError> {
     auth.require_any(&[Scope::WebhooksWrite])?;
-    let missing = || ApiError::not_found("There is no delivery with that id.");
-    let id = Uuid::parse_str(&path).map_err(|_| missing())?;
+    let id = id.get()?;
     let rows = replay(&state, auth.tenant.as_str(), Pick::One(id)).await?;
-    let row = rows.first().ok_or_else(missing)?;
+    let row = rows.first().ok_or_else(|| id.not_found())?;
     Ok(HttpResponse::Accepted().json(One {
         data: DeliveryView::from(row),
     }))
@@ -215,12 +214,12 @@ struct RecoverBody {
 pub async fn recover(
     auth: Auth,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    id: PathId<WebhookId>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     auth.require_any(&[Scope::WebhooksWrite])?;
-    let webhook_id = parse_id(&path)?;
+    let webhook_id = id.get()?;
     {
         // A missing webhook is a 404 whatever the body holds.
         let mut conn = state.conn().await?;

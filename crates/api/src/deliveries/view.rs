@@ -3,14 +3,16 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
-use uuid::Uuid;
+use waybill_domain::{DeliveryId, WebhookId};
 use waybill_store::deliveries::{AttemptRow, DeliveryRow, EventRow};
 
 /// One delivery of one event to one subscription.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeliveryView {
-    pub id: Uuid,
-    pub webhook_id: Uuid,
+    #[schema(value_type = uuid::Uuid)]
+    pub id: DeliveryId,
+    #[schema(value_type = uuid::Uuid)]
+    pub webhook_id: WebhookId,
     pub event_id: String,
     #[schema(example = "order.shipped")]
     pub event_type: String,
