@@ -10,7 +10,10 @@ use lapin::{message::Delivery, types::AMQPValue};
 use waybill_bus::{Broker, Handler, Outcome, Outgoing, Topology};
 use waybill_catalog::Catalog;
 use waybill_domain::{
-    delivery::{ATTEMPT_HEADER, DeliveryMessage, MANUAL_HEADER, receiver_body},
+    delivery::{
+        ATTEMPT_HEADER, Cancellation, DeliveryMessage, DeliveryStatus, LastError, MANUAL_HEADER,
+        receiver_body,
+    },
     retry::RetrySchedule,
 };
 use waybill_outbound::{Attempt, AttemptResult, Outbound};
@@ -208,7 +211,7 @@ impl Deliver {
             .map_err(|e| e.to_string())?;
         Ok(match progress {
             // A tenant's retry is made after a success too, but only once per number.
-            Some((status, _)) if status == "succeeded" && !manual => true,
+            Some((DeliveryStatus::Succeeded, _)) if !manual => true,
             Some((_, attempts)) => i64::from(attempts) >= i64::from(number),
             None => false,
         })
@@ -217,10 +220,10 @@ impl Deliver {
     fn record(
         &self,
         msg: &DeliveryMessage,
-        status: &'static str,
+        status: DeliveryStatus,
         attempts: u32,
         result: Option<&AttemptResult>,
-        error: Option<String>,
+        error: Option<LastError>,
         next_wait: Option<Duration>,
     ) -> DeliveryRecord {
         let now = Utc::now();
@@ -254,36 +257,38 @@ impl Deliver {
         if inc.recheck && self.already_done(msg, number, inc.manual).await? {
             return Ok(Settled::AlreadyDone);
         }
-        let cancel = |why: &str| {
+        let cancel = |why: Cancellation| {
             self.record(
                 msg,
-                "failed",
+                DeliveryStatus::Failed,
                 number - 1,
                 None,
-                Some(format!("cancelled: {why}")),
+                Some(LastError::Cancelled(why)),
                 None,
             )
         };
         let target = match self.current_target(msg).await {
             Err(Lookup::Unusable(why)) => {
                 tracing::error!(webhook_id = %msg.webhook_id, error = %why, "subscription unusable; delivery cancelled");
-                self.commit(cancel(&format!("the subscription cannot be read ({why})")))
+                self.commit(cancel(Cancellation::SubscriptionUnreadable { why }))
                     .await?;
                 return Ok(Settled::Cancelled);
             }
             Err(Lookup::Unavailable(e)) => return Err(e),
             Ok(None) => {
-                self.commit(cancel("the subscription was deleted")).await?;
+                self.commit(cancel(Cancellation::SubscriptionDeleted))
+                    .await?;
                 return Ok(Settled::Cancelled);
             }
             Ok(Some(t)) if !t.active => {
-                self.commit(cancel("the subscription is inactive")).await?;
+                self.commit(cancel(Cancellation::SubscriptionInactive))
+                    .await?;
                 return Ok(Settled::Cancelled);
             }
             Ok(Some(t)) => t,
         };
         if self.catalog.active(&msg.event.kind) == Some(false) {
-            self.commit(cancel("the event type is inactive")).await?;
+            self.commit(cancel(Cancellation::EventTypeInactive)).await?;
             return Ok(Settled::Cancelled);
         }
         // An open circuit holds everything back but a tenant's own retry, which serves as a
@@ -343,8 +348,15 @@ impl Deliver {
             .observe(result.duration.as_secs_f64());
         if result.succeeded() {
             self.breaker.succeeded(&target).await;
-            self.commit(self.record(msg, "succeeded", number, Some(&result), None, None))
-                .await?;
+            self.commit(self.record(
+                msg,
+                DeliveryStatus::Succeeded,
+                number,
+                Some(&result),
+                None,
+                None,
+            ))
+            .await?;
             return Ok(Settled::Succeeded);
         }
         let error = result.last_error();
@@ -369,8 +381,15 @@ impl Deliver {
                     vec![(ATTEMPT_HEADER, (number + 1).to_string())],
                 )
                 .await?;
-                self.commit(self.record(msg, "pending", number, Some(&result), error, Some(tier)))
-                    .await?;
+                self.commit(self.record(
+                    msg,
+                    DeliveryStatus::Pending,
+                    number,
+                    Some(&result),
+                    error.map(LastError::Attempt),
+                    Some(tier),
+                ))
+                .await?;
                 Ok(Settled::Retrying)
             }
             None => {
@@ -388,8 +407,15 @@ impl Deliver {
                     ],
                 )
                 .await?;
-                self.commit(self.record(msg, "failed", number, Some(&result), error, None))
-                    .await?;
+                self.commit(self.record(
+                    msg,
+                    DeliveryStatus::Failed,
+                    number,
+                    Some(&result),
+                    error.map(LastError::Attempt),
+                    None,
+                ))
+                .await?;
                 Ok(Settled::Failed)
             }
         }

@@ -11,7 +11,7 @@ use waybill_bus::{Broker, Handler, Outcome, Outgoing, topology::DELIVERY_KEY};
 use waybill_catalog::Catalog;
 use waybill_domain::{
     TenantId, ValidationErrors,
-    delivery::{ATTEMPT_HEADER, DeliveryMessage, delivery_id},
+    delivery::{ATTEMPT_HEADER, DeliveryMessage, DeliveryStatus, delivery_id},
     event::{EventEnvelope, MAX_CLIENT_ID, is_event_id},
 };
 use waybill_store::{
@@ -321,7 +321,7 @@ impl FanOut {
                 webhook_id: t.id,
                 event_id: event.id.clone(),
                 event_type: event.kind.clone(),
-                status: "pending",
+                status: DeliveryStatus::Pending,
                 created_at: now,
                 updated_at: now,
             });

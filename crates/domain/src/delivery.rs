@@ -38,6 +38,97 @@ pub fn delivery_id(tenant: &str, event_id: &str, webhook_id: WebhookId) -> Deliv
     ))
 }
 
+/// Where a delivery stands: `pending` until it succeeds or is given up (`failed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+/// A status name that is not one of [`DeliveryStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown delivery status {0:?}")]
+pub struct UnknownStatus(pub String);
+
+impl DeliveryStatus {
+    /// Every status, in the order the API lists them.
+    pub const ALL: [DeliveryStatus; 3] = [
+        DeliveryStatus::Pending,
+        DeliveryStatus::Succeeded,
+        DeliveryStatus::Failed,
+    ];
+
+    /// The name on the wire and in Postgres.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Succeeded => "succeeded",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for DeliveryStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for DeliveryStatus {
+    type Err = UnknownStatus;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        DeliveryStatus::ALL
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+            .ok_or_else(|| UnknownStatus(raw.to_owned()))
+    }
+}
+
+/// Why a delivery was given up without an attempt: nothing it could be sent to is left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancellation {
+    SubscriptionDeleted,
+    SubscriptionInactive,
+    /// The subscription's stored state cannot be used (it does not decrypt).
+    SubscriptionUnreadable {
+        why: String,
+    },
+    EventTypeInactive,
+}
+
+impl std::fmt::Display for Cancellation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cancellation::SubscriptionDeleted => f.write_str("the subscription was deleted"),
+            Cancellation::SubscriptionInactive => f.write_str("the subscription is inactive"),
+            Cancellation::SubscriptionUnreadable { why } => {
+                write!(f, "the subscription cannot be read ({why})")
+            }
+            Cancellation::EventTypeInactive => f.write_str("the event type is inactive"),
+        }
+    }
+}
+
+/// The last thing that went wrong with a delivery, as the delivery log's `last_error` shows it:
+/// an attempt's error as is, a cancellation as `cancelled: <why>` (the contract's wording).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LastError {
+    Attempt(String),
+    Cancelled(Cancellation),
+}
+
+impl std::fmt::Display for LastError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LastError::Attempt(e) => f.write_str(e),
+            LastError::Cancelled(why) => write!(f, "cancelled: {why}"),
+        }
+    }
+}
+
 /// The JSON body a receiver gets for an event.
 #[derive(Debug, Serialize)]
 struct ReceiverBody<'a> {
@@ -79,6 +170,26 @@ mod tests {
             body,
             serde_json::json!({"id": "e1", "type": "order.shipped",
                 "timestamp": "2026-01-10T10:30:00Z", "client_id": null, "data": {"order_id": "o1"}})
+        );
+    }
+
+    #[test]
+    fn statuses_and_errors_keep_their_wire_names() {
+        for s in DeliveryStatus::ALL {
+            assert_eq!(s.as_str().parse::<DeliveryStatus>(), Ok(s));
+            assert_eq!(
+                serde_json::to_value(s).unwrap(),
+                serde_json::json!(s.as_str())
+            );
+        }
+        assert!("cancelled".parse::<DeliveryStatus>().is_err());
+        assert_eq!(
+            LastError::Cancelled(Cancellation::SubscriptionDeleted).to_string(),
+            "cancelled: the subscription was deleted"
+        );
+        assert_eq!(
+            LastError::Attempt("HTTP 500".into()).to_string(),
+            "HTTP 500"
         );
     }
 

@@ -4,15 +4,54 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use diesel::{
+    deserialize::{self, FromSql, FromSqlRow},
+    expression::AsExpression,
+    pg::{Pg, PgValue},
     prelude::*,
+    serialize::{self, Output, ToSql},
     sql_query,
     sql_types::{Array, Int4, Nullable, Text, Timestamptz, Uuid as SqlUuid},
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
-use waybill_domain::{DeliveryId, WebhookId, event::EventEnvelope};
+use waybill_domain::{
+    DeliveryId, WebhookId,
+    delivery::{DeliveryStatus, LastError},
+    event::EventEnvelope,
+};
 
 use crate::schema::{deliveries, events};
+
+/// The `status` column, checked as it is read: a value outside [`DeliveryStatus`] is an error,
+/// never taken for another status.
+#[derive(Debug, Clone, Copy, AsExpression, FromSqlRow)]
+#[diesel(sql_type = Text)]
+pub struct StatusColumn(pub DeliveryStatus);
+
+impl FromSql<Text, Pg> for StatusColumn {
+    fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
+        let raw = <String as FromSql<Text, Pg>>::from_sql(bytes)?;
+        Ok(StatusColumn(raw.parse()?))
+    }
+}
+
+impl ToSql<Text, Pg> for StatusColumn {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        <str as ToSql<Text, Pg>>::to_sql(self.0.as_str(), out)
+    }
+}
+
+impl From<StatusColumn> for DeliveryStatus {
+    fn from(c: StatusColumn) -> Self {
+        c.0
+    }
+}
+
+impl From<DeliveryStatus> for StatusColumn {
+    fn from(s: DeliveryStatus) -> Self {
+        StatusColumn(s)
+    }
+}
 
 /// Where an event stands when its message arrives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,7 +255,7 @@ pub async fn finish_fan_outs(
                     .map(|r| r.event_type.as_str())
                     .collect::<Vec<_>>(),
             )
-            .bind::<Array<Text>, _>(chunk.iter().map(|r| r.status).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(chunk.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
             .bind::<Array<Timestamptz>, _>(chunk.iter().map(|r| r.created_at).collect::<Vec<_>>())
             .execute(conn)
             .await?;
@@ -246,7 +285,8 @@ pub struct NewDelivery {
     pub webhook_id: WebhookId,
     pub event_id: String,
     pub event_type: String,
-    pub status: &'static str,
+    #[diesel(serialize_as = StatusColumn)]
+    pub status: DeliveryStatus,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -283,13 +323,14 @@ pub async fn finish_fan_out(
 pub async fn progress(
     conn: &mut AsyncPgConnection,
     id: DeliveryId,
-) -> QueryResult<Option<(String, i32)>> {
-    deliveries::table
+) -> QueryResult<Option<(DeliveryStatus, i32)>> {
+    let found: Option<(StatusColumn, i32)> = deliveries::table
         .find(id.as_uuid())
         .select((deliveries::status, deliveries::attempts))
         .first(conn)
         .await
-        .optional()
+        .optional()?;
+    Ok(found.map(|(status, attempts)| (status.0, attempts)))
 }
 
 /// One attempt as the attempt log keeps it.
@@ -312,11 +353,10 @@ pub struct DeliveryRecord {
     pub webhook_id: WebhookId,
     pub event_id: String,
     pub event_type: String,
-    /// `pending`, `succeeded` or `failed`.
-    pub status: &'static str,
+    pub status: DeliveryStatus,
     pub attempts: i32,
     pub last_status_code: Option<i32>,
-    pub last_error: Option<String>,
+    pub last_error: Option<LastError>,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub at: DateTime<Utc>,
     pub attempt: Option<AttemptRecord>,
@@ -373,14 +413,14 @@ pub async fn record(conn: &mut AsyncPgConnection, batch: &[DeliveryRecord]) -> Q
                 .map(|r| r.event_type.as_str())
                 .collect::<Vec<_>>(),
         )
-        .bind::<Array<Text>, _>(rows.iter().map(|r| r.status).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(rows.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
         .bind::<Array<Int4>, _>(rows.iter().map(|r| r.attempts).collect::<Vec<_>>())
         .bind::<Array<Nullable<Int4>>, _>(
             rows.iter().map(|r| r.last_status_code).collect::<Vec<_>>(),
         )
         .bind::<Array<Nullable<Text>>, _>(
             rows.iter()
-                .map(|r| r.last_error.as_deref())
+                .map(|r| r.last_error.as_ref().map(LastError::to_string))
                 .collect::<Vec<_>>(),
         )
         .bind::<Array<Nullable<Timestamptz>>, _>(
@@ -439,7 +479,8 @@ pub struct DeliveryRow {
     pub webhook_id: WebhookId,
     pub event_id: String,
     pub event_type: String,
-    pub status: String,
+    #[diesel(deserialize_as = StatusColumn)]
+    pub status: DeliveryStatus,
     pub attempts: i32,
     pub last_status_code: Option<i32>,
     pub last_error: Option<String>,
@@ -475,7 +516,7 @@ pub struct EventRow {
 /// Filters of the delivery log; `since` is inclusive, `until` exclusive (on `created_at`).
 #[derive(Debug, Clone, Default)]
 pub struct DeliveryFilter {
-    pub status: Option<String>,
+    pub status: Option<DeliveryStatus>,
     pub event_type: Option<String>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
@@ -496,7 +537,7 @@ pub async fn list(
             .filter(deliveries::webhook_id.eq(webhook_id.as_uuid()))
             .into_boxed();
         if let Some(s) = &filter.status {
-            q = q.filter(deliveries::status.eq(s.clone()));
+            q = q.filter(deliveries::status.eq(s.as_str()));
         }
         if let Some(t) = &filter.event_type {
             q = q.filter(deliveries::event_type.eq(t.clone()));
@@ -569,7 +610,7 @@ pub async fn reopen(
             .filter(deliveries::id.eq_any(&ids)),
     )
     .set((
-        deliveries::status.eq("pending"),
+        deliveries::status.eq(DeliveryStatus::Pending.as_str()),
         deliveries::next_attempt_at.eq(now),
         deliveries::updated_at.eq(now),
     ))
@@ -606,7 +647,7 @@ pub async fn failed_in_window(
     let ids: Vec<Uuid> = deliveries::table
         .filter(deliveries::webhook_id.eq(webhook_id.as_uuid()))
         .filter(deliveries::tenant.eq(tenant))
-        .filter(deliveries::status.eq("failed"))
+        .filter(deliveries::status.eq(DeliveryStatus::Failed.as_str()))
         .filter(deliveries::created_at.ge(since))
         .filter(deliveries::created_at.lt(until.unwrap_or(DateTime::<Utc>::MAX_UTC)))
         // One whose event is past retention cannot be replayed; it must not block the rest.

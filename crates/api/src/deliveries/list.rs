@@ -50,9 +50,9 @@ pub async fn list(
     let mut filter = DeliveryFilter::default();
     for (k, v) in &pairs {
         match k.as_str() {
-            "status" => match v.as_str() {
-                "pending" | "succeeded" | "failed" => filter.status = Some(v.clone()),
-                _ => errors.add("status", "must be `pending`, `succeeded` or `failed`"),
+            "status" => match v.parse() {
+                Ok(status) => filter.status = Some(status),
+                Err(_) => errors.add("status", "must be `pending`, `succeeded` or `failed`"),
             },
             "event_type" => filter.event_type = Some(v.clone()),
             "since" => filter.since = parse_time("since", v, &mut errors),

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
-use waybill_domain::{DeliveryId, WebhookId};
+use waybill_domain::{DeliveryId, WebhookId, delivery::DeliveryStatus};
 use waybill_store::deliveries::{AttemptRow, DeliveryRow, EventRow};
 
 /// One delivery of one event to one subscription.
@@ -18,8 +18,8 @@ pub struct DeliveryView {
     pub event_type: String,
     /// `pending`, `succeeded` or `failed` (a delivery cancelled because its subscription or
     /// event type was deleted or deactivated is `failed` with `last_error` starting `cancelled:`).
-    #[schema(example = "succeeded")]
-    pub status: String,
+    #[schema(value_type = String, example = "succeeded")]
+    pub status: DeliveryStatus,
     /// Attempts made so far.
     pub attempts: i32,
     pub last_status_code: Option<i32>,
@@ -37,7 +37,7 @@ impl From<&DeliveryRow> for DeliveryView {
             webhook_id: r.webhook_id,
             event_id: r.event_id.clone(),
             event_type: r.event_type.clone(),
-            status: r.status.clone(),
+            status: r.status,
             attempts: r.attempts,
             last_status_code: r.last_status_code,
             last_error: r.last_error.clone(),

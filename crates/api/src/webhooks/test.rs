@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 use waybill_domain::{
     DeliveryId, Scope, WebhookId,
-    delivery::{delivery_id, receiver_body},
+    delivery::{DeliveryStatus, LastError, delivery_id, receiver_body},
     event::EventEnvelope,
 };
 use waybill_outbound::{Attempt, AttemptResult, Endpoint};
@@ -138,10 +138,14 @@ fn record(
         webhook_id,
         event_id: event.id.clone(),
         event_type: event.kind.clone(),
-        status: if r.succeeded() { "succeeded" } else { "failed" },
+        status: if r.succeeded() {
+            DeliveryStatus::Succeeded
+        } else {
+            DeliveryStatus::Failed
+        },
         attempts: 1,
         last_status_code: r.status.map(i32::from),
-        last_error: r.last_error(),
+        last_error: r.last_error().map(LastError::Attempt),
         next_attempt_at: None,
         at: Utc::now(),
         attempt: Some(AttemptRecord {
