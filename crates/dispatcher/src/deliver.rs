@@ -259,10 +259,10 @@ impl Deliver {
         let now = Utc::now();
         DeliveryRecord {
             id: msg.delivery_id,
-            tenant: msg.event.tenant.clone(),
+            tenant: msg.event.tenant.to_string(),
             webhook_id: msg.webhook_id,
             event_id: msg.event.id.clone(),
-            event_type: msg.event.kind.clone(),
+            event_type: msg.event.kind.to_string(),
             status,
             attempts: i32::try_from(attempts).unwrap_or(i32::MAX),
             last_status_code: result.and_then(|r| r.status).map(i32::from),
@@ -321,7 +321,7 @@ impl Deliver {
             }
             Ok(Some(t)) => t,
         };
-        if self.catalog.active(&msg.event.kind) == Some(false) {
+        if self.catalog.active(msg.event.kind.as_str()) == Some(false) {
             self.commit(cancel(Cancellation::EventTypeInactive)).await?;
             return Ok(Settled::Cancelled);
         }

@@ -13,7 +13,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 use waybill_bus::Topology;
-use waybill_domain::{WebhookId, event::EventEnvelope};
+use waybill_domain::{EventTypeName, TenantId, WebhookId, event::EventEnvelope};
 use waybill_publisher::EventPublisher;
 use waybill_store::{
     Cipher, PgPool,
@@ -316,8 +316,8 @@ impl Breaker {
         let notify = async move |row: webhooks::WebhookRow| -> Result<(), String> {
             let event = EventEnvelope {
                 id: format!("{DISABLED_EVENT}:{}:{}", row.id, row.revision),
-                tenant: row.tenant.clone(),
-                kind: DISABLED_EVENT.to_owned(),
+                tenant: TenantId::parse(&row.tenant)?,
+                kind: EventTypeName::parse(DISABLED_EVENT)?,
                 client_id: None,
                 occurred_at: now,
                 received_at: now,

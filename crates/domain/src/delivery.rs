@@ -144,7 +144,7 @@ struct ReceiverBody<'a> {
 pub fn receiver_body(event: &EventEnvelope) -> Vec<u8> {
     let body = ReceiverBody {
         id: &event.id,
-        kind: &event.kind,
+        kind: event.kind.as_str(),
         timestamp: event.occurred_at,
         client_id: event.client_id.as_deref(),
         data: &event.data,

@@ -72,9 +72,9 @@ pub async fn take_event(
 ) -> QueryResult<EventState> {
     let inserted = diesel::insert_into(events::table)
         .values((
-            events::tenant.eq(&event.tenant),
+            events::tenant.eq(event.tenant.as_str()),
             events::id.eq(&event.id),
-            events::event_type.eq(&event.kind),
+            events::event_type.eq(event.kind.as_str()),
             events::client_id.eq(&event.client_id),
             events::occurred_at.eq(event.occurred_at),
             events::received_at.eq(event.received_at),
@@ -87,7 +87,7 @@ pub async fn take_event(
         return Ok(EventState::Fresh);
     }
     let fanned_out: Option<Option<DateTime<Utc>>> = events::table
-        .find((&event.tenant, &event.id))
+        .find((event.tenant.as_str(), &event.id))
         .select(events::fanned_out_at)
         .first(conn)
         .await
@@ -168,7 +168,7 @@ pub async fn take_events(
     let known: Vec<&EventEnvelope> = unique
         .iter()
         .copied()
-        .filter(|e| !fresh.contains(&(e.tenant.clone(), e.id.clone())))
+        .filter(|e| !fresh.contains(&(e.tenant.to_string(), e.id.clone())))
         .collect();
     let mut seen: HashMap<(String, String), Option<DateTime<Utc>>> = HashMap::new();
     if !known.is_empty() {
@@ -189,7 +189,7 @@ pub async fn take_events(
         .iter()
         .enumerate()
         .map(|(i, e)| {
-            let key = (e.tenant.clone(), e.id.clone());
+            let key = (e.tenant.to_string(), e.id.clone());
             if first.get(&(e.tenant.as_str(), e.id.as_str())) != Some(&i) {
                 EventState::Done
             } else if fresh.contains(&key) {

@@ -10,7 +10,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use waybill_bus::{Outgoing, topology::DELIVERY_KEY};
 use waybill_domain::{
-    DeliveryId, Scope, ValidationErrors, WebhookId,
+    DeliveryId, EventTypeName, Scope, TenantId, ValidationErrors, WebhookId,
     delivery::{ATTEMPT_HEADER, DeliveryMessage, MANUAL_HEADER},
     event::EventEnvelope,
 };
@@ -63,16 +63,18 @@ impl From<ReplayError> for ApiError {
     }
 }
 
-fn envelope(tenant: &str, e: &EventRow) -> EventEnvelope {
-    EventEnvelope {
+fn envelope(tenant: &TenantId, e: &EventRow) -> Result<EventEnvelope, ReplayError> {
+    let kind = EventTypeName::parse(&e.event_type)
+        .map_err(|why| ReplayError::Store(StoreError::Corrupt(format!("event {}: {why}", e.id))))?;
+    Ok(EventEnvelope {
         id: e.id.clone(),
-        tenant: tenant.to_owned(),
-        kind: e.event_type.clone(),
+        tenant: tenant.clone(),
+        kind,
         client_id: e.client_id.clone(),
         occurred_at: e.occurred_at,
         received_at: e.received_at,
         data: e.data.as_object().cloned().unwrap_or_default(),
-    }
+    })
 }
 
 /// Which deliveries to replay.
@@ -86,7 +88,11 @@ enum Pick {
 }
 
 /// Reopens the picked deliveries and publishes one manual attempt of each, all or nothing.
-async fn replay(state: &AppState, tenant: &str, pick: Pick) -> Result<Vec<DeliveryRow>, ApiError> {
+async fn replay(
+    state: &AppState,
+    tenant: &TenantId,
+    pick: Pick,
+) -> Result<Vec<DeliveryRow>, ApiError> {
     let mut conn = state.conn().await?;
     let exchange = state.broker.topology().deliveries_exchange();
     let result = conn
@@ -100,7 +106,7 @@ async fn replay(state: &AppState, tenant: &str, pick: Pick) -> Result<Vec<Delive
                 } => {
                     deliveries::failed_in_window(
                         conn,
-                        tenant,
+                        tenant.as_str(),
                         webhook_id,
                         since,
                         until,
@@ -112,14 +118,14 @@ async fn replay(state: &AppState, tenant: &str, pick: Pick) -> Result<Vec<Delive
             if ids.is_empty() {
                 return Ok(Vec::new());
             }
-            let reopened = deliveries::reopen(conn, tenant, &ids).await?;
+            let reopened = deliveries::reopen(conn, tenant.as_str(), &ids).await?;
             let mut bodies = Vec::with_capacity(reopened.len());
             for (row, event) in &reopened {
                 let event = event.as_ref().ok_or(ReplayError::EventGone(row.id))?;
                 let message = DeliveryMessage {
                     delivery_id: row.id,
                     webhook_id: row.webhook_id,
-                    event: envelope(tenant, event),
+                    event: envelope(tenant, event)?,
                 };
                 let body =
                     serde_json::to_vec(&message).map_err(|e| ReplayError::Broker(e.to_string()))?;
@@ -169,7 +175,7 @@ pub async fn retry(
 ) -> Result<HttpResponse, ApiError> {
     auth.require_any(&[Scope::WebhooksWrite])?;
     let id = id.get()?;
-    let rows = replay(&state, auth.tenant.as_str(), Pick::One(id)).await?;
+    let rows = replay(&state, &auth.tenant, Pick::One(id)).await?;
     let row = rows.first().ok_or_else(|| id.not_found())?;
     Ok(HttpResponse::Accepted().json(One {
         data: DeliveryView::from(row),
@@ -254,7 +260,7 @@ pub async fn recover(
         since,
         until,
     };
-    let rows = replay(&state, auth.tenant.as_str(), pick).await?;
+    let rows = replay(&state, &auth.tenant, pick).await?;
     Ok(HttpResponse::Accepted().json(One {
         data: Queued { queued: rows.len() },
     }))

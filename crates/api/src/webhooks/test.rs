@@ -9,7 +9,7 @@ use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 use waybill_domain::{
-    DeliveryId, Scope, WebhookId,
+    DeliveryId, EventTypeName, Scope, WebhookId,
     delivery::{DeliveryStatus, LastError, delivery_id, receiver_body},
     event::EventEnvelope,
 };
@@ -82,8 +82,8 @@ pub async fn test(
     data.insert("sent_at".into(), json!(now));
     let event = EventEnvelope {
         id: format!("test_{}", Uuid::now_v7().simple()),
-        tenant: tenant.to_owned(),
-        kind: "webhook.test".into(),
+        tenant: auth.tenant.clone(),
+        kind: EventTypeName::parse("webhook.test").map_err(ApiError::internal)?,
         client_id: None,
         occurred_at: now,
         received_at: now,
@@ -134,10 +134,10 @@ fn record(
 ) -> DeliveryRecord {
     DeliveryRecord {
         id,
-        tenant: event.tenant.clone(),
+        tenant: event.tenant.to_string(),
         webhook_id,
         event_id: event.id.clone(),
-        event_type: event.kind.clone(),
+        event_type: event.kind.to_string(),
         status: if r.succeeded() {
             DeliveryStatus::Succeeded
         } else {
