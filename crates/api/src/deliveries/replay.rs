@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use diesel_async::AsyncConnection;
 use serde::Serialize;
 use utoipa::ToSchema;
-use waybill_bus::{Outgoing, topology::DELIVERY_KEY};
+use waybill_bus::{BusError, Outgoing, topology::DELIVERY_KEY};
 use waybill_domain::{
     DeliveryId, EventTypeName, Scope, TenantId, ValidationErrors, WebhookId,
     delivery::{ATTEMPT_HEADER, DeliveryMessage, MANUAL_HEADER},
@@ -33,9 +33,15 @@ use crate::{
 pub const RECOVER_LIMIT: i64 = 1_000;
 
 /// Why a replay did not happen.
+#[derive(Debug, thiserror::Error)]
 enum ReplayError {
+    #[error(transparent)]
     Store(StoreError),
-    Broker(String),
+    #[error("the broker did not confirm the replay")]
+    Broker(#[source] BusError),
+    #[error("cannot encode a delivery message")]
+    Encode(#[source] serde_json::Error),
+    #[error("the event of delivery {0} is no longer recorded")]
     EventGone(DeliveryId),
 }
 
@@ -50,12 +56,16 @@ impl From<ReplayError> for ApiError {
         match e {
             ReplayError::Store(e) => store_error(e),
             ReplayError::Broker(why) => {
-                tracing::warn!(error = %why, "broker did not confirm a replay");
+                tracing::warn!(
+                    error = &why as &dyn std::error::Error,
+                    "broker did not confirm a replay"
+                );
                 ApiError::unavailable(
                     "The broker is unavailable; nothing was queued. Retry shortly.",
                     5,
                 )
             }
+            ReplayError::Encode(e) => ApiError::internal(e),
             ReplayError::EventGone(id) => ApiError::conflict(format!(
                 "Delivery {id} can no longer be replayed: its event is no longer recorded."
             )),
@@ -127,8 +137,7 @@ async fn replay(
                     webhook_id: row.webhook_id,
                     event: envelope(tenant, event)?,
                 };
-                let body =
-                    serde_json::to_vec(&message).map_err(|e| ReplayError::Broker(e.to_string()))?;
+                let body = serde_json::to_vec(&message).map_err(ReplayError::Encode)?;
                 bodies.push((row.id.to_string(), body, (row.attempts + 1).to_string()));
             }
             let outgoing: Vec<Outgoing<'_>> = bodies
@@ -149,7 +158,7 @@ async fn replay(
                 .broker
                 .publish_many(&outgoing)
                 .await
-                .map_err(|e| ReplayError::Broker(e.to_string()))?;
+                .map_err(ReplayError::Broker)?;
             Ok(reopened.into_iter().map(|(r, _)| r).collect())
         })
         .await;
