@@ -12,9 +12,8 @@ use std::{
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
-use uuid::Uuid;
 use waybill_bus::Topology;
-use waybill_domain::event::EventEnvelope;
+use waybill_domain::{EventTypeName, TenantId, WebhookId, event::EventEnvelope};
 use waybill_publisher::EventPublisher;
 use waybill_store::{
     Cipher, PgPool,
@@ -55,7 +54,7 @@ pub struct BreakerSetup {
 pub struct Breaker {
     setup: BreakerSetup,
     /// Receivers this replica saw failing.
-    failing: Mutex<HashMap<Uuid, Seen>>,
+    failing: Mutex<HashMap<WebhookId, Seen>>,
 }
 
 /// A failing receiver as this replica last saw it.
@@ -75,7 +74,7 @@ impl Breaker {
         }
     }
 
-    fn seen(&self, id: Uuid) -> Option<Seen> {
+    fn seen(&self, id: WebhookId) -> Option<Seen> {
         self.failing.lock().ok().and_then(|m| m.get(&id).copied())
     }
 
@@ -91,7 +90,7 @@ impl Breaker {
         }
     }
 
-    fn forget(&self, id: Uuid) {
+    fn forget(&self, id: WebhookId) {
         if let Ok(mut m) = self.failing.lock() {
             m.remove(&id);
         }
@@ -116,7 +115,7 @@ impl Breaker {
             .await
             .map_err(|e| e.to_string())?;
         let lease = self.setup.probe_lease;
-        match endpoints::claim_probe(&mut conn, target.id, lease)
+        match endpoints::claim_probe(&mut conn, target.id.as_uuid(), lease)
             .await
             .map_err(|e| e.to_string())?
         {
@@ -166,11 +165,11 @@ impl Breaker {
             .await
             .map_err(|e| e.to_string())?;
         let n = rows.len();
-        let ids: HashSet<Uuid> = rows.iter().map(|(id, _)| *id).collect();
+        let ids: HashSet<WebhookId> = rows.iter().map(|(id, _)| WebhookId::from(*id)).collect();
         if let Ok(mut m) = self.failing.lock() {
             m.retain(|id, _| ids.contains(id));
             for (id, h) in rows {
-                m.entry(id)
+                m.entry(WebhookId::from(id))
                     .and_modify(|seen| seen.open_until = h.open_until)
                     // The revision is unknown: the first request asks Postgres (see `gate`).
                     .or_insert(Seen {
@@ -203,7 +202,7 @@ impl Breaker {
             return;
         }
         let closed = match waybill_store::conn(&self.setup.pool).await {
-            Ok(mut conn) => endpoints::record_success(&mut conn, id)
+            Ok(mut conn) => endpoints::record_success(&mut conn, id.as_uuid())
                 .await
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
@@ -225,11 +224,15 @@ impl Breaker {
     ) -> Option<Health> {
         let id = target.id;
         let counted = match waybill_store::conn(&self.setup.pool).await {
-            Ok(mut conn) => {
-                endpoints::record_failure(&mut conn, id, sent_at, probe, &self.setup.policy)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
+            Ok(mut conn) => endpoints::record_failure(
+                &mut conn,
+                id.as_uuid(),
+                sent_at,
+                probe,
+                &self.setup.policy,
+            )
+            .await
+            .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         match counted {
@@ -313,8 +316,8 @@ impl Breaker {
         let notify = async move |row: webhooks::WebhookRow| -> Result<(), String> {
             let event = EventEnvelope {
                 id: format!("{DISABLED_EVENT}:{}:{}", row.id, row.revision),
-                tenant: row.tenant.clone(),
-                kind: DISABLED_EVENT.to_owned(),
+                tenant: TenantId::parse(&row.tenant)?,
+                kind: EventTypeName::parse(DISABLED_EVENT)?,
                 client_id: None,
                 occurred_at: now,
                 received_at: now,
@@ -375,12 +378,12 @@ impl Throttle {
     }
 
     /// Takes the next free slot of a receiver that accepts `rate` requests per second.
-    pub async fn reserve(&self, id: Uuid, rate: u32) -> Result<DateTime<Utc>, String> {
+    pub async fn reserve(&self, id: WebhookId, rate: u32) -> Result<DateTime<Utc>, String> {
         let spacing = spacing(rate);
         let mut conn = waybill_store::conn(&self.pool)
             .await
             .map_err(|e| e.to_string())?;
-        endpoints::reserve_slot(&mut conn, id, spacing)
+        endpoints::reserve_slot(&mut conn, id.as_uuid(), spacing)
             .await
             .map_err(|e| e.to_string())
     }

@@ -1,15 +1,16 @@
 //! `GET /v1/webhooks/{id}/deliveries`.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use waybill_domain::{Scope, ValidationErrors, catalog::TypeStatus};
+use waybill_domain::{Scope, ValidationErrors, WebhookId, catalog::TypeStatus};
 use waybill_runtime::{ApiError, Auth, body::query_pairs};
 use waybill_store::deliveries::{self, DeliveryFilter};
 
 use super::{parse_time, view::DeliveryView};
 use crate::{
     envelope::Paging,
+    path_id::PathId,
     state::{AppState, StoreResultExt},
-    webhooks::{find_own, parse_id},
+    webhooks::find_own,
 };
 
 pub(crate) const PARAMS: &[&str] = &["status", "event_type", "since", "until", "limit", "page"];
@@ -31,11 +32,11 @@ pub(crate) const PARAMS: &[&str] = &["status", "event_type", "since", "until", "
 pub async fn list(
     auth: Auth,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    id: PathId<WebhookId>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     auth.require_any(&[Scope::WebhooksRead, Scope::WebhooksWrite])?;
-    let id = parse_id(&path)?;
+    let id = id.get()?;
     let mut conn = state.conn().await?;
     find_own(&mut conn, &auth, id).await?;
     let pairs = query_pairs(&req, PARAMS)?;
@@ -44,9 +45,9 @@ pub async fn list(
     let mut filter = DeliveryFilter::default();
     for (k, v) in &pairs {
         match k.as_str() {
-            "status" => match v.as_str() {
-                "pending" | "succeeded" | "failed" => filter.status = Some(v.clone()),
-                _ => errors.add("status", "must be `pending`, `succeeded` or `failed`"),
+            "status" => match v.parse() {
+                Ok(status) => filter.status = Some(status),
+                Err(_) => errors.add("status", "must be `pending`, `succeeded` or `failed`"),
             },
             "event_type" => filter.event_type = Some(v.clone()),
             "since" => filter.since = parse_time("since", v, &mut errors),

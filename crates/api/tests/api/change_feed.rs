@@ -91,7 +91,7 @@ async fn each_kind_of_change_is_published_in_revision_order() {
             "auth": {"type": "token", "token": "tk"}, "headers": {"X-A": "1"}, "client_ids": ["c1"]}))
         .await;
     let id = created["id"].as_str().unwrap();
-    let wid = uuid::Uuid::parse_str(id).unwrap();
+    let wid: waybill_domain::WebhookId = id.parse().unwrap();
 
     let (c, props) = next(&ch, &queue).await;
     assert_eq!(

@@ -120,8 +120,8 @@ async fn a_burst_with_repeated_ids_is_recorded_together_and_each_id_delivered_on
             let event_id = format!("burst-{}", i % 40);
             let event = waybill_domain::event::EventEnvelope {
                 id: event_id.clone(),
-                tenant: "acme".into(),
-                kind: "stock.updated".into(),
+                tenant: waybill_domain::TenantId::parse("acme").unwrap(),
+                kind: waybill_domain::EventTypeName::parse("stock.updated").unwrap(),
                 client_id: None,
                 occurred_at: now,
                 received_at: now,

@@ -167,8 +167,8 @@ impl Stack {
         let now = chrono::Utc::now();
         let event = EventEnvelope {
             id: id.into(),
-            tenant: tenant.into(),
-            kind: kind.into(),
+            tenant: waybill_domain::TenantId::parse(tenant).unwrap(),
+            kind: waybill_domain::EventTypeName::parse(kind).unwrap(),
             client_id: client_id.map(Into::into),
             occurred_at: now,
             received_at: now,
