@@ -55,22 +55,8 @@ pub fn store_error(e: StoreError) -> ApiError {
         StoreError::Conflict => {
             ApiError::conflict("The change conflicts with an existing resource.")
         }
-        other => ApiError::internal(WithCauses(&other)),
-    }
-}
-
-/// An error followed by each of its causes, so the log of a 500 says what lay underneath.
-struct WithCauses<'a>(&'a dyn std::error::Error);
-
-impl std::fmt::Display for WithCauses<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut cause = self.0.source();
-        while let Some(c) = cause {
-            write!(f, ": {c}")?;
-            cause = c.source();
-        }
-        Ok(())
+        // `internal` logs the whole cause chain.
+        other => ApiError::internal(other),
     }
 }
 
