@@ -65,6 +65,9 @@ test: toolchain services clean-test-dbs
 	@mkdir -p target
 	@set -o pipefail; cargo test --workspace --locked 2>&1 | tee target/test-output.log
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "%d passed, %d failed\n", p, f }' target/test-output.log
+	@# The OpenAPI documents against the running services: schemathesis with every check, bounded
+	@# in time (see deploy/local/schemathesis.sh); its verdict is the last line.
+	@deploy/local/schemathesis.sh
 
 lint: toolchain
 	cargo fmt --all -- --check

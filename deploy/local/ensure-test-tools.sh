@@ -3,7 +3,15 @@
 #   pika              the example of publishing directly over AMQP;
 #   standardwebhooks  the reference Standard Webhooks library that verifies delivery signatures.
 # Debian's package where there is one and Debian's python3 is the one on PATH, pip otherwise.
+# And schemathesis, which deploy/local/schemathesis.sh runs against the OpenAPI documents, in a
+# virtual environment of its own under target/tools: pinned, so that the generated cases and the
+# checks are the same on every machine, and apart from the system's Python packages.
 set -euo pipefail
+
+cd "$(dirname "$0")/../.."
+
+SCHEMATHESIS_VERSION=4.32.5
+SCHEMATHESIS_VENV=target/tools/schemathesis
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -36,3 +44,21 @@ if ! python3 -c 'import standardwebhooks' 2>/dev/null; then
 fi
 
 python3 -c 'import pika, standardwebhooks'
+
+if ! "$SCHEMATHESIS_VENV/bin/schemathesis" --version 2>/dev/null | grep -qF "$SCHEMATHESIS_VERSION"; then
+  if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "error: schemathesis $SCHEMATHESIS_VERSION needs Python 3.11 or newer (Debian 12 or later); $(command -v python3) is $(python3 -V 2>&1)" >&2
+    exit 1
+  fi
+  echo "==> installing schemathesis $SCHEMATHESIS_VERSION into $SCHEMATHESIS_VENV"
+  rm -rf "$SCHEMATHESIS_VENV"
+  mkdir -p "$(dirname "$SCHEMATHESIS_VENV")"
+  # Debian ships venv's pip bootstrap separately (python3-venv).
+  if ! python3 -m venv "$SCHEMATHESIS_VENV" >/dev/null 2>&1; then
+    rm -rf "$SCHEMATHESIS_VENV"
+    apt_install python3-venv
+    python3 -m venv "$SCHEMATHESIS_VENV"
+  fi
+  "$SCHEMATHESIS_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+"$SCHEMATHESIS_VENV/bin/schemathesis" --version | grep -qF "$SCHEMATHESIS_VERSION"

@@ -5,6 +5,7 @@ pub mod deliveries;
 pub mod envelope;
 pub mod events;
 pub mod openapi;
+pub mod path_id;
 pub mod relay;
 pub mod retention;
 pub mod routes;

@@ -5,10 +5,16 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use utoipa::{OpenApi, ToSchema};
-pub use waybill_runtime::openapi::{BearerAuth, CommonErrors, ErrorBody, ErrorResponse};
+use utoipa::{
+    IntoParams, OpenApi, ToSchema,
+    openapi::{
+        ArrayBuilder, ObjectBuilder, RefOr, Schema, Type,
+        schema::{AdditionalProperties, SchemaFormat, SchemaType},
+    },
+};
+pub use waybill_runtime::openapi::{BearerAuth, ErrorBody, ErrorResponse};
 
-use crate::{deliveries, events, webhooks};
+use crate::{deliveries, events, routes, webhooks};
 
 /// Receiver authentication as sent in a request; each type takes only its own fields.
 #[derive(Serialize, ToSchema)]
@@ -16,15 +22,32 @@ use crate::{deliveries, events, webhooks};
 pub enum AuthRequest {
     None,
     Basic {
-        /// 1–255 characters, no `:`.
+        /// 1–255 characters, no `:` or control characters.
+        #[schema(
+            min_length = 1,
+            max_length = 255,
+            pattern = "^[^:\\u0000-\\u001f\\u007f-\\u009f]*$"
+        )]
         username: String,
-        /// 1–255 characters.
+        /// 1–255 characters, no control characters.
+        #[schema(
+            min_length = 1,
+            max_length = 255,
+            pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+        )]
         password: String,
     },
     Token {
-        /// Header to send the token in; default `Authorization`.
+        /// Header to send the token in: an RFC 9110 token that is not one Waybill sets (see
+        /// `headers`); default `Authorization`.
+        #[schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = "^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
+        )]
         header: Option<String>,
-        /// 1–4096 characters, sent verbatim as the header's value.
+        /// 1–4096 characters of visible ASCII or spaces, sent verbatim as the header's value.
+        #[schema(min_length = 1, max_length = 4096, pattern = "^[ -~]*$")]
         token: String,
     },
 }
@@ -42,11 +65,9 @@ pub enum Method {
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookCreate {
-    /// Absolute `https` URL (plain `http` only where the operator allows it), ≤ 2048 characters.
-    #[schema(example = "https://wms.example.com/hooks/waybill", max_length = 2048)]
+    #[schema(example = "https://wms.example.com/hooks/waybill", schema_with = receiver_url)]
     pub url: String,
-    /// 1–100 distinct entries: an active event type, `<group>.*` or `*`.
-    #[schema(example = json!(["order.shipped", "stock.*"]), min_items = 1, max_items = 100)]
+    #[schema(example = json!(["order.shipped", "stock.*"]), schema_with = subscribed_events)]
     pub events: Vec<String>,
     /// Default "".
     #[schema(max_length = 255)]
@@ -56,15 +77,14 @@ pub struct WebhookCreate {
     pub description: Option<String>,
     /// Default `POST`.
     pub method: Option<Method>,
-    /// Client ids of 1–128 characters; empty (default) means every client.
-    #[schema(max_items = 1000)]
+    #[schema(schema_with = client_ids_or_null)]
     pub client_ids: Option<Vec<String>>,
-    /// At most 20 custom headers: RFC 9110 token names, values of visible ASCII and spaces
-    /// (≤ 1024); reserved names are refused.
+    #[schema(schema_with = custom_headers_or_null)]
     pub headers: Option<BTreeMap<String, String>>,
     pub auth: Option<AuthRequest>,
-    /// Printable ASCII; `whsec_` + base64 of 24–64 bytes is decoded. Generated when absent.
-    #[schema(min_length = 8, max_length = 128)]
+    /// Printable ASCII; `whsec_` + standard base64 of 24–64 bytes is decoded. Generated when
+    /// absent.
+    #[schema(min_length = 8, max_length = 128, pattern = "^[ -~]*$")]
     pub secret: Option<String>,
     /// Default `true`.
     pub active: Option<bool>,
@@ -79,9 +99,9 @@ pub struct WebhookCreate {
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookUpdate {
-    #[schema(nullable = false, max_length = 2048)]
+    #[schema(nullable = false, schema_with = receiver_url)]
     pub url: Option<String>,
-    #[schema(nullable = false, min_items = 1, max_items = 100)]
+    #[schema(nullable = false, schema_with = subscribed_events)]
     pub events: Option<Vec<String>>,
     #[schema(nullable = false, max_length = 255)]
     pub name: Option<String>,
@@ -89,10 +109,9 @@ pub struct WebhookUpdate {
     pub description: Option<String>,
     #[schema(nullable = false)]
     pub method: Option<Method>,
-    #[schema(nullable = false, max_items = 1000)]
+    #[schema(nullable = false, schema_with = client_ids)]
     pub client_ids: Option<Vec<String>>,
-    /// At most 20; replaces all custom headers.
-    #[schema(nullable = false)]
+    #[schema(nullable = false, schema_with = custom_headers)]
     pub headers: Option<BTreeMap<String, String>>,
     #[schema(nullable = false)]
     pub auth: Option<AuthRequest>,
@@ -109,7 +128,7 @@ pub struct WebhookUpdate {
 #[serde(deny_unknown_fields)]
 pub struct RotateSecret {
     /// The new secret (same rules as on create); generated when absent.
-    #[schema(min_length = 8, max_length = 128)]
+    #[schema(min_length = 8, max_length = 128, pattern = "^[ -~]*$")]
     pub secret: Option<String>,
     /// Default 86400: how long the old secrets keep signing; 0 revokes them all at once.
     #[schema(minimum = 0, maximum = 604800)]
@@ -190,6 +209,220 @@ pub struct TestOutcomeResponse {
     pub data: webhooks::test::TestOutcome,
 }
 
+/// A receiver URL: `http(s)` in any case, no spaces or control characters.
+fn receiver_url() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(
+            "Absolute `https` URL (plain `http` only where the operator allows it), at most 2048 \
+             characters, without credentials; a literal IP address must be public unless the \
+             operator allow-listed its range.",
+        ))
+        .format(Some(SchemaFormat::Custom("uri".to_owned())))
+        .max_length(Some(waybill_domain::url_policy::MAX_URL_LEN))
+        .pattern(Some(
+            "^[Hh][Tt][Tt][Pp][Ss]?://[^\\s\\u0000-\\u001f\\u007f]+$",
+        ))
+}
+
+/// Every event type of the catalog, in the order of its files.
+fn catalog_names() -> Vec<String> {
+    waybill_domain::catalog::definitions()
+        .map(|defs| defs.iter().map(|d| d.name.to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// An event type of the catalog, as a path or query parameter names it.
+pub struct CatalogEventType;
+
+impl utoipa::PartialSchema for CatalogEventType {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(catalog_names()))
+            .into()
+    }
+}
+
+impl ToSchema for CatalogEventType {}
+
+/// What a subscription lists: event types of the catalog, `<group>.*` of its groups, or `*`.
+fn subscribed_events() -> ArrayBuilder {
+    let names = catalog_names();
+    let mut groups: Vec<String> = names
+        .iter()
+        .filter_map(|n| n.split_once('.'))
+        .map(|(g, _)| format!("{g}.*"))
+        .collect();
+    groups.sort();
+    groups.dedup();
+    let entries = names.into_iter().chain(groups).chain(["*".to_owned()]);
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(entries)),
+        )
+        .min_items(Some(1))
+        .max_items(Some(100))
+        .unique_items(true)
+}
+
+fn client_ids() -> ArrayBuilder {
+    ArrayBuilder::new()
+        .description(Some(
+            "Distinct client ids of 1–128 characters without control characters; empty (the \
+             default) means every client.",
+        ))
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(128))
+                .pattern(Some("^[^\\u0000-\\u001f\\u007f-\\u009f]*$")),
+        )
+        .max_items(Some(1000))
+        .unique_items(true)
+}
+
+fn client_ids_or_null() -> ArrayBuilder {
+    client_ids().schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+}
+
+fn custom_headers() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(
+            "At most 20 custom headers (an update replaces them all): RFC 9110 token names, no \
+             two differing only in case, values of visible ASCII and spaces (at most 1024). \
+             Refused, in any case: `host`, `content-length`, `content-type`, \
+             `transfer-encoding`, `connection`, `upgrade`, `te`, `trailer`, `keep-alive`, \
+             `user-agent`, `proxy-*`, `webhook-*`, `waybill-*` and the header `auth` sends its \
+             token in.",
+        ))
+        .max_properties(Some(20))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(256))
+                .pattern(Some("^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")),
+        ))
+        .additional_properties(Some(AdditionalProperties::RefOr(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(1024))
+                .pattern(Some("^[ -~]*$"))
+                .into(),
+        )))
+}
+
+fn custom_headers_or_null() -> ObjectBuilder {
+    custom_headers().schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+}
+
+// The query parameters of the list operations, as the document shows them. The handlers read
+// the query themselves (`body::query_pairs`) so that every bad parameter is reported in one 422;
+// these types state the same rules: the ranges of `envelope::Paging`, the values each handler's
+// `match` takes.
+
+/// `asc` or `desc`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Asc,
+    Desc,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookSort {
+    CreatedAt,
+    UpdatedAt,
+    Name,
+    Url,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatusFilter {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+/// Path of `/v1/events/{name}`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Read by the document only; the handlers take the name as a string.
+pub struct EventTypePath {
+    /// An event type of the catalog, e.g. `order.shipped`.
+    #[param(inline)]
+    name: CatalogEventType,
+}
+
+/// Query of `GET /v1/events`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Read by the document only; see above.
+pub struct EventTypeListQuery {
+    /// Only this group, e.g. `order`.
+    group: Option<String>,
+    active: Option<bool>,
+    /// Default 100.
+    #[param(minimum = 1, maximum = 200)]
+    limit: Option<i64>,
+    /// Default 1.
+    #[param(minimum = 1, maximum = 9007199254740991_i64)]
+    page: Option<i64>,
+}
+
+/// Query of `GET /v1/webhooks`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Read by the document only; see above.
+pub struct WebhookListQuery {
+    /// Default 50.
+    #[param(minimum = 1, maximum = 200)]
+    limit: Option<i64>,
+    /// Default 1.
+    #[param(minimum = 1, maximum = 9007199254740991_i64)]
+    page: Option<i64>,
+    /// Default `created_at`.
+    #[param(inline)]
+    sort: Option<WebhookSort>,
+    /// Default `desc`.
+    #[param(inline)]
+    direction: Option<Direction>,
+    /// Only subscriptions that would receive this event type.
+    #[param(inline)]
+    event: Option<CatalogEventType>,
+    active: Option<bool>,
+}
+
+/// Query of `GET /v1/webhooks/{id}/deliveries`. `until` must be later than `since` (a 422
+/// otherwise).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Read by the document only; see above.
+pub struct DeliveryListQuery {
+    #[param(inline)]
+    status: Option<DeliveryStatusFilter>,
+    /// Only deliveries of this event type.
+    #[param(inline)]
+    event_type: Option<CatalogEventType>,
+    /// Deliveries created at or after it.
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Deliveries created before it; later than `since`.
+    until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Default 50.
+    #[param(minimum = 1, maximum = 200)]
+    limit: Option<i64>,
+    /// Default 1.
+    #[param(minimum = 1, maximum = 9007199254740991_i64)]
+    page: Option<i64>,
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -197,21 +430,68 @@ pub struct TestOutcomeResponse {
         description = "Event catalog, webhook subscriptions and delivery log of Waybill. Bearer JWT (HS256) with claims `tenant`, `scopes`, `exp`.",
         license(name = "Apache-2.0")
     ),
-    paths(
-        events::list::list, events::get::get, events::update::update,
-        webhooks::create::create, webhooks::list::list, webhooks::get::get, webhooks::update::update,
-        webhooks::delete::delete, webhooks::secret::get_secret, webhooks::secret::rotate,
-        webhooks::test::test,
-        deliveries::list::list, deliveries::get::get, deliveries::replay::retry,
-        deliveries::replay::recover,
-    ),
     components(schemas(ErrorResponse, ErrorBody)),
-    modifiers(&BearerAuth, &CommonErrors),
+    modifiers(&BearerAuth),
     tags((name = "events", description = "The event catalog"), (name = "webhooks", description = "Webhook subscriptions"), (name = "deliveries", description = "The delivery log"))
 )]
 struct ApiDoc;
 
-/// The document as pretty JSON, with a trailing newline.
+/// The document as pretty JSON, with a trailing newline: [`ApiDoc`] with every operation
+/// [`routes::configure`] registers.
 pub fn document() -> String {
-    waybill_runtime::openapi::render(ApiDoc::openapi())
+    waybill_runtime::openapi::render(waybill_runtime::openapi::collect(
+        ApiDoc::openapi(),
+        routes::configure,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The document's request models are checked against what the parsers read, so a field or
+    //! parameter added to a handler fails here until the document shows it too.
+
+    use std::collections::BTreeSet;
+
+    use utoipa::{IntoParams, PartialSchema};
+
+    use super::*;
+
+    fn names(list: &[&str]) -> BTreeSet<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn params<P: IntoParams>() -> BTreeSet<String> {
+        P::into_params(|| None)
+            .into_iter()
+            .map(|p| p.name)
+            .collect()
+    }
+
+    fn properties<S: PartialSchema>() -> BTreeSet<String> {
+        match S::schema() {
+            RefOr::T(Schema::Object(o)) => o.properties.keys().cloned().collect(),
+            _ => BTreeSet::new(),
+        }
+    }
+
+    #[test]
+    fn documented_queries_are_the_ones_the_handlers_read() {
+        assert_eq!(params::<WebhookListQuery>(), names(webhooks::list::PARAMS));
+        assert_eq!(
+            params::<DeliveryListQuery>(),
+            names(deliveries::list::PARAMS)
+        );
+    }
+
+    #[test]
+    fn documented_bodies_are_the_ones_the_parser_takes() {
+        assert_eq!(
+            properties::<WebhookCreate>(),
+            names(webhooks::input::FIELDS)
+        );
+        let mut update = names(webhooks::input::FIELDS);
+        // Refused on update with its own message: rotating is a separate operation.
+        update.remove("secret");
+        assert_eq!(properties::<WebhookUpdate>(), update);
+    }
 }

@@ -1,11 +1,16 @@
-//! Every route of `waybill-api`, in one place.
+//! Every route of `waybill-api`, in one place. An operation is registered with the type its
+//! `#[utoipa::path]` generates, which carries its path and method, so registering it also puts
+//! it in the OpenAPI document.
 
 use actix_web::web;
-use waybill_runtime::http;
+use waybill_runtime::{
+    http,
+    openapi::{Routes, ServiceConfig},
+};
 
 use crate::{deliveries, events, openapi, webhooks};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub fn configure(cfg: &mut ServiceConfig) {
     cfg.route("/healthz", web::get().to(http::healthz))
         .route("/readyz", web::get().to(http::readyz))
         .route("/metrics", web::get().to(http::metrics))
@@ -14,63 +19,28 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             waybill_runtime::openapi::serve(openapi::document),
         )
         .service(
-            web::resource("/v1/events")
-                .route(web::get().to(events::list::list))
-                .default_service(http::method_not_allowed("GET")),
-        )
-        .service(
-            web::resource("/v1/events/{name}")
-                .route(web::get().to(events::get::get))
-                .route(web::patch().to(events::update::update))
-                .default_service(http::method_not_allowed("GET, PATCH")),
-        )
-        .service(
-            web::resource("/v1/webhooks")
-                .route(web::get().to(webhooks::list::list))
-                .route(web::post().to(webhooks::create::create))
-                .default_service(http::method_not_allowed("GET, POST")),
-        )
-        .service(
-            web::resource("/v1/webhooks/{id}")
-                .route(web::get().to(webhooks::get::get))
-                .route(web::patch().to(webhooks::update::update))
-                .route(web::delete().to(webhooks::delete::delete))
-                .default_service(http::method_not_allowed("GET, PATCH, DELETE")),
-        )
-        .service(
-            web::resource("/v1/webhooks/{id}/secret")
-                .route(web::get().to(webhooks::secret::get_secret))
-                .default_service(http::method_not_allowed("GET")),
-        )
-        .service(
-            web::resource("/v1/webhooks/{id}/secret/rotate")
-                .route(web::post().to(webhooks::secret::rotate))
-                .default_service(http::method_not_allowed("POST")),
-        )
-        .service(
-            web::resource("/v1/webhooks/{id}/deliveries")
-                .route(web::get().to(deliveries::list::list))
-                .default_service(http::method_not_allowed("GET")),
-        )
-        .service(
-            web::resource("/v1/webhooks/{id}/test")
-                .route(web::post().to(webhooks::test::test))
-                .default_service(http::method_not_allowed("POST")),
-        )
-        .service(
-            web::resource("/v1/webhooks/{id}/recover")
-                .route(web::post().to(deliveries::replay::recover))
-                .default_service(http::method_not_allowed("POST")),
-        )
-        .service(
-            web::resource("/v1/deliveries/{id}/retry")
-                .route(web::post().to(deliveries::replay::retry))
-                .default_service(http::method_not_allowed("POST")),
-        )
-        .service(
-            web::resource("/v1/deliveries/{id}")
-                .route(web::get().to(deliveries::get::get))
-                .default_service(http::method_not_allowed("GET")),
+            Routes::new()
+                .operation(events::list::__path_list, events::list::list)
+                .operation(events::get::__path_get, events::get::get)
+                .operation(events::update::__path_update, events::update::update)
+                .operation(webhooks::list::__path_list, webhooks::list::list)
+                .operation(webhooks::create::__path_create, webhooks::create::create)
+                .operation(webhooks::get::__path_get, webhooks::get::get)
+                .operation(webhooks::update::__path_update, webhooks::update::update)
+                .operation(webhooks::delete::__path_delete, webhooks::delete::delete)
+                .operation(
+                    webhooks::secret::__path_get_secret,
+                    webhooks::secret::get_secret,
+                )
+                .operation(webhooks::secret::__path_rotate, webhooks::secret::rotate)
+                .operation(deliveries::list::__path_list, deliveries::list::list)
+                .operation(webhooks::test::__path_test, webhooks::test::test)
+                .operation(
+                    deliveries::replay::__path_recover,
+                    deliveries::replay::recover,
+                )
+                .operation(deliveries::replay::__path_retry, deliveries::replay::retry)
+                .operation(deliveries::get::__path_get, deliveries::get::get),
         )
         .default_service(web::to(http::not_found));
 }

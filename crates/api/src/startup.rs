@@ -11,6 +11,7 @@ use waybill_runtime::{
     AuthState, JwtKeys, Settings,
     config::{parse_duration, parse_duration_up_to},
     http::{Metrics, postgres_and_broker},
+    openapi::ServiceConfig,
     rate_limit::TenantLimiter,
     service::{RunningService, Shared},
 };
@@ -74,7 +75,7 @@ impl Application {
         let state = web::Data::new(state);
         let mut service = RunningService::start(&settings, shared, move |cfg| {
             cfg.app_data(state.clone());
-            routes::configure(cfg);
+            routes::configure(&mut ServiceConfig::new(cfg));
         })?;
         service.spawn(move |stop| retention.run(stop));
         service.spawn(move |stop| relay::run(pool, broker, wakeup, backlog, stop));

@@ -55,6 +55,7 @@ pub fn store_error(e: StoreError) -> ApiError {
         StoreError::Conflict => {
             ApiError::conflict("The change conflicts with an existing resource.")
         }
+        // `internal` logs the whole cause chain.
         other => ApiError::internal(other),
     }
 }

@@ -27,9 +27,7 @@ pub async fn run(p: Params) -> anyhow::Result<()> {
 }
 
 async fn measure(p: &Params, mut settings: Settings) -> anyhow::Result<()> {
-    settings.http.port = 0;
-    settings.rate_limit.per_second = 0;
-    settings.log.level = "warn".into();
+    crate::common::on_loopback(&mut settings, "warn")?;
     waybill_store::migrate(&settings.database.url).await?;
 
     let started = Instant::now();
@@ -58,9 +56,7 @@ async fn measure(p: &Params, mut settings: Settings) -> anyhow::Result<()> {
     );
 
     let keys = JwtKeys::from_settings(&settings)?;
-    let app = Application::build(settings).await?;
-    let base = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
+    let base = crate::common::serve(Application::build(settings).await?);
     let client = reqwest::Client::new();
     let scopes = [Scope::WebhooksRead, Scope::WebhooksWrite];
 

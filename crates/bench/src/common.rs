@@ -1,11 +1,12 @@
-//! What the scenarios share: the loopback settings, the benchmark tenant's token, the event
-//! they publish, and waiting for a service to be ready.
+//! What the scenarios share: the loopback settings, the benchmark tenant's token, in-process
+//! services, the subscription they create, the event they publish, and waiting for a service
+//! to be ready.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use waybill_domain::{Scope, TenantId};
-use waybill_runtime::{JwtKeys, Settings};
+use waybill_runtime::{JwtKeys, Settings, service::RunningService};
 
 /// The tenant every scenario publishes as.
 pub const TENANT: &str = "bench";
@@ -22,13 +23,42 @@ pub fn on_loopback(settings: &mut Settings, log_level: &str) -> anyhow::Result<(
 
 /// A token of [`TENANT`] that may manage subscriptions and publish.
 pub fn token(settings: &Settings) -> anyhow::Result<String> {
+    token_with(settings, &[Scope::WebhooksWrite, Scope::EventsPublish])
+}
+
+/// A token of [`TENANT`] with `scopes`, valid for an hour.
+pub fn token_with(settings: &Settings, scopes: &[Scope]) -> anyhow::Result<String> {
     let keys = JwtKeys::from_settings(settings)?;
     let tenant = TenantId::parse(TENANT).map_err(anyhow::Error::msg)?;
-    keys.mint(
-        &tenant,
-        &[Scope::WebhooksWrite, Scope::EventsPublish],
-        chrono::Duration::hours(1),
-    )
+    keys.mint(&tenant, scopes, chrono::Duration::hours(1))
+}
+
+/// Runs a service built in this process in the background; returns its base URL.
+pub fn serve(service: RunningService) -> String {
+    let base = format!("http://127.0.0.1:{}", service.port());
+    tokio::spawn(service.run_until_stopped());
+    base
+}
+
+/// Creates a subscription of [`TENANT`] to `stock.updated` at `url`; returns its id.
+pub async fn subscribe(
+    client: &reqwest::Client,
+    api_base: &str,
+    token: &str,
+    url: &str,
+) -> anyhow::Result<String> {
+    let created: Value = client
+        .post(format!("{api_base}/v1/webhooks"))
+        .bearer_auth(token)
+        .json(&json!({"url": url, "events": ["stock.updated"]}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    created["data"]["id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no subscription created: {created}"))
 }
 
 /// The `data` of the `stock.updated` events the scenarios publish.

@@ -78,24 +78,17 @@ async fn measure(p: &Params, mut settings: Settings) -> anyhow::Result<()> {
     let token = common::token(&settings)?;
     let client = reqwest::Client::builder().no_proxy().build()?;
 
-    let api = waybill_api::Application::build(settings.clone()).await?;
-    let api_base = format!("http://127.0.0.1:{}", api.port());
-    tokio::spawn(api.run_until_stopped());
+    let api_base = common::serve(waybill_api::Application::build(settings.clone()).await?);
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let receiver_port = listener.local_addr()?.port();
-    let created: serde_json::Value = client
-        .post(format!("{api_base}/v1/webhooks"))
-        .bearer_auth(&token)
-        .json(&json!({"url": format!("http://127.0.0.1:{receiver_port}/hook"), "events": ["stock.updated"]}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let webhook_id = created["data"]["id"]
-        .as_str()
-        .ok_or_else(|| anyhow::anyhow!("no subscription created: {created}"))?
-        .to_owned();
+    let webhook_id = common::subscribe(
+        &client,
+        &api_base,
+        &token,
+        &format!("http://127.0.0.1:{receiver_port}/hook"),
+    )
+    .await?;
     let secret: serde_json::Value = client
         .get(format!("{api_base}/v1/webhooks/{webhook_id}/secret"))
         .bearer_auth(&token)
@@ -120,14 +113,13 @@ async fn measure(p: &Params, mut settings: Settings) -> anyhow::Result<()> {
     .run();
     tokio::spawn(server);
 
-    let dispatcher = waybill_dispatcher::Application::build(settings.clone()).await?;
-    let dispatcher_port = dispatcher.port();
-    tokio::spawn(dispatcher.run_until_stopped());
-    let ingest = waybill_ingest::Application::build(settings.clone()).await?;
-    let publish_url = Arc::new(format!("http://127.0.0.1:{}/v1/events", ingest.port()));
-    tokio::spawn(ingest.run_until_stopped());
+    let dispatcher = common::serve(waybill_dispatcher::Application::build(settings.clone()).await?);
+    let publish_url = Arc::new(format!(
+        "{}/v1/events",
+        common::serve(waybill_ingest::Application::build(settings.clone()).await?)
+    ));
     // Ready: the dispatcher's index is loaded.
-    common::wait_ready(&client, &format!("http://127.0.0.1:{dispatcher_port}")).await?;
+    common::wait_ready(&client, &dispatcher).await?;
 
     let data = common::stock_data();
     let token = Arc::new(token);

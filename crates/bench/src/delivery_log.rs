@@ -11,10 +11,10 @@ use std::{
 use diesel::{sql_query, sql_types::BigInt};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde_json::json;
-use waybill_domain::{Scope, TenantId};
-use waybill_runtime::{JwtKeys, Settings};
+use waybill_domain::Scope;
+use waybill_runtime::Settings;
 
-use crate::stats::Summary;
+use crate::{common, stats::Summary};
 
 pub struct Params {
     pub attempts: i64,
@@ -28,31 +28,11 @@ pub async fn run(p: Params) -> anyhow::Result<()> {
 }
 
 async fn measure(p: &Params, mut settings: Settings) -> anyhow::Result<()> {
-    settings.http.port = 0;
-    settings.rate_limit.per_second = 0;
-    settings.log.level = "warn".into();
-    let app = waybill_api::Application::build(settings.clone()).await?;
-    let base = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
-    let keys = JwtKeys::from_settings(&settings)?;
-    let token = keys.mint(
-        &TenantId::parse("bench").map_err(anyhow::Error::msg)?,
-        &[Scope::WebhooksRead, Scope::WebhooksWrite],
-        chrono::Duration::hours(1),
-    )?;
+    common::on_loopback(&mut settings, "warn")?;
+    let base = common::serve(waybill_api::Application::build(settings.clone()).await?);
+    let token = common::token_with(&settings, &[Scope::WebhooksRead, Scope::WebhooksWrite])?;
     let client = reqwest::Client::builder().no_proxy().build()?;
-    let created: serde_json::Value = client
-        .post(format!("{base}/v1/webhooks"))
-        .bearer_auth(&token)
-        .json(&json!({"url": "https://example.com/hook", "events": ["stock.updated"]}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let webhook = created["data"]["id"]
-        .as_str()
-        .ok_or_else(|| anyhow::anyhow!("no subscription created: {created}"))?
-        .to_owned();
+    let webhook = common::subscribe(&client, &base, &token, "https://example.com/hook").await?;
 
     let deliveries = p.attempts / 2;
     let started = Instant::now();

@@ -58,27 +58,20 @@ async fn measure(p: &Params, mut settings: Settings) -> anyhow::Result<()> {
     .run();
     tokio::spawn(server);
 
-    let api = waybill_api::Application::build(settings.clone()).await?;
-    let api_base = format!("http://127.0.0.1:{}", api.port());
-    tokio::spawn(api.run_until_stopped());
-    let created: serde_json::Value = client
-        .post(format!("{api_base}/v1/webhooks"))
-        .bearer_auth(&token)
-        .json(&json!({"url": format!("http://127.0.0.1:{receiver_port}/down"), "events": ["stock.updated"]}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    if created["data"]["id"].as_str().is_none() {
-        anyhow::bail!("no subscription created: {created}");
-    }
-    let dispatcher = waybill_dispatcher::Application::build(settings.clone()).await?;
-    let dispatcher_port = dispatcher.port();
-    tokio::spawn(dispatcher.run_until_stopped());
-    let ingest = waybill_ingest::Application::build(settings.clone()).await?;
-    let publish_url = format!("http://127.0.0.1:{}/v1/events", ingest.port());
-    tokio::spawn(ingest.run_until_stopped());
-    common::wait_ready(&client, &format!("http://127.0.0.1:{dispatcher_port}")).await?;
+    let api_base = common::serve(waybill_api::Application::build(settings.clone()).await?);
+    common::subscribe(
+        &client,
+        &api_base,
+        &token,
+        &format!("http://127.0.0.1:{receiver_port}/down"),
+    )
+    .await?;
+    let dispatcher = common::serve(waybill_dispatcher::Application::build(settings.clone()).await?);
+    let publish_url = format!(
+        "{}/v1/events",
+        common::serve(waybill_ingest::Application::build(settings.clone()).await?)
+    );
+    common::wait_ready(&client, &dispatcher).await?;
 
     let data = common::stock_data();
     let total = u64::from(p.rate) * p.seconds;
@@ -110,7 +103,7 @@ async fn measure(p: &Params, mut settings: Settings) -> anyhow::Result<()> {
             .sum()
     };
     let text = client
-        .get(format!("http://127.0.0.1:{dispatcher_port}/metrics"))
+        .get(format!("{dispatcher}/metrics"))
         .send()
         .await?
         .text()

@@ -9,11 +9,11 @@ use std::{
 };
 
 use serde_json::json;
-use waybill_domain::{Scope, TenantId};
+use waybill_domain::Scope;
 use waybill_ingest::Application;
-use waybill_runtime::{JwtKeys, Settings};
+use waybill_runtime::Settings;
 
-use crate::stats::Summary;
+use crate::{common, stats::Summary};
 
 pub struct Params {
     pub clients: u32,
@@ -26,22 +26,16 @@ pub async fn run(p: Params) -> anyhow::Result<()> {
 }
 
 async fn measure(p: &Params, mut settings: Settings) -> anyhow::Result<()> {
-    settings.http.port = 0;
-    settings.rate_limit.per_second = 0;
-    settings.log.level = "warn".into();
-    let keys = JwtKeys::from_settings(&settings)?;
-    let app = Application::build(settings).await?;
-    let base = Arc::new(format!("http://127.0.0.1:{}/v1/events", app.port()));
-    tokio::spawn(app.run_until_stopped());
-    let token = Arc::new(keys.mint(
-        &TenantId::parse("bench").map_err(anyhow::Error::msg)?,
-        &[Scope::EventsPublish],
-        chrono::Duration::hours(1),
-    )?);
+    common::on_loopback(&mut settings, "warn")?;
+    let token = Arc::new(common::token_with(&settings, &[Scope::EventsPublish])?);
+    let base = Arc::new(format!(
+        "{}/v1/events",
+        common::serve(Application::build(settings).await?)
+    ));
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(p.clients as usize)
         .build()?;
-    let data = json!({"sku": "TSH-BLK-M", "warehouse_id": "wh_rtm_01", "on_hand": 340, "allocated": 52, "available": 288, "updated_at": "2026-01-10T12:00:04Z"});
+    let data = common::stock_data();
     // Warm up connections and the catalog.
     for _ in 0..50 {
         client

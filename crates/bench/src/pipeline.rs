@@ -19,7 +19,9 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use serde::Serialize;
 use serde_json::json;
 use waybill_bus::{Broker, Outgoing};
-use waybill_domain::{SigningSecret, event::EventEnvelope, signature::sign};
+use waybill_domain::{
+    EventTypeName, SigningSecret, TenantId, event::EventEnvelope, signature::sign,
+};
 use waybill_runtime::Settings;
 use waybill_store::{Cipher, crypto::secret_context};
 
@@ -227,7 +229,7 @@ async fn seed(settings: &Settings, n: u32, tenants: u32) -> anyhow::Result<()> {
                 "whsec_{}",
                 STANDARD.encode(uuid::Uuid::new_v4().as_bytes().repeat(2))
             );
-            secrets.push(cipher.encrypt(secret.as_bytes(), &secret_context(id))?);
+            secrets.push(cipher.encrypt(secret.as_bytes(), &secret_context(id.into()))?);
         }
         sql_query(
             "INSERT INTO webhooks (id, tenant, name, url, method, events, events_key, created_at, updated_at) \
@@ -298,11 +300,17 @@ async fn publish(
                         .map(|r| r.status() == 202)
                         .unwrap_or(false),
                     Via::Amqp => {
+                        let (Ok(tenant), Ok(kind)) =
+                            (TenantId::parse(TENANT), EventTypeName::parse(EVENT_TYPE))
+                        else {
+                            // Both are constants that parse; were they not, nothing would.
+                            return None;
+                        };
                         let now = chrono::Utc::now();
                         let envelope = EventEnvelope {
                             id: id.clone(),
-                            tenant: TENANT.into(),
-                            kind: EVENT_TYPE.into(),
+                            tenant,
+                            kind,
                             client_id: None,
                             occurred_at: now,
                             received_at: now,

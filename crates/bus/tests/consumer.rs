@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use waybill_bus::{
     Broker, Consumer, ConsumerSpec, Handler, Outcome, Outgoing, Topology, topology::QueueType,
 };
-use waybill_testkit::{BrokerProxy, TopologyGuard, broker_url, eventually};
+use waybill_testkit::{BrokerProxy, TopologyGuard, broker_url, eventually, queue_depth};
 
 /// Records what it saw; each message id's outcomes are scripted, then `Ack`.
 #[derive(Default)]
@@ -115,17 +115,7 @@ impl Fixture {
             .await
             .unwrap();
         let ch = conn.create_channel().await.unwrap();
-        ch.queue_declare(
-            self.topology.dispatch_queue().as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap()
-        .message_count()
+        queue_depth(&ch, &self.topology.dispatch_queue()).await
     }
 }
 

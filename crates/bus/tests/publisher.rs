@@ -8,13 +8,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lapin::{
-    Connection,
-    options::{BasicGetOptions, QueueDeclareOptions},
-    types::FieldTable,
-};
+use lapin::{Connection, options::BasicGetOptions};
 use waybill_bus::{Broker, BusError, Outgoing, Topology, topology::QueueType};
-use waybill_testkit::{BrokerProxy, TopologyGuard, broker_url};
+use waybill_testkit::{BrokerProxy, TopologyGuard, broker_url, queue_depth};
 
 fn topology() -> Topology {
     let prefix = format!("wbpub{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
@@ -27,21 +23,6 @@ async fn admin() -> (Connection, lapin::Channel) {
         .unwrap();
     let ch = conn.create_channel().await.unwrap();
     (conn, ch)
-}
-
-/// How many messages wait in `queue`.
-async fn depth(ch: &lapin::Channel, queue: &str) -> u32 {
-    ch.queue_declare(
-        queue.into(),
-        QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap()
-    .message_count()
 }
 
 /// Takes every message of `queue` and returns their message ids.
@@ -91,7 +72,7 @@ async fn a_pipelined_batch_is_confirmed_only_when_all_of_it_is_queued() {
         started.elapsed()
     );
     let (_c, ch) = admin().await;
-    assert_eq!(depth(&ch, &t.dispatch_queue()).await, 2000);
+    assert_eq!(queue_depth(&ch, &t.dispatch_queue()).await, 2000);
     let got: HashSet<String> = drain_ids(&ch, &t.dispatch_queue())
         .await
         .into_iter()

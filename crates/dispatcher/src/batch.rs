@@ -6,15 +6,35 @@
 use std::{future::Future, sync::Arc};
 
 use tokio::sync::{mpsc, oneshot};
+use waybill_store::StoreError;
 
-type Job<T, R> = (T, oneshot::Sender<Result<R, String>>);
+type Job<T, R, E> = (T, oneshot::Sender<Result<R, BatchError<E>>>);
 
-/// A handle to one batching task.
-pub struct Batcher<T, R> {
-    tx: mpsc::Sender<Job<T, R>>,
+/// Why a batched call has no result of its own.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError<E> {
+    /// The task is gone (the process is shutting down).
+    #[error("the batch writer has stopped")]
+    Stopped,
+    /// The batch's run panicked or answered for fewer items than it was given.
+    #[error("a batch of {0} was not written")]
+    Lost(usize),
+    /// The run's own error for this item.
+    #[error(transparent)]
+    Item(E),
 }
 
-impl<T, R> Clone for Batcher<T, R> {
+impl BatchError<Arc<StoreError>> {
+    /// Whether calling again may succeed: not when Postgres refused the item itself.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            BatchError::Item(e) => e.is_retryable(),
+            BatchError::Stopped | BatchError::Lost(_) => true,
+        }
+    }
+}
+
+impl<T, R, E> Clone for Batcher<T, R, E> {
     fn clone(&self) -> Self {
         Self {
             tx: self.tx.clone(),
@@ -22,18 +42,23 @@ impl<T, R> Clone for Batcher<T, R> {
     }
 }
 
-impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
+/// A handle to one batching task.
+pub struct Batcher<T, R, E> {
+    tx: mpsc::Sender<Job<T, R, E>>,
+}
+
+impl<T: Send + 'static, R: Send + 'static, E: Send + 'static> Batcher<T, R, E> {
     /// Starts the task. `run` gets a batch and answers with one result per item, in order. The
     /// task ends once every handle is dropped.
     pub fn start<F, Fut>(max_batch: usize, run: F) -> Self
     where
         F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Vec<Result<R, String>>> + Send + 'static,
+        Fut: Future<Output = Vec<Result<R, E>>> + Send + 'static,
     {
-        let (tx, mut rx) = mpsc::channel::<Job<T, R>>(max_batch * 4);
+        let (tx, mut rx) = mpsc::channel::<Job<T, R, E>>(max_batch * 4);
         let run = Arc::new(run);
         tokio::spawn(async move {
-            let mut jobs: Vec<Job<T, R>> = Vec::with_capacity(max_batch);
+            let mut jobs: Vec<Job<T, R, E>> = Vec::with_capacity(max_batch);
             while rx.recv_many(&mut jobs, max_batch).await > 0 {
                 let (items, replies): (Vec<T>, Vec<_>) = jobs.drain(..).unzip();
                 let n = items.len();
@@ -47,9 +72,10 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
                     }
                 };
                 for reply in replies {
-                    let r = results
-                        .next()
-                        .unwrap_or_else(|| Err(format!("a batch of {n} was not written")));
+                    let r = match results.next() {
+                        Some(r) => r.map_err(BatchError::Item),
+                        None => Err(BatchError::Lost(n)),
+                    };
                     let _ = reply.send(r);
                 }
             }
@@ -58,21 +84,23 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     }
 
     /// Queues `item` and waits for its batch's result.
-    pub async fn call(&self, item: T) -> Result<R, String> {
+    pub async fn call(&self, item: T) -> Result<R, BatchError<E>> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send((item, reply))
             .await
-            .map_err(|_| "the batch writer has stopped".to_owned())?;
-        answer
-            .await
-            .map_err(|_| "the batch writer has stopped".to_owned())?
+            .map_err(|_| BatchError::Stopped)?;
+        answer.await.map_err(|_| BatchError::Stopped)?
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, PartialEq, thiserror::Error)]
+    #[error("postgres is away")]
+    struct Away;
 
     #[tokio::test]
     async fn every_caller_gets_its_own_result_and_batches_form_under_load() {
@@ -83,7 +111,7 @@ mod tests {
             async move {
                 seen.lock().unwrap().push(items.len());
                 tokio::task::yield_now().await;
-                items.into_iter().map(|i| Ok(i * 2)).collect()
+                items.into_iter().map(|i| Ok::<_, Away>(i * 2)).collect()
             }
         });
         let calls: Vec<_> = (0..40)
@@ -94,7 +122,7 @@ mod tests {
             .collect();
         for c in calls {
             let (i, r) = c.await.unwrap();
-            assert_eq!(r, Ok(i * 2));
+            assert_eq!(r.ok(), Some(i * 2));
         }
         let sizes = sizes.lock().unwrap();
         assert_eq!(sizes.iter().sum::<usize>(), 40);
@@ -103,22 +131,19 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_batch_fails_its_callers_and_the_writer_goes_on() {
-        let picky: Batcher<u32, u32> = Batcher::start(1, |items: Vec<u32>| async move {
+        let picky: Batcher<u32, u32, Away> = Batcher::start(1, |items: Vec<u32>| async move {
             assert!(items[0] != 13, "unlucky");
             items.into_iter().map(Ok).collect()
         });
-        assert!(picky.call(13).await.is_err());
-        assert_eq!(picky.call(7).await, Ok(7));
+        assert!(matches!(picky.call(13).await, Err(BatchError::Lost(1))));
+        assert_eq!(picky.call(7).await.ok(), Some(7));
     }
 
     #[tokio::test]
     async fn a_failed_item_fails_its_caller() {
-        let failing: Batcher<u32, u32> = Batcher::start(4, |items: Vec<u32>| async move {
-            items
-                .iter()
-                .map(|_| Err("postgres is away".to_owned()))
-                .collect()
+        let failing: Batcher<u32, u32, Away> = Batcher::start(4, |items: Vec<u32>| async move {
+            items.iter().map(|_| Err(Away)).collect()
         });
-        assert_eq!(failing.call(1).await, Err("postgres is away".to_owned()));
+        assert!(matches!(failing.call(1).await, Err(BatchError::Item(Away))));
     }
 }

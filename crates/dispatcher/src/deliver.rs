@@ -7,10 +7,13 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use lapin::{message::Delivery, types::AMQPValue};
-use waybill_bus::{Broker, Handler, Outcome, Outgoing, Topology};
+use waybill_bus::{Broker, BusError, Handler, Outcome, Outgoing, Topology};
 use waybill_catalog::Catalog;
 use waybill_domain::{
-    delivery::{ATTEMPT_HEADER, DeliveryMessage, MANUAL_HEADER, receiver_body},
+    delivery::{
+        ATTEMPT_HEADER, Cancellation, DeliveryMessage, DeliveryStatus, LastError, MANUAL_HEADER,
+        receiver_body,
+    },
     retry::RetrySchedule,
 };
 use waybill_outbound::{Attempt, AttemptResult, Outbound};
@@ -21,11 +24,11 @@ use waybill_store::{
 
 use crate::{
     fanout::REFANOUT_HEADER,
-    health::{Breaker, Gate, Throttle},
+    health::{Breaker, Gate, HealthError, Throttle},
     index::{Index, Target},
     metrics::DispatchMetrics,
-    recorder::Recorder,
-    sync::refresh_one,
+    recorder::{Recorder, RecorderStopped},
+    sync::{RefreshError, refresh_one},
 };
 
 /// Header naming why a delivery message was parked on the dead queue.
@@ -134,10 +137,40 @@ fn attempt_number(delivery: &Delivery) -> u32 {
         .unwrap_or(1)
 }
 
+/// Why a delivery message was not settled (it goes back to the queue).
+#[derive(Debug, thiserror::Error)]
+pub enum DeliverError {
+    #[error("cannot read the delivery's progress")]
+    Progress(#[source] StoreError),
+    #[error("cannot look the subscription up")]
+    Lookup(#[source] StoreError),
+    /// The circuit breaker or the rate limit could not be consulted.
+    #[error(transparent)]
+    Health(#[from] HealthError),
+    #[error("cannot encode the delivery message")]
+    Encode(#[source] serde_json::Error),
+    #[error("the broker did not confirm the delivery message")]
+    Forward(#[source] BusError),
+    #[error(transparent)]
+    Recorder(#[from] RecorderStopped),
+}
+
+impl DeliverError {
+    /// Whether handing the message back may let it through later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            DeliverError::Progress(e) | DeliverError::Lookup(e) => e.is_retryable(),
+            DeliverError::Encode(_) => false,
+            DeliverError::Health(e) => e.is_retryable(),
+            DeliverError::Forward(_) | DeliverError::Recorder(_) => true,
+        }
+    }
+}
+
 /// Why the subscription of a delivery could not be looked up.
 enum Lookup {
     /// Postgres is away: try again later.
-    Unavailable(String),
+    Unavailable(StoreError),
     /// Its stored state cannot be used (it does not decrypt): trying again will not help.
     Unusable(String),
 }
@@ -186,8 +219,9 @@ impl Deliver {
             _ => refresh_one(&self.index, &self.pool, &self.cipher, msg.webhook_id)
                 .await
                 .map_err(|e| match e {
-                    StoreError::Corrupt(why) => Lookup::Unusable(why),
-                    other => Lookup::Unavailable(other.to_string()),
+                    RefreshError::Unusable(t) => Lookup::Unusable(t.to_string()),
+                    RefreshError::Store(StoreError::Corrupt(why)) => Lookup::Unusable(why),
+                    RefreshError::Store(other) => Lookup::Unavailable(other),
                 }),
         }
     }
@@ -199,16 +233,16 @@ impl Deliver {
         msg: &DeliveryMessage,
         number: u32,
         manual: bool,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, DeliverError> {
         let mut conn = waybill_store::conn(&self.pool)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(DeliverError::Progress)?;
         let progress = deliveries::progress(&mut conn, msg.delivery_id)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| DeliverError::Progress(e.into()))?;
         Ok(match progress {
             // A tenant's retry is made after a success too, but only once per number.
-            Some((status, _)) if status == "succeeded" && !manual => true,
+            Some((DeliveryStatus::Succeeded, _)) if !manual => true,
             Some((_, attempts)) => i64::from(attempts) >= i64::from(number),
             None => false,
         })
@@ -217,19 +251,19 @@ impl Deliver {
     fn record(
         &self,
         msg: &DeliveryMessage,
-        status: &'static str,
+        status: DeliveryStatus,
         attempts: u32,
         result: Option<&AttemptResult>,
-        error: Option<String>,
+        error: Option<LastError>,
         next_wait: Option<Duration>,
     ) -> DeliveryRecord {
         let now = Utc::now();
         DeliveryRecord {
             id: msg.delivery_id,
-            tenant: msg.event.tenant.clone(),
+            tenant: msg.event.tenant.to_string(),
             webhook_id: msg.webhook_id,
             event_id: msg.event.id.clone(),
-            event_type: msg.event.kind.clone(),
+            event_type: msg.event.kind.to_string(),
             status,
             attempts: i32::try_from(attempts).unwrap_or(i32::MAX),
             last_status_code: result.and_then(|r| r.status).map(i32::from),
@@ -249,41 +283,47 @@ impl Deliver {
         }
     }
 
-    async fn process(&self, msg: &DeliveryMessage, inc: &Incoming) -> Result<Settled, String> {
+    async fn process(
+        &self,
+        msg: &DeliveryMessage,
+        inc: &Incoming,
+    ) -> Result<Settled, DeliverError> {
         let number = inc.number;
         if inc.recheck && self.already_done(msg, number, inc.manual).await? {
             return Ok(Settled::AlreadyDone);
         }
-        let cancel = |why: &str| {
+        let cancel = |why: Cancellation| {
             self.record(
                 msg,
-                "failed",
+                DeliveryStatus::Failed,
                 number - 1,
                 None,
-                Some(format!("cancelled: {why}")),
+                Some(LastError::Cancelled(why)),
                 None,
             )
         };
         let target = match self.current_target(msg).await {
             Err(Lookup::Unusable(why)) => {
                 tracing::error!(webhook_id = %msg.webhook_id, error = %why, "subscription unusable; delivery cancelled");
-                self.commit(cancel(&format!("the subscription cannot be read ({why})")))
+                self.commit(cancel(Cancellation::SubscriptionUnreadable { why }))
                     .await?;
                 return Ok(Settled::Cancelled);
             }
-            Err(Lookup::Unavailable(e)) => return Err(e),
+            Err(Lookup::Unavailable(e)) => return Err(DeliverError::Lookup(e)),
             Ok(None) => {
-                self.commit(cancel("the subscription was deleted")).await?;
+                self.commit(cancel(Cancellation::SubscriptionDeleted))
+                    .await?;
                 return Ok(Settled::Cancelled);
             }
             Ok(Some(t)) if !t.active => {
-                self.commit(cancel("the subscription is inactive")).await?;
+                self.commit(cancel(Cancellation::SubscriptionInactive))
+                    .await?;
                 return Ok(Settled::Cancelled);
             }
             Ok(Some(t)) => t,
         };
-        if self.catalog.active(&msg.event.kind) == Some(false) {
-            self.commit(cancel("the event type is inactive")).await?;
+        if self.catalog.active(msg.event.kind.as_str()) == Some(false) {
+            self.commit(cancel(Cancellation::EventTypeInactive)).await?;
             return Ok(Settled::Cancelled);
         }
         // An open circuit holds everything back but a tenant's own retry, which serves as a
@@ -291,7 +331,12 @@ impl Deliver {
         let probe = if inc.manual {
             false
         } else {
-            match self.breaker.gate(&target).await? {
+            match self
+                .breaker
+                .gate(&target)
+                .await
+                .map_err(DeliverError::Health)?
+            {
                 Gate::Send { probe } => probe,
                 Gate::Open(until) => {
                     let hold = self.breaker.defer_for(until, inc.deferrals);
@@ -310,7 +355,11 @@ impl Deliver {
             // backlog would never end.
             let slot = match inc.not_before {
                 Some(slot) => slot,
-                None => self.throttle.reserve(target.id, rate).await?,
+                None => self
+                    .throttle
+                    .reserve(target.id, rate)
+                    .await
+                    .map_err(DeliverError::Health)?,
             };
             let wait = (slot - Utc::now()).to_std().unwrap_or_default();
             if let Some(hold) = Topology::hold_for(wait) {
@@ -343,8 +392,15 @@ impl Deliver {
             .observe(result.duration.as_secs_f64());
         if result.succeeded() {
             self.breaker.succeeded(&target).await;
-            self.commit(self.record(msg, "succeeded", number, Some(&result), None, None))
-                .await?;
+            self.commit(self.record(
+                msg,
+                DeliveryStatus::Succeeded,
+                number,
+                Some(&result),
+                None,
+                None,
+            ))
+            .await?;
             return Ok(Settled::Succeeded);
         }
         let error = result.last_error();
@@ -369,8 +425,15 @@ impl Deliver {
                     vec![(ATTEMPT_HEADER, (number + 1).to_string())],
                 )
                 .await?;
-                self.commit(self.record(msg, "pending", number, Some(&result), error, Some(tier)))
-                    .await?;
+                self.commit(self.record(
+                    msg,
+                    DeliveryStatus::Pending,
+                    number,
+                    Some(&result),
+                    error.map(LastError::Attempt),
+                    Some(tier),
+                ))
+                .await?;
                 Ok(Settled::Retrying)
             }
             None => {
@@ -388,8 +451,15 @@ impl Deliver {
                     ],
                 )
                 .await?;
-                self.commit(self.record(msg, "failed", number, Some(&result), error, None))
-                    .await?;
+                self.commit(self.record(
+                    msg,
+                    DeliveryStatus::Failed,
+                    number,
+                    Some(&result),
+                    error.map(LastError::Attempt),
+                    None,
+                ))
+                .await?;
                 Ok(Settled::Failed)
             }
         }
@@ -401,9 +471,9 @@ impl Deliver {
         msg: &DeliveryMessage,
         queue: &str,
         headers: Vec<(&str, String)>,
-    ) -> Result<(), String> {
+    ) -> Result<(), DeliverError> {
         let id = msg.delivery_id.to_string();
-        let body = serde_json::to_vec(msg).map_err(|e| e.to_string())?;
+        let body = serde_json::to_vec(msg).map_err(DeliverError::Encode)?;
         self.broker
             .publish(&Outgoing {
                 exchange: "",
@@ -414,14 +484,11 @@ impl Deliver {
                 mandatory: true,
             })
             .await
-            .map_err(|e| e.to_string())
+            .map_err(DeliverError::Forward)
     }
 
-    async fn commit(&self, record: DeliveryRecord) -> Result<(), String> {
-        self.recorder
-            .record(record)
-            .await
-            .map_err(|e| e.to_string())
+    async fn commit(&self, record: DeliveryRecord) -> Result<(), DeliverError> {
+        Ok(self.recorder.record(record).await?)
     }
 }
 
@@ -465,7 +532,16 @@ impl Handler for Deliver {
                 Outcome::Ack
             }
             Err(e) => {
-                tracing::warn!(delivery_id = %msg.delivery_id, error = %e, "delivery not settled; it goes back to the queue");
+                {
+                    let error = &e as &dyn std::error::Error;
+                    if e.is_retryable() {
+                        tracing::warn!(delivery_id = %msg.delivery_id, error, "delivery not settled; it goes back to the queue");
+                    } else {
+                        // Handed back all the same, so the delivery is not lost while an operator
+                        // looks.
+                        tracing::error!(delivery_id = %msg.delivery_id, error, "delivery not settled and will fail again; it goes back to the queue");
+                    }
+                }
                 tokio::time::sleep(BACKOFF).await;
                 Outcome::Requeue
             }

@@ -3,15 +3,15 @@
 //! then acks the event. A crash between any two steps loses nothing: the event comes back, is
 //! seen as unfinished, and is fanned out again under the same delivery ids.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use chrono::{Datelike, SubsecRound, Utc};
 use lapin::message::Delivery;
-use waybill_bus::{Broker, Handler, Outcome, Outgoing, topology::DELIVERY_KEY};
+use waybill_bus::{Broker, BusError, Handler, Outcome, Outgoing, topology::DELIVERY_KEY};
 use waybill_catalog::Catalog;
 use waybill_domain::{
-    TenantId, ValidationErrors,
-    delivery::{ATTEMPT_HEADER, DeliveryMessage, delivery_id},
+    ValidationErrors,
+    delivery::{ATTEMPT_HEADER, DeliveryMessage, DeliveryStatus, delivery_id},
     event::{EventEnvelope, MAX_CLIENT_ID, is_event_id},
 };
 use waybill_store::{
@@ -19,7 +19,12 @@ use waybill_store::{
     deliveries::{self, EventState, NewDelivery},
 };
 
-use crate::{batch::Batcher, health::DISABLED_EVENT, index::Index, metrics::DispatchMetrics};
+use crate::{
+    batch::{BatchError, Batcher},
+    health::DISABLED_EVENT,
+    index::Index,
+    metrics::DispatchMetrics,
+};
 
 /// Header naming why a message was parked on the invalid queue.
 pub const INVALID_REASON_HEADER: &str = "waybill-invalid-reason";
@@ -43,11 +48,38 @@ pub struct FanOut {
     pub broker: Broker,
     pub metrics: DispatchMetrics,
     /// Records events, many at a time.
-    pub take: Batcher<EventEnvelope, EventState>,
+    pub take: Writer<EventEnvelope, EventState>,
     /// Records fanned-out events' deliveries, many events at a time.
-    pub finish: Batcher<Finished, ()>,
+    pub finish: Writer<Finished, ()>,
     /// The (tenant, id) of the events this replica is fanning out now.
     pub in_flight: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+}
+
+/// A batch writer of the fan-out; an item's error is shared by every item it failed.
+pub type Writer<T, R> = Batcher<T, R, Arc<StoreError>>;
+
+/// Why an event was not fanned out (it goes back to the queue).
+#[derive(Debug, thiserror::Error)]
+pub enum FanOutError {
+    #[error("cannot record the event")]
+    Take(#[source] BatchError<Arc<StoreError>>),
+    #[error("cannot encode a delivery message")]
+    Encode(#[source] serde_json::Error),
+    #[error("the broker did not confirm the delivery messages")]
+    Publish(#[source] BusError),
+    #[error("cannot record the event's deliveries")]
+    Finish(#[source] BatchError<Arc<StoreError>>),
+}
+
+impl FanOutError {
+    /// Whether handing the event back may let it through later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            FanOutError::Take(e) | FanOutError::Finish(e) => e.is_retryable(),
+            FanOutError::Encode(_) => false,
+            FanOutError::Publish(_) => true,
+        }
+    }
 }
 
 /// Takes an event out of [`FanOut::in_flight`] when its handling ends, however it ends.
@@ -77,23 +109,26 @@ async fn batched<T, R, M, O>(
     items: Vec<T>,
     many: M,
     one: O,
-) -> Vec<Result<R, String>>
+) -> Vec<Result<R, Arc<StoreError>>>
 where
     M: AsyncFn(&mut diesel_async::AsyncPgConnection, &[T]) -> Result<Vec<R>, StoreError>,
     O: AsyncFn(&mut diesel_async::AsyncPgConnection, &T) -> Result<R, StoreError>,
 {
+    let every = |e: StoreError| {
+        let e = Arc::new(e);
+        items.iter().map(|_| Err(e.clone())).collect()
+    };
     let mut conn = match waybill_store::conn(pool).await {
         Ok(c) => c,
-        Err(e) => return items.iter().map(|_| Err(e.to_string())).collect(),
+        Err(e) => return every(e),
     };
     match many(&mut conn, &items).await {
         Ok(results) => results.into_iter().map(Ok).collect(),
-        Err(StoreError::Unavailable(e)) => items.iter().map(|_| Err(e.clone())).collect(),
-        Err(e) if items.len() == 1 => vec![Err(e.to_string())],
+        Err(e) if e.is_retryable() || items.len() == 1 => every(e),
         Err(_) => {
             let mut out = Vec::with_capacity(items.len());
             for item in &items {
-                out.push(one(&mut conn, item).await.map_err(|e| e.to_string()));
+                out.push(one(&mut conn, item).await.map_err(Arc::new));
             }
             out
         }
@@ -102,7 +137,7 @@ where
 
 impl FanOut {
     /// The two batch writers of the fan-out.
-    pub fn writers(pool: &PgPool) -> (Batcher<EventEnvelope, EventState>, Batcher<Finished, ()>) {
+    pub fn writers(pool: &PgPool) -> (Writer<EventEnvelope, EventState>, Writer<Finished, ()>) {
         let p = pool.clone();
         let take = Batcher::start(FANOUT_BATCH, move |events: Vec<EventEnvelope>| {
             let p = p.clone();
@@ -181,7 +216,6 @@ impl FanOut {
                 return Err(Invalid(format!("{field} must be within years 1 to 9999")));
             }
         }
-        TenantId::parse(&event.tenant).map_err(|e| Invalid(format!("tenant {e}")))?;
         if !is_event_id(&event.id) {
             return Err(Invalid(
                 "id must be 1 to 128 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-'".into(),
@@ -203,7 +237,7 @@ impl FanOut {
         {
             return Err(Invalid("data must not contain NUL characters".into()));
         }
-        match self.type_status(&event.kind).await {
+        match self.type_status(event.kind.as_str()).await {
             None => return Err(Invalid(format!("there is no event type `{}`", event.kind))),
             Some(false) => return Ok(None),
             Some(true) => {}
@@ -211,7 +245,7 @@ impl FanOut {
         let mut errors = ValidationErrors::new();
         if !self
             .catalog
-            .check(&event.kind, &event.data, "", &mut errors)
+            .check(event.kind.as_str(), &event.data, "", &mut errors)
         {
             let detail: Vec<String> = errors
                 .fields()
@@ -273,10 +307,10 @@ impl FanOut {
         }
     }
 
-    async fn fan_out(&self, event: &EventEnvelope) -> Result<usize, String> {
+    async fn fan_out(&self, event: &EventEnvelope) -> Result<usize, FanOutError> {
         // A copy of an event this replica is fanning out right now waits for that to finish,
         // then counts as the duplicate it is, rather than looking like an unfinished fan-out.
-        let key = (event.tenant.clone(), event.id.clone());
+        let key = (event.tenant.to_string(), event.id.clone());
         let _guard = loop {
             // A poisoned set is no reason to stop fanning out: go ahead unguarded.
             let mine = self
@@ -289,16 +323,22 @@ impl FanOut {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
-        let state = self.take.call(event.clone()).await?;
+        let state = self
+            .take
+            .call(event.clone())
+            .await
+            .map_err(FanOutError::Take)?;
         if state == EventState::Done {
             self.metrics.events.with_label_values(&["duplicate"]).inc();
             return Ok(0);
         }
-        let mut targets =
-            self.index
-                .matching(&event.tenant, &event.kind, event.client_id.as_deref());
+        let mut targets = self.index.matching(
+            event.tenant.as_str(),
+            event.kind.as_str(),
+            event.client_id.as_deref(),
+        );
         // The notice of a disabled subscription goes to the tenant's other subscriptions.
-        if event.kind == DISABLED_EVENT
+        if event.kind.as_str() == DISABLED_EVENT
             && let Some(subject) = event.data.get("webhook_id").and_then(|v| v.as_str())
         {
             targets.retain(|t| t.id.to_string() != subject);
@@ -307,21 +347,21 @@ impl FanOut {
         let mut bodies = Vec::with_capacity(targets.len());
         let mut rows = Vec::with_capacity(targets.len());
         for t in &targets {
-            let id = delivery_id(&event.tenant, &event.id, t.id);
+            let id = delivery_id(event.tenant.as_str(), &event.id, t.id);
             let message = DeliveryMessage {
                 delivery_id: id,
                 webhook_id: t.id,
                 event: event.clone(),
             };
-            let body = serde_json::to_vec(&message).map_err(|e| e.to_string())?;
+            let body = serde_json::to_vec(&message).map_err(FanOutError::Encode)?;
             bodies.push((id.to_string(), body));
             rows.push(NewDelivery {
                 id,
-                tenant: event.tenant.clone(),
+                tenant: event.tenant.to_string(),
                 webhook_id: t.id,
                 event_id: event.id.clone(),
-                event_type: event.kind.clone(),
-                status: "pending",
+                event_type: event.kind.to_string(),
+                status: DeliveryStatus::Pending,
                 created_at: now,
                 updated_at: now,
             });
@@ -349,16 +389,16 @@ impl FanOut {
             self.broker
                 .publish_many(&outgoing)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(FanOutError::Publish)?;
         }
         // The deliveries are queued: from here on, failing to record would fan out again, so
         // keep trying for a while before handing the event back.
         let mut wait = Duration::from_millis(100);
-        let mut last = String::new();
+        let mut last = None;
         for _ in 0..8 {
             let finished = self
                 .finish
-                .call((event.tenant.clone(), event.id.clone(), rows.clone()))
+                .call((event.tenant.to_string(), event.id.clone(), rows.clone()))
                 .await;
             match finished {
                 Ok(()) => {
@@ -366,13 +406,13 @@ impl FanOut {
                     return Ok(targets.len());
                 }
                 Err(e) => {
-                    last = e.to_string();
+                    last = Some(e);
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(5));
                 }
             }
         }
-        Err(last)
+        Err(FanOutError::Finish(last.unwrap_or(BatchError::Stopped)))
     }
 }
 
@@ -395,7 +435,16 @@ impl Handler for FanOut {
                 Outcome::Ack
             }
             Err(e) => {
-                tracing::warn!(event_id = %event.id, tenant = %event.tenant, error = %e, "fan-out failed; the event goes back to the queue");
+                {
+                    let error = &e as &dyn std::error::Error;
+                    if e.is_retryable() {
+                        tracing::warn!(event_id = %event.id, tenant = %event.tenant, error, "fan-out failed; the event goes back to the queue");
+                    } else {
+                        // Handed back all the same: what a retry cannot fix needs an operator, and
+                        // the event stays visible on the queue until one looks.
+                        tracing::error!(event_id = %event.id, tenant = %event.tenant, error, "fan-out failed and will fail again; the event goes back to the queue");
+                    }
+                }
                 tokio::time::sleep(BACKOFF).await;
                 Outcome::Requeue
             }

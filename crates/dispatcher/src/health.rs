@@ -13,9 +13,9 @@ use std::{
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
-use uuid::Uuid;
 use waybill_bus::Topology;
 use waybill_domain::{
+    EventTypeName, TenantId, WebhookId,
     breaker::{BreakerPolicy, Health, ProbeClaim},
     event::EventEnvelope,
     throttle,
@@ -78,12 +78,6 @@ impl HealthError {
 }
 
 /// For callers that still carry their errors as text.
-impl From<HealthError> for String {
-    fn from(e: HealthError) -> Self {
-        e.to_string()
-    }
-}
-
 /// Whether a request may go to a receiver now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gate {
@@ -116,7 +110,7 @@ pub struct BreakerSetup {
 pub struct Breaker {
     setup: BreakerSetup,
     /// Receivers this replica saw failing.
-    failing: Mutex<HashMap<Uuid, Seen>>,
+    failing: Mutex<HashMap<WebhookId, Seen>>,
 }
 
 /// A failing receiver as this replica last saw it.
@@ -137,7 +131,7 @@ impl Breaker {
         }
     }
 
-    fn seen(&self, id: Uuid) -> Option<Seen> {
+    fn seen(&self, id: WebhookId) -> Option<Seen> {
         self.failing.lock().ok().and_then(|m| m.get(&id).copied())
     }
 
@@ -153,7 +147,7 @@ impl Breaker {
         }
     }
 
-    fn forget(&self, id: Uuid) {
+    fn forget(&self, id: WebhookId) {
         if let Ok(mut m) = self.failing.lock() {
             m.remove(&id);
         }
@@ -225,11 +219,11 @@ impl Breaker {
             .await
             .map_err(HealthError::store(DOING))?;
         let n = rows.len();
-        let ids: HashSet<Uuid> = rows.iter().map(|(id, _)| *id).collect();
+        let ids: HashSet<WebhookId> = rows.iter().map(|(id, _)| WebhookId::from(*id)).collect();
         if let Ok(mut m) = self.failing.lock() {
             m.retain(|id, _| ids.contains(id));
             for (id, h) in rows {
-                m.entry(id)
+                m.entry(WebhookId::from(id))
                     .and_modify(|seen| seen.open_until = h.open_until)
                     // The revision is unknown: the first request asks Postgres (see `gate`).
                     .or_insert(Seen {
@@ -263,7 +257,7 @@ impl Breaker {
         }
         const DOING: &str = "close a circuit";
         let closed = match waybill_store::conn(&self.setup.pool).await {
-            Ok(mut conn) => endpoints::record_success(&mut conn, id)
+            Ok(mut conn) => endpoints::record_success(&mut conn, id.as_uuid())
                 .await
                 .map_err(HealthError::store(DOING)),
             Err(e) => Err(HealthError::store(DOING)(e)),
@@ -373,8 +367,8 @@ impl Breaker {
         let notify = async move |row: webhooks::WebhookRow| -> Result<(), String> {
             let event = EventEnvelope {
                 id: format!("{DISABLED_EVENT}:{}:{}", row.id, row.revision),
-                tenant: row.tenant.clone(),
-                kind: DISABLED_EVENT.to_owned(),
+                tenant: TenantId::parse(&row.tenant)?,
+                kind: EventTypeName::parse(DISABLED_EVENT)?,
                 client_id: None,
                 occurred_at: now,
                 received_at: now,
@@ -415,14 +409,14 @@ impl Breaker {
 /// one stored (returned by the failed swap itself). `decide` returning the state it was given writes nothing.
 async fn transition<T>(
     pool: &PgPool,
-    id: Uuid,
+    id: WebhookId,
     doing: &'static str,
     mut decide: impl FnMut(Option<&Health>, DateTime<Utc>) -> (Option<Health>, T),
 ) -> Result<T, HealthError> {
     let mut conn = waybill_store::conn(pool)
         .await
         .map_err(HealthError::store(doing))?;
-    let mut read = endpoints::read_health(&mut conn, id)
+    let mut read = endpoints::read_health(&mut conn, id.as_uuid())
         .await
         .map_err(HealthError::store(doing))?;
     for _ in 0..SWAP_ROUNDS {
@@ -430,7 +424,7 @@ async fn transition<T>(
         if next == read.health {
             return Ok(out);
         }
-        match endpoints::swap_health(&mut conn, id, read.health.as_ref(), next.as_ref())
+        match endpoints::swap_health(&mut conn, id.as_uuid(), read.health.as_ref(), next.as_ref())
             .await
             .map_err(HealthError::store(doing))?
         {
@@ -495,12 +489,12 @@ impl Throttle {
     }
 
     /// Takes the next free slot of a receiver that accepts `rate` requests per second.
-    pub async fn reserve(&self, id: Uuid, rate: u32) -> Result<DateTime<Utc>, HealthError> {
+    pub async fn reserve(&self, id: WebhookId, rate: u32) -> Result<DateTime<Utc>, HealthError> {
         const DOING: &str = "take a rate-limit slot";
         let mut conn = waybill_store::conn(&self.pool)
             .await
             .map_err(HealthError::store(DOING))?;
-        endpoints::reserve_slot(&mut conn, id, throttle::spacing(rate))
+        endpoints::reserve_slot(&mut conn, id.as_uuid(), throttle::spacing(rate))
             .await
             .map_err(HealthError::store(DOING))
     }
@@ -545,14 +539,14 @@ mod tests {
         use waybill_testkit::db::{DbGuard, create_database, db_url};
 
         let db = create_database().await;
-        let _guard = DbGuard {
-            db: db.clone(),
-            topology: Topology::new(
-                format!("t{}", Uuid::new_v4().simple()),
+        let _guard = DbGuard::new(
+            db.clone(),
+            Topology::new(
+                format!("t{}", uuid::Uuid::new_v4().simple()),
                 QueueType::Classic,
                 &[],
             ),
-        };
+        );
         let pool = waybill_store::pool(&db_url(&db), 16).unwrap();
         let policy = BreakerPolicy {
             threshold: 3,
@@ -560,7 +554,7 @@ mod tests {
             max_cooldown: Duration::from_millis(400),
             streak_gap: Duration::from_secs(3_600),
         };
-        let id = Uuid::new_v4();
+        let id = WebhookId::from(uuid::Uuid::new_v4());
         let failures = 12;
         let counted = join_all((0..failures).map(|_| {
             transition(
@@ -580,7 +574,9 @@ mod tests {
         );
 
         let mut conn = waybill_store::conn(&pool).await.unwrap();
-        let open = endpoints::read_health(&mut conn, id).await.unwrap();
+        let open = endpoints::read_health(&mut conn, id.as_uuid())
+            .await
+            .unwrap();
         let until = open.health.unwrap().open_until.expect("past the threshold");
         tokio::time::sleep((until - open.now).to_std().unwrap_or_default()).await;
         let lease = Duration::from_secs(5);

@@ -9,15 +9,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use uuid::Uuid;
-use waybill_domain::{EventPattern, change::SubscriptionSnapshot};
+use waybill_domain::{EventPattern, WebhookId, change::SubscriptionSnapshot};
 use waybill_outbound::{Endpoint, EndpointError};
 use waybill_store::Cipher;
 
 /// A subscription as the dispatcher matches and delivers to it.
 #[derive(Clone)]
 pub struct Target {
-    pub id: Uuid,
+    pub id: WebhookId,
     pub tenant: String,
     /// Where and how requests go, with credentials and keys decrypted.
     pub endpoint: Endpoint,
@@ -90,10 +89,10 @@ const TOMBSTONE_TTL: Duration = Duration::from_secs(3600);
 
 #[derive(Default)]
 struct Inner {
-    targets: HashMap<Uuid, Arc<Target>>,
+    targets: HashMap<WebhookId, Arc<Target>>,
     /// (tenant, pattern) → subscriptions listing that pattern.
-    by_pattern: HashMap<(String, String), Vec<Uuid>>,
-    tombstones: HashMap<Uuid, (i64, Instant)>,
+    by_pattern: HashMap<(String, String), Vec<WebhookId>>,
+    tombstones: HashMap<WebhookId, (i64, Instant)>,
 }
 
 impl Inner {
@@ -123,7 +122,7 @@ impl Inner {
         self.targets.insert(t.id, Arc::new(t));
     }
 
-    fn known_revision(&self, id: Uuid) -> Option<i64> {
+    fn known_revision(&self, id: WebhookId) -> Option<i64> {
         self.targets
             .get(&id)
             .map(|t| t.revision)
@@ -160,7 +159,7 @@ impl Index {
     }
 
     /// Removes a subscription deleted at `revision`, unless a newer state is known.
-    pub fn remove(&self, id: Uuid, revision: i64) -> bool {
+    pub fn remove(&self, id: WebhookId, revision: i64) -> bool {
         let mut inner = self.write();
         if inner.known_revision(id).is_some_and(|r| r > revision) {
             return false;
@@ -175,15 +174,15 @@ impl Index {
     /// Replaces the index with what Postgres holds: `fresh` is every subscription, read after
     /// `before` (the ids the index held when the read began) was taken. Subscriptions absent
     /// from `fresh` that were known before the read are gone; ones that arrived since stay.
-    pub fn resync(&self, fresh: Vec<Target>, before: &HashSet<Uuid>) {
-        let seen: HashSet<Uuid> = fresh.iter().map(|t| t.id).collect();
+    pub fn resync(&self, fresh: Vec<Target>, before: &HashSet<WebhookId>) {
+        let seen: HashSet<WebhookId> = fresh.iter().map(|t| t.id).collect();
         let mut inner = self.write();
         for t in fresh {
             if inner.known_revision(t.id).is_none_or(|r| r <= t.revision) {
                 inner.put(t);
             }
         }
-        let gone: Vec<Uuid> = before.difference(&seen).copied().collect();
+        let gone: Vec<WebhookId> = before.difference(&seen).copied().collect();
         for id in gone {
             if let Some(old) = inner.targets.remove(&id) {
                 inner.unlink(&old);
@@ -196,11 +195,11 @@ impl Index {
     }
 
     /// Ids currently indexed.
-    pub fn ids(&self) -> HashSet<Uuid> {
+    pub fn ids(&self) -> HashSet<WebhookId> {
         self.read().targets.keys().copied().collect()
     }
 
-    pub fn get(&self, id: Uuid) -> Option<Arc<Target>> {
+    pub fn get(&self, id: WebhookId) -> Option<Arc<Target>> {
         self.read().targets.get(&id).cloned()
     }
 
@@ -249,10 +248,10 @@ mod tests {
 
     fn target(id: u128, tenant: &str, events: &[&str], clients: &[&str], revision: i64) -> Target {
         Target {
-            id: Uuid::from_u128(id),
+            id: WebhookId::from_uuid(uuid::Uuid::from_u128(id)),
             tenant: tenant.into(),
             endpoint: Endpoint {
-                id: Uuid::from_u128(id),
+                id: WebhookId::from_uuid(uuid::Uuid::from_u128(id)),
                 url: "https://example.com/".into(),
                 method: waybill_domain::HttpMethod::Post,
                 headers: vec![],
@@ -271,7 +270,7 @@ mod tests {
     }
 
     fn ids(v: Vec<Arc<Target>>) -> Vec<u128> {
-        let mut out: Vec<u128> = v.iter().map(|t| t.id.as_u128()).collect();
+        let mut out: Vec<u128> = v.iter().map(|t| t.id.as_uuid().as_u128()).collect();
         out.sort();
         out
     }
@@ -311,8 +310,8 @@ mod tests {
         assert_eq!(ids(index.matching("acme", "order.shipped", None)), [1]);
         assert!(index.upsert(target(1, "acme", &["stock.*"], &[], 4)));
         assert!(index.matching("acme", "order.shipped", None).is_empty());
-        assert!(!index.remove(Uuid::from_u128(1), 3));
-        assert!(index.remove(Uuid::from_u128(1), 5));
+        assert!(!index.remove(WebhookId::from_uuid(uuid::Uuid::from_u128(1)), 3));
+        assert!(index.remove(WebhookId::from_uuid(uuid::Uuid::from_u128(1)), 5));
         // A late update older than the deletion does not bring it back.
         assert!(!index.upsert(target(1, "acme", &["*"], &[], 4)));
         assert!(index.is_empty());
@@ -328,7 +327,11 @@ mod tests {
         index.upsert(target(3, "acme", &["*"], &[], 1));
         index.resync(vec![target(1, "acme", &["order.*"], &[], 2)], &before);
         assert_eq!(ids(index.matching("acme", "order.shipped", None)), [1, 3]);
-        assert!(index.get(Uuid::from_u128(2)).is_none());
+        assert!(
+            index
+                .get(WebhookId::from_uuid(uuid::Uuid::from_u128(2)))
+                .is_none()
+        );
         assert_eq!(index.len(), 2);
     }
 }

@@ -63,20 +63,29 @@ async fn write_until_done(pool: &PgPool, records: &[DeliveryRecord]) {
     loop {
         match write(pool, records).await {
             Ok(()) => return,
-            Err(StoreError::Unavailable(e)) => {
-                tracing::warn!(error = %e, records = records.len(), retry_in_ms = wait.as_millis() as u64, "cannot record deliveries yet");
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    records = records.len(),
+                    retry_in_ms = wait.as_millis() as u64,
+                    "cannot record deliveries yet"
+                );
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(5));
             }
             Err(e) if records.len() > 1 => {
-                tracing::warn!(error = %e, records = records.len(), "batch refused; recording one by one");
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    records = records.len(),
+                    "batch refused; recording one by one"
+                );
                 for r in records {
                     Box::pin(write_until_done(pool, std::slice::from_ref(r))).await;
                 }
                 return;
             }
             Err(e) => {
-                tracing::error!(error = %e, delivery_id = %records.first().map(|r| r.id).unwrap_or_default(), "delivery record refused by Postgres; not recorded");
+                tracing::error!(error = &e as &dyn std::error::Error, delivery_id = %records.first().map(|r| r.id).unwrap_or_default(), "delivery record refused by Postgres; not recorded");
                 return;
             }
         }

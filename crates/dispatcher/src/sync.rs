@@ -13,15 +13,43 @@ use lapin::{
     types::FieldTable,
 };
 use tokio::sync::watch;
-use uuid::Uuid;
 use waybill_bus::{Topology, reconnect_backoff};
-use waybill_domain::change::SubscriptionChange;
+use waybill_domain::{WebhookId, change::SubscriptionChange};
 use waybill_store::{Cipher, PgPool, StoreError, webhooks};
 
 use crate::{
-    index::{Index, Target},
+    index::{Index, Target, TargetError},
     metrics::DispatchMetrics,
 };
+
+/// Why the change feed stopped delivering.
+#[derive(Debug, thiserror::Error)]
+enum FeedLost {
+    #[error("the change consumer failed")]
+    Consumer(#[source] lapin::Error),
+    #[error("the broker cancelled the change consumer")]
+    Cancelled,
+}
+
+/// Why one subscription could not be read into the index.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    #[error("cannot read the subscription")]
+    Store(#[from] StoreError),
+    /// What Postgres holds cannot be delivered with (it does not decrypt, or a pattern is bad).
+    #[error("the stored subscription is unusable: {0}")]
+    Unusable(#[source] TargetError),
+}
+
+impl RefreshError {
+    /// Whether reading again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RefreshError::Store(e) => e.is_retryable(),
+            RefreshError::Unusable(_) => false,
+        }
+    }
+}
 
 /// Subscriptions read per query while resyncing.
 const PAGE: i64 = 1_000;
@@ -64,8 +92,8 @@ impl IndexSync {
                 tokio::select! {
                     next = changes.next() => match next {
                         Some(Ok(message)) => self.apply(&message.data).await,
-                        Some(Err(e)) => break e.to_string(),
-                        None => break "the broker cancelled the change consumer".to_owned(),
+                        Some(Err(e)) => break FeedLost::Consumer(e),
+                        None => break FeedLost::Cancelled,
                     },
                     _ = timer.tick() => self.resync_until_done().await,
                     _ = stop.changed() => {
@@ -74,7 +102,10 @@ impl IndexSync {
                     }
                 }
             };
-            tracing::warn!(reason = %why, "change feed lost; binding again");
+            tracing::warn!(
+                reason = &why as &dyn std::error::Error,
+                "change feed lost; binding again"
+            );
             let _ = connection.close(200, "reconnecting".into()).await;
         }
     }
@@ -154,7 +185,7 @@ impl IndexSync {
                     if let Err(e) =
                         refresh_one(&self.index, &self.pool, &self.cipher, change.webhook_id).await
                     {
-                        tracing::warn!(webhook_id = %change.webhook_id, error = %e, "could not read the subscription; the next resync will");
+                        tracing::warn!(webhook_id = %change.webhook_id, error = &e as &dyn std::error::Error, "could not read the subscription; the next resync will");
                     }
                 }
             },
@@ -172,7 +203,11 @@ impl IndexSync {
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "index resync failed");
+                    tracing::warn!(
+                        error = &e as &dyn std::error::Error,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "index resync failed"
+                    );
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(5));
                 }
@@ -183,7 +218,7 @@ impl IndexSync {
     async fn resync(&self) -> Result<usize, StoreError> {
         let before = self.index.ids();
         let mut fresh = Vec::new();
-        let mut after: Option<Uuid> = None;
+        let mut after: Option<WebhookId> = None;
         let mut conn = waybill_store::conn(&self.pool).await?;
         loop {
             let page = webhooks::snapshots(&mut conn, after, PAGE).await?;
@@ -214,10 +249,13 @@ pub async fn refresh_one(
     index: &Index,
     pool: &PgPool,
     cipher: &Cipher,
-    id: Uuid,
-) -> Result<Option<Arc<Target>>, StoreError> {
+    id: WebhookId,
+) -> Result<Option<Arc<Target>>, RefreshError> {
     let mut conn = waybill_store::conn(pool).await?;
-    match webhooks::snapshot(&mut conn, id).await? {
+    match webhooks::snapshot(&mut conn, id)
+        .await
+        .map_err(StoreError::from)?
+    {
         None => {
             index.remove(id, i64::MAX);
         }
@@ -225,7 +263,7 @@ pub async fn refresh_one(
             Ok(t) => {
                 index.upsert(t);
             }
-            Err(e) => return Err(StoreError::Corrupt(e.to_string())),
+            Err(e) => return Err(RefreshError::Unusable(e)),
         },
     }
     Ok(index.get(id))

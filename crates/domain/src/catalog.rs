@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 include!(concat!(env!("OUT_DIR"), "/embedded_catalog.rs"));
 
@@ -59,6 +59,13 @@ impl EventTypeName {
 
     pub fn action(&self) -> &str {
         self.0.split_once('.').map(|(_, a)| a).unwrap_or("")
+    }
+}
+
+impl<'de> Deserialize<'de> for EventTypeName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        EventTypeName::parse(&raw).map_err(serde::de::Error::custom)
     }
 }
 

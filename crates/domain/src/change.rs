@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+
+use crate::ids::WebhookId;
 
 /// What happened to a subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,7 +36,7 @@ impl ChangeKind {
 pub struct SubscriptionChange {
     pub kind: ChangeKind,
     pub tenant: String,
-    pub webhook_id: Uuid,
+    pub webhook_id: WebhookId,
     pub revision: i64,
     pub changed_at: DateTime<Utc>,
     /// The subscription after the change; `None` once deleted.
@@ -47,7 +48,7 @@ pub struct SubscriptionChange {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionSnapshot {
-    pub id: Uuid,
+    pub id: WebhookId,
     pub tenant: String,
     pub url: String,
     pub method: String,

@@ -7,7 +7,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::event::EventEnvelope;
+use crate::{
+    event::EventEnvelope,
+    ids::{DeliveryId, WebhookId},
+};
 
 /// Header with the 1-based number of the attempt the message is for.
 pub const ATTEMPT_HEADER: &str = "waybill-attempt";
@@ -21,15 +24,109 @@ pub const MANUAL_HEADER: &str = "waybill-manual";
 #[serde(deny_unknown_fields)]
 pub struct DeliveryMessage {
     /// Stable for the (event, subscription) pair, so a repeated fan-out does not double it.
-    pub delivery_id: Uuid,
-    pub webhook_id: Uuid,
+    pub delivery_id: DeliveryId,
+    pub webhook_id: WebhookId,
     pub event: EventEnvelope,
 }
 
 /// The delivery id of `event_id` of `tenant` for `webhook_id`: a name-based UUID (v5), the same
 /// every time the pair is fanned out.
-pub fn delivery_id(tenant: &str, event_id: &str, webhook_id: Uuid) -> Uuid {
-    Uuid::new_v5(&webhook_id, format!("{tenant}\u{1f}{event_id}").as_bytes())
+pub fn delivery_id(tenant: &str, event_id: &str, webhook_id: WebhookId) -> DeliveryId {
+    DeliveryId::from_uuid(Uuid::new_v5(
+        &webhook_id.as_uuid(),
+        format!("{tenant}\u{1f}{event_id}").as_bytes(),
+    ))
+}
+
+/// Where a delivery stands: `pending` until it succeeds or is given up (`failed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+/// A status name that is not one of [`DeliveryStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown delivery status {0:?}")]
+pub struct UnknownStatus(pub String);
+
+impl DeliveryStatus {
+    /// Every status, in the order the API lists them.
+    pub const ALL: [DeliveryStatus; 3] = [
+        DeliveryStatus::Pending,
+        DeliveryStatus::Succeeded,
+        DeliveryStatus::Failed,
+    ];
+
+    /// The name on the wire and in Postgres.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Succeeded => "succeeded",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for DeliveryStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for DeliveryStatus {
+    type Err = UnknownStatus;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        DeliveryStatus::ALL
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+            .ok_or_else(|| UnknownStatus(raw.to_owned()))
+    }
+}
+
+/// Why a delivery was given up without an attempt: nothing it could be sent to is left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancellation {
+    SubscriptionDeleted,
+    SubscriptionInactive,
+    /// The subscription's stored state cannot be used (it does not decrypt).
+    SubscriptionUnreadable {
+        why: String,
+    },
+    EventTypeInactive,
+}
+
+impl std::fmt::Display for Cancellation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cancellation::SubscriptionDeleted => f.write_str("the subscription was deleted"),
+            Cancellation::SubscriptionInactive => f.write_str("the subscription is inactive"),
+            Cancellation::SubscriptionUnreadable { why } => {
+                write!(f, "the subscription cannot be read ({why})")
+            }
+            Cancellation::EventTypeInactive => f.write_str("the event type is inactive"),
+        }
+    }
+}
+
+/// The last thing that went wrong with a delivery, as the delivery log's `last_error` shows it:
+/// an attempt's error as is, a cancellation as `cancelled: <why>` (the contract's wording).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LastError {
+    Attempt(String),
+    Cancelled(Cancellation),
+}
+
+impl std::fmt::Display for LastError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LastError::Attempt(e) => f.write_str(e),
+            LastError::Cancelled(why) => write!(f, "cancelled: {why}"),
+        }
+    }
 }
 
 /// The JSON body a receiver gets for an event.
@@ -47,7 +144,7 @@ struct ReceiverBody<'a> {
 pub fn receiver_body(event: &EventEnvelope) -> Vec<u8> {
     let body = ReceiverBody {
         id: &event.id,
-        kind: &event.kind,
+        kind: event.kind.as_str(),
         timestamp: event.occurred_at,
         client_id: event.client_id.as_deref(),
         data: &event.data,
@@ -77,14 +174,34 @@ mod tests {
     }
 
     #[test]
+    fn statuses_and_errors_keep_their_wire_names() {
+        for s in DeliveryStatus::ALL {
+            assert_eq!(s.as_str().parse::<DeliveryStatus>(), Ok(s));
+            assert_eq!(
+                serde_json::to_value(s).unwrap(),
+                serde_json::json!(s.as_str())
+            );
+        }
+        assert!("cancelled".parse::<DeliveryStatus>().is_err());
+        assert_eq!(
+            LastError::Cancelled(Cancellation::SubscriptionDeleted).to_string(),
+            "cancelled: the subscription was deleted"
+        );
+        assert_eq!(
+            LastError::Attempt("HTTP 500".into()).to_string(),
+            "HTTP 500"
+        );
+    }
+
+    #[test]
     fn delivery_ids_are_stable_and_distinct() {
-        let w = Uuid::from_u128(7);
+        let w = WebhookId::from_uuid(Uuid::from_u128(7));
         assert_eq!(delivery_id("acme", "e1", w), delivery_id("acme", "e1", w));
         assert_ne!(delivery_id("acme", "e1", w), delivery_id("acme", "e2", w));
         assert_ne!(delivery_id("acme", "e1", w), delivery_id("globex", "e1", w));
         assert_ne!(
             delivery_id("acme", "e1", w),
-            delivery_id("acme", "e1", Uuid::from_u128(8))
+            delivery_id("acme", "e1", WebhookId::from_uuid(Uuid::from_u128(8)))
         );
     }
 }

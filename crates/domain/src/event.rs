@@ -4,21 +4,22 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::validation::ValidationErrors;
+use crate::{catalog::EventTypeName, tenant::TenantId, validation::ValidationErrors};
 
 /// Longest `client_id`.
 pub const MAX_CLIENT_ID: usize = 128;
 
 /// The envelope of an event on `<prefix>.events` (routing key = `type`, `message_id` = `id`).
 /// Times are kept to the microsecond, the precision of the delivery log, so a receiver and the
-/// log show the same `timestamp`.
+/// log show the same `timestamp`. Reading one checks `tenant` and `type` against their rules;
+/// on the wire both are plain strings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventEnvelope {
     pub id: String,
-    pub tenant: String,
+    pub tenant: TenantId,
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: EventTypeName,
     pub client_id: Option<String>,
     pub occurred_at: DateTime<Utc>,
     pub received_at: DateTime<Utc>,
@@ -50,10 +51,11 @@ pub fn is_event_id(raw: &str) -> bool {
 impl EventInput {
     /// Checks the rules that need no catalog (`id`, `client_id`, `occurred_at`), recording
     /// failures under `<prefix><field>`, and builds the envelope. `new_id` supplies an id when
-    /// the publisher gave none.
+    /// the publisher gave none. `type` is the catalog check's to report, since only the catalog
+    /// knows which names exist; one that is not even a name just gives no envelope.
     pub fn into_envelope(
         self,
-        tenant: &str,
+        tenant: &TenantId,
         received_at: DateTime<Utc>,
         new_id: impl FnOnce() -> String,
         prefix: &str,
@@ -99,10 +101,11 @@ impl EventInput {
                 received_at
             }
         };
+        let kind = EventTypeName::parse(&self.kind).ok()?;
         ok.then(|| EventEnvelope {
             id,
-            tenant: tenant.to_owned(),
-            kind: self.kind,
+            tenant: tenant.clone(),
+            kind,
             client_id: self.client_id,
             occurred_at: occurred_at.trunc_subsecs(6),
             received_at: received_at.trunc_subsecs(6),
@@ -122,21 +125,22 @@ mod tests {
     #[test]
     fn rules_and_defaults() {
         let now = Utc::now();
+        let acme = TenantId::parse("acme").unwrap();
         let mut e = ValidationErrors::new();
         let env = input(serde_json::json!({"type": "order.shipped", "data": {"a": 1}}))
-            .into_envelope("acme", now, || "gen-1".into(), "", &mut e)
+            .into_envelope(&acme, now, || "gen-1".into(), "", &mut e)
             .unwrap();
         assert_eq!(
             (env.id.as_str(), env.occurred_at, env.client_id),
             ("gen-1", now.trunc_subsecs(6), None)
         );
         let env = input(serde_json::json!({"type": "t.a", "data": {}, "id": "ord:42.v1_x-y", "occurred_at": "2026-01-10T10:30:00+01:00"}))
-            .into_envelope("acme", now, || unreachable!(), "", &mut e)
+            .into_envelope(&acme, now, || unreachable!(), "", &mut e)
             .unwrap();
         assert_eq!(env.occurred_at.to_rfc3339(), "2026-01-10T09:30:00+00:00");
         assert!(e.is_empty());
         let bad = input(serde_json::json!({"type": "t.a", "data": {}, "id": "has space", "client_id": "c".repeat(129), "occurred_at": "yesterday"}))
-            .into_envelope("acme", now, || "x".into(), "events[3].", &mut e);
+            .into_envelope(&acme, now, || "x".into(), "events[3].", &mut e);
         assert!(bad.is_none());
         let fields: Vec<&String> = e.fields().keys().collect();
         assert_eq!(

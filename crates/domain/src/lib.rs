@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod change;
 pub mod delivery;
 pub mod event;
+pub mod ids;
 pub mod retry;
 pub mod secret;
 pub mod signature;
@@ -15,6 +16,7 @@ pub mod url_policy;
 pub mod validation;
 
 pub use catalog::{CatalogIndex, EventDefinition, EventTypeName};
+pub use ids::{DeliveryId, WebhookId};
 pub use secret::SigningSecret;
 pub use subscription::{EventPattern, HttpMethod, WebhookAuth, WebhookInput, WebhookSettings};
 pub use tenant::{Scope, TenantId};

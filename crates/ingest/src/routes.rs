@@ -1,14 +1,20 @@
-//! Every route of `waybill-ingest`.
+//! Every route of `waybill-ingest`. An operation is registered with the type its
+//! `#[utoipa::path]` generates, which carries its path and method, so registering it also puts
+//! it in the OpenAPI document.
 
 use actix_web::web;
-use waybill_runtime::{body::BodyLimit, http};
+use waybill_runtime::{
+    body::BodyLimit,
+    http,
+    openapi::{Routes, ServiceConfig},
+};
 
 use crate::{
     events::{self, MAX_BATCH_BYTES, MAX_EVENT_BYTES},
     openapi,
 };
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub fn configure(cfg: &mut ServiceConfig) {
     cfg.route("/healthz", web::get().to(http::healthz))
         .route("/readyz", web::get().to(http::readyz))
         .route("/metrics", web::get().to(http::metrics))
@@ -17,16 +23,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             waybill_runtime::openapi::serve(openapi::document),
         )
         .service(
-            web::resource("/v1/events")
+            Routes::new()
+                .operation(events::publish::__path_publish, events::publish::publish)
                 .app_data(web::Data::new(BodyLimit(MAX_EVENT_BYTES)))
-                .route(web::post().to(events::publish::publish))
-                .default_service(http::method_not_allowed("POST")),
-        )
-        .service(
-            web::resource("/v1/events/batch")
-                .app_data(web::Data::new(BodyLimit(MAX_BATCH_BYTES)))
-                .route(web::post().to(events::batch::batch))
-                .default_service(http::method_not_allowed("POST")),
+                .operation(events::batch::__path_batch, events::batch::batch)
+                .app_data(web::Data::new(BodyLimit(MAX_BATCH_BYTES))),
         )
         .default_service(web::to(http::not_found));
 }

@@ -6,6 +6,7 @@ use waybill_bus::Broker;
 use waybill_runtime::{
     AuthState, JwtKeys, Settings,
     http::{Metrics, postgres_and_broker},
+    openapi::ServiceConfig,
     rate_limit::TenantLimiter,
     service::{RunningService, Shared},
 };
@@ -45,7 +46,7 @@ impl Application {
         });
         let mut service = RunningService::start(&settings, shared, move |cfg| {
             cfg.app_data(state.clone());
-            routes::configure(cfg);
+            routes::configure(&mut ServiceConfig::new(cfg));
         })?;
         service.spawn(move |stop| catalog.keep_fresh(pool, waybill_catalog::REFRESH_EVERY, stop));
         Ok(service)

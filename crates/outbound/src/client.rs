@@ -9,7 +9,6 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use reqwest::Method;
-use uuid::Uuid;
 use waybill_domain::{HttpMethod, UrlPolicy, event::EventEnvelope, retry::parse_retry_after};
 
 use crate::{
@@ -65,7 +64,7 @@ pub struct Attempt<'a> {
     pub endpoint: &'a Endpoint,
     pub event: &'a EventEnvelope,
     pub body: &'a [u8],
-    pub delivery_id: Uuid,
+    pub delivery_id: waybill_domain::DeliveryId,
     pub number: u32,
 }
 

@@ -3,7 +3,6 @@
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 use waybill_domain::{HttpMethod, SigningSecret, change::SubscriptionSnapshot};
 use waybill_store::{
     Cipher,
@@ -35,7 +34,7 @@ pub enum EndpointError {
 /// The receiving end of a subscription.
 #[derive(Clone)]
 pub struct Endpoint {
-    pub id: Uuid,
+    pub id: waybill_domain::WebhookId,
     pub url: String,
     pub method: HttpMethod,
     pub headers: Vec<(String, String)>,

@@ -27,7 +27,7 @@ pub(crate) fn headers(a: &Attempt<'_>, now: DateTime<Utc>) -> Result<HeaderMap, 
     )?;
     put("waybill-delivery-id", &a.delivery_id.to_string())?;
     put(ATTEMPT_HEADER, &a.number.to_string())?;
-    put("waybill-event-type", &a.event.kind)?;
+    put("waybill-event-type", a.event.kind.as_str())?;
     for (name, value) in &a.endpoint.headers {
         put(name, value)?;
     }

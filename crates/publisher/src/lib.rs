@@ -48,13 +48,13 @@ impl EventPublisher {
             .iter()
             .zip(&bodies)
             .map(|(e, body)| {
-                let mut headers = vec![("waybill-tenant", e.tenant.clone())];
+                let mut headers = vec![("waybill-tenant", e.tenant.to_string())];
                 if let Some(tp) = traceparent {
                     headers.push((TRACEPARENT, tp.to_owned()));
                 }
                 Outgoing {
                     exchange: &exchange,
-                    routing_key: &e.kind,
+                    routing_key: e.kind.as_str(),
                     body,
                     message_id: Some(&e.id),
                     headers,

@@ -138,8 +138,9 @@ pub fn typed<T: DeserializeOwned>(map: Map<String, Value>) -> Result<T, ApiError
 /// Deserializes into `T`, or names the field that has the wrong type and what it should be.
 /// serde's own text quotes the offending value, which may be a credential, so it is dropped.
 pub fn typed_field<T: DeserializeOwned>(
-    map: Map<String, Value>,
+    mut map: Map<String, Value>,
 ) -> Result<T, (String, &'static str)> {
+    integral_numbers(&mut map);
     serde_path_to_error::deserialize(Value::Object(map)).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
@@ -148,6 +149,24 @@ pub fn typed_field<T: DeserializeOwned>(
             .map_or("another type", |(_, x)| x);
         (path, plain_type(expected))
     })
+}
+
+/// JSON Schema counts `326.0` as the integer 326 (so the OpenAPI documents do), serde does not:
+/// a top-level field holding a whole number written with a fraction is read as that integer.
+/// Nested values (an event's `data`) are left as sent.
+fn integral_numbers(map: &mut Map<String, Value>) {
+    // Beyond 2^53 a float no longer stands for one integer.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    for value in map.values_mut() {
+        if let Value::Number(n) = value
+            && n.is_f64()
+            && let Some(f) = n.as_f64()
+            && f.fract() == 0.0
+            && f.abs() < EXACT
+        {
+            *value = Value::from(f as i64);
+        }
+    }
 }
 
 /// serde's name of an expected type, in JSON's words.

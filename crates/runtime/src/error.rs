@@ -120,8 +120,11 @@ impl ApiError {
     }
 
     /// A 500; the cause is logged, never shown.
-    pub fn internal(cause: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %cause, "internal error");
+    /// A 500 whose answer says nothing of the cause; the cause and every error it wraps are
+    /// logged.
+    pub fn internal(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        let cause = cause.into();
+        tracing::error!(error = %error_chain(cause.as_ref()), "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -182,5 +185,46 @@ impl ResponseError for ApiError {
 impl From<ValidationErrors> for ApiError {
     fn from(e: ValidationErrors) -> Self {
         ApiError::validation(e)
+    }
+}
+
+/// `error: cause: its cause …`, skipping a source whose text its wrapper already shows.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("connection refused")]
+    struct Io;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("database unavailable")]
+    struct Hides(#[source] Io);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("query failed: {0}")]
+    struct Shows(#[source] Io);
+
+    #[test]
+    fn the_chain_names_every_cause_once() {
+        assert_eq!(
+            error_chain(&Hides(Io)),
+            "database unavailable: connection refused"
+        );
+        assert_eq!(error_chain(&Shows(Io)), "query failed: connection refused");
     }
 }

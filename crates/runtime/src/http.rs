@@ -201,13 +201,18 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
 }
 
 /// Fallback for a known route with a method it does not take; `allow` lists the ones it does.
-pub fn method_not_allowed(allow: &'static str) -> actix_web::Route {
-    web::to(move || async move {
-        let mut res = ApiError::method_not_allowed().error_response();
-        res.headers_mut().insert(
-            actix_web::http::header::ALLOW,
-            HeaderValue::from_static(allow),
-        );
-        res
+pub fn method_not_allowed(allow: impl Into<String>) -> actix_web::Route {
+    // Method names are tokens, always a valid header value; a bad one only loses the header.
+    let allow = HeaderValue::from_str(&allow.into()).ok();
+    web::to(move || {
+        let allow = allow.clone();
+        async move {
+            let mut res = ApiError::method_not_allowed().error_response();
+            if let Some(allow) = allow {
+                res.headers_mut()
+                    .insert(actix_web::http::header::ALLOW, allow);
+            }
+            res
+        }
     })
 }

@@ -3,14 +3,22 @@
 
 use std::collections::BTreeMap;
 
+use actix_web::{
+    FromRequest, Handler, Responder,
+    dev::{AppService, HttpServiceFactory},
+    http::Method,
+};
 use serde::Serialize;
 use utoipa::{
     Modify, ToSchema,
     openapi::{
-        ContentBuilder, Ref, ResponseBuilder,
+        ContentBuilder, HttpMethod, OpenApi, Ref, RefOr, Required, ResponseBuilder, Schema, Type,
+        path::Paths,
+        schema::SchemaType,
         security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
     },
 };
+use utoipa_actix_web::{AppExt, OpenApiFactory};
 
 /// Every error answer.
 #[derive(Serialize, ToSchema)]
@@ -134,4 +142,179 @@ pub fn serve(document: fn() -> String) -> actix_web::Route {
             .content_type("application/json")
             .body(document())
     })
+}
+
+/// The registration a service's `configure` receives: actix's, collecting the paths and schemas
+/// of what it registers.
+pub use utoipa_actix_web::service_config::ServiceConfig;
+
+type Schemas = Vec<(String, RefOr<Schema>)>;
+
+/// A service's documented routes, each declared once: an operation is a handler and the
+/// `__path_<handler>` type its `#[utoipa::path]` generates, which names the path and the method,
+/// so registering it also documents it. Operations on one path share an actix resource, which
+/// answers any other method with 405 and `Allow`.
+#[derive(Default)]
+pub struct Routes {
+    resources: Vec<Resource>,
+    /// Index of the resource the last operation went to, for [`Routes::app_data`].
+    last: usize,
+    paths: Paths,
+    schemas: Schemas,
+}
+
+type Setup = Box<dyn FnOnce(actix_web::Resource) -> actix_web::Resource>;
+
+struct Resource {
+    path: String,
+    methods: Vec<Method>,
+    routes: Vec<actix_web::Route>,
+    setup: Vec<Setup>,
+}
+
+impl Routes {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Serves the operation `doc` documents with `handler`, at the path and for the methods of
+    /// `doc`.
+    pub fn operation<D, F, Args>(mut self, doc: D, handler: F) -> Self
+    where
+        D: utoipa::Path + OpenApiFactory,
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        let path = D::path();
+        self.paths.merge(doc.paths());
+        doc.schemas(&mut self.schemas);
+        self.last = match self.resources.iter().position(|r| r.path == path) {
+            Some(i) => i,
+            None => {
+                self.resources.push(Resource {
+                    path,
+                    methods: Vec::new(),
+                    routes: Vec::new(),
+                    setup: Vec::new(),
+                });
+                self.resources.len() - 1
+            }
+        };
+        if let Some(resource) = self.resources.get_mut(self.last) {
+            for method in D::methods() {
+                let method = actix_method(&method);
+                resource
+                    .routes
+                    .push(actix_web::web::method(method.clone()).to(handler.clone()));
+                resource.methods.push(method);
+            }
+        }
+        self
+    }
+
+    /// Data for the path of the operation added last (e.g. its body limit), like
+    /// `actix_web::Resource::app_data`.
+    pub fn app_data<U: 'static>(mut self, data: U) -> Self {
+        if let Some(resource) = self.resources.get_mut(self.last) {
+            resource.setup.push(Box::new(move |r| r.app_data(data)));
+        }
+        self
+    }
+}
+
+fn actix_method(method: &HttpMethod) -> Method {
+    match method {
+        HttpMethod::Get => Method::GET,
+        HttpMethod::Post => Method::POST,
+        HttpMethod::Put => Method::PUT,
+        HttpMethod::Delete => Method::DELETE,
+        HttpMethod::Options => Method::OPTIONS,
+        HttpMethod::Head => Method::HEAD,
+        HttpMethod::Patch => Method::PATCH,
+        HttpMethod::Trace => Method::TRACE,
+    }
+}
+
+impl HttpServiceFactory for Routes {
+    fn register(self, config: &mut AppService) {
+        for r in self.resources {
+            let allow = r
+                .methods
+                .iter()
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut resource = actix_web::Resource::new(r.path.as_str());
+            for setup in r.setup {
+                resource = setup(resource);
+            }
+            for route in r.routes {
+                resource = resource.route(route);
+            }
+            resource
+                .default_service(crate::http::method_not_allowed(allow))
+                .register(config);
+        }
+    }
+}
+
+impl OpenApiFactory for Routes {
+    fn paths(&self) -> Paths {
+        self.paths.clone()
+    }
+
+    fn schemas(&self, schemas: &mut Schemas) {
+        schemas.extend(self.schemas.iter().cloned());
+    }
+}
+
+/// The document `configure` registers: `base` (title, tags, shared components) with every
+/// operation it registers, and the error answers all operations share.
+pub fn collect(base: OpenApi, configure: fn(&mut ServiceConfig)) -> OpenApi {
+    let (_, mut doc) = actix_web::App::new()
+        .into_utoipa_app()
+        .openapi(base)
+        .configure(configure)
+        .split_for_parts();
+    CommonErrors.modify(&mut doc);
+    optional_bodies(&mut doc);
+    doc
+}
+
+/// utoipa writes a body that may be left out (`Option<T>`) as `oneOf: [T, null]`, but the
+/// services refuse a `null` body (400) and take an empty one: such a body is `T`, not required.
+fn optional_bodies(doc: &mut OpenApi) {
+    let is_null = |s: &RefOr<Schema>| matches!(s, RefOr::T(Schema::Object(o)) if o.schema_type == SchemaType::Type(Type::Null));
+    for item in doc.paths.paths.values_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.patch,
+            &mut item.put,
+            &mut item.delete,
+        ];
+        for op in ops.into_iter().flatten() {
+            let Some(RefOr::T(body)) = op.request_body.as_mut() else {
+                continue;
+            };
+            let mut optional = false;
+            for content in body.content.values_mut() {
+                let RefOr::T(content) = content else {
+                    continue;
+                };
+                let Some(RefOr::T(Schema::OneOf(one))) = &content.schema else {
+                    continue;
+                };
+                if one.items.len() == 2 && one.items.iter().any(is_null) {
+                    let inner = one.items.iter().find(|s| !is_null(s)).cloned();
+                    content.schema = inner;
+                    optional = true;
+                }
+            }
+            if optional {
+                body.required = Some(Required::False);
+            }
+        }
+    }
 }

@@ -1,9 +1,14 @@
 //! A service process: its HTTP server with what every service shares (request observation,
 //! auth, metrics, readiness, body limit), its background tasks, and the orderly stop of both.
 
-use std::{future::Future, net::TcpListener, time::Duration};
+use std::{future::Future, net::TcpListener, sync::Arc, time::Duration};
 
-use actix_web::{App, HttpServer, dev::Server, middleware::from_fn, web};
+use actix_web::{
+    App, HttpServer,
+    dev::{Server, ServerHandle},
+    middleware::from_fn,
+    web,
+};
 use anyhow::Context;
 use tokio::{sync::watch, task::JoinHandle};
 
@@ -26,11 +31,30 @@ pub struct Shared {
     pub readiness: Readiness,
 }
 
+/// Stops a [`RunningService`] from outside, as SIGTERM does, for a harness that runs services
+/// inside its own process and has no signal to send.
+#[derive(Clone)]
+pub struct StopHandle {
+    server: ServerHandle,
+    stop: Arc<watch::Sender<bool>>,
+}
+
+impl StopHandle {
+    /// Tells the background tasks to stop and the server to finish; returns at once. The tasks
+    /// learn of it before this returns, so none of them starts anything new (a reconnect, say)
+    /// after it.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+        // The command is sent when called; the returned future only waits for its completion.
+        drop(self.server.stop(true));
+    }
+}
+
 /// A bound, serving service; [`RunningService::run_until_stopped`] waits for its end.
 pub struct RunningService {
     port: u16,
     server: Server,
-    stop: watch::Sender<bool>,
+    stop: Arc<watch::Sender<bool>>,
     tasks: Vec<JoinHandle<()>>,
     task_grace: Duration,
 }
@@ -73,7 +97,7 @@ impl RunningService {
         let mut service = RunningService {
             port,
             server,
-            stop,
+            stop: Arc::new(stop),
             tasks: Vec::new(),
             task_grace: DEFAULT_TASK_GRACE,
         };
@@ -105,6 +129,14 @@ impl RunningService {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// A handle that stops this service from elsewhere.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            server: self.server.handle(),
+            stop: self.stop.clone(),
+        }
     }
 
     /// Serves until SIGTERM/SIGINT: the server stops accepting and finishes in-flight requests,

@@ -82,12 +82,12 @@ impl Cipher {
 }
 
 /// The associated data of a webhook's signing secret.
-pub fn secret_context(webhook_id: uuid::Uuid) -> String {
+pub fn secret_context(webhook_id: waybill_domain::WebhookId) -> String {
     format!("webhook:{webhook_id}:secret")
 }
 
 /// The associated data of a webhook's auth credential.
-pub fn credential_context(webhook_id: uuid::Uuid) -> String {
+pub fn credential_context(webhook_id: waybill_domain::WebhookId) -> String {
     format!("webhook:{webhook_id}:auth")
 }
 

@@ -4,15 +4,54 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use diesel::{
+    deserialize::{self, FromSql, FromSqlRow},
+    expression::AsExpression,
+    pg::{Pg, PgValue},
     prelude::*,
+    serialize::{self, Output, ToSql},
     sql_query,
     sql_types::{Array, Int4, Nullable, Text, Timestamptz, Uuid as SqlUuid},
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
-use waybill_domain::event::EventEnvelope;
+use waybill_domain::{
+    DeliveryId, WebhookId,
+    delivery::{DeliveryStatus, LastError},
+    event::EventEnvelope,
+};
 
 use crate::schema::{deliveries, events};
+
+/// The `status` column, checked as it is read: a value outside [`DeliveryStatus`] is an error,
+/// never taken for another status.
+#[derive(Debug, Clone, Copy, AsExpression, FromSqlRow)]
+#[diesel(sql_type = Text)]
+pub struct StatusColumn(pub DeliveryStatus);
+
+impl FromSql<Text, Pg> for StatusColumn {
+    fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
+        let raw = <String as FromSql<Text, Pg>>::from_sql(bytes)?;
+        Ok(StatusColumn(raw.parse()?))
+    }
+}
+
+impl ToSql<Text, Pg> for StatusColumn {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        <str as ToSql<Text, Pg>>::to_sql(self.0.as_str(), out)
+    }
+}
+
+impl From<StatusColumn> for DeliveryStatus {
+    fn from(c: StatusColumn) -> Self {
+        c.0
+    }
+}
+
+impl From<DeliveryStatus> for StatusColumn {
+    fn from(s: DeliveryStatus) -> Self {
+        StatusColumn(s)
+    }
+}
 
 /// Where an event stands when its message arrives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,9 +72,9 @@ pub async fn take_event(
 ) -> QueryResult<EventState> {
     let inserted = diesel::insert_into(events::table)
         .values((
-            events::tenant.eq(&event.tenant),
+            events::tenant.eq(event.tenant.as_str()),
             events::id.eq(&event.id),
-            events::event_type.eq(&event.kind),
+            events::event_type.eq(event.kind.as_str()),
             events::client_id.eq(&event.client_id),
             events::occurred_at.eq(event.occurred_at),
             events::received_at.eq(event.received_at),
@@ -48,7 +87,7 @@ pub async fn take_event(
         return Ok(EventState::Fresh);
     }
     let fanned_out: Option<Option<DateTime<Utc>>> = events::table
-        .find((&event.tenant, &event.id))
+        .find((event.tenant.as_str(), &event.id))
         .select(events::fanned_out_at)
         .first(conn)
         .await
@@ -129,7 +168,7 @@ pub async fn take_events(
     let known: Vec<&EventEnvelope> = unique
         .iter()
         .copied()
-        .filter(|e| !fresh.contains(&(e.tenant.clone(), e.id.clone())))
+        .filter(|e| !fresh.contains(&(e.tenant.to_string(), e.id.clone())))
         .collect();
     let mut seen: HashMap<(String, String), Option<DateTime<Utc>>> = HashMap::new();
     if !known.is_empty() {
@@ -150,7 +189,7 @@ pub async fn take_events(
         .iter()
         .enumerate()
         .map(|(i, e)| {
-            let key = (e.tenant.clone(), e.id.clone());
+            let key = (e.tenant.to_string(), e.id.clone());
             if first.get(&(e.tenant.as_str(), e.id.as_str())) != Some(&i) {
                 EventState::Done
             } else if fresh.contains(&key) {
@@ -196,9 +235,14 @@ pub async fn finish_fan_outs(
                    AS u(id, tenant, webhook_id, event_id, event_type, status, at) \
                  ON CONFLICT (id) DO NOTHING",
             )
-            .bind::<Array<SqlUuid>, _>(chunk.iter().map(|r| r.id).collect::<Vec<_>>())
+            .bind::<Array<SqlUuid>, _>(chunk.iter().map(|r| r.id.as_uuid()).collect::<Vec<_>>())
             .bind::<Array<Text>, _>(chunk.iter().map(|r| r.tenant.as_str()).collect::<Vec<_>>())
-            .bind::<Array<SqlUuid>, _>(chunk.iter().map(|r| r.webhook_id).collect::<Vec<_>>())
+            .bind::<Array<SqlUuid>, _>(
+                chunk
+                    .iter()
+                    .map(|r| r.webhook_id.as_uuid())
+                    .collect::<Vec<_>>(),
+            )
             .bind::<Array<Text>, _>(
                 chunk
                     .iter()
@@ -211,7 +255,7 @@ pub async fn finish_fan_outs(
                     .map(|r| r.event_type.as_str())
                     .collect::<Vec<_>>(),
             )
-            .bind::<Array<Text>, _>(chunk.iter().map(|r| r.status).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(chunk.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
             .bind::<Array<Timestamptz>, _>(chunk.iter().map(|r| r.created_at).collect::<Vec<_>>())
             .execute(conn)
             .await?;
@@ -234,12 +278,15 @@ pub async fn finish_fan_outs(
 #[derive(Debug, Clone, Insertable)]
 #[diesel(table_name = deliveries)]
 pub struct NewDelivery {
-    pub id: Uuid,
+    #[diesel(serialize_as = Uuid)]
+    pub id: DeliveryId,
     pub tenant: String,
-    pub webhook_id: Uuid,
+    #[diesel(serialize_as = Uuid)]
+    pub webhook_id: WebhookId,
     pub event_id: String,
     pub event_type: String,
-    pub status: &'static str,
+    #[diesel(serialize_as = StatusColumn)]
+    pub status: DeliveryStatus,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -258,7 +305,7 @@ pub async fn finish_fan_out(
     conn.transaction(async |conn| {
         for chunk in rows.chunks(INSERT_CHUNK) {
             diesel::insert_into(deliveries::table)
-                .values(chunk)
+                .values(chunk.to_vec())
                 .on_conflict_do_nothing()
                 .execute(conn)
                 .await?;
@@ -275,14 +322,15 @@ pub async fn finish_fan_out(
 /// Status and attempt count of a delivery, when it is recorded.
 pub async fn progress(
     conn: &mut AsyncPgConnection,
-    id: Uuid,
-) -> QueryResult<Option<(String, i32)>> {
-    deliveries::table
-        .find(id)
+    id: DeliveryId,
+) -> QueryResult<Option<(DeliveryStatus, i32)>> {
+    let found: Option<(StatusColumn, i32)> = deliveries::table
+        .find(id.as_uuid())
         .select((deliveries::status, deliveries::attempts))
         .first(conn)
         .await
-        .optional()
+        .optional()?;
+    Ok(found.map(|(status, attempts)| (status.0, attempts)))
 }
 
 /// One attempt as the attempt log keeps it.
@@ -300,16 +348,15 @@ pub struct AttemptRecord {
 /// request was made or refused).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryRecord {
-    pub id: Uuid,
+    pub id: DeliveryId,
     pub tenant: String,
-    pub webhook_id: Uuid,
+    pub webhook_id: WebhookId,
     pub event_id: String,
     pub event_type: String,
-    /// `pending`, `succeeded` or `failed`.
-    pub status: &'static str,
+    pub status: DeliveryStatus,
     pub attempts: i32,
     pub last_status_code: Option<i32>,
-    pub last_error: Option<String>,
+    pub last_error: Option<LastError>,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub at: DateTime<Utc>,
     pub attempt: Option<AttemptRecord>,
@@ -321,8 +368,8 @@ pub struct DeliveryRecord {
 /// changes only through a newer attempt (a tenant's retry). Within the batch the state with the
 /// most attempts wins.
 pub async fn record(conn: &mut AsyncPgConnection, batch: &[DeliveryRecord]) -> QueryResult<()> {
-    let mut latest: HashMap<Uuid, &DeliveryRecord> = HashMap::with_capacity(batch.len());
-    let mut attempts: HashMap<(Uuid, i32), (Uuid, &AttemptRecord)> = HashMap::new();
+    let mut latest: HashMap<DeliveryId, &DeliveryRecord> = HashMap::with_capacity(batch.len());
+    let mut attempts: HashMap<(DeliveryId, i32), (DeliveryId, &AttemptRecord)> = HashMap::new();
     for r in batch {
         match latest.get(&r.id) {
             Some(prev) if prev.attempts > r.attempts => {}
@@ -337,7 +384,7 @@ pub async fn record(conn: &mut AsyncPgConnection, batch: &[DeliveryRecord]) -> Q
     // One order for every writer, so two replicas writing overlapping rows cannot deadlock.
     let mut rows: Vec<&DeliveryRecord> = latest.into_values().collect();
     rows.sort_by_key(|r| r.id);
-    let mut tries: Vec<(Uuid, &AttemptRecord)> = attempts.into_values().collect();
+    let mut tries: Vec<(DeliveryId, &AttemptRecord)> = attempts.into_values().collect();
     tries.sort_by_key(|(id, a)| (*id, a.number));
     conn.transaction(async |conn| {
         sql_query(
@@ -353,23 +400,27 @@ pub async fn record(conn: &mut AsyncPgConnection, batch: &[DeliveryRecord]) -> Q
              WHERE deliveries.attempts < EXCLUDED.attempts \
                 OR (deliveries.status = 'pending' AND deliveries.attempts = EXCLUDED.attempts)",
         )
-        .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.id.as_uuid()).collect::<Vec<_>>())
         .bind::<Array<Text>, _>(rows.iter().map(|r| r.tenant.as_str()).collect::<Vec<_>>())
-        .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.webhook_id).collect::<Vec<_>>())
+        .bind::<Array<SqlUuid>, _>(
+            rows.iter()
+                .map(|r| r.webhook_id.as_uuid())
+                .collect::<Vec<_>>(),
+        )
         .bind::<Array<Text>, _>(rows.iter().map(|r| r.event_id.as_str()).collect::<Vec<_>>())
         .bind::<Array<Text>, _>(
             rows.iter()
                 .map(|r| r.event_type.as_str())
                 .collect::<Vec<_>>(),
         )
-        .bind::<Array<Text>, _>(rows.iter().map(|r| r.status).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(rows.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
         .bind::<Array<Int4>, _>(rows.iter().map(|r| r.attempts).collect::<Vec<_>>())
         .bind::<Array<Nullable<Int4>>, _>(
             rows.iter().map(|r| r.last_status_code).collect::<Vec<_>>(),
         )
         .bind::<Array<Nullable<Text>>, _>(
             rows.iter()
-                .map(|r| r.last_error.as_deref())
+                .map(|r| r.last_error.as_ref().map(LastError::to_string))
                 .collect::<Vec<_>>(),
         )
         .bind::<Array<Nullable<Timestamptz>>, _>(
@@ -388,7 +439,7 @@ pub async fn record(conn: &mut AsyncPgConnection, batch: &[DeliveryRecord]) -> Q
                    status_code = EXCLUDED.status_code, error = EXCLUDED.error, \
                    response_body = EXCLUDED.response_body",
             )
-            .bind::<Array<SqlUuid>, _>(tries.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+            .bind::<Array<SqlUuid>, _>(tries.iter().map(|(id, _)| id.as_uuid()).collect::<Vec<_>>())
             .bind::<Array<Int4>, _>(tries.iter().map(|(_, a)| a.number).collect::<Vec<_>>())
             .bind::<Array<Timestamptz>, _>(
                 tries.iter().map(|(_, a)| a.started_at).collect::<Vec<_>>(),
@@ -421,12 +472,15 @@ pub async fn record(conn: &mut AsyncPgConnection, batch: &[DeliveryRecord]) -> Q
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = deliveries)]
 pub struct DeliveryRow {
-    pub id: Uuid,
+    #[diesel(deserialize_as = Uuid)]
+    pub id: DeliveryId,
     pub tenant: String,
-    pub webhook_id: Uuid,
+    #[diesel(deserialize_as = Uuid)]
+    pub webhook_id: WebhookId,
     pub event_id: String,
     pub event_type: String,
-    pub status: String,
+    #[diesel(deserialize_as = StatusColumn)]
+    pub status: DeliveryStatus,
     pub attempts: i32,
     pub last_status_code: Option<i32>,
     pub last_error: Option<String>,
@@ -462,7 +516,7 @@ pub struct EventRow {
 /// Filters of the delivery log; `since` is inclusive, `until` exclusive (on `created_at`).
 #[derive(Debug, Clone, Default)]
 pub struct DeliveryFilter {
-    pub status: Option<String>,
+    pub status: Option<DeliveryStatus>,
     pub event_type: Option<String>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
@@ -473,17 +527,17 @@ pub struct DeliveryFilter {
 /// tenant), so the query stays on the `(webhook_id, created_at, id)` index.
 pub async fn list(
     conn: &mut AsyncPgConnection,
-    webhook_id: Uuid,
+    webhook_id: WebhookId,
     filter: &DeliveryFilter,
     limit: i64,
     offset: i64,
 ) -> QueryResult<(Vec<DeliveryRow>, i64)> {
     let query = || {
         let mut q = deliveries::table
-            .filter(deliveries::webhook_id.eq(webhook_id))
+            .filter(deliveries::webhook_id.eq(webhook_id.as_uuid()))
             .into_boxed();
         if let Some(s) = &filter.status {
-            q = q.filter(deliveries::status.eq(s.clone()));
+            q = q.filter(deliveries::status.eq(s.as_str()));
         }
         if let Some(t) = &filter.event_type {
             q = q.filter(deliveries::event_type.eq(t.clone()));
@@ -511,8 +565,9 @@ pub async fn list(
 pub async fn find(
     conn: &mut AsyncPgConnection,
     tenant: &str,
-    id: Uuid,
+    id: DeliveryId,
 ) -> QueryResult<Option<(DeliveryRow, Option<EventRow>, Vec<AttemptRow>)>> {
+    let id = id.as_uuid();
     use crate::schema::delivery_attempts;
     let Some(row) = deliveries::table
         .filter(deliveries::id.eq(id))
@@ -545,16 +600,17 @@ pub async fn find(
 pub async fn reopen(
     conn: &mut AsyncPgConnection,
     tenant: &str,
-    ids: &[Uuid],
+    ids: &[DeliveryId],
 ) -> QueryResult<Vec<(DeliveryRow, Option<EventRow>)>> {
     let now = Utc::now();
+    let ids: Vec<Uuid> = ids.iter().map(DeliveryId::as_uuid).collect();
     let rows: Vec<DeliveryRow> = diesel::update(
         deliveries::table
             .filter(deliveries::tenant.eq(tenant))
-            .filter(deliveries::id.eq_any(ids)),
+            .filter(deliveries::id.eq_any(&ids)),
     )
     .set((
-        deliveries::status.eq("pending"),
+        deliveries::status.eq(DeliveryStatus::Pending.as_str()),
         deliveries::next_attempt_at.eq(now),
         deliveries::updated_at.eq(now),
     ))
@@ -583,15 +639,15 @@ pub async fn reopen(
 pub async fn failed_in_window(
     conn: &mut AsyncPgConnection,
     tenant: &str,
-    webhook_id: Uuid,
+    webhook_id: WebhookId,
     since: DateTime<Utc>,
     until: Option<DateTime<Utc>>,
     limit: i64,
-) -> QueryResult<Vec<Uuid>> {
-    deliveries::table
-        .filter(deliveries::webhook_id.eq(webhook_id))
+) -> QueryResult<Vec<DeliveryId>> {
+    let ids: Vec<Uuid> = deliveries::table
+        .filter(deliveries::webhook_id.eq(webhook_id.as_uuid()))
         .filter(deliveries::tenant.eq(tenant))
-        .filter(deliveries::status.eq("failed"))
+        .filter(deliveries::status.eq(DeliveryStatus::Failed.as_str()))
         .filter(deliveries::created_at.ge(since))
         .filter(deliveries::created_at.lt(until.unwrap_or(DateTime::<Utc>::MAX_UTC)))
         // One whose event is past retention cannot be replayed; it must not block the rest.
@@ -606,5 +662,6 @@ pub async fn failed_in_window(
         .for_update()
         .skip_locked()
         .load(conn)
-        .await
+        .await?;
+    Ok(ids.into_iter().map(DeliveryId::from_uuid).collect())
 }

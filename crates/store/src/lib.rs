@@ -72,6 +72,14 @@ impl From<DieselError> for StoreError {
     }
 }
 
+impl StoreError {
+    /// Whether the same call may succeed later: only when Postgres was away, never when it
+    /// refused what was sent or what it holds cannot be read.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
 fn connection_lost(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
     [

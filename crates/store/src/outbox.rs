@@ -26,7 +26,7 @@ pub async fn enqueue(
     let payload = serde_json::to_value(change).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     diesel::insert_into(subscription_changes::table)
         .values((
-            dsl::webhook_id.eq(change.webhook_id),
+            dsl::webhook_id.eq(change.webhook_id.as_uuid()),
             dsl::tenant.eq(&change.tenant),
             dsl::revision.eq(change.revision),
             dsl::kind.eq(change.kind.as_str()),

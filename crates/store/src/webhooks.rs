@@ -9,7 +9,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 use waybill_domain::{
-    EventPattern, HttpMethod, SigningSecret, WebhookAuth, WebhookSettings,
+    EventPattern, HttpMethod, SigningSecret, WebhookAuth, WebhookId, WebhookSettings,
     change::{AuthSnapshot, ChangeKind, SecretSnapshot, SubscriptionChange, SubscriptionSnapshot},
 };
 
@@ -31,7 +31,8 @@ fn now_micros() -> DateTime<Utc> {
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = webhooks)]
 pub struct WebhookRow {
-    pub id: Uuid,
+    #[diesel(deserialize_as = Uuid)]
+    pub id: WebhookId,
     pub tenant: String,
     pub name: String,
     pub description: String,
@@ -58,7 +59,8 @@ pub struct WebhookRow {
 #[diesel(table_name = webhook_secrets)]
 pub struct SecretRow {
     pub id: i64,
-    pub webhook_id: Uuid,
+    #[diesel(deserialize_as = Uuid)]
+    pub webhook_id: WebhookId,
     pub secret: Vec<u8>,
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
@@ -167,7 +169,7 @@ struct SettingsColumns {
 }
 
 impl SettingsColumns {
-    fn new(id: Uuid, s: &WebhookSettings, cipher: &Cipher) -> Result<Self, StoreError> {
+    fn new(id: WebhookId, s: &WebhookSettings, cipher: &Cipher) -> Result<Self, StoreError> {
         let ctx = credential_context(id);
         let (username, header, credential) = match &s.auth {
             WebhookAuth::None => (None, None, None),
@@ -204,12 +206,12 @@ impl SettingsColumns {
 
 async fn live_secrets(
     conn: &mut AsyncPgConnection,
-    id: Uuid,
+    id: WebhookId,
     now: DateTime<Utc>,
 ) -> QueryResult<Vec<SecretRow>> {
     use webhook_secrets::dsl;
     webhook_secrets::table
-        .filter(dsl::webhook_id.eq(id))
+        .filter(dsl::webhook_id.eq(id.as_uuid()))
         .filter(dsl::expires_at.is_null().or(dsl::expires_at.gt(now)))
         .order(dsl::id.desc())
         .select(SecretRow::as_select())
@@ -247,7 +249,7 @@ pub async fn create(
     settings: &WebhookSettings,
     secret: &SigningSecret,
 ) -> Result<WebhookRow, StoreError> {
-    let id = Uuid::now_v7();
+    let id = WebhookId::generate();
     let now = now_micros();
     let columns = SettingsColumns::new(id, settings, cipher)?;
     let secret_ct = cipher.encrypt(secret.expose().as_bytes(), &secret_context(id))?;
@@ -255,7 +257,7 @@ pub async fn create(
     conn.transaction::<_, StoreError, _>(async move |conn| {
         let row = diesel::insert_into(webhooks::table)
             .values((
-                webhooks::id.eq(id),
+                webhooks::id.eq(id.as_uuid()),
                 webhooks::tenant.eq(&tenant),
                 columns,
                 webhooks::revision.eq(1i64),
@@ -267,7 +269,7 @@ pub async fn create(
             .await?;
         diesel::insert_into(webhook_secrets::table)
             .values((
-                webhook_secrets::webhook_id.eq(id),
+                webhook_secrets::webhook_id.eq(id.as_uuid()),
                 webhook_secrets::secret.eq(secret_ct),
                 webhook_secrets::created_at.eq(now),
             ))
@@ -283,10 +285,10 @@ pub async fn create(
 pub async fn find(
     conn: &mut AsyncPgConnection,
     tenant: &str,
-    id: Uuid,
+    id: WebhookId,
 ) -> QueryResult<Option<WebhookRow>> {
     webhooks::table
-        .filter(webhooks::id.eq(id))
+        .filter(webhooks::id.eq(id.as_uuid()))
         .filter(webhooks::tenant.eq(tenant))
         .select(WebhookRow::as_select())
         .first(conn)
@@ -314,7 +316,7 @@ pub async fn update(
     conn.transaction::<_, StoreError, _>(async move |conn| {
         let row = diesel::update(
             webhooks::table
-                .filter(webhooks::id.eq(id))
+                .filter(webhooks::id.eq(id.as_uuid()))
                 .filter(webhooks::tenant.eq(&tenant))
                 .filter(webhooks::revision.eq(expected)),
         )
@@ -332,7 +334,7 @@ pub async fn update(
             if row.active {
                 // Any change of an active subscription (a fixed URL, or turning it back on)
                 // closes its circuit and starts a new failing streak.
-                endpoints::forget_health(conn, row.id).await?;
+                endpoints::forget_health(conn, row.id.as_uuid()).await?;
             }
             record_change(conn, ChangeKind::Updated, row, now).await?;
         }
@@ -345,14 +347,14 @@ pub async fn update(
 pub async fn delete(
     conn: &mut AsyncPgConnection,
     tenant: &str,
-    id: Uuid,
+    id: WebhookId,
 ) -> Result<bool, StoreError> {
     let tenant = tenant.to_owned();
     conn.transaction::<_, StoreError, _>(async move |conn| {
         let now = now_micros();
         let deleted = diesel::delete(
             webhooks::table
-                .filter(webhooks::id.eq(id))
+                .filter(webhooks::id.eq(id.as_uuid()))
                 .filter(webhooks::tenant.eq(&tenant)),
         )
         .returning(WebhookRow::as_returning())
@@ -362,7 +364,7 @@ pub async fn delete(
         let Some(mut row) = deleted else {
             return Ok(false);
         };
-        endpoints::forget(conn, row.id).await?;
+        endpoints::forget(conn, row.id.as_uuid()).await?;
         row.revision += 1;
         record_change(conn, ChangeKind::Deleted, &row, now).await?;
         Ok(true)
@@ -376,7 +378,7 @@ pub async fn delete(
 /// subscription is gone or already inactive (another replica got there first).
 pub async fn disable<F, Fut>(
     conn: &mut AsyncPgConnection,
-    id: Uuid,
+    id: WebhookId,
     reason: &str,
     notify: F,
 ) -> Result<Option<WebhookRow>, StoreError>
@@ -389,7 +391,7 @@ where
         let now = now_micros();
         let row = diesel::update(
             webhooks::table
-                .filter(webhooks::id.eq(id))
+                .filter(webhooks::id.eq(id.as_uuid()))
                 .filter(webhooks::active.eq(true)),
         )
         .set((
@@ -403,7 +405,7 @@ where
         .await
         .optional()?;
         if let Some(row) = &row {
-            endpoints::forget_health(conn, row.id).await?;
+            endpoints::forget_health(conn, row.id.as_uuid()).await?;
             record_change(conn, ChangeKind::Updated, row, now).await?;
             notify(row.clone()).await.map_err(StoreError::Unavailable)?;
         }
@@ -417,11 +419,11 @@ pub async fn current_secret(
     conn: &mut AsyncPgConnection,
     cipher: &Cipher,
     tenant: &str,
-    id: Uuid,
+    id: WebhookId,
 ) -> Result<Option<String>, StoreError> {
     let row: Option<Vec<u8>> = webhook_secrets::table
         .inner_join(webhooks::table)
-        .filter(webhooks::id.eq(id))
+        .filter(webhooks::id.eq(id.as_uuid()))
         .filter(webhooks::tenant.eq(tenant))
         .filter(webhook_secrets::expires_at.is_null())
         .select(webhook_secrets::secret)
@@ -447,7 +449,7 @@ pub async fn rotate_secret(
     conn: &mut AsyncPgConnection,
     cipher: &Cipher,
     tenant: &str,
-    id: Uuid,
+    id: WebhookId,
     secret: &SigningSecret,
     grace: Duration,
 ) -> Result<Option<DateTime<Utc>>, StoreError> {
@@ -457,7 +459,7 @@ pub async fn rotate_secret(
         let now = now_micros();
         let row = diesel::update(
             webhooks::table
-                .filter(webhooks::id.eq(id))
+                .filter(webhooks::id.eq(id.as_uuid()))
                 .filter(webhooks::tenant.eq(&tenant)),
         )
         .set((
@@ -471,7 +473,7 @@ pub async fn rotate_secret(
         let Some(row) = row else { return Ok(None) };
         let expires = now + grace;
         use webhook_secrets::dsl;
-        let mine = || webhook_secrets::table.filter(dsl::webhook_id.eq(id));
+        let mine = || webhook_secrets::table.filter(dsl::webhook_id.eq(id.as_uuid()));
         if grace.is_zero() {
             // Revoking (say, after a leak): only the new key signs from now on.
             diesel::delete(mine()).execute(conn).await?;
@@ -496,7 +498,7 @@ pub async fn rotate_secret(
         }
         diesel::insert_into(webhook_secrets::table)
             .values((
-                dsl::webhook_id.eq(id),
+                dsl::webhook_id.eq(id.as_uuid()),
                 dsl::secret.eq(ct),
                 dsl::created_at.eq(now),
             ))
@@ -513,7 +515,7 @@ pub async fn rotate_secret(
 /// view from these; each carries the `revision` its change messages would.
 pub async fn snapshots(
     conn: &mut AsyncPgConnection,
-    after: Option<Uuid>,
+    after: Option<WebhookId>,
     limit: i64,
 ) -> QueryResult<Vec<SubscriptionSnapshot>> {
     let mut q = webhooks::table
@@ -521,7 +523,7 @@ pub async fn snapshots(
         .limit(limit)
         .into_boxed();
     if let Some(after) = after {
-        q = q.filter(webhooks::id.gt(after));
+        q = q.filter(webhooks::id.gt(after.as_uuid()));
     }
     let rows: Vec<WebhookRow> = q.select(WebhookRow::as_select()).load(conn).await?;
     with_secrets(conn, rows).await
@@ -530,10 +532,10 @@ pub async fn snapshots(
 /// One subscription as the change feed describes it, whatever its tenant; `None` once deleted.
 pub async fn snapshot(
     conn: &mut AsyncPgConnection,
-    id: Uuid,
+    id: WebhookId,
 ) -> QueryResult<Option<SubscriptionSnapshot>> {
     let rows: Vec<WebhookRow> = webhooks::table
-        .filter(webhooks::id.eq(id))
+        .filter(webhooks::id.eq(id.as_uuid()))
         .select(WebhookRow::as_select())
         .load(conn)
         .await?;
@@ -546,7 +548,7 @@ async fn with_secrets(
     rows: Vec<WebhookRow>,
 ) -> QueryResult<Vec<SubscriptionSnapshot>> {
     let now = now_micros();
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id.as_uuid()).collect();
     let secrets: Vec<SecretRow> = webhook_secrets::table
         .filter(webhook_secrets::webhook_id.eq_any(&ids))
         .filter(
@@ -558,7 +560,7 @@ async fn with_secrets(
         .select(SecretRow::as_select())
         .load(conn)
         .await?;
-    let mut by_webhook: BTreeMap<Uuid, Vec<SecretRow>> = BTreeMap::new();
+    let mut by_webhook: BTreeMap<WebhookId, Vec<SecretRow>> = BTreeMap::new();
     for s in secrets {
         by_webhook.entry(s.webhook_id).or_default().push(s);
     }

@@ -153,14 +153,40 @@ pub fn cleanup(db: String, topology: waybill_bus::Topology) {
     .join();
 }
 
-/// Drops a test database (and its broker prefix's objects) when it goes out of scope.
+/// Drops a test database (and its broker prefix's objects) when it goes out of scope, after
+/// stopping the in-process services on them.
 pub struct DbGuard {
     pub db: String,
     pub topology: waybill_bus::Topology,
+    /// Services started on this database and prefix; stopped first, so that none of their
+    /// consumers reconnects and declares its queues again once they are deleted.
+    pub services: std::sync::Mutex<Vec<waybill_runtime::service::StopHandle>>,
+}
+
+impl DbGuard {
+    pub fn new(db: String, topology: waybill_bus::Topology) -> Self {
+        Self {
+            db,
+            topology,
+            services: Default::default(),
+        }
+    }
+
+    /// Stops `service` before the clean-up.
+    pub fn owns(&self, service: waybill_runtime::service::StopHandle) {
+        self.services
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(service);
+    }
 }
 
 impl Drop for DbGuard {
     fn drop(&mut self) {
+        let services = self.services.get_mut().unwrap_or_else(|p| p.into_inner());
+        for service in services.drain(..) {
+            service.stop();
+        }
         cleanup(self.db.clone(), self.topology.clone());
     }
 }

@@ -1,19 +1,28 @@
-//! What Waybill's test suites share. Test-only: no service depends on it.
+//! What Waybill's test suites share: a stack of services on a per-test database and broker
+//! prefix, a scriptable webhook receiver, a broker proxy that can be cut, and the waits and
+//! look-ups the suites make. Test-only: no service depends on it, and it depends on no service.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
+pub mod amqp;
 pub mod db;
+pub mod examples;
 pub mod proxy;
 pub mod receiver;
+pub mod response;
 pub mod service;
+pub mod stack;
 
+pub use amqp::queue_depth;
 pub use db::{DbGuard, TopologyGuard, admin_url, cleanup, create_database, db_url};
+pub use examples::{example, example_data};
 pub use proxy::BrokerProxy;
 pub use receiver::{Received, Receiver, Reply};
+pub use response::Response;
 pub use service::ServiceProcess;
-
+pub use stack::{Build, READ_WRITE, Stack, StackBuilder};
 /// The broker the tests use (`WAYBILL_TEST_BROKER_URL`, default the local RabbitMQ).
 pub fn broker_url() -> String {
     std::env::var("WAYBILL_TEST_BROKER_URL")

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{DbGuard, broker_url, create_database, db_url, eventually};
+use crate::{Stack, eventually};
 
 /// `bin` with none of the caller's `WAYBILL_*` settings, so a test says exactly what it sets.
 pub fn command(bin: &str) -> Command {
@@ -17,63 +17,54 @@ pub fn command(bin: &str) -> Command {
     cmd
 }
 
+/// A port nothing listens on right now, for a process to bind.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something accepts connections on `port`.
+pub async fn wait_listening(port: u16, what: &str) {
+    let ready = eventually(Duration::from_secs(30), || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+    })
+    .await;
+    assert!(ready.is_some(), "{what} did not listen on {port}");
+}
+
 /// A running service process.
 pub struct ServiceProcess {
     pub base: String,
     pub env: Vec<(String, String)>,
     bin: String,
     child: Option<Child>,
-    _guard: DbGuard,
+    _stack: Stack,
 }
 
 impl ServiceProcess {
-    /// Starts `bin serve` and waits until it listens.
+    /// Starts `bin serve` on a stack of its own and waits until it listens.
     pub async fn start(bin: &str) -> ServiceProcess {
-        let db = create_database().await;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let prefix = format!("wbp{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let mut defaults =
-            waybill_runtime::Settings::load_from(0, None, Vec::<(String, String)>::new()).unwrap();
-        defaults.broker.prefix = prefix.clone();
-        let topology = defaults.topology().unwrap();
-        let guard = DbGuard {
-            db: db.clone(),
-            topology,
-        };
-        let env: Vec<(String, String)> = [
-            ("WAYBILL_DATABASE__URL", db_url(&db)),
-            ("WAYBILL_BROKER__URL", broker_url()),
-            ("WAYBILL_BROKER__PREFIX", prefix),
-            ("WAYBILL_HTTP__PORT", port.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        let child = command(bin)
+        let stack = Stack::builder().start().await;
+        let port = free_port();
+        let child = stack
+            .command(bin, port)
             .arg("serve")
-            .envs(env.clone())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let addr = format!("127.0.0.1:{port}");
-        let ready = eventually(Duration::from_secs(30), || {
-            let addr = addr.clone();
-            async move { tokio::net::TcpStream::connect(addr).await.ok() }
-        })
-        .await;
-        assert!(ready.is_some(), "{bin} did not listen");
+        wait_listening(port, bin).await;
         ServiceProcess {
-            base,
-            env,
+            base: format!("http://127.0.0.1:{port}"),
+            env: stack.env(port),
             bin: bin.to_owned(),
             child: Some(child),
-            _guard: guard,
+            _stack: stack,
         }
     }
 

@@ -1,14 +1,14 @@
 //! `GET /v1/deliveries/{id}`.
 
 use actix_web::{HttpResponse, web};
-use uuid::Uuid;
-use waybill_domain::Scope;
+use waybill_domain::{DeliveryId, Scope};
 use waybill_runtime::{ApiError, Auth};
 use waybill_store::deliveries;
 
 use super::view::{AttemptView, DeliveryDetail, DeliveryView, EventView};
 use crate::{
     envelope::One,
+    path_id::{PathId, ResourceId},
     state::{AppState, StoreResultExt},
 };
 
@@ -25,16 +25,15 @@ use crate::{
 pub async fn get(
     auth: Auth,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    id: PathId<DeliveryId>,
 ) -> Result<HttpResponse, ApiError> {
     auth.require_any(&[Scope::WebhooksRead, Scope::WebhooksWrite])?;
-    let missing = || ApiError::not_found("There is no delivery with that id.");
-    let id = Uuid::parse_str(&path).map_err(|_| missing())?;
+    let id = id.get()?;
     let mut conn = state.conn().await?;
     let (row, event, attempts) = deliveries::find(&mut conn, auth.tenant.as_str(), id)
         .await
         .api()?
-        .ok_or_else(missing)?;
+        .ok_or_else(|| id.not_found())?;
     Ok(HttpResponse::Ok().json(One {
         data: DeliveryDetail {
             delivery: DeliveryView::from(&row),

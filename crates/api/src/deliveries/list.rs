@@ -1,30 +1,26 @@
 //! `GET /v1/webhooks/{id}/deliveries`.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use waybill_domain::{Scope, ValidationErrors, catalog::TypeStatus};
+use waybill_domain::{Scope, ValidationErrors, WebhookId, catalog::TypeStatus};
 use waybill_runtime::{ApiError, Auth, body::query_pairs};
 use waybill_store::deliveries::{self, DeliveryFilter};
 
 use super::{parse_time, view::DeliveryView};
 use crate::{
     envelope::Paging,
+    path_id::PathId,
     state::{AppState, StoreResultExt},
-    webhooks::{find_own, parse_id},
+    webhooks::find_own,
 };
 
-const PARAMS: &[&str] = &["status", "event_type", "since", "until", "limit", "page"];
+pub(crate) const PARAMS: &[&str] = &["status", "event_type", "since", "until", "limit", "page"];
 
 /// A subscription's deliveries, newest first.
 #[utoipa::path(
     get, path = "/v1/webhooks/{id}/deliveries", tag = "deliveries",
     params(
         ("id" = uuid::Uuid, Path, description = "Webhook id"),
-        ("status" = Option<String>, Query, description = "`pending`, `succeeded` or `failed`"),
-        ("event_type" = Option<String>, Query, description = "An event type of the catalog"),
-        ("since" = Option<String>, Query, description = "RFC 3339; deliveries created at or after it"),
-        ("until" = Option<String>, Query, description = "RFC 3339; deliveries created before it"),
-        ("limit" = Option<i64>, Query, description = "1 to 200, default 50"),
-        ("page" = Option<i64>, Query, description = "From 1, default 1"),
+        crate::openapi::DeliveryListQuery,
     ),
     responses(
         (status = 200, body = crate::openapi::DeliveryList),
@@ -36,11 +32,11 @@ const PARAMS: &[&str] = &["status", "event_type", "since", "until", "limit", "pa
 pub async fn list(
     auth: Auth,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    id: PathId<WebhookId>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     auth.require_any(&[Scope::WebhooksRead, Scope::WebhooksWrite])?;
-    let id = parse_id(&path)?;
+    let id = id.get()?;
     let mut conn = state.conn().await?;
     find_own(&mut conn, &auth, id).await?;
     let pairs = query_pairs(&req, PARAMS)?;
@@ -49,9 +45,9 @@ pub async fn list(
     let mut filter = DeliveryFilter::default();
     for (k, v) in &pairs {
         match k.as_str() {
-            "status" => match v.as_str() {
-                "pending" | "succeeded" | "failed" => filter.status = Some(v.clone()),
-                _ => errors.add("status", "must be `pending`, `succeeded` or `failed`"),
+            "status" => match v.parse() {
+                Ok(status) => filter.status = Some(status),
+                Err(_) => errors.add("status", "must be `pending`, `succeeded` or `failed`"),
             },
             "event_type" => filter.event_type = Some(v.clone()),
             "since" => filter.since = parse_time("since", v, &mut errors),

@@ -8,10 +8,9 @@ use chrono::{DateTime, Utc};
 use diesel_async::AsyncConnection;
 use serde::Serialize;
 use utoipa::ToSchema;
-use uuid::Uuid;
-use waybill_bus::{Outgoing, topology::DELIVERY_KEY};
+use waybill_bus::{BusError, Outgoing, topology::DELIVERY_KEY};
 use waybill_domain::{
-    Scope, ValidationErrors,
+    DeliveryId, EventTypeName, Scope, TenantId, ValidationErrors, WebhookId,
     delivery::{ATTEMPT_HEADER, DeliveryMessage, MANUAL_HEADER},
     event::EventEnvelope,
 };
@@ -24,8 +23,9 @@ use waybill_store::{
 use super::{parse_time, view::DeliveryView};
 use crate::{
     envelope::One,
+    path_id::{PathId, ResourceId},
     state::{AppState, store_error},
-    webhooks::{find_own, parse_id},
+    webhooks::find_own,
 };
 
 /// Most deliveries one recover queues; call again for the rest (those queued are `pending` now
@@ -33,10 +33,16 @@ use crate::{
 pub const RECOVER_LIMIT: i64 = 1_000;
 
 /// Why a replay did not happen.
+#[derive(Debug, thiserror::Error)]
 enum ReplayError {
+    #[error(transparent)]
     Store(StoreError),
-    Broker(String),
-    EventGone(Uuid),
+    #[error("the broker did not confirm the replay")]
+    Broker(#[source] BusError),
+    #[error("cannot encode a delivery message")]
+    Encode(#[source] serde_json::Error),
+    #[error("the event of delivery {0} is no longer recorded")]
+    EventGone(DeliveryId),
 }
 
 impl From<diesel::result::Error> for ReplayError {
@@ -50,12 +56,16 @@ impl From<ReplayError> for ApiError {
         match e {
             ReplayError::Store(e) => store_error(e),
             ReplayError::Broker(why) => {
-                tracing::warn!(error = %why, "broker did not confirm a replay");
+                tracing::warn!(
+                    error = &why as &dyn std::error::Error,
+                    "broker did not confirm a replay"
+                );
                 ApiError::unavailable(
                     "The broker is unavailable; nothing was queued. Retry shortly.",
                     5,
                 )
             }
+            ReplayError::Encode(e) => ApiError::internal(e),
             ReplayError::EventGone(id) => ApiError::conflict(format!(
                 "Delivery {id} can no longer be replayed: its event is no longer recorded."
             )),
@@ -63,30 +73,36 @@ impl From<ReplayError> for ApiError {
     }
 }
 
-fn envelope(tenant: &str, e: &EventRow) -> EventEnvelope {
-    EventEnvelope {
+fn envelope(tenant: &TenantId, e: &EventRow) -> Result<EventEnvelope, ReplayError> {
+    let kind = EventTypeName::parse(&e.event_type)
+        .map_err(|why| ReplayError::Store(StoreError::Corrupt(format!("event {}: {why}", e.id))))?;
+    Ok(EventEnvelope {
         id: e.id.clone(),
-        tenant: tenant.to_owned(),
-        kind: e.event_type.clone(),
+        tenant: tenant.clone(),
+        kind,
         client_id: e.client_id.clone(),
         occurred_at: e.occurred_at,
         received_at: e.received_at,
         data: e.data.as_object().cloned().unwrap_or_default(),
-    }
+    })
 }
 
 /// Which deliveries to replay.
 enum Pick {
-    One(Uuid),
+    One(DeliveryId),
     FailedIn {
-        webhook_id: Uuid,
+        webhook_id: WebhookId,
         since: DateTime<Utc>,
         until: Option<DateTime<Utc>>,
     },
 }
 
 /// Reopens the picked deliveries and publishes one manual attempt of each, all or nothing.
-async fn replay(state: &AppState, tenant: &str, pick: Pick) -> Result<Vec<DeliveryRow>, ApiError> {
+async fn replay(
+    state: &AppState,
+    tenant: &TenantId,
+    pick: Pick,
+) -> Result<Vec<DeliveryRow>, ApiError> {
     let mut conn = state.conn().await?;
     let exchange = state.broker.topology().deliveries_exchange();
     let result = conn
@@ -100,7 +116,7 @@ async fn replay(state: &AppState, tenant: &str, pick: Pick) -> Result<Vec<Delive
                 } => {
                     deliveries::failed_in_window(
                         conn,
-                        tenant,
+                        tenant.as_str(),
                         webhook_id,
                         since,
                         until,
@@ -112,17 +128,16 @@ async fn replay(state: &AppState, tenant: &str, pick: Pick) -> Result<Vec<Delive
             if ids.is_empty() {
                 return Ok(Vec::new());
             }
-            let reopened = deliveries::reopen(conn, tenant, &ids).await?;
+            let reopened = deliveries::reopen(conn, tenant.as_str(), &ids).await?;
             let mut bodies = Vec::with_capacity(reopened.len());
             for (row, event) in &reopened {
                 let event = event.as_ref().ok_or(ReplayError::EventGone(row.id))?;
                 let message = DeliveryMessage {
                     delivery_id: row.id,
                     webhook_id: row.webhook_id,
-                    event: envelope(tenant, event),
+                    event: envelope(tenant, event)?,
                 };
-                let body =
-                    serde_json::to_vec(&message).map_err(|e| ReplayError::Broker(e.to_string()))?;
+                let body = serde_json::to_vec(&message).map_err(ReplayError::Encode)?;
                 bodies.push((row.id.to_string(), body, (row.attempts + 1).to_string()));
             }
             let outgoing: Vec<Outgoing<'_>> = bodies
@@ -143,7 +158,7 @@ async fn replay(state: &AppState, tenant: &str, pick: Pick) -> Result<Vec<Delive
                 .broker
                 .publish_many(&outgoing)
                 .await
-                .map_err(|e| ReplayError::Broker(e.to_string()))?;
+                .map_err(ReplayError::Broker)?;
             Ok(reopened.into_iter().map(|(r, _)| r).collect())
         })
         .await;
@@ -165,13 +180,12 @@ async fn replay(state: &AppState, tenant: &str, pick: Pick) -> Result<Vec<Delive
 pub async fn retry(
     auth: Auth,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    id: PathId<DeliveryId>,
 ) -> Result<HttpResponse, ApiError> {
     auth.require_any(&[Scope::WebhooksWrite])?;
-    let missing = || ApiError::not_found("There is no delivery with that id.");
-    let id = Uuid::parse_str(&path).map_err(|_| missing())?;
-    let rows = replay(&state, auth.tenant.as_str(), Pick::One(id)).await?;
-    let row = rows.first().ok_or_else(missing)?;
+    let id = id.get()?;
+    let rows = replay(&state, &auth.tenant, Pick::One(id)).await?;
+    let row = rows.first().ok_or_else(|| id.not_found())?;
     Ok(HttpResponse::Accepted().json(One {
         data: DeliveryView::from(row),
     }))
@@ -184,12 +198,14 @@ pub struct Queued {
     pub queued: usize,
 }
 
-/// Body of a recover: the window of failed deliveries to retry. Unknown fields are a 422.
+/// Body of a recover: the window of failed deliveries to retry. Unknown fields are a 422, and
+/// so is an `until` not later than `since`.
 #[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RecoverInput {
     /// RFC 3339; deliveries created at or after it.
     pub since: DateTime<Utc>,
-    /// RFC 3339; deliveries created before it (default: now).
+    /// RFC 3339, later than `since`; deliveries created before it (default: now).
     pub until: Option<DateTime<Utc>>,
 }
 
@@ -215,12 +231,12 @@ struct RecoverBody {
 pub async fn recover(
     auth: Auth,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    id: PathId<WebhookId>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     auth.require_any(&[Scope::WebhooksWrite])?;
-    let webhook_id = parse_id(&path)?;
+    let webhook_id = id.get()?;
     {
         // A missing webhook is a 404 whatever the body holds.
         let mut conn = state.conn().await?;
@@ -255,7 +271,7 @@ pub async fn recover(
         since,
         until,
     };
-    let rows = replay(&state, auth.tenant.as_str(), pick).await?;
+    let rows = replay(&state, &auth.tenant, pick).await?;
     Ok(HttpResponse::Accepted().json(One {
         data: Queued { queued: rows.len() },
     }))

@@ -3,21 +3,23 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
-use uuid::Uuid;
+use waybill_domain::{DeliveryId, WebhookId, delivery::DeliveryStatus};
 use waybill_store::deliveries::{AttemptRow, DeliveryRow, EventRow};
 
 /// One delivery of one event to one subscription.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeliveryView {
-    pub id: Uuid,
-    pub webhook_id: Uuid,
+    #[schema(value_type = uuid::Uuid)]
+    pub id: DeliveryId,
+    #[schema(value_type = uuid::Uuid)]
+    pub webhook_id: WebhookId,
     pub event_id: String,
     #[schema(example = "order.shipped")]
     pub event_type: String,
     /// `pending`, `succeeded` or `failed` (a delivery cancelled because its subscription or
     /// event type was deleted or deactivated is `failed` with `last_error` starting `cancelled:`).
-    #[schema(example = "succeeded")]
-    pub status: String,
+    #[schema(value_type = String, example = "succeeded")]
+    pub status: DeliveryStatus,
     /// Attempts made so far.
     pub attempts: i32,
     pub last_status_code: Option<i32>,
@@ -35,7 +37,7 @@ impl From<&DeliveryRow> for DeliveryView {
             webhook_id: r.webhook_id,
             event_id: r.event_id.clone(),
             event_type: r.event_type.clone(),
-            status: r.status.clone(),
+            status: r.status,
             attempts: r.attempts,
             last_status_code: r.last_status_code,
             last_error: r.last_error.clone(),

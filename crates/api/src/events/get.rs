@@ -14,7 +14,7 @@ use crate::{
 /// One event type with its schema.
 #[utoipa::path(
     get, path = "/v1/events/{name}", tag = "events",
-    params(("name" = String, Path, description = "Event type, e.g. `order.shipped`")),
+    params(crate::openapi::EventTypePath),
     responses(
         (status = 200, body = crate::openapi::EventTypeResponse),
         (status = 404, body = crate::openapi::ErrorResponse),

@@ -17,12 +17,7 @@ use crate::{
 /// The catalog, optionally one group or only (in)active types, sorted by name.
 #[utoipa::path(
     get, path = "/v1/events", tag = "events",
-    params(
-        ("group" = Option<String>, Query, description = "Only this group, e.g. `order`"),
-        ("active" = Option<bool>, Query, description = "`true` or `false`"),
-        ("limit" = Option<i64>, Query, description = "1 to 200, default 100"),
-        ("page" = Option<i64>, Query, description = "From 1, default 1"),
-    ),
+    params(crate::openapi::EventTypeListQuery),
     responses(
         (status = 200, body = crate::openapi::EventTypeList),
         (status = 422, body = crate::openapi::ErrorResponse),

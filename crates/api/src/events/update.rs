@@ -22,7 +22,7 @@ struct Patch {
 /// be newly subscribed to or published, and is not delivered.
 #[utoipa::path(
     patch, path = "/v1/events/{name}", tag = "events",
-    params(("name" = String, Path, description = "Event type")),
+    params(crate::openapi::EventTypePath),
     request_body = crate::openapi::EventTypeUpdate,
     responses(
         (status = 200, body = crate::openapi::EventTypeResponse),

@@ -1,12 +1,14 @@
 //! `DELETE /v1/webhooks/{id}`.
 
 use actix_web::{HttpResponse, web};
-use waybill_domain::Scope;
+use waybill_domain::{Scope, WebhookId};
 use waybill_runtime::{ApiError, Auth};
 use waybill_store::webhooks;
 
-use super::{not_found, parse_id};
-use crate::state::{AppState, StoreResultExt};
+use crate::{
+    path_id::{PathId, ResourceId},
+    state::{AppState, StoreResultExt},
+};
 
 /// Deletes a subscription; dispatchers stop delivering to it once the change reaches them.
 #[utoipa::path(
@@ -21,16 +23,16 @@ use crate::state::{AppState, StoreResultExt};
 pub async fn delete(
     auth: Auth,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    id: PathId<WebhookId>,
 ) -> Result<HttpResponse, ApiError> {
     auth.require_any(&[Scope::WebhooksWrite])?;
-    let id = parse_id(&path)?;
+    let id = id.get()?;
     let mut conn = state.conn().await?;
     if !webhooks::delete(&mut conn, auth.tenant.as_str(), id)
         .await
         .api()?
     {
-        return Err(not_found(id));
+        return Err(id.not_found());
     }
     state.relay_wakeup.notify_one();
     tracing::info!(tenant = %auth.tenant, webhook_id = %id, "webhook deleted");

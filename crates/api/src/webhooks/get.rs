@@ -1,11 +1,11 @@
 //! `GET /v1/webhooks/{id}`.
 
 use actix_web::{HttpResponse, web};
-use waybill_domain::Scope;
+use waybill_domain::{Scope, WebhookId};
 use waybill_runtime::{ApiError, Auth};
 
-use super::{find_own, parse_id, view::WebhookView};
-use crate::{envelope::One, state::AppState};
+use super::{find_own, view::WebhookView};
+use crate::{envelope::One, path_id::PathId, state::AppState};
 
 /// One subscription of the caller's tenant.
 #[utoipa::path(
@@ -20,10 +20,10 @@ use crate::{envelope::One, state::AppState};
 pub async fn get(
     auth: Auth,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    id: PathId<WebhookId>,
 ) -> Result<HttpResponse, ApiError> {
     auth.require_any(&[Scope::WebhooksRead, Scope::WebhooksWrite])?;
-    let id = parse_id(&path)?;
+    let id = id.get()?;
     let mut conn = state.conn().await?;
     let row = find_own(&mut conn, &auth, id).await?;
     Ok(HttpResponse::Ok().json(One {

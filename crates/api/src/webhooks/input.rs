@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use waybill_domain::{ValidationErrors, WebhookInput, subscription::AuthInput};
 use waybill_runtime::{ApiError, body};
 
-const FIELDS: &[&str] = &[
+pub(crate) const FIELDS: &[&str] = &[
     "name",
     "description",
     "url",

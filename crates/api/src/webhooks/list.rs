@@ -14,19 +14,12 @@ use crate::{
     state::{AppState, StoreResultExt},
 };
 
-const PARAMS: &[&str] = &["limit", "page", "sort", "direction", "event", "active"];
+pub(crate) const PARAMS: &[&str] = &["limit", "page", "sort", "direction", "event", "active"];
 
 /// The caller's subscriptions, a page at a time.
 #[utoipa::path(
     get, path = "/v1/webhooks", tag = "webhooks",
-    params(
-        ("limit" = Option<i64>, Query, description = "1 to 200, default 50"),
-        ("page" = Option<i64>, Query, description = "From 1, default 1"),
-        ("sort" = Option<String>, Query, description = "`created_at` (default), `updated_at`, `name` or `url`"),
-        ("direction" = Option<String>, Query, description = "`desc` (default) or `asc`"),
-        ("event" = Option<String>, Query, description = "Only subscriptions that would receive this event type"),
-        ("active" = Option<bool>, Query, description = "`true` or `false`"),
-    ),
+    params(crate::openapi::WebhookListQuery),
     responses(
         (status = 200, body = crate::openapi::WebhookList),
         (status = 422, body = crate::openapi::ErrorResponse),

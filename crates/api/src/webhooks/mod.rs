@@ -10,20 +10,11 @@ pub mod test;
 pub mod update;
 pub mod view;
 
-use uuid::Uuid;
+use waybill_domain::WebhookId;
 use waybill_runtime::{ApiError, Auth};
 use waybill_store::{PooledConn, webhooks::WebhookRow};
 
-use crate::state::StoreResultExt;
-
-/// A path id that is not a UUID names no subscription: 404, like a missing one.
-pub fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::not_found("There is no webhook with that id."))
-}
-
-pub fn not_found(id: impl std::fmt::Display) -> ApiError {
-    ApiError::not_found(format!("There is no webhook {id}."))
-}
+use crate::{path_id::ResourceId, state::StoreResultExt};
 
 pub fn duplicate() -> ApiError {
     ApiError::conflict("You already have a webhook with this url, method and set of events.")
@@ -33,10 +24,10 @@ pub fn duplicate() -> ApiError {
 pub async fn find_own(
     conn: &mut PooledConn,
     auth: &Auth,
-    id: Uuid,
+    id: WebhookId,
 ) -> Result<WebhookRow, ApiError> {
     waybill_store::webhooks::find(conn, auth.tenant.as_str(), id)
         .await
         .api()?
-        .ok_or_else(|| not_found(id))
+        .ok_or_else(|| id.not_found())
 }

@@ -4,13 +4,14 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use waybill_domain::{Scope, SigningSecret, ValidationErrors};
+use waybill_domain::{Scope, SigningSecret, ValidationErrors, WebhookId};
 use waybill_runtime::{ApiError, Auth, body};
 use waybill_store::webhooks;
 
-use super::{create::generate_secret, find_own, not_found, parse_id};
+use super::{create::generate_secret, find_own};
 use crate::{
     envelope::One,
+    path_id::{PathId, ResourceId},
     state::{AppState, StoreResultExt},
 };
 
@@ -42,15 +43,15 @@ pub struct SecretView {
 pub async fn get_secret(
     auth: Auth,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    id: PathId<WebhookId>,
 ) -> Result<HttpResponse, ApiError> {
     auth.require_any(&[Scope::WebhooksWrite])?;
-    let id = parse_id(&path)?;
+    let id = id.get()?;
     let mut conn = state.conn().await?;
     let secret = webhooks::current_secret(&mut conn, &state.cipher, auth.tenant.as_str(), id)
         .await
         .api()?
-        .ok_or_else(|| not_found(id))?;
+        .ok_or_else(|| id.not_found())?;
     Ok(HttpResponse::Ok().json(One {
         data: SecretView {
             secret,
@@ -80,12 +81,12 @@ struct RotateBody {
 pub async fn rotate(
     auth: Auth,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    id: PathId<WebhookId>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     auth.require_any(&[Scope::WebhooksWrite])?;
-    let id = parse_id(&path)?;
+    let id = id.get()?;
     let mut conn = state.conn().await?;
     // A missing webhook is a 404 whatever the body holds.
     find_own(&mut conn, &auth, id).await?;
@@ -120,7 +121,7 @@ pub async fn rotate(
     )
     .await
     .api()?
-    .ok_or_else(|| not_found(id))?;
+    .ok_or_else(|| id.not_found())?;
     state.relay_wakeup.notify_one();
     tracing::info!(tenant = %auth.tenant, webhook_id = %id, grace, "webhook secret rotated");
     Ok(HttpResponse::Ok().json(One {

@@ -9,8 +9,8 @@ use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 use waybill_domain::{
-    Scope,
-    delivery::{delivery_id, receiver_body},
+    DeliveryId, EventTypeName, Scope, WebhookId,
+    delivery::{DeliveryStatus, LastError, delivery_id, receiver_body},
     event::EventEnvelope,
 };
 use waybill_outbound::{Attempt, AttemptResult, Endpoint};
@@ -21,9 +21,9 @@ use waybill_store::{
     webhooks,
 };
 
-use super::{not_found, parse_id};
 use crate::{
     envelope::One,
+    path_id::{PathId, ResourceId},
     state::{AppState, StoreResultExt, store_error},
 };
 
@@ -32,7 +32,8 @@ use crate::{
 pub struct TestOutcome {
     /// Whether the receiver answered 2xx within the timeout.
     pub succeeded: bool,
-    pub delivery_id: Uuid,
+    #[schema(value_type = uuid::Uuid)]
+    pub delivery_id: DeliveryId,
     /// The test event's id (the `webhook-id` header the receiver got).
     pub event_id: String,
     pub status_code: Option<u16>,
@@ -56,10 +57,10 @@ pub struct TestOutcome {
 pub async fn test(
     auth: Auth,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    id: PathId<WebhookId>,
 ) -> Result<HttpResponse, ApiError> {
     auth.require_any(&[Scope::WebhooksWrite])?;
-    let id = parse_id(&path)?;
+    let id = id.get()?;
     let mut conn = state.conn().await?;
     // One read gives both the tenant check and what the request needs; another tenant's
     // subscription is as missing as none.
@@ -67,7 +68,7 @@ pub async fn test(
         .await
         .api()?
         .filter(|s| s.tenant == auth.tenant.as_str())
-        .ok_or_else(|| not_found(id))?;
+        .ok_or_else(|| id.not_found())?;
     let endpoint = Endpoint::from_snapshot(&snapshot, &state.cipher)
         .map_err(|e| store_error(StoreError::Corrupt(e.to_string())))?;
     let now = Utc::now().trunc_subsecs(6);
@@ -81,8 +82,8 @@ pub async fn test(
     data.insert("sent_at".into(), json!(now));
     let event = EventEnvelope {
         id: format!("test_{}", Uuid::now_v7().simple()),
-        tenant: tenant.to_owned(),
-        kind: "webhook.test".into(),
+        tenant: auth.tenant.clone(),
+        kind: EventTypeName::parse("webhook.test").map_err(ApiError::internal)?,
         client_id: None,
         occurred_at: now,
         received_at: now,
@@ -125,17 +126,26 @@ pub async fn test(
     }))
 }
 
-fn record(event: &EventEnvelope, webhook_id: Uuid, id: Uuid, r: &AttemptResult) -> DeliveryRecord {
+fn record(
+    event: &EventEnvelope,
+    webhook_id: WebhookId,
+    id: DeliveryId,
+    r: &AttemptResult,
+) -> DeliveryRecord {
     DeliveryRecord {
         id,
-        tenant: event.tenant.clone(),
+        tenant: event.tenant.to_string(),
         webhook_id,
         event_id: event.id.clone(),
-        event_type: event.kind.clone(),
-        status: if r.succeeded() { "succeeded" } else { "failed" },
+        event_type: event.kind.to_string(),
+        status: if r.succeeded() {
+            DeliveryStatus::Succeeded
+        } else {
+            DeliveryStatus::Failed
+        },
         attempts: 1,
         last_status_code: r.status.map(i32::from),
-        last_error: r.last_error(),
+        last_error: r.last_error().map(LastError::Attempt),
         next_attempt_at: None,
         at: Utc::now(),
         attempt: Some(AttemptRecord {

@@ -1,18 +1,18 @@
 //! `PATCH /v1/webhooks/{id}`.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use waybill_domain::{Scope, WebhookSettings, subscription::RuleContext};
+use waybill_domain::{Scope, WebhookId, WebhookSettings, subscription::RuleContext};
 use waybill_runtime::{ApiError, Auth, body};
 use waybill_store::{StoreError, webhooks};
 
 use super::{
     duplicate, find_own,
     input::{self, Mode},
-    parse_id,
     view::WebhookView,
 };
 use crate::{
     envelope::One,
+    path_id::PathId,
     state::{AppState, StoreResultExt},
 };
 
@@ -34,12 +34,12 @@ const ATTEMPTS: usize = 3;
 pub async fn update(
     auth: Auth,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    id: PathId<WebhookId>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     auth.require_any(&[Scope::WebhooksWrite])?;
-    let id = parse_id(&path)?;
+    let id = id.get()?;
     let mut conn = state.conn().await?;
     // A missing webhook is a 404 whatever the body holds.
     let mut current = find_own(&mut conn, &auth, id).await?;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
-use uuid::Uuid;
+use waybill_domain::WebhookId;
 use waybill_store::webhooks::WebhookRow;
 
 /// What stands in for every secret, password and token.
@@ -14,7 +14,8 @@ pub const MASK: &str = "••••••••";
 /// A webhook subscription.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WebhookView {
-    pub id: Uuid,
+    #[schema(value_type = uuid::Uuid)]
+    pub id: WebhookId,
     pub name: String,
     pub description: String,
     /// Receiver URL, normalised (e.g. a bare host gains a trailing `/`).

@@ -13,7 +13,7 @@ use serde_json::json;
 use waybill_domain::change::SubscriptionChange;
 use waybill_store::{Cipher, crypto::secret_context};
 
-use crate::helpers::{TestApp, broker_url, eventually};
+use crate::helpers::{TestApp, broker_url, eventually, webhook};
 
 fn change_schema() -> jsonschema::Validator {
     let text = std::fs::read_to_string(concat!(
@@ -91,7 +91,7 @@ async fn each_kind_of_change_is_published_in_revision_order() {
             "auth": {"type": "token", "token": "tk"}, "headers": {"X-A": "1"}, "client_ids": ["c1"]}))
         .await;
     let id = created["id"].as_str().unwrap();
-    let wid = uuid::Uuid::parse_str(id).unwrap();
+    let wid: waybill_domain::WebhookId = id.parse().unwrap();
 
     let (c, props) = next(&ch, &queue).await;
     assert_eq!(
@@ -192,16 +192,10 @@ async fn changes_made_while_the_broker_is_away_are_published_when_it_is_back() {
         TestApp::spawn_with(|s| s.broker.url = "amqp://guest:guest@127.0.0.1:1/%2f".into()).await;
     let t = app.acme();
     let a = app
-        .create_webhook(
-            &t,
-            json!({"url": "https://example.com/a", "events": ["order.shipped"]}),
-        )
+        .create_webhook(&t, webhook("https://example.com/a"))
         .await;
     let b = app
-        .create_webhook(
-            &t,
-            json!({"url": "https://example.com/b", "events": ["order.shipped"]}),
-        )
+        .create_webhook(&t, webhook("https://example.com/b"))
         .await;
     app.patch(
         &format!("/v1/webhooks/{}", a["id"].as_str().unwrap()),
@@ -210,26 +204,13 @@ async fn changes_made_while_the_broker_is_away_are_published_when_it_is_back() {
     )
     .await
     .assert(200);
-    let metrics = reqwest::get(format!("{}/metrics", app.addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let pending = eventually(Duration::from_secs(5), || {
-        let addr = app.addr.clone();
-        async move {
-            let text = reqwest::get(format!("{addr}/metrics"))
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            text.lines()
-                .find(|l| l.starts_with("waybill_subscription_changes_pending"))
-                .filter(|l| l.ends_with(" 3"))
-                .map(str::to_owned)
-        }
+    let metrics = app.metrics().await.unwrap();
+    let pending = eventually(Duration::from_secs(5), || async {
+        let text = app.metrics().await?;
+        text.lines()
+            .find(|l| l.starts_with("waybill_subscription_changes_pending"))
+            .filter(|l| l.ends_with(" 3"))
+            .map(str::to_owned)
     })
     .await;
     assert!(pending.is_some(), "3 changes pending, metrics: {metrics}");
@@ -256,12 +237,7 @@ async fn changes_made_while_the_broker_is_away_are_published_when_it_is_back() {
 
 /// The backlog the api reports on `/metrics`.
 async fn pending(app: &TestApp) -> Option<i64> {
-    let text = reqwest::get(format!("{}/metrics", app.addr))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+    let text = app.metrics().await?;
     text.lines()
         .find(|l| l.starts_with("waybill_subscription_changes_pending"))?
         .rsplit(' ')
@@ -278,10 +254,7 @@ async fn the_same_api_catches_up_once_its_broker_connection_is_back() {
     let (_conn, ch, queue) = listen(&app.settings).await;
     let t = app.acme();
     let a = app
-        .create_webhook_id(
-            &t,
-            json!({"url": "https://example.com/a", "events": ["order.shipped"]}),
-        )
+        .create_webhook_id(&t, webhook("https://example.com/a"))
         .await;
     assert_eq!(
         next(&ch, &queue).await.0.revision,
@@ -291,10 +264,7 @@ async fn the_same_api_catches_up_once_its_broker_connection_is_back() {
 
     proxy.cut();
     let b = app
-        .create_webhook_id(
-            &t,
-            json!({"url": "https://example.com/b", "events": ["order.shipped"]}),
-        )
+        .create_webhook_id(&t, webhook("https://example.com/b"))
         .await;
     app.patch(&format!("/v1/webhooks/{a}"), &t, json!({"name": "renamed"}))
         .await

@@ -70,7 +70,7 @@ async fn credentials_are_ciphertext_at_rest() {
         .get_result(&mut conn)
         .await
         .unwrap();
-    let id = uuid::Uuid::parse_str(basic_id).unwrap();
+    let id: waybill_domain::WebhookId = basic_id.parse().unwrap();
     assert_eq!(
         cipher
             .decrypt_string(&stored.b, &credential_context(id))
@@ -87,7 +87,7 @@ async fn credentials_are_ciphertext_at_rest() {
         .get_result(&mut conn)
         .await
         .unwrap();
-    let tid = uuid::Uuid::parse_str(tok_id).unwrap();
+    let tid: waybill_domain::WebhookId = tok_id.parse().unwrap();
     assert_eq!(
         cipher
             .decrypt_string(&stored.b, &credential_context(tid))

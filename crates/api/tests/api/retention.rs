@@ -68,12 +68,7 @@ async fn old_events_deliveries_and_attempts_are_deleted_and_pending_ones_kept() 
     })
     .await;
     assert!(done.is_some(), "left: {:?}", counts().await);
-    let metrics = reqwest::get(format!("{}/metrics", app.addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await.unwrap();
     for (table, n) in [("delivery_attempts", 7), ("deliveries", 5), ("events", 5)] {
         let line = format!(
             "waybill_retention_deleted_rows_total{{table=\"{table}\",service=\"api\"}} {n}"

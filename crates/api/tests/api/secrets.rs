@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, webhook};
 
 #[tokio::test]
 async fn rotation_replaces_the_secret_and_keeps_the_old_one_for_the_grace_period() {
@@ -121,10 +121,7 @@ async fn revoking_with_no_grace_retires_every_earlier_key_and_old_keys_are_cappe
     let app = TestApp::spawn().await;
     let t = app.acme();
     let id = app
-        .create_webhook_id(
-            &t,
-            json!({"url": "https://example.com/a", "events": ["order.shipped"]}),
-        )
+        .create_webhook_id(&t, webhook("https://example.com/a"))
         .await;
     let rotate = format!("/v1/webhooks/{id}/secret/rotate");
     let mut last_expiry = String::new();
@@ -166,10 +163,7 @@ async fn an_empty_rotate_request_works_whatever_its_content_type() {
     let app = TestApp::spawn().await;
     let t = app.acme();
     let id = app
-        .create_webhook_id(
-            &t,
-            json!({"url": "https://example.com/a", "events": ["order.shipped"]}),
-        )
+        .create_webhook_id(&t, webhook("https://example.com/a"))
         .await;
     let r = app
         .raw(

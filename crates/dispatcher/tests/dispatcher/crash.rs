@@ -110,8 +110,8 @@ async fn a_dispatcher_killed_mid_load_loses_no_delivery() {
                 let now = chrono::Utc::now();
                 let event = waybill_domain::event::EventEnvelope {
                     id: id.clone(),
-                    tenant: "acme".into(),
-                    kind: "order.created".into(),
+                    tenant: waybill_domain::TenantId::parse("acme").unwrap(),
+                    kind: waybill_domain::EventTypeName::parse("order.created").unwrap(),
                     client_id: None,
                     occurred_at: now,
                     received_at: now,

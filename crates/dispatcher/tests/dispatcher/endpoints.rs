@@ -105,8 +105,14 @@ async fn the_rate_limit_holds_over_two_replicas_and_nothing_is_dropped() {
             "replica {port}: sent {sent}, held {held}"
         );
     }
-    // Waiting is not an attempt.
-    let rows = stack.deliveries(&id).await;
+    // Waiting is not an attempt. The receiver sees a request before its record commits, so
+    // wait for the last records.
+    let rows = eventually(WAIT, || async {
+        let rows = stack.deliveries(&id).await;
+        rows.iter().all(|d| d.status != "pending").then_some(rows)
+    })
+    .await
+    .expect("every delivery is settled");
     assert_eq!(rows.len(), total);
     assert!(
         rows.iter()

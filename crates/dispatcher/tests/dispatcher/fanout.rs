@@ -104,17 +104,7 @@ async fn a_republished_event_id_is_fanned_out_once() {
         .map(|r| r.header("webhook-id").unwrap().to_owned())
         .collect();
     assert_eq!(to_acme, ["dup-1", "after"]);
-    let port = stack.dispatchers[0];
-    assert_eq!(
-        stack
-            .metric(
-                port,
-                "waybill_dispatcher_events_total",
-                "outcome=\"duplicate\""
-            )
-            .await,
-        1.0
-    );
+    assert_eq!(stack.events_counted("duplicate").await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,8 +120,8 @@ async fn a_burst_with_repeated_ids_is_recorded_together_and_each_id_delivered_on
             let event_id = format!("burst-{}", i % 40);
             let event = waybill_domain::event::EventEnvelope {
                 id: event_id.clone(),
-                tenant: "acme".into(),
-                kind: "stock.updated".into(),
+                tenant: waybill_domain::TenantId::parse("acme").unwrap(),
+                kind: waybill_domain::EventTypeName::parse("stock.updated").unwrap(),
                 client_id: None,
                 occurred_at: now,
                 received_at: now,
@@ -170,20 +160,8 @@ async fn a_burst_with_repeated_ids_is_recorded_together_and_each_id_delivered_on
             .await;
     }
     assert_eq!(stack.deliveries(&id).await.len(), 40);
-    let port = stack.dispatchers[0];
-    let metric = |outcome: &'static str| {
-        stack.metric(
-            port,
-            "waybill_dispatcher_events_total",
-            if outcome == "fanned_out" {
-                "outcome=\"fanned_out\""
-            } else {
-                "outcome=\"duplicate\""
-            },
-        )
-    };
-    assert_eq!(metric("fanned_out").await, 40.0);
-    assert_eq!(metric("duplicate").await, 80.0);
+    assert_eq!(stack.events_counted("fanned_out").await, 40.0);
+    assert_eq!(stack.events_counted("duplicate").await, 80.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,17 +260,7 @@ async fn a_deactivated_event_type_is_not_delivered() {
         .map(|r| r.header("webhook-id").unwrap().to_owned())
         .collect();
     assert_eq!(ids, ["on-1"]);
-    let port = stack.dispatchers[0];
-    assert_eq!(
-        stack
-            .metric(
-                port,
-                "waybill_dispatcher_events_total",
-                "outcome=\"inactive_type\""
-            )
-            .await,
-        1.0
-    );
+    assert_eq!(stack.events_counted("inactive_type").await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,20 +274,11 @@ async fn events_published_through_ingest_arrive() {
         )
         .await;
     stack.wait_indexed(1).await;
-    let ingest = waybill_ingest::Application::build(stack.settings.clone())
-        .await
-        .unwrap();
-    let base = format!("http://127.0.0.1:{}", ingest.port());
-    tokio::spawn(ingest.run_until_stopped());
-    let token = stack.settings.clone();
-    let keys = waybill_runtime::JwtKeys::from_settings(&token).unwrap();
-    let token = keys
-        .mint(
-            &waybill_domain::TenantId::parse("acme").unwrap(),
-            &[waybill_domain::Scope::EventsPublish],
-            chrono::Duration::hours(1),
-        )
-        .unwrap();
+    let port = stack
+        .run(waybill_ingest::Application::build, stack.settings.clone())
+        .await;
+    let base = format!("http://127.0.0.1:{port}");
+    let token = stack.publisher();
     let r = reqwest::Client::new()
         .post(format!("{base}/v1/events"))
         .bearer_auth(token)

@@ -1,5 +1,5 @@
-//! `Stack`: the api and dispatchers over one test database and broker prefix, a receiver, and
-//! an upstream service publishing events over AMQP.
+//! `Stack`: the api and dispatchers on a testkit stack, with a receiver, an upstream service
+//! publishing events over AMQP, and a look at the delivery log.
 
 #![allow(dead_code)]
 
@@ -9,36 +9,22 @@ use std::{
 };
 
 use diesel::{QueryableByName, sql_query, sql_types};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use serde_json::{Value, json};
-use waybill_bus::{Broker, Outgoing};
-use waybill_domain::{Scope, TenantId, event::EventEnvelope};
-use waybill_runtime::{JwtKeys, Settings};
-use waybill_testkit::{DbGuard, broker_url, create_database, db_url, eventually};
+use waybill_bus::Outgoing;
+use waybill_domain::event::EventEnvelope;
+use waybill_runtime::Settings;
+use waybill_testkit::{READ_WRITE, eventually, service::free_port};
 
-pub use waybill_testkit::{Receiver, Reply};
+pub use waybill_testkit::{Receiver, Reply, example_data as example};
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
-pub struct Stack {
-    /// The dispatchers' settings (the api shares database, broker and url policy).
-    pub settings: Settings,
-    pub api: String,
-    client: reqwest::Client,
-    keys: JwtKeys,
-    pub broker: Broker,
-    pub dispatchers: Vec<u16>,
-    _guard: DbGuard,
-}
+const BIN: &str = env!("CARGO_BIN_EXE_waybill-dispatcher");
 
-/// A valid `data` for `kind`: the example its schema carries.
-pub fn example(kind: &str) -> serde_json::Map<String, Value> {
-    let def = waybill_domain::catalog::definitions()
-        .unwrap()
-        .into_iter()
-        .find(|d| d.name.as_str() == kind)
-        .unwrap();
-    def.schema["examples"][0].as_object().unwrap().clone()
+waybill_testkit::suite_stack! {
+    /// The api and dispatchers over one test database and broker prefix.
+    pub struct Stack;
 }
 
 impl Stack {
@@ -49,88 +35,24 @@ impl Stack {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut Settings), dispatchers: usize) -> Stack {
-        let db = create_database().await;
-        let mut settings = Settings::load_from(0, None, Vec::<(String, String)>::new()).unwrap();
-        settings.database.url = db_url(&db);
-        settings.database.pool_size = 6;
-        settings.broker.url = broker_url();
-        settings.broker.prefix = format!("wbd{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        settings.http.port = 0;
-        settings.rate_limit.per_second = 0;
-        settings.security.allow_http = true;
-        settings.security.allowed_private_ranges = vec!["127.0.0.0/8".parse().unwrap()];
-        settings.delivery.retry_schedule = vec!["50ms".into(), "100ms".into(), "200ms".into()];
-        settings.delivery.timeout = "2s".into();
-        settings.delivery.resync_interval = "1h".into();
-        // The default threshold, with cooldowns a test can wait out.
-        settings.breaker.cooldown = "200ms".into();
-        settings.breaker.max_cooldown = "1s".into();
-        tweak(&mut settings);
-        let guard = DbGuard {
-            db,
-            topology: settings.topology().unwrap(),
-        };
-        let mut api_settings = settings.clone();
-        api_settings.security.allowed_private_ranges = vec!["127.0.0.0/8".parse().unwrap()];
-        api_settings.security.allow_http = true;
-        let api = waybill_api::Application::build(api_settings).await.unwrap();
-        let api_base = format!("http://127.0.0.1:{}", api.port());
-        tokio::spawn(api.run_until_stopped());
-        let broker = Broker::new(settings.broker.url.clone(), settings.topology().unwrap());
-        let keys = JwtKeys::from_settings(&settings).unwrap();
-        let mut stack = Stack {
-            settings,
-            api: api_base,
-            client: reqwest::Client::builder().no_proxy().build().unwrap(),
-            keys,
-            broker,
-            dispatchers: Vec::new(),
-            _guard: guard,
-        };
-        for _ in 0..dispatchers {
-            let s = stack.settings.clone();
-            stack.spawn_dispatcher(s).await;
-        }
-        stack
+        Stack(
+            waybill_testkit::Stack::builder()
+                .settings(tweak)
+                .with_api(waybill_api::Application::build)
+                .with_dispatchers(waybill_dispatcher::Application::build, dispatchers)
+                .start()
+                .await,
+        )
     }
 
     /// Starts one more in-process dispatcher and waits until it is ready.
     pub async fn spawn_dispatcher(&mut self, settings: Settings) -> u16 {
-        let app = waybill_dispatcher::Application::build(settings)
-            .await
-            .unwrap();
-        let port = app.port();
-        tokio::spawn(app.run_until_stopped());
-        self.dispatchers.push(port);
+        let port = self
+            .run(waybill_dispatcher::Application::build, settings)
+            .await;
         self.wait_ready(port).await;
+        self.dispatchers.push(port);
         port
-    }
-
-    pub async fn wait_ready(&self, port: u16) {
-        let url = format!("http://127.0.0.1:{port}/readyz");
-        let ok = eventually(WAIT, || {
-            let r = self.client.get(&url).send();
-            async move { r.await.ok().filter(|r| r.status() == 200) }
-        })
-        .await;
-        assert!(ok.is_some(), "dispatcher on {port} not ready");
-    }
-
-    /// A metric of a dispatcher, summed over its label sets matching `labels`.
-    pub async fn metric(&self, port: u16, name: &str, labels: &str) -> f64 {
-        let text = self
-            .client
-            .get(format!("http://127.0.0.1:{port}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .filter(|l| l.starts_with(name) && l.contains(labels))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
     }
 
     /// Waits until every dispatcher's index holds `n` subscriptions.
@@ -151,24 +73,20 @@ impl Stack {
         }
     }
 
-    pub fn token(&self, tenant: &str) -> String {
-        self.keys
-            .mint(
-                &TenantId::parse(tenant).unwrap(),
-                &[Scope::WebhooksRead, Scope::WebhooksWrite],
-                chrono::Duration::hours(1),
-            )
-            .unwrap()
+    /// Events the first dispatcher counted with `outcome` (fanned_out, duplicate, ...).
+    pub async fn events_counted(&self, outcome: &str) -> f64 {
+        let labels = format!("outcome=\"{outcome}\"");
+        self.metric(
+            self.dispatchers[0],
+            "waybill_dispatcher_events_total",
+            &labels,
+        )
+        .await
     }
 
-    pub fn admin(&self) -> String {
-        self.keys
-            .mint(
-                &TenantId::parse("ops").unwrap(),
-                &[Scope::Admin],
-                chrono::Duration::hours(1),
-            )
-            .unwrap()
+    /// A read+write token for `tenant`.
+    pub fn token(&self, tenant: &str) -> String {
+        self.0.token(tenant, READ_WRITE)
     }
 
     /// Calls the api; returns status and JSON body.
@@ -179,18 +97,13 @@ impl Stack {
         token: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut rb = self
-            .client
-            .request(method, format!("{}{path}", self.api))
-            .bearer_auth(token);
-        if let Some(b) = body {
-            rb = rb.json(&b);
-        }
-        let r = rb.send().await.unwrap();
-        let status = r.status().as_u16();
-        let bytes = r.bytes().await.unwrap();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        (status, body)
+        let r = self
+            .raw(method, path, Some(token), |rb| match body {
+                Some(b) => rb.json(&b),
+                None => rb,
+            })
+            .await;
+        (r.status.as_u16(), r.body)
     }
 
     /// Creates a subscription of `tenant`; returns its id.
@@ -254,8 +167,8 @@ impl Stack {
         let now = chrono::Utc::now();
         let event = EventEnvelope {
             id: id.into(),
-            tenant: tenant.into(),
-            kind: kind.into(),
+            tenant: waybill_domain::TenantId::parse(tenant).unwrap(),
+            kind: waybill_domain::EventTypeName::parse(kind).unwrap(),
             client_id: client_id.map(Into::into),
             occurred_at: now,
             received_at: now,
@@ -279,12 +192,6 @@ impl Stack {
             })
             .await
             .unwrap();
-    }
-
-    pub async fn sql(&self) -> AsyncPgConnection {
-        AsyncPgConnection::establish(&self.settings.database.url)
-            .await
-            .unwrap()
     }
 
     /// The deliveries of a subscription, oldest first.
@@ -336,115 +243,32 @@ impl Stack {
         .unwrap()
     }
 
-    /// Messages waiting in `queue` (read without consuming them for good).
-    pub async fn queue_len(&self, queue: &str) -> u32 {
-        let conn = lapin::Connection::connect(&broker_url(), Default::default())
-            .await
-            .unwrap();
-        let ch = conn.create_channel().await.unwrap();
-        let q = ch
-            .queue_declare(
-                queue.into(),
-                lapin::options::QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                Default::default(),
-            )
-            .await
-            .unwrap();
-        let _ = conn.close(200, "bye".into()).await;
-        q.message_count()
-    }
-
-    /// Takes every message of `queue`: bodies, headers as text, and message ids.
-    pub async fn drain(
-        &self,
-        queue: &str,
-    ) -> Vec<(Vec<u8>, Vec<(String, String)>, Option<String>)> {
-        let conn = lapin::Connection::connect(&broker_url(), Default::default())
-            .await
-            .unwrap();
-        let ch = conn.create_channel().await.unwrap();
-        let mut out = Vec::new();
-        while let Some(m) = ch
-            .basic_get(
-                queue.into(),
-                lapin::options::BasicGetOptions { no_ack: true },
-            )
-            .await
-            .unwrap()
-        {
-            let headers = m
-                .properties
-                .headers()
-                .as_ref()
-                .map(|h| {
-                    h.inner()
-                        .iter()
-                        .map(|(k, v)| {
-                            let v = match v {
-                                lapin::types::AMQPValue::LongString(s) => {
-                                    String::from_utf8_lossy(s.as_bytes()).into_owned()
-                                }
-                                other => format!("{other:?}"),
-                            };
-                            (k.as_str().to_owned(), v)
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            let id = m
-                .properties
-                .message_id()
-                .as_ref()
-                .map(|i| i.as_str().to_owned());
-            out.push((m.delivery.data.clone(), headers, id));
-        }
-        let _ = conn.close(200, "bye".into()).await;
-        out
-    }
-
-    /// Environment for a dispatcher process with these settings.
-    pub fn process_env(&self, port: u16) -> Vec<(String, String)> {
-        let s = &self.settings;
-        vec![
-            ("WAYBILL_DATABASE__URL".into(), s.database.url.clone()),
-            ("WAYBILL_DATABASE__POOL_SIZE".into(), "6".into()),
-            ("WAYBILL_BROKER__URL".into(), s.broker.url.clone()),
-            ("WAYBILL_BROKER__PREFIX".into(), s.broker.prefix.clone()),
-            ("WAYBILL_HTTP__PORT".into(), port.to_string()),
-            ("WAYBILL_SECURITY__ALLOW_HTTP".into(), "true".into()),
-            (
-                "WAYBILL_SECURITY__ALLOWED_PRIVATE_RANGES".into(),
-                "127.0.0.0/8".into(),
-            ),
-            (
-                "WAYBILL_DELIVERY__RETRY_SCHEDULE".into(),
-                s.delivery.retry_schedule.join(","),
-            ),
-            (
-                "WAYBILL_DELIVERY__TIMEOUT".into(),
-                s.delivery.timeout.clone(),
-            ),
-            (
-                "WAYBILL_BREAKER__COOLDOWN".into(),
-                s.breaker.cooldown.clone(),
-            ),
-            (
-                "WAYBILL_BREAKER__MAX_COOLDOWN".into(),
-                s.breaker.max_cooldown.clone(),
-            ),
-            ("WAYBILL_LOG__LEVEL".into(), "warn".into()),
-        ]
-    }
-
-    /// Starts the dispatcher binary and waits until it is ready.
+    /// Starts the dispatcher binary with these settings and waits until it is ready.
     pub async fn start_process(&self, extra: &[(&str, &str)]) -> (Child, u16) {
         let port = free_port();
-        let child = waybill_testkit::service::command(env!("CARGO_BIN_EXE_waybill-dispatcher"))
+        let s = &self.settings;
+        let child = self
+            .command(BIN, port)
             .arg("serve")
-            .envs(self.process_env(port))
+            .envs([
+                ("WAYBILL_DATABASE__POOL_SIZE", "6".to_owned()),
+                ("WAYBILL_SECURITY__ALLOW_HTTP", "true".to_owned()),
+                (
+                    "WAYBILL_SECURITY__ALLOWED_PRIVATE_RANGES",
+                    "127.0.0.0/8".to_owned(),
+                ),
+                (
+                    "WAYBILL_DELIVERY__RETRY_SCHEDULE",
+                    s.delivery.retry_schedule.join(","),
+                ),
+                ("WAYBILL_DELIVERY__TIMEOUT", s.delivery.timeout.clone()),
+                ("WAYBILL_BREAKER__COOLDOWN", s.breaker.cooldown.clone()),
+                (
+                    "WAYBILL_BREAKER__MAX_COOLDOWN",
+                    s.breaker.max_cooldown.clone(),
+                ),
+                ("WAYBILL_LOG__LEVEL", "warn".to_owned()),
+            ])
             .envs(extra.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -453,14 +277,6 @@ impl Stack {
         self.wait_ready(port).await;
         (child, port)
     }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[derive(QueryableByName, Debug, Clone)]

@@ -68,3 +68,35 @@ async fn health_readiness_metrics_and_openapi_are_served() {
     let body: serde_json::Value = missing.json().await.unwrap();
     assert_eq!(body["error"]["code"], "not_found");
 }
+
+/// A finished test leaves nothing on the broker: its services are stopped before its queues are
+/// deleted, so no consumer reconnects and declares them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_stack_leaves_no_queue_on_the_broker() {
+    let stack = Stack::start().await;
+    let topology = stack.settings.topology().unwrap();
+    let queues = [
+        topology.dispatch_queue(),
+        topology.deliveries_queue(),
+        topology.invalid_queue(),
+        topology.dead_queue(),
+    ];
+    drop(stack);
+    // The consumers' reconnect backoff starts at 100 ms; a consumer left running would have
+    // declared its queue again well within this.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let conn = lapin::Connection::connect(&waybill_testkit::broker_url(), Default::default())
+        .await
+        .unwrap();
+    for queue in queues {
+        let channel = conn.create_channel().await.unwrap();
+        let passive = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let found = channel
+            .queue_declare(queue.as_str().into(), passive, Default::default())
+            .await;
+        assert!(found.is_err(), "{queue} is still on the broker");
+    }
+}

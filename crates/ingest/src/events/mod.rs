@@ -46,7 +46,7 @@ impl From<&EventEnvelope> for Accepted {
     fn from(e: &EventEnvelope) -> Self {
         Accepted {
             id: e.id.clone(),
-            kind: e.kind.clone(),
+            kind: e.kind.to_string(),
             client_id: e.client_id.clone(),
             occurred_at: e.occurred_at,
             received_at: e.received_at,
@@ -91,7 +91,7 @@ pub fn check_event(
     };
     let fits = catalog.check(&input.kind, &input.data, prefix, errors);
     let envelope = input.into_envelope(
-        auth.tenant.as_str(),
+        &auth.tenant,
         now,
         || uuid::Uuid::now_v7().to_string(),
         prefix,

@@ -35,18 +35,7 @@ async fn no_202_without_the_broker_and_recovery_by_itself() {
     .await;
     assert!(back.is_some(), "accepting again once the broker is back");
     // Only the accepted events were queued.
-    let mut ids = Vec::new();
-    for _ in 0..app.queued().await {
-        ids.push(
-            app.next_message()
-                .await
-                .properties
-                .message_id()
-                .as_ref()
-                .unwrap()
-                .to_string(),
-        );
-    }
+    let ids = app.take_queued_ids().await;
     assert!(
         ids.contains(&"before".to_owned()) && ids.contains(&"after".to_owned()),
         "{ids:?}"
@@ -90,18 +79,8 @@ async fn every_202_is_queued_while_the_broker_drops_under_continuous_publishing(
         accepted.extend(a);
         refused += r;
     }
-    let mut queued = std::collections::HashSet::new();
-    for _ in 0..app.queued().await {
-        queued.insert(
-            app.next_message()
-                .await
-                .properties
-                .message_id()
-                .as_ref()
-                .unwrap()
-                .to_string(),
-        );
-    }
+    let queued: std::collections::HashSet<String> =
+        app.take_queued_ids().await.into_iter().collect();
     let lost: Vec<&String> = accepted.iter().filter(|id| !queued.contains(*id)).collect();
     eprintln!(
         "{} accepted, {refused} refused, {} queued",

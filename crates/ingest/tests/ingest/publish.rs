@@ -82,7 +82,7 @@ async fn an_accepted_event_is_on_the_dispatch_queue_with_its_envelope() {
     assert_eq!(envelope["received_at"], d["received_at"]);
     let parsed: waybill_domain::event::EventEnvelope =
         serde_json::from_value(envelope).expect("the documented envelope");
-    assert_eq!(parsed.kind, "order.shipped");
+    assert_eq!(parsed.kind.as_str(), "order.shipped");
 
     // Without an id one is generated; occurred_at defaults to reception.
     let r = app
