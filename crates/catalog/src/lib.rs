@@ -30,6 +30,8 @@ struct Loaded {
     index: Arc<CatalogIndex>,
     /// `None` before the first read and after [`Catalog::invalidate`].
     at: Option<Instant>,
+    /// Bumped by every [`Catalog::invalidate`]: a read that began before one is not fresh.
+    generation: u64,
 }
 
 /// The cached catalog, shared by every request.
@@ -69,15 +71,21 @@ impl Catalog {
         if last.is_some_and(|t| t.elapsed() < min_gap) {
             return Ok(());
         }
+        let reloaded = match waybill_store::conn(pool).await {
+            Ok(mut conn) => self.reload(&mut conn).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        // Stamped once the attempt is over, failed or not: a slow Postgres must not make every
+        // waiter behind this one read again at once.
         *last = Some(Instant::now());
-        let mut conn = waybill_store::conn(pool).await?;
-        self.reload(&mut conn).await.map(|_| ())
+        reloaded
     }
 
     /// Marks the cached copy stale, so the next [`Catalog::refresh_if_older`] reads it again.
     pub fn invalidate(&self) {
         if let Ok(mut l) = self.loaded.write() {
             l.at = None;
+            l.generation += 1;
         }
     }
 
@@ -99,6 +107,7 @@ impl Catalog {
     }
 
     async fn reload(&self, conn: &mut PooledConn) -> Result<usize, StoreError> {
+        let generation = self.loaded.read().map(|l| l.generation).unwrap_or_default();
         let (rows, _) = event_types::list(conn, &Default::default(), i64::MAX, 0).await?;
         // Every type counts for the subscription rules, even one whose schema stopped compiling.
         let index = Arc::new(CatalogIndex::new(
@@ -137,10 +146,14 @@ impl Catalog {
         }
         let n = next.len();
         if let Ok(mut l) = self.loaded.write() {
+            // An invalidation that came while this read was under way may be of a change the
+            // read did not see: keep the rows, but not as fresh.
+            let fresh = l.generation == generation;
             *l = Loaded {
                 entries: next,
                 index,
-                at: Some(Instant::now()),
+                at: fresh.then(Instant::now),
+                generation: l.generation,
             };
         }
         Ok(n)

@@ -21,11 +21,12 @@ pub struct SigningKey {
 pub enum EndpointError {
     #[error("unknown method `{0}`")]
     Method(String),
-    #[error("a stored credential or key is not base64")]
+    // The texts are what a cancelled delivery's `last_error` shows; they stay as they were.
+    #[error("ciphertext is not base64")]
     Encoding,
-    #[error("a stored credential or key does not decrypt: {0}")]
+    #[error("{0}")]
     Decrypt(String),
-    #[error("a stored signing key is malformed: {0}")]
+    #[error("{0}")]
     Key(String),
     #[error("auth `{0}` without its credential")]
     MissingCredential(String),

@@ -154,7 +154,7 @@ pub fn typed_field<T: DeserializeOwned>(
 /// JSON Schema counts `326.0` as the integer 326 (so the OpenAPI documents do), serde does not:
 /// a top-level field holding a whole number written with a fraction is read as that integer.
 /// Nested values (an event's `data`) are left as sent.
-fn integral_numbers(map: &mut Map<String, Value>) {
+pub fn integral_numbers(map: &mut Map<String, Value>) {
     // Beyond 2^53 a float no longer stands for one integer.
     const EXACT: f64 = 9_007_199_254_740_992.0;
     for value in map.values_mut() {

@@ -38,6 +38,8 @@ pub fn parse(mut map: Map<String, Value>, mode: Mode) -> Result<Parsed, ApiError
     let mut errors = ValidationErrors::new();
     body::unknown_fields(&map, FIELDS, "", &mut errors);
     map.retain(|k, _| FIELDS.contains(&k.as_str()));
+    // `rate_limit` is read here, not by `typed_field`, so it is made an integer here too.
+    body::integral_numbers(&mut map);
     // `null` is a value here (no limit), on create and update alike.
     let rate_limit = match map.remove("rate_limit") {
         None => None,
