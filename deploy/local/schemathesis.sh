@@ -104,6 +104,7 @@ run() { # name, configuration file, base URL, token, extra arguments
     "$@" \
     --url "$url" \
     --checks all \
+    --generation-allow-x00 false \
     --max-examples "$ST_MAX_EXAMPLES" \
     --max-time "${MAX_TIME:-$ST_MAX_TIME}" \
     --seed 1 \

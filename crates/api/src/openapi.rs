@@ -427,7 +427,7 @@ pub struct DeliveryListQuery {
 #[openapi(
     info(
         title = "Waybill control plane API",
-        description = "Event catalog, webhook subscriptions and delivery log of Waybill. Bearer JWT (HS256) with claims `tenant`, `scopes`, `exp`.",
+        description = "Event catalog, webhook subscriptions and delivery log of Waybill. Bearer JWT (HS256) with claims `tenant`, `scopes`, `exp`. No string in a request body or query may contain the NUL character (U+0000): PostgreSQL text cannot store it, so it is refused with a 422 naming the field.",
         license(name = "Apache-2.0")
     ),
     components(schemas(ErrorResponse, ErrorBody)),

@@ -114,7 +114,7 @@ impl Modify for EventCatalog {
         }
         let one_of = one_of
             .description(Some(
-                "One event: `type` names an event type of the catalog and `data` follows that type's schema.",
+                "One event: `type` names an event type of the catalog and `data` follows that type's schema. No string or key anywhere in an event may contain the NUL character (U+0000): PostgreSQL text cannot store it, so such an event is refused with a 422.",
             ))
             .discriminator(Some(Discriminator::with_mapping("type", mapping)));
         components
