@@ -127,12 +127,7 @@ async fn deactivated_types_cannot_be_subscribed_and_the_flag_survives_a_restart(
     .assert(200);
 
     let r = app.get("/v1/events?active=false", &t).await;
-    let names: Vec<&str> = r.body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
+    let names = r.pluck("name");
     assert_eq!(names, ["stock.updated"]);
 
     // A restart re-syncs the catalog from the schemas but keeps the operator's choices.

@@ -29,11 +29,31 @@ impl TestApp {
         )
     }
 
+    /// An app holding one webhook of acme's: the app, acme's token and the webhook's id.
+    pub async fn with_webhook() -> (TestApp, String, String) {
+        let app = Self::spawn().await;
+        let t = app.acme();
+        let id = app
+            .create_webhook_id(&t, webhook("https://example.com/a"))
+            .await;
+        (app, t, id)
+    }
+
     /// Starts another app on this app's database (a restart, or a second replica).
     pub async fn sibling(&self, tweak: impl FnOnce(&mut Settings)) -> TestApp {
         let mut stack = self.0.sibling(tweak);
         stack.serve(Application::build).await;
         TestApp(stack)
+    }
+
+    /// Signs `claims` with the app's own key, for tokens `mint` would not make.
+    pub fn sign(&self, claims: Value) -> String {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(self.settings.jwt_secret().as_bytes()),
+        )
+        .unwrap()
     }
 
     /// Creates a webhook for `token`'s tenant and returns its JSON.
