@@ -56,9 +56,7 @@ async fn two_replicas_share_the_load_and_lose_nothing() {
     let stack = Stack::start_with(|_| {}, 2).await;
     let rx = Receiver::start().await;
     rx.set_default(Reply::delayed(200, Duration::from_millis(5)));
-    stack
-        .subscribe("acme", json!({"url": rx.url("/a"), "events": ["stock.*"]}))
-        .await;
+    stack.subscribe_at(&rx, "/a", json!(["stock.*"])).await;
     stack.wait_indexed(1).await;
     let n = 300;
     for i in 0..n {
@@ -178,9 +176,7 @@ async fn sigterm_finishes_in_flight_work_and_exits_cleanly() {
     let rx = Receiver::start().await;
     rx.set_default(Reply::delayed(200, Duration::from_millis(300)));
     let (mut child, _) = stack.start_process(&[]).await;
-    stack
-        .subscribe("acme", json!({"url": rx.url("/a"), "events": ["order.*"]}))
-        .await;
+    stack.subscribe_at(&rx, "/a", json!(["order.*"])).await;
     let ready = wait_for_a_probe(&stack, &rx, 1).await;
     assert!(ready.is_some());
     for i in 0..20 {

@@ -123,15 +123,15 @@ async fn the_rate_limit_holds_over_two_replicas_and_nothing_is_dropped() {
 
     // The limit can be lifted.
     let token = stack.token("acme");
-    let (status, body) = stack
-        .call(
+    let body = stack
+        .expect(
             Method::PATCH,
             &format!("/v1/webhooks/{id}"),
             &token,
             Some(json!({"rate_limit": null})),
+            200,
         )
         .await;
-    assert_eq!(status, 200, "{body}");
     assert!(body["data"]["rate_limit"].is_null());
 }
 
@@ -195,15 +195,15 @@ async fn an_open_circuit_sends_nothing_but_probes_and_a_good_probe_closes_it() {
         .expect("cb-7 is recorded");
     assert_eq!(held.attempts, 0, "held back without an attempt");
     let before = rx.count();
-    let (status, body) = stack
-        .call(
+    stack
+        .expect(
             Method::POST,
             &format!("/v1/deliveries/{}/retry", held.id),
             &stack.token("acme"),
             None,
+            202,
         )
         .await;
-    assert_eq!(status, 202, "{body}");
     rx.wait_for(before + 1, WAIT).await;
 
     // The receiver recovers: the next probe closes the circuit and everything flows.
@@ -314,14 +314,9 @@ async fn a_receiver_failing_past_the_window_is_disabled_and_its_tenant_told() {
     let ops = Receiver::start().await;
     let other_tenant = Receiver::start().await;
     // The failing one takes every type, `webhook.disabled` included: it is not told about itself.
-    let failing = stack
-        .subscribe("acme", json!({"url": broken.url("/x"), "events": ["*"]}))
-        .await;
+    let failing = stack.subscribe_at(&broken, "/x", json!(["*"])).await;
     let watcher = stack
-        .subscribe(
-            "acme",
-            json!({"url": ops.url("/ops"), "events": ["webhook.disabled"]}),
-        )
+        .subscribe_at(&ops, "/ops", json!(["webhook.disabled"]))
         .await;
     stack
         .subscribe(
@@ -391,15 +386,15 @@ async fn a_receiver_failing_past_the_window_is_disabled_and_its_tenant_told() {
 
     // Turned back on by the tenant: the reason is cleared and deliveries flow again.
     broken.set_default(Reply::status(204));
-    let (status, body) = stack
-        .call(
+    let body = stack
+        .expect(
             Method::PATCH,
             &format!("/v1/webhooks/{failing}"),
             &token,
             Some(json!({"active": true})),
+            200,
         )
         .await;
-    assert_eq!(status, 200, "{body}");
     assert!(body["data"]["disabled_reason"].is_null());
     assert_eq!(health_rows(&stack, &failing).await, 0);
     stack

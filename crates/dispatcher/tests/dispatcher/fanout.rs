@@ -237,15 +237,15 @@ async fn invalid_events_are_parked_with_a_reason_and_do_not_block_the_queue() {
 async fn a_deactivated_event_type_is_not_delivered() {
     let stack = Stack::start().await;
     let (rx, id) = stack.receiver_for(json!(["order.*"])).await;
-    let (status, body) = stack
-        .call(
+    stack
+        .expect(
             Method::PATCH,
             "/v1/events/order.cancelled",
             &stack.admin(),
             Some(json!({"active": false})),
+            200,
         )
         .await;
-    assert_eq!(status, 200, "{body}");
     // The dispatcher re-reads the catalog every 2 s: wait for two re-reads.
     tokio::time::sleep(Duration::from_millis(4_500)).await;
     stack
@@ -267,12 +267,7 @@ async fn a_deactivated_event_type_is_not_delivered() {
 async fn events_published_through_ingest_arrive() {
     let stack = Stack::start().await;
     let rx = Receiver::start().await;
-    let id = stack
-        .subscribe(
-            "acme",
-            json!({"url": rx.url("/a"), "events": ["shipment.*"]}),
-        )
-        .await;
+    let id = stack.subscribe_at(&rx, "/a", json!(["shipment.*"])).await;
     stack.wait_indexed(1).await;
     let port = stack
         .run(waybill_ingest::Application::build, stack.settings.clone())
@@ -307,12 +302,7 @@ async fn events_published_through_ingest_arrive() {
 async fn the_periodic_resync_repairs_a_change_the_feed_never_carried() {
     let stack = Stack::start_with(|s| s.delivery.resync_interval = "300ms".into(), 1).await;
     let rx = Receiver::start().await;
-    let id = stack
-        .subscribe(
-            "acme",
-            json!({"url": rx.url("/old"), "events": ["stock.*"]}),
-        )
-        .await;
+    let id = stack.subscribe_at(&rx, "/old", json!(["stock.*"])).await;
     stack.wait_indexed(1).await;
     // Changed behind the change feed's back (no outbox row): only a resync can see it.
     let mut conn = stack.sql().await;

@@ -120,13 +120,38 @@ impl Stack {
         reply["data"]["id"].as_str().unwrap().to_owned()
     }
 
+    /// Subscribes `acme` to `path` on `rx` for `events`; returns the subscription's id.
+    pub async fn subscribe_at(&self, rx: &Receiver, path: &str, events: Value) -> String {
+        self.subscribe("acme", json!({"url": rx.url(path), "events": events}))
+            .await
+    }
+
+    /// Calls the api, asserts the answer's status and returns its body.
+    pub async fn expect(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+        status: u16,
+    ) -> Value {
+        let (got, reply) = self.call(method.clone(), path, token, body).await;
+        assert_eq!(got, status, "{method} {path}: {reply}");
+        reply
+    }
+
+    /// Deliveries `port`'s dispatcher counted with `outcome` (succeeded, throttled, ...).
+    pub async fn deliveries_counted(&self, port: u16, outcome: &str) -> f64 {
+        let labels = format!("outcome=\"{outcome}\"");
+        self.metric(port, "waybill_dispatcher_deliveries_total", &labels)
+            .await
+    }
+
     /// A receiver, and one subscription of `acme` to its `/a` for `events`, in every
     /// dispatcher's index.
     pub async fn receiver_for(&self, events: Value) -> (Receiver, String) {
         let rx = Receiver::start().await;
-        let id = self
-            .subscribe("acme", json!({"url": rx.url("/a"), "events": events}))
-            .await;
+        let id = self.subscribe_at(&rx, "/a", events).await;
         self.wait_indexed(self.indexed_now().await + 1).await;
         (rx, id)
     }

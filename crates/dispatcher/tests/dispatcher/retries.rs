@@ -64,9 +64,7 @@ async fn a_delivery_succeeds_after_an_error_a_dropped_connection_and_a_timeout()
         Reply::delayed(200, Duration::from_secs(2)),
         Reply::status(204),
     ]);
-    let id = stack
-        .subscribe("acme", json!({"url": rx.url("/a"), "events": ["stock.*"]}))
-        .await;
+    let id = stack.subscribe_at(&rx, "/a", json!(["stock.*"])).await;
     stack.wait_indexed(1).await;
     stack.publish("acme", "stock.updated", "ev-s", None).await;
     let d = stack.wait_delivery(&id, "ev-s", "succeeded").await;
@@ -105,9 +103,7 @@ async fn retry_after_pushes_the_next_attempt_to_a_longer_tier() {
         Reply::status(429).with_header("Retry-After", "1"),
         Reply::status(500),
     ]);
-    let id = stack
-        .subscribe("acme", json!({"url": rx.url("/a"), "events": ["stock.*"]}))
-        .await;
+    let id = stack.subscribe_at(&rx, "/a", json!(["stock.*"])).await;
     stack.wait_indexed(1).await;
     stack.publish("acme", "stock.updated", "ev-r", None).await;
     let d = stack.wait_delivery(&id, "ev-r", "succeeded").await;

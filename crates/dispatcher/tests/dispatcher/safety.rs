@@ -15,17 +15,9 @@ async fn non_public_addresses_are_refused_after_resolution() {
     let mut stack = Stack::start_with(|_| {}, 0).await;
     let rx = Receiver::start().await;
     let literal = stack
-        .subscribe(
-            "acme",
-            json!({"url": rx.url("/literal"), "events": ["stock.*"]}),
-        )
+        .subscribe_at(&rx, "/literal", json!(["stock.*"]))
         .await;
-    let named = stack
-        .subscribe(
-            "acme",
-            json!({"url": rx.url("/named"), "events": ["order.*"]}),
-        )
-        .await;
+    let named = stack.subscribe_at(&rx, "/named", json!(["order.*"])).await;
     // A host name that resolves to loopback (the api refuses `localhost` itself, so the row is
     // changed behind its back; the dispatcher reads it from Postgres at start).
     let mut conn = stack.sql().await;
@@ -66,9 +58,7 @@ async fn non_public_addresses_are_refused_after_resolution() {
 async fn plain_http_is_refused_unless_allowed() {
     let mut stack = Stack::start_with(|_| {}, 0).await;
     let rx = Receiver::start().await;
-    let id = stack
-        .subscribe("acme", json!({"url": rx.url("/a"), "events": ["stock.*"]}))
-        .await;
+    let id = stack.subscribe_at(&rx, "/a", json!(["stock.*"])).await;
     let mut strict = stack.settings.clone();
     strict.security.allow_http = false;
     strict.delivery.retry_schedule = vec![];
@@ -93,24 +83,9 @@ async fn deleted_and_deactivated_subscriptions_receive_nothing_more() {
     )
     .await;
     let rx = Receiver::start().await;
-    let keep = stack
-        .subscribe(
-            "acme",
-            json!({"url": rx.url("/keep"), "events": ["stock.*"]}),
-        )
-        .await;
-    let gone = stack
-        .subscribe(
-            "acme",
-            json!({"url": rx.url("/gone"), "events": ["stock.*"]}),
-        )
-        .await;
-    let paused = stack
-        .subscribe(
-            "acme",
-            json!({"url": rx.url("/paused"), "events": ["stock.*"]}),
-        )
-        .await;
+    let keep = stack.subscribe_at(&rx, "/keep", json!(["stock.*"])).await;
+    let gone = stack.subscribe_at(&rx, "/gone", json!(["stock.*"])).await;
+    let paused = stack.subscribe_at(&rx, "/paused", json!(["stock.*"])).await;
     stack.wait_indexed(3).await;
     // A first event fails at /gone and /paused, so a retry of each is waiting in a delay tier.
     rx.set_default(Reply::status(200));
@@ -118,24 +93,24 @@ async fn deleted_and_deactivated_subscriptions_receive_nothing_more() {
     stack.publish("acme", "stock.updated", "before", None).await;
     rx.wait_for(3, Duration::from_secs(10)).await;
     let token = stack.token("acme");
-    let (s, _) = stack
-        .call(
+    stack
+        .expect(
             Method::DELETE,
             &format!("/v1/webhooks/{gone}"),
             &token,
             None,
+            204,
         )
         .await;
-    assert_eq!(s, 204);
-    let (s, _) = stack
-        .call(
+    stack
+        .expect(
             Method::PATCH,
             &format!("/v1/webhooks/{paused}"),
             &token,
             Some(json!({"active": false})),
+            200,
         )
         .await;
-    assert_eq!(s, 200);
     // Deletion leaves 2 in the index; the paused one stays indexed but inactive.
     stack.wait_indexed(2).await;
     stack.publish("acme", "stock.updated", "after", None).await;
