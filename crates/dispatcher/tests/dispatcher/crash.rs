@@ -59,24 +59,14 @@ async fn two_replicas_share_the_load_and_lose_nothing() {
     stack.subscribe_at(&rx, "/a", json!(["stock.*"])).await;
     stack.wait_indexed(1).await;
     let n = 300;
-    for i in 0..n {
-        stack
-            .publish("acme", "stock.updated", &format!("load-{i}"), None)
-            .await;
-    }
+    stack.publish_numbered("stock.updated", "load", n).await;
     rx.wait_for(n, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let seen = by_event(&rx);
     assert_eq!(seen.len(), n);
     assert!(seen.values().all(|c| *c == 1), "duplicates without a crash");
     for port in &stack.dispatchers {
-        let done = stack
-            .metric(
-                *port,
-                "waybill_dispatcher_deliveries_total",
-                "outcome=\"succeeded\"",
-            )
-            .await;
+        let done = stack.deliveries_counted(*port, "succeeded").await;
         assert!(done > 0.0, "replica {port} delivered nothing");
     }
 }
@@ -179,11 +169,7 @@ async fn sigterm_finishes_in_flight_work_and_exits_cleanly() {
     stack.subscribe_at(&rx, "/a", json!(["order.*"])).await;
     let ready = wait_for_a_probe(&stack, &rx, 1).await;
     assert!(ready.is_some());
-    for i in 0..20 {
-        stack
-            .publish("acme", "order.created", &format!("t-{i}"), None)
-            .await;
-    }
+    stack.publish_numbered("order.created", "t", 20).await;
     rx.wait_for(3, Duration::from_secs(10)).await;
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

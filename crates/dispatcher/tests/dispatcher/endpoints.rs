@@ -61,11 +61,7 @@ async fn the_rate_limit_holds_over_two_replicas_and_nothing_is_dropped() {
         .await;
     stack.wait_indexed(1).await;
     let total = 25;
-    for i in 0..total {
-        stack
-            .publish("acme", "stock.updated", &format!("rl-{i}"), None)
-            .await;
-    }
+    stack.publish_numbered("stock.updated", "rl", total).await;
     let seen = rx.wait_for(total, WAIT).await;
     assert_eq!(seen.len(), total, "every delivery arrives, none dropped");
     let mut at: Vec<_> = seen.iter().map(|r| r.at).collect();
@@ -86,20 +82,8 @@ async fn the_rate_limit_holds_over_two_replicas_and_nothing_is_dropped() {
     );
     // Both replicas delivered and both held messages back.
     for port in &stack.dispatchers {
-        let sent = stack
-            .metric(
-                *port,
-                "waybill_dispatcher_deliveries_total",
-                "outcome=\"succeeded\"",
-            )
-            .await;
-        let held = stack
-            .metric(
-                *port,
-                "waybill_dispatcher_deliveries_total",
-                "outcome=\"throttled\"",
-            )
-            .await;
+        let sent = stack.deliveries_counted(*port, "succeeded").await;
+        let held = stack.deliveries_counted(*port, "throttled").await;
         assert!(
             sent > 0.0 && held > 0.0,
             "replica {port}: sent {sent}, held {held}"
@@ -152,11 +136,7 @@ async fn an_open_circuit_sends_nothing_but_probes_and_a_good_probe_closes_it() {
     rx.set_default(Reply::status(503));
     let events = 12;
     // 3 failed requests open the circuit.
-    for i in 0..3 {
-        stack
-            .publish("acme", "stock.updated", &format!("cb-{i}"), None)
-            .await;
-    }
+    stack.publish_numbered("stock.updated", "cb", 3).await;
     let opened = eventually(WAIT, || async {
         circuit_open(&stack, &id).await.then_some(())
     })
@@ -176,13 +156,7 @@ async fn an_open_circuit_sends_nothing_but_probes_and_a_good_probe_closes_it() {
         "{down} requests while the circuit was open"
     );
     let port = stack.dispatchers[0];
-    let deferred = stack
-        .metric(
-            port,
-            "waybill_dispatcher_deliveries_total",
-            "outcome=\"deferred\"",
-        )
-        .await;
+    let deferred = stack.deliveries_counted(port, "deferred").await;
     assert!(deferred >= (events - 3) as f64, "deferred {deferred}");
     assert_eq!(health_rows(&stack, &id).await, 1);
     // A tenant's retry is not held back by the open circuit, and the copy of that delivery
@@ -195,15 +169,7 @@ async fn an_open_circuit_sends_nothing_but_probes_and_a_good_probe_closes_it() {
         .expect("cb-7 is recorded");
     assert_eq!(held.attempts, 0, "held back without an attempt");
     let before = rx.count();
-    stack
-        .expect(
-            Method::POST,
-            &format!("/v1/deliveries/{}/retry", held.id),
-            &stack.token("acme"),
-            None,
-            202,
-        )
-        .await;
+    stack.retry(&held.id, &stack.token("acme"), 202).await;
     rx.wait_for(before + 1, WAIT).await;
 
     // The receiver recovers: the next probe closes the circuit and everything flows.
@@ -259,11 +225,7 @@ async fn a_replica_started_while_a_circuit_is_open_sends_nothing_to_it() {
     .await;
     let (rx, id) = stack.receiver_for(json!(["stock.*"])).await;
     rx.set_default(Reply::status(503));
-    for i in 0..3 {
-        stack
-            .publish("acme", "stock.updated", &format!("rs-{i}"), None)
-            .await;
-    }
+    stack.publish_numbered("stock.updated", "rs", 3).await;
     let opened = eventually(WAIT, || async {
         circuit_open(&stack, &id).await.then_some(())
     })
@@ -279,15 +241,7 @@ async fn a_replica_started_while_a_circuit_is_open_sends_nothing_to_it() {
             .await;
     }
     let held = eventually(WAIT, || async {
-        (stack
-            .metric(
-                newcomer,
-                "waybill_dispatcher_deliveries_total",
-                "outcome=\"deferred\"",
-            )
-            .await
-            > 0.0)
-            .then_some(())
+        (stack.deliveries_counted(newcomer, "deferred").await > 0.0).then_some(())
     })
     .await;
     assert!(held.is_some(), "the new replica held deliveries back");
@@ -325,11 +279,7 @@ async fn a_receiver_failing_past_the_window_is_disabled_and_its_tenant_told() {
         )
         .await;
     stack.wait_indexed(3).await;
-    for i in 0..3 {
-        stack
-            .publish("acme", "stock.updated", &format!("ad-{i}"), None)
-            .await;
-    }
+    stack.publish_numbered("stock.updated", "ad", 3).await;
     let notices = ops.wait_for(1, WAIT).await;
     assert_eq!(notices.len(), 1, "the tenant's other subscription is told");
     let notice = notices[0].json();

@@ -140,6 +140,13 @@ impl Stack {
         reply
     }
 
+    /// Asks for another attempt at a delivery as `token`'s caller, asserting the status.
+    pub async fn retry(&self, delivery_id: &str, token: &str, status: u16) -> Value {
+        let path = format!("/v1/deliveries/{delivery_id}/retry");
+        self.expect(reqwest::Method::POST, &path, token, None, status)
+            .await
+    }
+
     /// Deliveries `port`'s dispatcher counted with `outcome` (succeeded, throttled, ...).
     pub async fn deliveries_counted(&self, port: u16, outcome: &str) -> f64 {
         let labels = format!("outcome=\"{outcome}\"");
@@ -202,6 +209,14 @@ impl Stack {
         self.publish_raw(kind, id, &serde_json::to_vec(&event).unwrap())
             .await;
         event
+    }
+
+    /// Publishes `n` events of `acme` with ids `{prefix}-0`, `{prefix}-1`, ...
+    pub async fn publish_numbered(&self, kind: &str, prefix: &str, n: usize) {
+        for i in 0..n {
+            self.publish("acme", kind, &format!("{prefix}-{i}"), None)
+                .await;
+        }
     }
 
     pub async fn publish_raw(&self, routing_key: &str, id: &str, body: &[u8]) {
@@ -318,6 +333,13 @@ pub struct DeliveryRow {
     pub last_status_code: Option<i32>,
     #[diesel(sql_type = sql_types::Nullable<sql_types::Text>)]
     pub last_error: Option<String>,
+}
+
+impl DeliveryRow {
+    /// The last error, empty when there is none.
+    pub fn error(&self) -> &str {
+        self.last_error.as_deref().unwrap_or("")
+    }
 }
 
 #[derive(QueryableByName, Debug, Clone)]

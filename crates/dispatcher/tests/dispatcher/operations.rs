@@ -7,17 +7,9 @@ use crate::helpers::Stack;
 
 #[test]
 fn committed_openapi_document_matches_the_code() {
-    let generated = waybill_dispatcher::openapi::document();
-    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../docs/openapi/waybill-dispatcher.json");
-    if std::env::var_os("UPDATE_OPENAPI").is_some() {
-        std::fs::write(&path, &generated).unwrap();
-    }
-    let committed = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        committed == generated,
-        "docs/openapi/waybill-dispatcher.json is out of date; run `make openapi` and commit it"
-    );
+    let update = "make openapi";
+    let doc = waybill_dispatcher::openapi::document();
+    waybill_testkit::openapi::assert_committed("waybill-dispatcher.json", &doc, update);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,15 +41,7 @@ async fn a_retry_uses_the_subscription_as_it_is_now_whatever_the_status() {
     // The changes reach the dispatcher through the feed within milliseconds; leave it a second.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let body = stack
-        .expect(
-            Method::POST,
-            &format!("/v1/deliveries/{}/retry", failed.id),
-            &token,
-            None,
-            202,
-        )
-        .await;
+    let body = stack.retry(&failed.id, &token, 202).await;
     assert_eq!(body["data"]["status"], "pending");
     let done = stack.wait_delivery(&id, "r1", "succeeded").await;
     assert_eq!((done.attempts, done.last_status_code), (2, Some(200)));
@@ -62,15 +54,7 @@ async fn a_retry_uses_the_subscription_as_it_is_now_whatever_the_status() {
     assert_eq!(verify_with_standardwebhooks(&[(secret, r)]), [true]);
 
     // A succeeded delivery can be retried too: one more attempt.
-    stack
-        .expect(
-            Method::POST,
-            &format!("/v1/deliveries/{}/retry", failed.id),
-            &token,
-            None,
-            202,
-        )
-        .await;
+    stack.retry(&failed.id, &token, 202).await;
     let again = crate::helpers::WAIT;
     let third = waybill_testkit::eventually(again, || async {
         stack
@@ -84,15 +68,7 @@ async fn a_retry_uses_the_subscription_as_it_is_now_whatever_the_status() {
     assert_eq!(stack.attempts(&failed.id).await.len(), 3);
 
     // Another tenant's delivery, or none, is a 404.
-    stack
-        .expect(
-            Method::POST,
-            &format!("/v1/deliveries/{}/retry", failed.id),
-            &stack.token("globex"),
-            None,
-            404,
-        )
-        .await;
+    stack.retry(&failed.id, &stack.token("globex"), 404).await;
     stack
         .expect(
             Method::POST,
