@@ -17,7 +17,7 @@ use lapin::{
     options::{QueueDeclareOptions, QueueDeleteOptions},
     types::FieldTable,
 };
-use tokio::sync::watch;
+use tokio::{sync::watch, task::JoinHandle};
 use waybill_bus::{
     Broker, Consumer, ConsumerSpec, Handler, Outcome, Outgoing, Topology, topology::QueueType,
 };
@@ -110,6 +110,21 @@ impl Fixture {
         self.broker.publish_many(&msgs).await.unwrap();
     }
 
+    /// Starts a consumer of the dispatch queue on `url` with `rec` as its handler; returns the
+    /// switch that stops it and its task.
+    fn consume(
+        &self,
+        url: String,
+        concurrency: usize,
+        rec: &Arc<Recorder>,
+    ) -> (watch::Sender<bool>, JoinHandle<()>) {
+        let (stop, stopped) = watch::channel(false);
+        let consumer = Consumer::new(url, self.topology.clone(), self.spec(concurrency));
+        let rec = rec.clone();
+        let task = tokio::spawn(async move { consumer.run(rec, stopped).await });
+        (stop, task)
+    }
+
     async fn depth(&self) -> u32 {
         let conn = Connection::connect(&broker_url(), Default::default())
             .await
@@ -136,12 +151,7 @@ async fn handlers_run_at_most_the_limit_at_once_and_every_message_is_acked() {
         work: Duration::from_millis(20),
         ..Default::default()
     });
-    let (stop, stopped) = watch::channel(false);
-    let consumer = Consumer::new(broker_url(), f.topology.clone(), f.spec(3));
-    let task = tokio::spawn({
-        let rec = rec.clone();
-        async move { consumer.run(rec, stopped).await }
-    });
+    let (stop, task) = f.consume(broker_url(), 3, &rec);
     until("40 acked", || rec.acked.load(Ordering::SeqCst) == 40).await;
     let most = rec.most.load(Ordering::SeqCst);
     assert!(
@@ -173,12 +183,7 @@ async fn outcomes_requeue_or_drop_the_message() {
         "plain".to_string(),
     ])
     .await;
-    let (stop, stopped) = watch::channel(false);
-    let consumer = Consumer::new(broker_url(), f.topology.clone(), f.spec(2));
-    let task = tokio::spawn({
-        let rec = rec.clone();
-        async move { consumer.run(rec, stopped).await }
-    });
+    let (stop, task) = f.consume(broker_url(), 2, &rec);
     until("both acks", || rec.acked.load(Ordering::SeqCst) == 2).await;
     let seen = rec.seen.lock().unwrap().clone();
     assert_eq!(seen["again"], 3, "requeued twice, then acked");
@@ -193,12 +198,7 @@ async fn the_consumer_comes_back_after_the_connection_drops_and_after_its_queue_
     let f = Fixture::new().await;
     let proxy = BrokerProxy::start().await;
     let rec = Arc::new(Recorder::default());
-    let (stop, stopped) = watch::channel(false);
-    let consumer = Consumer::new(proxy.url(), f.topology.clone(), f.spec(2));
-    let task = tokio::spawn({
-        let rec = rec.clone();
-        async move { consumer.run(rec, stopped).await }
-    });
+    let (stop, task) = f.consume(proxy.url(), 2, &rec);
     f.publish((0..5).map(|i| format!("a{i}"))).await;
     until("first 5", || rec.acked.load(Ordering::SeqCst) == 5).await;
 
@@ -258,12 +258,7 @@ async fn stopping_lets_running_handlers_finish_and_leaves_the_rest_queued() {
         work: Duration::from_millis(400),
         ..Default::default()
     });
-    let (stop, stopped) = watch::channel(false);
-    let consumer = Consumer::new(broker_url(), f.topology.clone(), f.spec(2));
-    let task = tokio::spawn({
-        let rec = rec.clone();
-        async move { consumer.run(rec, stopped).await }
-    });
+    let (stop, task) = f.consume(broker_url(), 2, &rec);
     until("two handlers running", || {
         rec.running.load(Ordering::SeqCst) == 2
     })
