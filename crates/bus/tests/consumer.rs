@@ -34,6 +34,31 @@ struct Recorder {
     script: HashMap<String, Vec<Outcome>>,
 }
 
+impl Recorder {
+    /// A recorder whose every handling takes `ms` milliseconds.
+    fn working(ms: u64) -> Arc<Recorder> {
+        Arc::new(Recorder {
+            work: Duration::from_millis(ms),
+            ..Default::default()
+        })
+    }
+
+    fn acked(&self) -> usize {
+        self.acked.load(Ordering::SeqCst)
+    }
+}
+
+/// Message ids `{prefix}0`, `{prefix}1`, ... up to `n` of them.
+fn numbered(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+/// Stops a consumer [`Fixture::consume`] started and waits for it to return.
+async fn halt(stop: watch::Sender<bool>, task: JoinHandle<()>) {
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
+
 impl Handler for Recorder {
     async fn handle(&self, d: &Delivery) -> Outcome {
         let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
@@ -146,20 +171,16 @@ async fn until(what: &str, check: impl Fn() -> bool) {
 #[tokio::test]
 async fn handlers_run_at_most_the_limit_at_once_and_every_message_is_acked() {
     let f = Fixture::new().await;
-    f.publish((0..40).map(|i| format!("m{i}"))).await;
-    let rec = Arc::new(Recorder {
-        work: Duration::from_millis(20),
-        ..Default::default()
-    });
+    f.publish(numbered("m", 40)).await;
+    let rec = Recorder::working(20);
     let (stop, task) = f.consume(broker_url(), 3, &rec);
-    until("40 acked", || rec.acked.load(Ordering::SeqCst) == 40).await;
+    until("40 acked", || rec.acked() == 40).await;
     let most = rec.most.load(Ordering::SeqCst);
     assert!(
         (2..=3).contains(&most),
         "ran {most} at once with a limit of 3"
     );
-    stop.send(true).unwrap();
-    task.await.unwrap();
+    halt(stop, task).await;
     assert_eq!(f.depth().await, 0);
 }
 
@@ -184,12 +205,11 @@ async fn outcomes_requeue_or_drop_the_message() {
     ])
     .await;
     let (stop, task) = f.consume(broker_url(), 2, &rec);
-    until("both acks", || rec.acked.load(Ordering::SeqCst) == 2).await;
+    until("both acks", || rec.acked() == 2).await;
     let seen = rec.seen.lock().unwrap().clone();
     assert_eq!(seen["again"], 3, "requeued twice, then acked");
     assert_eq!(seen["parked"], 1, "dropped once, never seen again");
-    stop.send(true).unwrap();
-    task.await.unwrap();
+    halt(stop, task).await;
     assert_eq!(f.depth().await, 0);
 }
 
@@ -199,17 +219,14 @@ async fn the_consumer_comes_back_after_the_connection_drops_and_after_its_queue_
     let proxy = BrokerProxy::start().await;
     let rec = Arc::new(Recorder::default());
     let (stop, task) = f.consume(proxy.url(), 2, &rec);
-    f.publish((0..5).map(|i| format!("a{i}"))).await;
-    until("first 5", || rec.acked.load(Ordering::SeqCst) == 5).await;
+    f.publish(numbered("a", 5)).await;
+    until("first 5", || rec.acked() == 5).await;
 
     proxy.cut();
-    f.publish((0..5).map(|i| format!("b{i}"))).await; // published directly while the consumer is cut off
+    f.publish(numbered("b", 5)).await; // published directly while the consumer is cut off
     tokio::time::sleep(Duration::from_millis(300)).await;
     proxy.restore();
-    until("10 after the connection came back", || {
-        rec.acked.load(Ordering::SeqCst) == 10
-    })
-    .await;
+    until("10 after the connection came back", || rec.acked() == 10).await;
 
     // The queue vanishes under the consumer: the broker cancels it; it redeclares and goes on.
     let conn = Connection::connect(&broker_url(), Default::default())
@@ -241,23 +258,16 @@ async fn the_consumer_comes_back_after_the_connection_drops_and_after_its_queue_
     })
     .await;
     assert!(redeclared.is_some(), "the consumer redeclared its queue");
-    f.publish((0..3).map(|i| format!("c{i}"))).await;
-    until("13 after the queue was deleted", || {
-        rec.acked.load(Ordering::SeqCst) == 13
-    })
-    .await;
-    stop.send(true).unwrap();
-    task.await.unwrap();
+    f.publish(numbered("c", 3)).await;
+    until("13 after the queue was deleted", || rec.acked() == 13).await;
+    halt(stop, task).await;
 }
 
 #[tokio::test]
 async fn stopping_lets_running_handlers_finish_and_leaves_the_rest_queued() {
     let f = Fixture::new().await;
-    f.publish((0..10).map(|i| format!("s{i}"))).await;
-    let rec = Arc::new(Recorder {
-        work: Duration::from_millis(400),
-        ..Default::default()
-    });
+    f.publish(numbered("s", 10)).await;
+    let rec = Recorder::working(400);
     let (stop, task) = f.consume(broker_url(), 2, &rec);
     until("two handlers running", || {
         rec.running.load(Ordering::SeqCst) == 2
@@ -269,7 +279,7 @@ async fn stopping_lets_running_handlers_finish_and_leaves_the_rest_queued() {
         .expect("stops after the running handlers")
         .unwrap();
     assert_eq!(
-        rec.acked.load(Ordering::SeqCst),
+        rec.acked(),
         2,
         "the two in progress finished and were acked"
     );
