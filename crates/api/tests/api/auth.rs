@@ -121,16 +121,11 @@ async fn another_tenants_webhook_is_a_404_everywhere() {
 
     for r in [
         app.get(&format!("/v1/webhooks/{id}"), &b).await,
-        app.patch(
-            &format!("/v1/webhooks/{id}"),
-            &b,
-            json!({"name": "mine now"}),
-        )
-        .await,
+        app.patch_webhook(&b, &id, json!({"name": "mine now"}))
+            .await,
         app.delete(&format!("/v1/webhooks/{id}"), &b).await,
         app.get(&format!("/v1/webhooks/{id}/secret"), &b).await,
-        app.post(&format!("/v1/webhooks/{id}/secret/rotate"), &b, json!({}))
-            .await,
+        app.rotate(&b, &id, json!({})).await,
     ] {
         r.assert_error(404, "not_found");
     }

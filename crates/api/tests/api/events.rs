@@ -118,9 +118,9 @@ async fn deactivated_types_cannot_be_subscribed_and_the_flag_survives_a_restart(
     )
     .await
     .assert(201);
-    app.patch(
-        &format!("/v1/webhooks/{}", before["id"].as_str().unwrap()),
+    app.patch_webhook(
         &t,
+        before["id"].as_str().unwrap(),
         json!({"name": "renamed"}),
     )
     .await

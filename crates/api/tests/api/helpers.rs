@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 use waybill_api::Application;
 use waybill_runtime::Settings;
-use waybill_testkit::Stack;
+use waybill_testkit::{Response, Stack};
 pub use waybill_testkit::{broker_url, eventually};
 
 waybill_testkit::suite_stack! {
@@ -44,6 +44,17 @@ impl TestApp {
         let mut stack = self.0.sibling(tweak);
         stack.serve(Application::build).await;
         TestApp(stack)
+    }
+
+    /// `PATCH /v1/webhooks/{id}` as `token`'s caller.
+    pub async fn patch_webhook(&self, token: &str, id: &str, body: Value) -> Response {
+        self.patch(&format!("/v1/webhooks/{id}"), token, body).await
+    }
+
+    /// `POST /v1/webhooks/{id}/secret/rotate` as `token`'s caller.
+    pub async fn rotate(&self, token: &str, id: &str, body: Value) -> Response {
+        self.post(&format!("/v1/webhooks/{id}/secret/rotate"), token, body)
+            .await
     }
 
     /// Signs `claims` with the app's own key, for tokens `mint` would not make.

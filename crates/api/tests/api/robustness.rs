@@ -71,7 +71,7 @@ async fn a_connection_lost_mid_request_is_a_503() {
     assert_eq!(body["error"]["code"], "unavailable");
     drop(holder);
     // The pool replaces the dead connection; the next request works.
-    app.patch(&format!("/v1/webhooks/{id}"), &t, json!({"name": "after"}))
+    app.patch_webhook(&t, &id, json!({"name": "after"}))
         .await
         .assert(200);
 }

@@ -122,11 +122,8 @@ async fn delete_removes_the_webhook_and_its_secrets() {
     let app = TestApp::spawn().await;
     let t = app.acme();
     let id = app
-        .create_webhook(&t, webhook("https://example.com/a"))
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .create_webhook_id(&t, webhook("https://example.com/a"))
+        .await;
     let path = format!("/v1/webhooks/{id}");
     let r = app.delete(&path, &t).await;
     r.assert(204);
@@ -158,14 +155,11 @@ async fn patch_reports_every_problem_and_keeps_types_already_subscribed() {
     let app = TestApp::spawn().await;
     let (t, admin) = (app.acme(), app.admin());
     let id = app
-        .create_webhook(
+        .create_webhook_id(
             &t,
             json!({"url": "https://example.com/a", "events": ["order.shipped", "stock.*"]}),
         )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .await;
     let path = format!("/v1/webhooks/{id}");
     let r = app
         .patch(
@@ -212,9 +206,9 @@ async fn patch_reports_every_problem_and_keeps_types_already_subscribed() {
             json!({"url": "https://example.com/b", "events": ["stock.*"]}),
         )
         .await;
-    app.patch(
-        &format!("/v1/webhooks/{}", other["id"].as_str().unwrap()),
+    app.patch_webhook(
         &t,
+        other["id"].as_str().unwrap(),
         json!({"events": ["order.cancelled"]}),
     )
     .await
