@@ -106,16 +106,7 @@ async fn the_rate_limit_holds_over_two_replicas_and_nothing_is_dropped() {
     assert_eq!(rx.count(), total, "no duplicates");
 
     // The limit can be lifted.
-    let token = stack.token("acme");
-    let body = stack
-        .expect(
-            Method::PATCH,
-            &format!("/v1/webhooks/{id}"),
-            &token,
-            Some(json!({"rate_limit": null})),
-            200,
-        )
-        .await;
+    let body = stack.patch_webhook(&id, json!({"rate_limit": null})).await;
     assert!(body["data"]["rate_limit"].is_null());
 }
 
@@ -336,15 +327,7 @@ async fn a_receiver_failing_past_the_window_is_disabled_and_its_tenant_told() {
 
     // Turned back on by the tenant: the reason is cleared and deliveries flow again.
     broken.set_default(Reply::status(204));
-    let body = stack
-        .expect(
-            Method::PATCH,
-            &format!("/v1/webhooks/{failing}"),
-            &token,
-            Some(json!({"active": true})),
-            200,
-        )
-        .await;
+    let body = stack.patch_webhook(&failing, json!({"active": true})).await;
     assert!(body["data"]["disabled_reason"].is_null());
     assert_eq!(health_rows(&stack, &failing).await, 0);
     stack

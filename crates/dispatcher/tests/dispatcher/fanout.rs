@@ -81,8 +81,7 @@ async fn each_event_reaches_exactly_the_matching_subscriptions() {
 async fn a_republished_event_id_is_fanned_out_once() {
     let stack = Stack::start().await;
     let (rx, id) = stack.receiver_for(json!(["stock.*"])).await;
-    stack.publish("acme", "stock.updated", "dup-1", None).await;
-    stack.wait_delivery(&id, "dup-1", "succeeded").await;
+    stack.deliver(&id, "stock.updated", "dup-1").await;
     stack.publish("acme", "stock.updated", "dup-1", None).await;
     // Another tenant may use the same id.
     let other = stack
@@ -192,8 +191,7 @@ async fn invalid_events_are_parked_with_a_reason_and_do_not_block_the_queue() {
     stack
         .publish_raw("stock.updated", "x5", ancient.to_string().as_bytes())
         .await;
-    stack.publish("acme", "stock.updated", "good", None).await;
-    stack.wait_delivery(&id, "good", "succeeded").await;
+    stack.deliver(&id, "stock.updated", "good").await;
     let invalid = stack.settings.topology().unwrap().invalid_queue();
     let parked = waybill_testkit::eventually(WAIT, || async {
         (stack.queue_len(&invalid).await == 5).then_some(())
@@ -251,8 +249,7 @@ async fn a_deactivated_event_type_is_not_delivered() {
     stack
         .publish("acme", "order.cancelled", "off-1", None)
         .await;
-    stack.publish("acme", "order.shipped", "on-1", None).await;
-    stack.wait_delivery(&id, "on-1", "succeeded").await;
+    stack.deliver(&id, "order.shipped", "on-1").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let ids: Vec<String> = rx
         .received()

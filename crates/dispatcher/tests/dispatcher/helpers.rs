@@ -219,6 +219,20 @@ impl Stack {
         }
     }
 
+    /// Publishes an event of `acme` and waits until `webhook_id` received it.
+    pub async fn deliver(&self, webhook_id: &str, kind: &str, event_id: &str) -> DeliveryRow {
+        self.publish("acme", kind, event_id, None).await;
+        self.wait_delivery(webhook_id, event_id, "succeeded").await
+    }
+
+    /// Changes a subscription of `acme`; returns the answer's body.
+    pub async fn patch_webhook(&self, id: &str, body: Value) -> Value {
+        let path = format!("/v1/webhooks/{id}");
+        let token = self.token("acme");
+        self.expect(reqwest::Method::PATCH, &path, &token, Some(body), 200)
+            .await
+    }
+
     pub async fn publish_raw(&self, routing_key: &str, id: &str, body: &[u8]) {
         let exchange = self.settings.topology().unwrap().events_exchange();
         self.broker

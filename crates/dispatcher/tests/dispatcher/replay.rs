@@ -20,12 +20,9 @@ async fn a_retry_uses_the_subscription_as_it_is_now_whatever_the_status() {
 
     // Since then the subscription moved and its key was replaced outright.
     stack
-        .expect(
-            Method::PATCH,
-            &format!("/v1/webhooks/{id}"),
-            &token,
-            Some(json!({"url": rx.url("/new"), "headers": {"X-Moved": "yes"}})),
-            200,
+        .patch_webhook(
+            &id,
+            json!({"url": rx.url("/new"), "headers": {"X-Moved": "yes"}}),
         )
         .await;
     stack

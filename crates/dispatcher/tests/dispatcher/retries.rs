@@ -66,8 +66,7 @@ async fn a_delivery_succeeds_after_an_error_a_dropped_connection_and_a_timeout()
     ]);
     let id = stack.subscribe_at(&rx, "/a", json!(["stock.*"])).await;
     stack.wait_indexed(1).await;
-    stack.publish("acme", "stock.updated", "ev-s", None).await;
-    let d = stack.wait_delivery(&id, "ev-s", "succeeded").await;
+    let d = stack.deliver(&id, "stock.updated", "ev-s").await;
     assert_eq!(
         (d.attempts, d.last_status_code, d.last_error),
         (4, Some(204), None)
@@ -105,8 +104,7 @@ async fn retry_after_pushes_the_next_attempt_to_a_longer_tier() {
     ]);
     let id = stack.subscribe_at(&rx, "/a", json!(["stock.*"])).await;
     stack.wait_indexed(1).await;
-    stack.publish("acme", "stock.updated", "ev-r", None).await;
-    let d = stack.wait_delivery(&id, "ev-r", "succeeded").await;
+    let d = stack.deliver(&id, "stock.updated", "ev-r").await;
     let seen = rx.received();
     assert_eq!(seen.len(), 3);
     // Retry-After: 1 s → the 1500 ms tier, not the scheduled 50 ms.
