@@ -8,6 +8,7 @@ use diesel_async::RunQueryDsl;
 use reqwest::Method;
 use serde_json::json;
 
+use waybill_runtime::Settings;
 use waybill_testkit::eventually;
 
 use crate::helpers::{Receiver, Reply, Stack, WAIT};
@@ -35,6 +36,14 @@ async fn circuit_open(stack: &Stack, webhook_id: &str) -> bool {
     .await
     .unwrap();
     rows.iter().any(|r| r.open)
+}
+
+/// A circuit breaker that opens after `threshold` failures and stays open from `cooldown`,
+/// doubling up to `max_cooldown`.
+fn breaker(s: &mut Settings, threshold: u32, cooldown: &str, max_cooldown: &str) {
+    s.breaker.failure_threshold = threshold;
+    s.breaker.cooldown = cooldown.into();
+    s.breaker.max_cooldown = max_cooldown.into();
 }
 
 /// Rows of `endpoint_health` for a subscription (0: its circuit is closed and nothing failed).
@@ -115,9 +124,7 @@ async fn an_open_circuit_sends_nothing_but_probes_and_a_good_probe_closes_it() {
     // Opens after 3 failures; first cooldown 1 s, then 2 s.
     let stack = Stack::start_with(
         |s| {
-            s.breaker.failure_threshold = 3;
-            s.breaker.cooldown = "1s".into();
-            s.breaker.max_cooldown = "2s".into();
+            breaker(s, 3, "1s", "2s");
             s.delivery.retry_schedule = vec!["50ms".into(); 9];
         },
         1,
@@ -205,15 +212,7 @@ async fn an_open_circuit_sends_nothing_but_probes_and_a_good_probe_closes_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_started_while_a_circuit_is_open_sends_nothing_to_it() {
-    let mut stack = Stack::start_with(
-        |s| {
-            s.breaker.failure_threshold = 3;
-            s.breaker.cooldown = "30s".into();
-            s.breaker.max_cooldown = "1m".into();
-        },
-        1,
-    )
-    .await;
+    let mut stack = Stack::start_with(|s| breaker(s, 3, "30s", "1m"), 1).await;
     let (rx, id) = stack.receiver_for(json!(["stock.*"])).await;
     rx.set_default(Reply::status(503));
     stack.publish_numbered("stock.updated", "rs", 3).await;
@@ -245,9 +244,7 @@ async fn a_replica_started_while_a_circuit_is_open_sends_nothing_to_it() {
 async fn a_receiver_failing_past_the_window_is_disabled_and_its_tenant_told() {
     let stack = Stack::start_with(
         |s| {
-            s.breaker.failure_threshold = 2;
-            s.breaker.cooldown = "300ms".into();
-            s.breaker.max_cooldown = "500ms".into();
+            breaker(s, 2, "300ms", "500ms");
             s.breaker.disable_after = "2s".into();
             s.delivery.retry_schedule = vec!["50ms".into(); 30];
         },
