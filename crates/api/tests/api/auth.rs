@@ -91,22 +91,14 @@ async fn scopes_are_enforced_per_action() {
     app.get("/v1/webhooks", &publisher).await.assert(403);
     app.get("/v1/events", &nothing).await.assert(403);
 
-    app.patch(
-        "/v1/events/order.shipped",
-        &writer,
-        json!({"active": false}),
-    )
-    .await
-    .assert(403);
+    app.patch_event(&writer, "order.shipped", json!({"active": false}))
+        .await
+        .assert(403);
     // admin covers every scope
     let admin = app.token("acme", &[Scope::Admin]);
-    app.patch(
-        "/v1/events/order.shipped",
-        &admin,
-        json!({"description": "d"}),
-    )
-    .await
-    .assert(200);
+    app.patch_event(&admin, "order.shipped", json!({"description": "d"}))
+        .await
+        .assert(200);
     app.get(&format!("{w}/secret"), &admin).await.assert(200);
 }
 

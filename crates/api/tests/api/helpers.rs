@@ -51,6 +51,11 @@ impl TestApp {
         self.patch(&format!("/v1/webhooks/{id}"), token, body).await
     }
 
+    /// `PATCH /v1/events/{name}` as `token`'s caller.
+    pub async fn patch_event(&self, token: &str, name: &str, body: Value) -> Response {
+        self.patch(&format!("/v1/events/{name}"), token, body).await
+    }
+
     /// `POST /v1/webhooks/{id}/secret/rotate` as `token`'s caller.
     pub async fn rotate(&self, token: &str, id: &str, body: Value) -> Response {
         self.post(&format!("/v1/webhooks/{id}/secret/rotate"), token, body)

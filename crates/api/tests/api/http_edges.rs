@@ -164,13 +164,9 @@ async fn nul_characters_are_refused_where_they_are_not_a_500() {
     )
     .await
     .assert_invalid("events[0]");
-    app.patch(
-        "/v1/events/order.shipped",
-        &t,
-        json!({"description": "\u{0}"}),
-    )
-    .await
-    .assert_invalid("description");
+    app.patch_event(&t, "order.shipped", json!({"description": "\u{0}"}))
+        .await
+        .assert_invalid("description");
     for (path, field) in [
         ("/v1/events?group=%00", "group"),
         ("/v1/webhooks?sort=%00", "sort"),

@@ -217,13 +217,11 @@ async fn duplicates_are_a_conflict_whatever_the_order_of_events() {
     r.assert_error(409, "conflict");
     // Another method or another set of events is a different subscription.
     app.post("/v1/webhooks", &t, json!({"url": "https://example.com/a", "events": ["stock.*", "order.shipped"], "method": "PUT"})).await.assert(201);
-    app.post(
-        "/v1/webhooks",
+    app.create_webhook(
         &t,
         json!({"url": "https://example.com/a", "events": ["stock.*"]}),
     )
-    .await
-    .assert(201);
+    .await;
 }
 
 #[tokio::test]

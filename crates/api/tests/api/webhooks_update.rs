@@ -193,13 +193,9 @@ async fn patch_reports_every_problem_and_keeps_types_already_subscribed() {
     )
     .await
     .assert(200);
-    app.patch(
-        "/v1/events/order.cancelled",
-        &admin,
-        json!({"active": false}),
-    )
-    .await
-    .assert(200);
+    app.patch_event(&admin, "order.cancelled", json!({"active": false}))
+        .await
+        .assert(200);
     let other = app
         .create_webhook(
             &t,
