@@ -88,12 +88,12 @@ async fn unknown_routes_methods_and_query_parameters() {
     r.assert_error(404, "not_found");
     let r = app.raw(Method::PUT, "/v1/webhooks", Some(&t), |r| r).await;
     r.assert_error(405, "method_not_allowed");
-    app.get("/v1/webhooks?activ=true", &t)
-        .await
-        .assert_invalid("activ");
-    app.get("/v1/webhooks?limit=2&limit=3", &t)
-        .await
-        .assert_invalid("limit");
+    for (path, field) in [
+        ("/v1/webhooks?activ=true", "activ"),
+        ("/v1/webhooks?limit=2&limit=3", "limit"),
+    ] {
+        app.get(path, &t).await.assert_invalid(field);
+    }
 }
 
 #[tokio::test]

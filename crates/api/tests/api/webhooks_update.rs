@@ -119,11 +119,7 @@ async fn patch_conflicts_missing_ids_and_re_enabling() {
 
 #[tokio::test]
 async fn delete_removes_the_webhook_and_its_secrets() {
-    let app = TestApp::spawn().await;
-    let t = app.acme();
-    let id = app
-        .create_webhook_id(&t, webhook("https://example.com/a"))
-        .await;
+    let (app, t, id) = TestApp::with_webhook().await;
     let path = format!("/v1/webhooks/{id}");
     let r = app.delete(&path, &t).await;
     r.assert(204);
