@@ -72,14 +72,10 @@ async fn credentials_are_ciphertext_at_rest() {
     // The configured key opens them; another key does not.
     let cipher = Cipher::new(&app.settings.encryption_key().unwrap()).unwrap();
     let cred = |id: &str| format!("SELECT auth_credential AS b FROM webhooks WHERE id = '{id}'");
+    let open = |b: &[u8], id| cipher.decrypt_string(b, &credential_context(id)).unwrap();
     let stored = blob(&mut conn, cred(basic_id)).await;
     let id = uuid::Uuid::parse_str(basic_id).unwrap();
-    assert_eq!(
-        cipher
-            .decrypt_string(&stored, &credential_context(id))
-            .unwrap(),
-        password
-    );
+    assert_eq!(open(&stored, id), password);
     assert!(
         Cipher::new(&[9u8; 32])
             .unwrap()
@@ -88,12 +84,7 @@ async fn credentials_are_ciphertext_at_rest() {
     );
     let stored = blob(&mut conn, cred(tok_id)).await;
     let tid = uuid::Uuid::parse_str(tok_id).unwrap();
-    assert_eq!(
-        cipher
-            .decrypt_string(&stored, &credential_context(tid))
-            .unwrap(),
-        token
-    );
+    assert_eq!(open(&stored, tid), token);
     // A ciphertext moved to another row does not open there.
     assert!(cipher.decrypt(&stored, &credential_context(id)).is_err());
     let s = blob(
@@ -111,10 +102,5 @@ async fn credentials_are_ciphertext_at_rest() {
         .await
         .assert(200);
     let stored = blob(&mut conn, cred(basic_id)).await;
-    assert_eq!(
-        cipher
-            .decrypt_string(&stored, &credential_context(id))
-            .unwrap(),
-        password
-    );
+    assert_eq!(open(&stored, id), password);
 }
