@@ -135,7 +135,7 @@ async fn each_kind_of_change_is_published_in_revision_order() {
             .contains("first-secret-1")
     );
 
-    app.patch_webhook(&t, &id, json!({"active": false}))
+    app.patch_webhook(&t, id, json!({"active": false}))
         .await
         .assert(200);
     let (c, _) = next(&ch, &queue).await;
@@ -143,10 +143,10 @@ async fn each_kind_of_change_is_published_in_revision_order() {
     assert!(!c.subscription.unwrap().active);
 
     // A patch that changes nothing publishes nothing: the next message is the rotation.
-    app.patch_webhook(&t, &id, json!({"active": false}))
+    app.patch_webhook(&t, id, json!({"active": false}))
         .await
         .assert(200);
-    app.rotate(&t, &id, json!({"secret": "second-secret-2"}))
+    app.rotate(&t, id, json!({"secret": "second-secret-2"}))
         .await
         .assert(200);
     let (c, _) = next(&ch, &queue).await;

@@ -98,7 +98,7 @@ async fn credentials_are_ciphertext_at_rest() {
     );
 
     // Credentials survive an unrelated update intact.
-    app.patch_webhook(&t, &basic_id, json!({"name": "renamed"}))
+    app.patch_webhook(&t, basic_id, json!({"name": "renamed"}))
         .await
         .assert(200);
     let stored = blob(&mut conn, cred(basic_id)).await;
