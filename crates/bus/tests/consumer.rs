@@ -17,7 +17,7 @@ use lapin::{
     options::{QueueDeclareOptions, QueueDeleteOptions},
     types::FieldTable,
 };
-use tokio::sync::watch;
+use tokio::{sync::watch, task::JoinHandle};
 use waybill_bus::{
     Broker, Consumer, ConsumerSpec, Handler, Outcome, Outgoing, Topology, topology::QueueType,
 };
@@ -32,6 +32,31 @@ struct Recorder {
     acked: AtomicUsize,
     work: Duration,
     script: HashMap<String, Vec<Outcome>>,
+}
+
+impl Recorder {
+    /// A recorder whose every handling takes `ms` milliseconds.
+    fn working(ms: u64) -> Arc<Recorder> {
+        Arc::new(Recorder {
+            work: Duration::from_millis(ms),
+            ..Default::default()
+        })
+    }
+
+    fn acked(&self) -> usize {
+        self.acked.load(Ordering::SeqCst)
+    }
+}
+
+/// Message ids `{prefix}0`, `{prefix}1`, ... up to `n` of them.
+fn numbered(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+/// Stops a consumer [`Fixture::consume`] started and waits for it to return.
+async fn halt(stop: watch::Sender<bool>, task: JoinHandle<()>) {
+    stop.send(true).unwrap();
+    task.await.unwrap();
 }
 
 impl Handler for Recorder {
@@ -110,6 +135,21 @@ impl Fixture {
         self.broker.publish_many(&msgs).await.unwrap();
     }
 
+    /// Starts a consumer of the dispatch queue on `url` with `rec` as its handler; returns the
+    /// switch that stops it and its task.
+    fn consume(
+        &self,
+        url: String,
+        concurrency: usize,
+        rec: &Arc<Recorder>,
+    ) -> (watch::Sender<bool>, JoinHandle<()>) {
+        let (stop, stopped) = watch::channel(false);
+        let consumer = Consumer::new(url, self.topology.clone(), self.spec(concurrency));
+        let rec = rec.clone();
+        let task = tokio::spawn(async move { consumer.run(rec, stopped).await });
+        (stop, task)
+    }
+
     async fn depth(&self) -> u32 {
         let conn = Connection::connect(&broker_url(), Default::default())
             .await
@@ -131,25 +171,16 @@ async fn until(what: &str, check: impl Fn() -> bool) {
 #[tokio::test]
 async fn handlers_run_at_most_the_limit_at_once_and_every_message_is_acked() {
     let f = Fixture::new().await;
-    f.publish((0..40).map(|i| format!("m{i}"))).await;
-    let rec = Arc::new(Recorder {
-        work: Duration::from_millis(20),
-        ..Default::default()
-    });
-    let (stop, stopped) = watch::channel(false);
-    let consumer = Consumer::new(broker_url(), f.topology.clone(), f.spec(3));
-    let task = tokio::spawn({
-        let rec = rec.clone();
-        async move { consumer.run(rec, stopped).await }
-    });
-    until("40 acked", || rec.acked.load(Ordering::SeqCst) == 40).await;
+    f.publish(numbered("m", 40)).await;
+    let rec = Recorder::working(20);
+    let (stop, task) = f.consume(broker_url(), 3, &rec);
+    until("40 acked", || rec.acked() == 40).await;
     let most = rec.most.load(Ordering::SeqCst);
     assert!(
         (2..=3).contains(&most),
         "ran {most} at once with a limit of 3"
     );
-    stop.send(true).unwrap();
-    task.await.unwrap();
+    halt(stop, task).await;
     assert_eq!(f.depth().await, 0);
 }
 
@@ -173,18 +204,12 @@ async fn outcomes_requeue_or_drop_the_message() {
         "plain".to_string(),
     ])
     .await;
-    let (stop, stopped) = watch::channel(false);
-    let consumer = Consumer::new(broker_url(), f.topology.clone(), f.spec(2));
-    let task = tokio::spawn({
-        let rec = rec.clone();
-        async move { consumer.run(rec, stopped).await }
-    });
-    until("both acks", || rec.acked.load(Ordering::SeqCst) == 2).await;
+    let (stop, task) = f.consume(broker_url(), 2, &rec);
+    until("both acks", || rec.acked() == 2).await;
     let seen = rec.seen.lock().unwrap().clone();
     assert_eq!(seen["again"], 3, "requeued twice, then acked");
     assert_eq!(seen["parked"], 1, "dropped once, never seen again");
-    stop.send(true).unwrap();
-    task.await.unwrap();
+    halt(stop, task).await;
     assert_eq!(f.depth().await, 0);
 }
 
@@ -193,23 +218,15 @@ async fn the_consumer_comes_back_after_the_connection_drops_and_after_its_queue_
     let f = Fixture::new().await;
     let proxy = BrokerProxy::start().await;
     let rec = Arc::new(Recorder::default());
-    let (stop, stopped) = watch::channel(false);
-    let consumer = Consumer::new(proxy.url(), f.topology.clone(), f.spec(2));
-    let task = tokio::spawn({
-        let rec = rec.clone();
-        async move { consumer.run(rec, stopped).await }
-    });
-    f.publish((0..5).map(|i| format!("a{i}"))).await;
-    until("first 5", || rec.acked.load(Ordering::SeqCst) == 5).await;
+    let (stop, task) = f.consume(proxy.url(), 2, &rec);
+    f.publish(numbered("a", 5)).await;
+    until("first 5", || rec.acked() == 5).await;
 
     proxy.cut();
-    f.publish((0..5).map(|i| format!("b{i}"))).await; // published directly while the consumer is cut off
+    f.publish(numbered("b", 5)).await; // published directly while the consumer is cut off
     tokio::time::sleep(Duration::from_millis(300)).await;
     proxy.restore();
-    until("10 after the connection came back", || {
-        rec.acked.load(Ordering::SeqCst) == 10
-    })
-    .await;
+    until("10 after the connection came back", || rec.acked() == 10).await;
 
     // The queue vanishes under the consumer: the broker cancels it; it redeclares and goes on.
     let conn = Connection::connect(&broker_url(), Default::default())
@@ -241,29 +258,17 @@ async fn the_consumer_comes_back_after_the_connection_drops_and_after_its_queue_
     })
     .await;
     assert!(redeclared.is_some(), "the consumer redeclared its queue");
-    f.publish((0..3).map(|i| format!("c{i}"))).await;
-    until("13 after the queue was deleted", || {
-        rec.acked.load(Ordering::SeqCst) == 13
-    })
-    .await;
-    stop.send(true).unwrap();
-    task.await.unwrap();
+    f.publish(numbered("c", 3)).await;
+    until("13 after the queue was deleted", || rec.acked() == 13).await;
+    halt(stop, task).await;
 }
 
 #[tokio::test]
 async fn stopping_lets_running_handlers_finish_and_leaves_the_rest_queued() {
     let f = Fixture::new().await;
-    f.publish((0..10).map(|i| format!("s{i}"))).await;
-    let rec = Arc::new(Recorder {
-        work: Duration::from_millis(400),
-        ..Default::default()
-    });
-    let (stop, stopped) = watch::channel(false);
-    let consumer = Consumer::new(broker_url(), f.topology.clone(), f.spec(2));
-    let task = tokio::spawn({
-        let rec = rec.clone();
-        async move { consumer.run(rec, stopped).await }
-    });
+    f.publish(numbered("s", 10)).await;
+    let rec = Recorder::working(400);
+    let (stop, task) = f.consume(broker_url(), 2, &rec);
     until("two handlers running", || {
         rec.running.load(Ordering::SeqCst) == 2
     })
@@ -274,7 +279,7 @@ async fn stopping_lets_running_handlers_finish_and_leaves_the_rest_queued() {
         .expect("stops after the running handlers")
         .unwrap();
     assert_eq!(
-        rec.acked.load(Ordering::SeqCst),
+        rec.acked(),
         2,
         "the two in progress finished and were acked"
     );

@@ -60,6 +60,25 @@ impl Scratch {
         }
     }
 
+    /// Publishes a persistent, mandatory message and waits for the broker's confirmation.
+    async fn publish(&self, exchange: &str, key: &str, body: &[u8], props: BasicProperties) {
+        self.channel
+            .basic_publish(
+                exchange.into(),
+                key.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                body,
+                props.with_delivery_mode(2),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
     async fn teardown(self) {
         self.topology.delete(&self.channel).await.unwrap();
     }
@@ -117,21 +136,14 @@ async fn declaring_twice_changes_nothing_and_new_tiers_are_added() {
 async fn events_reach_the_dispatch_queue_under_any_type() {
     let s = Scratch::new(QueueType::Classic, &[Duration::from_secs(300)]).await;
     for key in ["order.shipped", "tracking_parcel.status_changed"] {
-        s.channel
-            .basic_publish(
-                s.topology.events_exchange().as_str().into(),
-                key.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                br#"{"id":"e1"}"#,
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        let exchange = s.topology.events_exchange();
+        s.publish(
+            &exchange,
+            key,
+            br#"{"id":"e1"}"#,
+            BasicProperties::default(),
+        )
+        .await;
         let m = s
             .get(&s.topology.dispatch_queue(), Duration::from_secs(5))
             .await
@@ -151,23 +163,14 @@ async fn a_retry_tier_returns_its_message_to_the_deliveries_queue_after_the_dela
         AMQPValue::LongString("3".into()),
     );
     let sent = Instant::now();
-    s.channel
-        .basic_publish(
-            "".into(),
-            s.topology.retry_queue(delay).as_str().into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
-            br#"{"delivery":"d1"}"#,
-            BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_headers(headers),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    let props = BasicProperties::default().with_headers(headers);
+    s.publish(
+        "",
+        &s.topology.retry_queue(delay),
+        br#"{"delivery":"d1"}"#,
+        props,
+    )
+    .await;
     let back = s
         .get(&s.topology.deliveries_queue(), Duration::from_secs(10))
         .await

@@ -78,16 +78,18 @@ fn template_name() -> String {
     format!("waybill_test_template_{:012x}", h & 0xffff_ffff_ffff)
 }
 
+/// Runs one admin statement; the set-up cannot go on without it.
+async fn run(admin: &mut AsyncPgConnection, sql: impl Into<String>) {
+    sql_query(sql.into()).execute(admin).await.unwrap();
+}
+
 /// Creates a fresh database for one test.
 pub async fn create_database() -> String {
     let template = template_name();
     let mut admin = AsyncPgConnection::establish(&admin_url())
         .await
         .expect("connect to postgres");
-    sql_query("SELECT pg_advisory_lock(72170)")
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    run(&mut admin, "SELECT pg_advisory_lock(72170)").await;
     let exists: Vec<Exists> = sql_query(format!(
         "SELECT datname FROM pg_database WHERE datname = '{template}'"
     ))
@@ -95,18 +97,12 @@ pub async fn create_database() -> String {
     .await
     .unwrap();
     if exists.is_empty() {
-        sql_query(format!("CREATE DATABASE {template}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
+        run(&mut admin, format!("CREATE DATABASE {template}")).await;
         waybill_store::migrate(&db_url(&template))
             .await
             .expect("migrate template");
     }
-    sql_query("SELECT pg_advisory_unlock(72170)")
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    run(&mut admin, "SELECT pg_advisory_unlock(72170)").await;
     let name = format!("waybill_test_{}", uuid::Uuid::new_v4().simple());
     let mut tries = 0;
     loop {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 pub mod amqp;
 pub mod db;
 pub mod examples;
+pub mod openapi;
 pub mod proxy;
 pub mod receiver;
 pub mod response;

@@ -431,6 +431,23 @@ mod tests {
         (status, headers, body)
     }
 
+    /// Writes `request` on a raw connection and reads the response: status and headers.
+    async fn exchange(
+        conn: &mut BufReader<TcpStream>,
+        request: &[u8],
+    ) -> (u16, Vec<(String, String)>) {
+        conn.get_mut().write_all(request).await.unwrap();
+        let (status, headers, _) = read_response(conn).await;
+        (status, headers)
+    }
+
+    /// Whether the receiver has closed `conn` with nothing more to read.
+    async fn closed(conn: &mut BufReader<TcpStream>) -> bool {
+        let mut rest = Vec::new();
+        conn.read_to_end(&mut rest).await.unwrap();
+        rest.is_empty()
+    }
+
     async fn raw(receiver: &Receiver) -> BufReader<TcpStream> {
         BufReader::new(
             TcpStream::connect(("127.0.0.1", receiver.port()))
@@ -534,25 +551,21 @@ mod tests {
     async fn records_two_requests_on_one_keep_alive_connection() {
         let receiver = Receiver::start().await;
         let mut conn = raw(&receiver).await;
-        conn.get_mut()
-            .write_all(b"POST /one HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
-            .await
-            .unwrap();
-        let (status, headers, _) = read_response(&mut conn).await;
+        let (status, headers) = exchange(
+            &mut conn,
+            b"POST /one HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+        )
+        .await;
         assert_eq!(status, 200);
         assert!(!headers.iter().any(|(n, _)| n == "connection"));
-        conn.get_mut()
-            .write_all(
-                b"POST /two HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\
-                  Connection: close\r\n\r\n3;ext=1\r\nabc\r\nA\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n",
-            )
-            .await
-            .unwrap();
-        let (status, _, _) = read_response(&mut conn).await;
+        let (status, _) = exchange(
+            &mut conn,
+            b"POST /two HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\
+              Connection: close\r\n\r\n3;ext=1\r\nabc\r\nA\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n",
+        )
+        .await;
         assert_eq!(status, 200);
-        let mut rest = Vec::new();
-        conn.read_to_end(&mut rest).await.unwrap();
-        assert!(rest.is_empty(), "closed after Connection: close");
+        assert!(closed(&mut conn).await, "closed after Connection: close");
 
         let received = receiver.received();
         assert_eq!(received.len(), 2);
@@ -588,15 +601,13 @@ mod tests {
     async fn answers_malformed_requests_400_and_closes() {
         let receiver = Receiver::start().await;
         let mut conn = raw(&receiver).await;
-        conn.get_mut()
-            .write_all(b"POST /h HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n")
-            .await
-            .unwrap();
-        let (status, _, _) = read_response(&mut conn).await;
+        let (status, _) = exchange(
+            &mut conn,
+            b"POST /h HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",
+        )
+        .await;
         assert_eq!(status, 400);
-        let mut rest = Vec::new();
-        conn.read_to_end(&mut rest).await.unwrap();
-        assert!(rest.is_empty());
+        assert!(closed(&mut conn).await);
         assert_eq!(receiver.count(), 0);
     }
 

@@ -43,9 +43,44 @@ impl Response {
             .unwrap_or_default()
     }
 
+    /// `field` of every item in `data`, in order: what list and batch answers are checked by.
+    pub fn pluck(&self, field: &str) -> Vec<&str> {
+        self.body["data"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no `data` list: {}", self.body))
+            .iter()
+            .map(|item| item[field].as_str().unwrap())
+            .collect()
+    }
+
     /// The error code, empty when there is none.
     pub fn code(&self) -> &str {
         self.body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    /// The error message, empty when there is none.
+    pub fn message(&self) -> &str {
+        self.body["error"]["message"].as_str().unwrap_or("")
+    }
+
+    /// Asserts an error answer: its status and its code.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str) -> &Self {
+        self.assert(status);
+        assert_eq!(self.code(), code, "body: {}", self.body);
+        self
+    }
+
+    /// Asserts an error answer whose message mentions `part`.
+    #[track_caller]
+    pub fn assert_message(&self, status: u16, part: &str) -> &Self {
+        self.assert(status);
+        assert!(
+            self.message().contains(part),
+            "expected `{part}` in the message; body: {}",
+            self.body
+        );
+        self
     }
 
     #[track_caller]

@@ -11,8 +11,7 @@ use crate::helpers::{TestApp, webhook};
 async fn missing_or_bad_tokens_are_401_with_a_challenge() {
     let app = TestApp::spawn().await;
     let r = app.raw(Method::GET, "/v1/webhooks", None, |r| r).await;
-    r.assert(401);
-    assert_eq!(r.code(), "unauthorized");
+    r.assert_error(401, "unauthorized");
     assert_eq!(r.headers[header::WWW_AUTHENTICATE], "Bearer");
 
     let r = app
@@ -31,76 +30,40 @@ async fn missing_or_bad_tokens_are_401_with_a_challenge() {
         )
         .unwrap();
     let r = app.get("/v1/webhooks", &foreign).await;
-    r.assert(401);
-    assert!(
-        r.body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("signature")
-    );
+    r.assert_message(401, "signature");
 
-    let claims = |v: serde_json::Value| {
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::default(),
-            &v,
-            &jsonwebtoken::EncodingKey::from_secret(app.settings.jwt_secret().as_bytes()),
-        )
-        .unwrap()
-    };
     let far = chrono::Utc::now().timestamp() + 3600;
-    let r = app
-        .get(
-            "/v1/webhooks",
-            &claims(json!({"tenant": "acme", "scopes": ["admin"], "exp": 1000})),
-        )
-        .await;
-    r.assert(401);
-    assert!(
-        r.body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("expired")
-    );
     app.get(
         "/v1/webhooks",
-        &claims(json!({"tenant": "acme", "scopes": ["admin"]})),
+        &app.sign(json!({"tenant": "acme", "scopes": ["admin"], "exp": 1000})),
     )
     .await
-    .assert(401);
-    app.get(
-        "/v1/webhooks",
-        &claims(json!({"scopes": ["admin"], "exp": far})),
-    )
-    .await
-    .assert(401);
-    app.get(
-        "/v1/webhooks",
-        &claims(json!({"tenant": "bad tenant!", "scopes": ["admin"], "exp": far})),
-    )
-    .await
-    .assert(401);
-    app.get(
-        "/v1/webhooks",
-        &claims(json!({"tenant": "a".repeat(65), "scopes": ["admin"], "exp": far})),
-    )
-    .await
-    .assert(401);
-    // Unknown scopes are ignored, known ones still count.
-    app.get(
-        "/v1/webhooks",
-        &claims(json!({"tenant": "acme", "scopes": ["future:thing", "webhooks:read"], "exp": far})),
-    )
-    .await
-    .assert(200);
+    .assert_message(401, "expired");
+    for (claims, status) in [
+        (json!({"tenant": "acme", "scopes": ["admin"]}), 401),
+        (json!({"scopes": ["admin"], "exp": far}), 401),
+        (
+            json!({"tenant": "bad tenant!", "scopes": ["admin"], "exp": far}),
+            401,
+        ),
+        (
+            json!({"tenant": "a".repeat(65), "scopes": ["admin"], "exp": far}),
+            401,
+        ),
+        // Unknown scopes are ignored, known ones still count.
+        (
+            json!({"tenant": "acme", "scopes": ["future:thing", "webhooks:read"], "exp": far}),
+            200,
+        ),
+    ] {
+        let r = app.get("/v1/webhooks", &app.sign(claims.clone())).await;
+        assert_eq!(r.status, status, "{claims}: {}", r.body);
+    }
 }
 
 #[tokio::test]
 async fn scopes_are_enforced_per_action() {
-    let app = TestApp::spawn().await;
-    let writer = app.acme();
-    let id = app
-        .create_webhook_id(&writer, webhook("https://example.com/a"))
-        .await;
+    let (app, writer, id) = TestApp::with_webhook().await;
     let reader = app.token("acme", &[Scope::WebhooksRead]);
     let publisher = app.token("acme", &[Scope::EventsPublish]);
     let nothing = app.token("acme", &[]);
@@ -109,53 +72,34 @@ async fn scopes_are_enforced_per_action() {
     app.get(&format!("/v1/webhooks/{id}"), &reader)
         .await
         .assert(200);
-    let r = app
-        .post("/v1/webhooks", &reader, webhook("https://example.com/b"))
-        .await;
-    r.assert(403);
-    assert_eq!(r.code(), "forbidden");
-    app.patch(&format!("/v1/webhooks/{id}"), &reader, json!({"name": "x"}))
+    let w = format!("/v1/webhooks/{id}");
+    app.post("/v1/webhooks", &reader, webhook("https://example.com/b"))
         .await
-        .assert(403);
-    app.delete(&format!("/v1/webhooks/{id}"), &reader)
-        .await
-        .assert(403);
-    app.get(&format!("/v1/webhooks/{id}/secret"), &reader)
-        .await
-        .assert(403);
-    app.post(
-        &format!("/v1/webhooks/{id}/secret/rotate"),
-        &reader,
-        json!({}),
-    )
-    .await
-    .assert(403);
+        .assert_error(403, "forbidden");
+    // Every write, and the secret, needs more than read.
+    for r in [
+        app.patch(&w, &reader, json!({"name": "x"})).await,
+        app.delete(&w, &reader).await,
+        app.get(&format!("{w}/secret"), &reader).await,
+        app.post(&format!("{w}/secret/rotate"), &reader, json!({}))
+            .await,
+    ] {
+        r.assert(403);
+    }
 
     app.get("/v1/events", &publisher).await.assert(200);
     app.get("/v1/webhooks", &publisher).await.assert(403);
     app.get("/v1/events", &nothing).await.assert(403);
 
-    app.patch(
-        "/v1/events/order.shipped",
-        &writer,
-        json!({"active": false}),
-    )
-    .await
-    .assert(403);
-    app.patch(
-        "/v1/events/order.shipped",
-        &app.token("acme", &[Scope::Admin]),
-        json!({"description": "d"}),
-    )
-    .await
-    .assert(200);
+    app.patch_event(&writer, "order.shipped", json!({"active": false}))
+        .await
+        .assert(403);
     // admin covers every scope
-    app.get(
-        &format!("/v1/webhooks/{id}/secret"),
-        &app.token("acme", &[Scope::Admin]),
-    )
-    .await
-    .assert(200);
+    let admin = app.token("acme", &[Scope::Admin]);
+    app.patch_event(&admin, "order.shipped", json!({"description": "d"}))
+        .await
+        .assert(200);
+    app.get(&format!("{w}/secret"), &admin).await.assert(200);
 }
 
 #[tokio::test]
@@ -169,19 +113,13 @@ async fn another_tenants_webhook_is_a_404_everywhere() {
 
     for r in [
         app.get(&format!("/v1/webhooks/{id}"), &b).await,
-        app.patch(
-            &format!("/v1/webhooks/{id}"),
-            &b,
-            json!({"name": "mine now"}),
-        )
-        .await,
+        app.patch_webhook(&b, &id, json!({"name": "mine now"}))
+            .await,
         app.delete(&format!("/v1/webhooks/{id}"), &b).await,
         app.get(&format!("/v1/webhooks/{id}/secret"), &b).await,
-        app.post(&format!("/v1/webhooks/{id}/secret/rotate"), &b, json!({}))
-            .await,
+        app.rotate(&b, &id, json!({})).await,
     ] {
-        r.assert(404);
-        assert_eq!(r.code(), "not_found");
+        r.assert_error(404, "not_found");
     }
     let r = app.get("/v1/webhooks", &b).await;
     assert_eq!(r.body["count"], 0);
@@ -207,8 +145,7 @@ async fn each_tenant_has_its_own_rate_limit() {
         app.get("/v1/webhooks", &a).await.assert(200);
     }
     let r = app.get("/v1/webhooks", &a).await;
-    r.assert(429);
-    assert_eq!(r.code(), "rate_limited");
+    r.assert_error(429, "rate_limited");
     let wait: u64 = r.headers[header::RETRY_AFTER]
         .to_str()
         .unwrap()
@@ -268,20 +205,12 @@ async fn scopes_and_existence_are_checked_before_the_body() {
 #[tokio::test]
 async fn tokens_from_identity_providers_are_read_as_they_come() {
     let app = TestApp::spawn().await;
-    let sign = |v: serde_json::Value| {
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::default(),
-            &v,
-            &jsonwebtoken::EncodingKey::from_secret(app.settings.jwt_secret().as_bytes()),
-        )
-        .unwrap()
-    };
     let now = chrono::Utc::now().timestamp();
-    let with_aud = sign(
+    let with_aud = app.sign(
         json!({"tenant": "acme", "scopes": ["webhooks:read"], "exp": now + 600, "aud": "waybill", "iss": "idp"}),
     );
     app.get("/v1/webhooks", &with_aud).await.assert(200);
-    let not_yet = sign(
+    let not_yet = app.sign(
         json!({"tenant": "acme", "scopes": ["webhooks:read"], "exp": now + 600, "nbf": now + 300}),
     );
     app.get("/v1/webhooks", &not_yet).await.assert(401);

@@ -135,7 +135,7 @@ async fn each_kind_of_change_is_published_in_revision_order() {
             .contains("first-secret-1")
     );
 
-    app.patch(&format!("/v1/webhooks/{id}"), &t, json!({"active": false}))
+    app.patch_webhook(&t, id, json!({"active": false}))
         .await
         .assert(200);
     let (c, _) = next(&ch, &queue).await;
@@ -143,16 +143,12 @@ async fn each_kind_of_change_is_published_in_revision_order() {
     assert!(!c.subscription.unwrap().active);
 
     // A patch that changes nothing publishes nothing: the next message is the rotation.
-    app.patch(&format!("/v1/webhooks/{id}"), &t, json!({"active": false}))
+    app.patch_webhook(&t, id, json!({"active": false}))
         .await
         .assert(200);
-    app.post(
-        &format!("/v1/webhooks/{id}/secret/rotate"),
-        &t,
-        json!({"secret": "second-secret-2"}),
-    )
-    .await
-    .assert(200);
+    app.rotate(&t, id, json!({"secret": "second-secret-2"}))
+        .await
+        .assert(200);
     let (c, _) = next(&ch, &queue).await;
     assert_eq!((c.kind.as_str(), c.revision), ("secret_rotated", 3));
     let last = c.subscription.unwrap();
@@ -197,13 +193,9 @@ async fn changes_made_while_the_broker_is_away_are_published_when_it_is_back() {
     let b = app
         .create_webhook(&t, webhook("https://example.com/b"))
         .await;
-    app.patch(
-        &format!("/v1/webhooks/{}", a["id"].as_str().unwrap()),
-        &t,
-        json!({"name": "renamed"}),
-    )
-    .await
-    .assert(200);
+    app.patch_webhook(&t, a["id"].as_str().unwrap(), json!({"name": "renamed"}))
+        .await
+        .assert(200);
     let metrics = app.metrics().await.unwrap();
     let pending = eventually(Duration::from_secs(5), || async {
         let text = app.metrics().await?;
@@ -266,7 +258,7 @@ async fn the_same_api_catches_up_once_its_broker_connection_is_back() {
     let b = app
         .create_webhook_id(&t, webhook("https://example.com/b"))
         .await;
-    app.patch(&format!("/v1/webhooks/{a}"), &t, json!({"name": "renamed"}))
+    app.patch_webhook(&t, &a, json!({"name": "renamed"}))
         .await
         .assert(200);
     let backlog = eventually(Duration::from_secs(10), || async {

@@ -17,6 +17,12 @@ struct Blob {
     b: Vec<u8>,
 }
 
+/// The one bytea value `sql` selects as `b`.
+async fn blob(conn: &mut diesel_async::AsyncPgConnection, sql: String) -> Vec<u8> {
+    let row: Blob = diesel::sql_query(sql).get_result(conn).await.unwrap();
+    row.b
+}
+
 fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
@@ -66,63 +72,35 @@ async fn credentials_are_ciphertext_at_rest() {
     // The configured key opens them; another key does not.
     let cipher = Cipher::new(&app.settings.encryption_key().unwrap()).unwrap();
     let cred = |id: &str| format!("SELECT auth_credential AS b FROM webhooks WHERE id = '{id}'");
-    let stored: Blob = diesel::sql_query(cred(basic_id))
-        .get_result(&mut conn)
-        .await
-        .unwrap();
+    let open = |b: &[u8], id| cipher.decrypt_string(b, &credential_context(id)).unwrap();
+    let stored = blob(&mut conn, cred(basic_id)).await;
     let id: waybill_domain::WebhookId = basic_id.parse().unwrap();
-    assert_eq!(
-        cipher
-            .decrypt_string(&stored.b, &credential_context(id))
-            .unwrap(),
-        password
-    );
+    assert_eq!(open(&stored, id), password);
     assert!(
         Cipher::new(&[9u8; 32])
             .unwrap()
-            .decrypt(&stored.b, &credential_context(id))
+            .decrypt(&stored, &credential_context(id))
             .is_err()
     );
-    let stored: Blob = diesel::sql_query(cred(tok_id))
-        .get_result(&mut conn)
-        .await
-        .unwrap();
+    let stored = blob(&mut conn, cred(tok_id)).await;
     let tid: waybill_domain::WebhookId = tok_id.parse().unwrap();
-    assert_eq!(
-        cipher
-            .decrypt_string(&stored.b, &credential_context(tid))
-            .unwrap(),
-        token
-    );
+    assert_eq!(open(&stored, tid), token);
     // A ciphertext moved to another row does not open there.
-    assert!(cipher.decrypt(&stored.b, &credential_context(id)).is_err());
-    let s: Blob = diesel::sql_query(format!(
-        "SELECT secret AS b FROM webhook_secrets WHERE webhook_id = '{basic_id}'"
-    ))
-    .get_result(&mut conn)
-    .await
-    .unwrap();
+    assert!(cipher.decrypt(&stored, &credential_context(id)).is_err());
+    let s = blob(
+        &mut conn,
+        format!("SELECT secret AS b FROM webhook_secrets WHERE webhook_id = '{basic_id}'"),
+    )
+    .await;
     assert_eq!(
-        cipher.decrypt_string(&s.b, &secret_context(id)).unwrap(),
+        cipher.decrypt_string(&s, &secret_context(id)).unwrap(),
         secret
     );
 
     // Credentials survive an unrelated update intact.
-    app.patch(
-        &format!("/v1/webhooks/{basic_id}"),
-        &t,
-        json!({"name": "renamed"}),
-    )
-    .await
-    .assert(200);
-    let stored: Blob = diesel::sql_query(cred(basic_id))
-        .get_result(&mut conn)
+    app.patch_webhook(&t, basic_id, json!({"name": "renamed"}))
         .await
-        .unwrap();
-    assert_eq!(
-        cipher
-            .decrypt_string(&stored.b, &credential_context(id))
-            .unwrap(),
-        password
-    );
+        .assert(200);
+    let stored = blob(&mut conn, cred(basic_id)).await;
+    assert_eq!(open(&stored, id), password);
 }

@@ -53,12 +53,12 @@ async fn the_catalog_lists_every_type_with_its_schema() {
         app.get("/v1/events?group=nothing", &t).await.body["count"],
         0
     );
-    app.get("/v1/events?active=maybe", &t)
-        .await
-        .assert_invalid("active");
-    app.get("/v1/events?limit=0", &t)
-        .await
-        .assert_invalid("limit");
+    for (path, field) in [
+        ("/v1/events?active=maybe", "active"),
+        ("/v1/events?limit=0", "limit"),
+    ] {
+        app.get(path, &t).await.assert_invalid(field);
+    }
 
     let r = app.get("/v1/events/order.shipped", &t).await;
     r.assert(200);
@@ -87,9 +87,9 @@ async fn deactivated_types_cannot_be_subscribed_and_the_flag_survives_a_restart(
         .await;
 
     let r = app
-        .patch(
-            "/v1/events/stock.updated",
+        .patch_event(
             &admin,
+            "stock.updated",
             json!({"active": false, "description": "Retired in favour of inventory.adjusted."}),
         )
         .await;
@@ -111,28 +111,21 @@ async fn deactivated_types_cannot_be_subscribed_and_the_flag_survives_a_restart(
             .contains("inactive")
     );
     // Its group still exists, so a wildcard is fine.
-    app.post(
-        "/v1/webhooks",
+    app.create_webhook(
         &t,
         json!({"url": "https://example.com/c", "events": ["stock.*"]}),
     )
-    .await
-    .assert(201);
-    app.patch(
-        &format!("/v1/webhooks/{}", before["id"].as_str().unwrap()),
+    .await;
+    app.patch_webhook(
         &t,
+        before["id"].as_str().unwrap(),
         json!({"name": "renamed"}),
     )
     .await
     .assert(200);
 
     let r = app.get("/v1/events?active=false", &t).await;
-    let names: Vec<&str> = r.body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
+    let names = r.pluck("name");
     assert_eq!(names, ["stock.updated"]);
 
     // A restart re-syncs the catalog from the schemas but keeps the operator's choices.
@@ -149,32 +142,26 @@ async fn deactivated_types_cannot_be_subscribed_and_the_flag_survives_a_restart(
         .await
         .assert(200);
     restarted
-        .post(
-            "/v1/webhooks",
+        .create_webhook(
             &t,
             json!({"url": "https://example.com/b", "events": ["stock.updated"]}),
         )
-        .await
-        .assert(201);
+        .await;
 }
 
 #[tokio::test]
 async fn event_type_patch_is_strict() {
     let app = TestApp::spawn().await;
     let admin = app.admin();
-    app.patch("/v1/events/order.shipped", &admin, json!({"activ": false}))
-        .await
-        .assert_invalid("activ");
-    app.patch("/v1/events/order.shipped", &admin, json!({"active": null}))
-        .await
-        .assert_invalid("active");
-    app.patch(
-        "/v1/events/order.shipped",
-        &admin,
-        json!({"description": "x".repeat(1001)}),
-    )
-    .await
-    .assert_invalid("description");
+    for (body, field) in [
+        (json!({"activ": false}), "activ"),
+        (json!({"active": null}), "active"),
+        (json!({"description": "x".repeat(1001)}), "description"),
+    ] {
+        app.patch_event(&admin, "order.shipped", body)
+            .await
+            .assert_invalid(field);
+    }
     app.patch("/v1/events/order.shipped", &admin, json!({"active": "no"}))
         .await
         .assert(400);

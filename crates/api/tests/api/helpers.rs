@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 use waybill_api::Application;
 use waybill_runtime::Settings;
-use waybill_testkit::Stack;
+use waybill_testkit::{Response, Stack};
 pub use waybill_testkit::{broker_url, eventually};
 
 waybill_testkit::suite_stack! {
@@ -29,11 +29,47 @@ impl TestApp {
         )
     }
 
+    /// An app holding one webhook of acme's: the app, acme's token and the webhook's id.
+    pub async fn with_webhook() -> (TestApp, String, String) {
+        let app = Self::spawn().await;
+        let t = app.acme();
+        let id = app
+            .create_webhook_id(&t, webhook("https://example.com/a"))
+            .await;
+        (app, t, id)
+    }
+
     /// Starts another app on this app's database (a restart, or a second replica).
     pub async fn sibling(&self, tweak: impl FnOnce(&mut Settings)) -> TestApp {
         let mut stack = self.0.sibling(tweak);
         stack.serve(Application::build).await;
         TestApp(stack)
+    }
+
+    /// `PATCH /v1/webhooks/{id}` as `token`'s caller.
+    pub async fn patch_webhook(&self, token: &str, id: &str, body: Value) -> Response {
+        self.patch(&format!("/v1/webhooks/{id}"), token, body).await
+    }
+
+    /// `PATCH /v1/events/{name}` as `token`'s caller.
+    pub async fn patch_event(&self, token: &str, name: &str, body: Value) -> Response {
+        self.patch(&format!("/v1/events/{name}"), token, body).await
+    }
+
+    /// `POST /v1/webhooks/{id}/secret/rotate` as `token`'s caller.
+    pub async fn rotate(&self, token: &str, id: &str, body: Value) -> Response {
+        self.post(&format!("/v1/webhooks/{id}/secret/rotate"), token, body)
+            .await
+    }
+
+    /// Signs `claims` with the app's own key, for tokens `mint` would not make.
+    pub fn sign(&self, claims: Value) -> String {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(self.settings.jwt_secret().as_bytes()),
+        )
+        .unwrap()
     }
 
     /// Creates a webhook for `token`'s tenant and returns its JSON.

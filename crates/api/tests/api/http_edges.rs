@@ -16,22 +16,15 @@ async fn malformed_bodies_get_precise_json_errors() {
                 .body("{\"url\": ")
         })
         .await;
-    r.assert(400);
-    assert_eq!(r.code(), "bad_request");
-    assert!(
-        r.body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("not valid JSON")
-    );
+    r.assert_error(400, "bad_request")
+        .assert_message(400, "not valid JSON");
 
     let r = app
         .raw(Method::POST, "/v1/webhooks", Some(&t), |r| {
             r.header(header::CONTENT_TYPE, "text/plain").body("{}")
         })
         .await;
-    r.assert(415);
-    assert_eq!(r.code(), "unsupported_media_type");
+    r.assert_error(415, "unsupported_media_type");
 
     let r = app
         .raw(Method::POST, "/v1/webhooks", Some(&t), |r| r.body("{}"))
@@ -61,25 +54,9 @@ async fn malformed_bodies_get_precise_json_errors() {
             json!({"url": "https://example.com", "events": "order.shipped"}),
         )
         .await;
-    r.assert(400);
-    assert!(
-        r.body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("`events`"),
-        "{}",
-        r.body
-    );
+    r.assert_message(400, "`events`");
     let r = app.post("/v1/webhooks", &t, json!({"url": "https://example.com", "events": ["order.shipped"], "headers": {"X-A": 1}})).await;
-    r.assert(400);
-    assert!(
-        r.body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("headers.X-A"),
-        "{}",
-        r.body
-    );
+    r.assert_message(400, "headers.X-A");
     app.post(
         "/v1/webhooks",
         &t,
@@ -91,8 +68,7 @@ async fn malformed_bodies_get_precise_json_errors() {
     // Over 1 MiB, announced or streamed.
     let big = json!({"url": "https://example.com", "events": ["order.shipped"], "description": "x".repeat(1 << 20)});
     let r = app.post("/v1/webhooks", &t, big).await;
-    r.assert(413);
-    assert_eq!(r.code(), "payload_too_large");
+    r.assert_error(413, "payload_too_large");
 
     // Charset parameter and +json media types are JSON too.
     let r = app
@@ -109,17 +85,15 @@ async fn unknown_routes_methods_and_query_parameters() {
     let app = TestApp::spawn().await;
     let t = app.acme();
     let r = app.get("/v1/nope", &t).await;
-    r.assert(404);
-    assert_eq!(r.code(), "not_found");
+    r.assert_error(404, "not_found");
     let r = app.raw(Method::PUT, "/v1/webhooks", Some(&t), |r| r).await;
-    r.assert(405);
-    assert_eq!(r.code(), "method_not_allowed");
-    app.get("/v1/webhooks?activ=true", &t)
-        .await
-        .assert_invalid("activ");
-    app.get("/v1/webhooks?limit=2&limit=3", &t)
-        .await
-        .assert_invalid("limit");
+    r.assert_error(405, "method_not_allowed");
+    for (path, field) in [
+        ("/v1/webhooks?activ=true", "activ"),
+        ("/v1/webhooks?limit=2&limit=3", "limit"),
+    ] {
+        app.get(path, &t).await.assert_invalid(field);
+    }
 }
 
 #[tokio::test]
@@ -165,15 +139,9 @@ async fn readiness_fails_while_the_broker_is_unreachable() {
     let app =
         TestApp::spawn_with(|s| s.broker.url = "amqp://guest:guest@127.0.0.1:1/%2f".into()).await;
     let r = app.raw(Method::GET, "/readyz", None, |r| r).await;
-    r.assert(503);
-    assert_eq!(r.code(), "unavailable");
+    r.assert_error(503, "unavailable");
     assert!(r.headers.contains_key(header::RETRY_AFTER));
-    assert!(
-        r.body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("broker")
-    );
+    assert!(r.message().contains("broker"), "{}", r.body);
 }
 
 #[tokio::test]
@@ -196,19 +164,15 @@ async fn nul_characters_are_refused_where_they_are_not_a_500() {
     )
     .await
     .assert_invalid("events[0]");
-    app.patch(
-        "/v1/events/order.shipped",
-        &t,
-        json!({"description": "\u{0}"}),
-    )
-    .await
-    .assert_invalid("description");
-    app.get("/v1/events?group=%00", &t)
+    app.patch_event(&t, "order.shipped", json!({"description": "\u{0}"}))
         .await
-        .assert_invalid("group");
-    app.get("/v1/webhooks?sort=%00", &t)
-        .await
-        .assert_invalid("sort");
+        .assert_invalid("description");
+    for (path, field) in [
+        ("/v1/events?group=%00", "group"),
+        ("/v1/webhooks?sort=%00", "sort"),
+    ] {
+        app.get(path, &t).await.assert_invalid(field);
+    }
     for path in [
         "/v1/events/%00",
         "/v1/events/order.%00",
@@ -216,8 +180,7 @@ async fn nul_characters_are_refused_where_they_are_not_a_500() {
         "/v1/webhooks/%00/secret",
     ] {
         let r = app.get(path, &t).await;
-        r.assert(404);
-        assert_eq!(r.code(), "not_found");
+        r.assert_error(404, "not_found");
     }
     app.patch("/v1/events/%00", &t, json!({"active": true}))
         .await
@@ -240,10 +203,9 @@ async fn type_errors_name_the_field_but_never_echo_the_value() {
     r.assert(400);
     assert!(!r.body.to_string().contains("987654321"), "{}", r.body);
     assert!(
-        r.body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("`auth.password`: expected a string")
+        r.message().contains("`auth.password`: expected a string"),
+        "{}",
+        r.body
     );
 }
 

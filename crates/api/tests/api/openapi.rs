@@ -1,27 +1,13 @@
 //! The committed OpenAPI document matches the code. Regenerate it with
 //! `UPDATE_OPENAPI=1 cargo test -p waybill-api --test api openapi`.
 
-use std::path::PathBuf;
-
 use crate::helpers::TestApp;
-
-fn committed_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi/waybill-api.json")
-}
 
 #[test]
 fn committed_document_matches_the_code() {
-    let generated = waybill_api::openapi::document();
-    let path = committed_path();
-    if std::env::var_os("UPDATE_OPENAPI").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, &generated).unwrap();
-    }
-    let committed = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        committed == generated,
-        "docs/openapi/waybill-api.json is out of date; run `UPDATE_OPENAPI=1 cargo test -p waybill-api --test api openapi` and commit it"
-    );
+    let update = "UPDATE_OPENAPI=1 cargo test -p waybill-api --test api openapi";
+    let doc = waybill_api::openapi::document();
+    waybill_testkit::openapi::assert_committed("waybill-api.json", &doc, update);
 }
 
 #[tokio::test]

@@ -53,21 +53,18 @@ async fn the_binary_mints_tokens_serves_and_stops_cleanly_on_sigterm() {
     }
 }
 
+/// Runs `serve` with one setting from the environment; asserts it refuses to start and returns
+/// what it said.
+fn refused_with(key: &str, value: &str) -> String {
+    let out = command(BIN).arg("serve").env(key, value).output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn production_refuses_development_secrets() {
-    let out = command(BIN)
-        .arg("serve")
-        .env("WAYBILL_ENVIRONMENT", "production")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_with("WAYBILL_ENVIRONMENT", "production");
     assert!(err.contains("encryption_key"), "{err}");
-    let out = command(BIN)
-        .arg("serve")
-        .env("WAYBILL_DATABASE__PORT", "5432")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `port`"));
+    let err = refused_with("WAYBILL_DATABASE__PORT", "5432");
+    assert!(err.contains("unknown field `port`"));
 }

@@ -6,7 +6,7 @@ use diesel::{QueryableByName, sql_types::Integer};
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use serde_json::json;
 
-use crate::helpers::{TestApp, webhook};
+use crate::helpers::TestApp;
 
 #[derive(QueryableByName)]
 struct Pid {
@@ -16,11 +16,7 @@ struct Pid {
 
 #[tokio::test]
 async fn a_connection_lost_mid_request_is_a_503() {
-    let app = TestApp::spawn().await;
-    let t = app.acme();
-    let id = app
-        .create_webhook_id(&t, webhook("https://example.com/a"))
-        .await;
+    let (app, t, id) = TestApp::with_webhook().await;
     // Hold the row so the api's update waits on it, then cut the api's connection.
     let mut holder = app.sql().await;
     holder.begin_test_transaction().await.unwrap();
@@ -75,7 +71,7 @@ async fn a_connection_lost_mid_request_is_a_503() {
     assert_eq!(body["error"]["code"], "unavailable");
     drop(holder);
     // The pool replaces the dead connection; the next request works.
-    app.patch(&format!("/v1/webhooks/{id}"), &t, json!({"name": "after"}))
+    app.patch_webhook(&t, &id, json!({"name": "after"}))
         .await
         .assert(200);
 }

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{TestApp, webhook};
+use crate::helpers::TestApp;
 
 #[tokio::test]
 async fn rotation_replaces_the_secret_and_keeps_the_old_one_for_the_grace_period() {
@@ -55,40 +55,27 @@ async fn rotation_replaces_the_secret_and_keeps_the_old_one_for_the_grace_period
         "third-secret-3"
     );
 
-    app.post(
-        &format!("{base}/rotate"),
-        &t,
-        json!({"grace_period_seconds": 604_801}),
-    )
-    .await
-    .assert_invalid("grace_period_seconds");
-    app.post(
-        &format!("{base}/rotate"),
-        &t,
-        json!({"grace_period_seconds": -1}),
-    )
-    .await
-    .assert_invalid("grace_period_seconds");
-    app.post(&format!("{base}/rotate"), &t, json!({"secret": "short"}))
-        .await
-        .assert_invalid("secret");
-    app.post(&format!("{base}/rotate"), &t, json!({"grace": 10}))
-        .await
-        .assert_invalid("grace");
-    app.post(
-        &format!("{base}/rotate"),
-        &t,
-        json!({"grace_period_seconds": "1"}),
-    )
-    .await
-    .assert(400);
-    app.post(
-        &format!("{base}/rotate"),
-        &t,
-        json!({"grace_period_seconds": 604_800}),
-    )
-    .await
-    .assert(200);
+    for (body, field) in [
+        (
+            json!({"grace_period_seconds": 604_801}),
+            "grace_period_seconds",
+        ),
+        (json!({"grace_period_seconds": -1}), "grace_period_seconds"),
+        (json!({"secret": "short"}), "secret"),
+        (json!({"grace": 10}), "grace"),
+    ] {
+        app.post(&format!("{base}/rotate"), &t, body)
+            .await
+            .assert_invalid(field);
+    }
+    for (body, status) in [
+        (json!({"grace_period_seconds": "1"}), 400),
+        (json!({"grace_period_seconds": 604_800}), 200),
+    ] {
+        app.post(&format!("{base}/rotate"), &t, body)
+            .await
+            .assert(status);
+    }
     app.post(
         &format!("/v1/webhooks/{}/secret/rotate", uuid::Uuid::new_v4()),
         &t,
@@ -118,11 +105,7 @@ async fn live_keys(app: &TestApp, id: &str) -> Vec<waybill_domain::change::Secre
 
 #[tokio::test]
 async fn revoking_with_no_grace_retires_every_earlier_key_and_old_keys_are_capped() {
-    let app = TestApp::spawn().await;
-    let t = app.acme();
-    let id = app
-        .create_webhook_id(&t, webhook("https://example.com/a"))
-        .await;
+    let (app, t, id) = TestApp::with_webhook().await;
     let rotate = format!("/v1/webhooks/{id}/secret/rotate");
     let mut last_expiry = String::new();
     for _ in 0..7 {
@@ -160,11 +143,7 @@ async fn revoking_with_no_grace_retires_every_earlier_key_and_old_keys_are_cappe
 
 #[tokio::test]
 async fn an_empty_rotate_request_works_whatever_its_content_type() {
-    let app = TestApp::spawn().await;
-    let t = app.acme();
-    let id = app
-        .create_webhook_id(&t, webhook("https://example.com/a"))
-        .await;
+    let (app, t, id) = TestApp::with_webhook().await;
     let r = app
         .raw(
             reqwest::Method::POST,

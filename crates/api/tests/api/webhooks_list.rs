@@ -4,15 +4,6 @@ use serde_json::json;
 
 use crate::helpers::TestApp;
 
-fn urls(body: &serde_json::Value) -> Vec<String> {
-    body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w["url"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[tokio::test]
 async fn pagination_edges() {
     let app = TestApp::spawn().await;
@@ -34,7 +25,7 @@ async fn pagination_edges() {
     let r = app.get("/v1/webhooks?limit=2", &t).await;
     assert_eq!(r.body["count"], 5);
     assert_eq!(
-        urls(&r.body),
+        r.pluck("url"),
         ["https://example.com/4", "https://example.com/3"],
         "newest first by default"
     );
@@ -42,7 +33,7 @@ async fn pagination_edges() {
     assert!(r.body["previous"].is_null());
 
     let r = app.get("/v1/webhooks?limit=2&page=3", &t).await;
-    assert_eq!(urls(&r.body), ["https://example.com/0"]);
+    assert_eq!(r.pluck("url"), ["https://example.com/0"]);
     assert!(r.body["next"].is_null(), "last page");
     assert_eq!(r.body["previous"], "/v1/webhooks?limit=2&page=2");
 
@@ -113,16 +104,11 @@ async fn sorting_and_filters() {
     .await;
 
     let r = app.get("/v1/webhooks?sort=name&direction=asc", &t).await;
-    let names: Vec<&str> = r.body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w["name"].as_str().unwrap())
-        .collect();
+    let names = r.pluck("name");
     assert_eq!(names, ["alpha", "bravo", "charlie", "delta"]);
     let r = app.get("/v1/webhooks?sort=url&direction=desc", &t).await;
     assert_eq!(
-        urls(&r.body),
+        r.pluck("url"),
         [
             "https://d.example.com/",
             "https://c.example.com/",
@@ -133,7 +119,7 @@ async fn sorting_and_filters() {
     let r = app
         .get("/v1/webhooks?sort=created_at&direction=asc", &t)
         .await;
-    assert_eq!(urls(&r.body)[0], "https://b.example.com/");
+    assert_eq!(r.pluck("url")[0], "https://b.example.com/");
     app.get("/v1/webhooks?sort=updated_at", &t)
         .await
         .assert(200);
@@ -149,7 +135,7 @@ async fn sorting_and_filters() {
         "exact, group wildcard and * all receive order.shipped"
     );
     assert_eq!(
-        urls(&r.body),
+        r.pluck("url"),
         [
             "https://a.example.com/",
             "https://b.example.com/",
@@ -159,20 +145,18 @@ async fn sorting_and_filters() {
     let r = app
         .get("/v1/webhooks?event=stock.updated&active=true", &t)
         .await;
-    assert_eq!(urls(&r.body), ["https://d.example.com/"]);
+    assert_eq!(r.pluck("url"), ["https://d.example.com/"]);
     let r = app.get("/v1/webhooks?active=false", &t).await;
-    assert_eq!(urls(&r.body), ["https://a.example.com/"]);
+    assert_eq!(r.pluck("url"), ["https://a.example.com/"]);
 
-    app.get("/v1/webhooks?sort=events", &t)
-        .await
-        .assert_invalid("sort");
-    app.get("/v1/webhooks?direction=up", &t)
-        .await
-        .assert_invalid("direction");
-    app.get("/v1/webhooks?active=yes", &t)
-        .await
-        .assert_invalid("active");
-    app.get("/v1/webhooks?event=order.teleported", &t)
-        .await
-        .assert_invalid("event");
+    for (query, field) in [
+        ("sort=events", "sort"),
+        ("direction=up", "direction"),
+        ("active=yes", "active"),
+        ("event=order.teleported", "event"),
+    ] {
+        app.get(&format!("/v1/webhooks?{query}"), &t)
+            .await
+            .assert_invalid(field);
+    }
 }

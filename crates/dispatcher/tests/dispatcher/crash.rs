@@ -56,29 +56,17 @@ async fn two_replicas_share_the_load_and_lose_nothing() {
     let stack = Stack::start_with(|_| {}, 2).await;
     let rx = Receiver::start().await;
     rx.set_default(Reply::delayed(200, Duration::from_millis(5)));
-    stack
-        .subscribe("acme", json!({"url": rx.url("/a"), "events": ["stock.*"]}))
-        .await;
+    stack.subscribe_at(&rx, "/a", json!(["stock.*"])).await;
     stack.wait_indexed(1).await;
     let n = 300;
-    for i in 0..n {
-        stack
-            .publish("acme", "stock.updated", &format!("load-{i}"), None)
-            .await;
-    }
+    stack.publish_numbered("stock.updated", "load", n).await;
     rx.wait_for(n, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let seen = by_event(&rx);
     assert_eq!(seen.len(), n);
     assert!(seen.values().all(|c| *c == 1), "duplicates without a crash");
     for port in &stack.dispatchers {
-        let done = stack
-            .metric(
-                *port,
-                "waybill_dispatcher_deliveries_total",
-                "outcome=\"succeeded\"",
-            )
-            .await;
+        let done = stack.deliveries_counted(*port, "succeeded").await;
         assert!(done > 0.0, "replica {port} delivered nothing");
     }
 }
@@ -178,16 +166,10 @@ async fn sigterm_finishes_in_flight_work_and_exits_cleanly() {
     let rx = Receiver::start().await;
     rx.set_default(Reply::delayed(200, Duration::from_millis(300)));
     let (mut child, _) = stack.start_process(&[]).await;
-    stack
-        .subscribe("acme", json!({"url": rx.url("/a"), "events": ["order.*"]}))
-        .await;
+    stack.subscribe_at(&rx, "/a", json!(["order.*"])).await;
     let ready = wait_for_a_probe(&stack, &rx, 1).await;
     assert!(ready.is_some());
-    for i in 0..20 {
-        stack
-            .publish("acme", "order.created", &format!("t-{i}"), None)
-            .await;
-    }
+    stack.publish_numbered("order.created", "t", 20).await;
     rx.wait_for(3, Duration::from_secs(10)).await;
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

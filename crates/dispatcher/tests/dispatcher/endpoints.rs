@@ -8,6 +8,7 @@ use diesel_async::RunQueryDsl;
 use reqwest::Method;
 use serde_json::json;
 
+use waybill_runtime::Settings;
 use waybill_testkit::eventually;
 
 use crate::helpers::{Receiver, Reply, Stack, WAIT};
@@ -37,6 +38,14 @@ async fn circuit_open(stack: &Stack, webhook_id: &str) -> bool {
     rows.iter().any(|r| r.open)
 }
 
+/// A circuit breaker that opens after `threshold` failures and stays open from `cooldown`,
+/// doubling up to `max_cooldown`.
+fn breaker(s: &mut Settings, threshold: u32, cooldown: &str, max_cooldown: &str) {
+    s.breaker.failure_threshold = threshold;
+    s.breaker.cooldown = cooldown.into();
+    s.breaker.max_cooldown = max_cooldown.into();
+}
+
 /// Rows of `endpoint_health` for a subscription (0: its circuit is closed and nothing failed).
 async fn health_rows(stack: &Stack, webhook_id: &str) -> i64 {
     let mut conn = stack.sql().await;
@@ -61,11 +70,7 @@ async fn the_rate_limit_holds_over_two_replicas_and_nothing_is_dropped() {
         .await;
     stack.wait_indexed(1).await;
     let total = 25;
-    for i in 0..total {
-        stack
-            .publish("acme", "stock.updated", &format!("rl-{i}"), None)
-            .await;
-    }
+    stack.publish_numbered("stock.updated", "rl", total).await;
     let seen = rx.wait_for(total, WAIT).await;
     assert_eq!(seen.len(), total, "every delivery arrives, none dropped");
     let mut at: Vec<_> = seen.iter().map(|r| r.at).collect();
@@ -86,20 +91,8 @@ async fn the_rate_limit_holds_over_two_replicas_and_nothing_is_dropped() {
     );
     // Both replicas delivered and both held messages back.
     for port in &stack.dispatchers {
-        let sent = stack
-            .metric(
-                *port,
-                "waybill_dispatcher_deliveries_total",
-                "outcome=\"succeeded\"",
-            )
-            .await;
-        let held = stack
-            .metric(
-                *port,
-                "waybill_dispatcher_deliveries_total",
-                "outcome=\"throttled\"",
-            )
-            .await;
+        let sent = stack.deliveries_counted(*port, "succeeded").await;
+        let held = stack.deliveries_counted(*port, "throttled").await;
         assert!(
             sent > 0.0 && held > 0.0,
             "replica {port}: sent {sent}, held {held}"
@@ -122,16 +115,7 @@ async fn the_rate_limit_holds_over_two_replicas_and_nothing_is_dropped() {
     assert_eq!(rx.count(), total, "no duplicates");
 
     // The limit can be lifted.
-    let token = stack.token("acme");
-    let (status, body) = stack
-        .call(
-            Method::PATCH,
-            &format!("/v1/webhooks/{id}"),
-            &token,
-            Some(json!({"rate_limit": null})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    let body = stack.patch_webhook(&id, json!({"rate_limit": null})).await;
     assert!(body["data"]["rate_limit"].is_null());
 }
 
@@ -140,9 +124,7 @@ async fn an_open_circuit_sends_nothing_but_probes_and_a_good_probe_closes_it() {
     // Opens after 3 failures; first cooldown 1 s, then 2 s.
     let stack = Stack::start_with(
         |s| {
-            s.breaker.failure_threshold = 3;
-            s.breaker.cooldown = "1s".into();
-            s.breaker.max_cooldown = "2s".into();
+            breaker(s, 3, "1s", "2s");
             s.delivery.retry_schedule = vec!["50ms".into(); 9];
         },
         1,
@@ -152,11 +134,7 @@ async fn an_open_circuit_sends_nothing_but_probes_and_a_good_probe_closes_it() {
     rx.set_default(Reply::status(503));
     let events = 12;
     // 3 failed requests open the circuit.
-    for i in 0..3 {
-        stack
-            .publish("acme", "stock.updated", &format!("cb-{i}"), None)
-            .await;
-    }
+    stack.publish_numbered("stock.updated", "cb", 3).await;
     let opened = eventually(WAIT, || async {
         circuit_open(&stack, &id).await.then_some(())
     })
@@ -176,13 +154,7 @@ async fn an_open_circuit_sends_nothing_but_probes_and_a_good_probe_closes_it() {
         "{down} requests while the circuit was open"
     );
     let port = stack.dispatchers[0];
-    let deferred = stack
-        .metric(
-            port,
-            "waybill_dispatcher_deliveries_total",
-            "outcome=\"deferred\"",
-        )
-        .await;
+    let deferred = stack.deliveries_counted(port, "deferred").await;
     assert!(deferred >= (events - 3) as f64, "deferred {deferred}");
     assert_eq!(health_rows(&stack, &id).await, 1);
     // A tenant's retry is not held back by the open circuit, and the copy of that delivery
@@ -195,15 +167,7 @@ async fn an_open_circuit_sends_nothing_but_probes_and_a_good_probe_closes_it() {
         .expect("cb-7 is recorded");
     assert_eq!(held.attempts, 0, "held back without an attempt");
     let before = rx.count();
-    let (status, body) = stack
-        .call(
-            Method::POST,
-            &format!("/v1/deliveries/{}/retry", held.id),
-            &stack.token("acme"),
-            None,
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
+    stack.retry(&held.id, &stack.token("acme"), 202).await;
     rx.wait_for(before + 1, WAIT).await;
 
     // The receiver recovers: the next probe closes the circuit and everything flows.
@@ -248,22 +212,10 @@ async fn an_open_circuit_sends_nothing_but_probes_and_a_good_probe_closes_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_started_while_a_circuit_is_open_sends_nothing_to_it() {
-    let mut stack = Stack::start_with(
-        |s| {
-            s.breaker.failure_threshold = 3;
-            s.breaker.cooldown = "30s".into();
-            s.breaker.max_cooldown = "1m".into();
-        },
-        1,
-    )
-    .await;
+    let mut stack = Stack::start_with(|s| breaker(s, 3, "30s", "1m"), 1).await;
     let (rx, id) = stack.receiver_for(json!(["stock.*"])).await;
     rx.set_default(Reply::status(503));
-    for i in 0..3 {
-        stack
-            .publish("acme", "stock.updated", &format!("rs-{i}"), None)
-            .await;
-    }
+    stack.publish_numbered("stock.updated", "rs", 3).await;
     let opened = eventually(WAIT, || async {
         circuit_open(&stack, &id).await.then_some(())
     })
@@ -279,15 +231,7 @@ async fn a_replica_started_while_a_circuit_is_open_sends_nothing_to_it() {
             .await;
     }
     let held = eventually(WAIT, || async {
-        (stack
-            .metric(
-                newcomer,
-                "waybill_dispatcher_deliveries_total",
-                "outcome=\"deferred\"",
-            )
-            .await
-            > 0.0)
-            .then_some(())
+        (stack.deliveries_counted(newcomer, "deferred").await > 0.0).then_some(())
     })
     .await;
     assert!(held.is_some(), "the new replica held deliveries back");
@@ -300,9 +244,7 @@ async fn a_replica_started_while_a_circuit_is_open_sends_nothing_to_it() {
 async fn a_receiver_failing_past_the_window_is_disabled_and_its_tenant_told() {
     let stack = Stack::start_with(
         |s| {
-            s.breaker.failure_threshold = 2;
-            s.breaker.cooldown = "300ms".into();
-            s.breaker.max_cooldown = "500ms".into();
+            breaker(s, 2, "300ms", "500ms");
             s.breaker.disable_after = "2s".into();
             s.delivery.retry_schedule = vec!["50ms".into(); 30];
         },
@@ -314,14 +256,9 @@ async fn a_receiver_failing_past_the_window_is_disabled_and_its_tenant_told() {
     let ops = Receiver::start().await;
     let other_tenant = Receiver::start().await;
     // The failing one takes every type, `webhook.disabled` included: it is not told about itself.
-    let failing = stack
-        .subscribe("acme", json!({"url": broken.url("/x"), "events": ["*"]}))
-        .await;
+    let failing = stack.subscribe_at(&broken, "/x", json!(["*"])).await;
     let watcher = stack
-        .subscribe(
-            "acme",
-            json!({"url": ops.url("/ops"), "events": ["webhook.disabled"]}),
-        )
+        .subscribe_at(&ops, "/ops", json!(["webhook.disabled"]))
         .await;
     stack
         .subscribe(
@@ -330,11 +267,7 @@ async fn a_receiver_failing_past_the_window_is_disabled_and_its_tenant_told() {
         )
         .await;
     stack.wait_indexed(3).await;
-    for i in 0..3 {
-        stack
-            .publish("acme", "stock.updated", &format!("ad-{i}"), None)
-            .await;
-    }
+    stack.publish_numbered("stock.updated", "ad", 3).await;
     let notices = ops.wait_for(1, WAIT).await;
     assert_eq!(notices.len(), 1, "the tenant's other subscription is told");
     let notice = notices[0].json();
@@ -391,15 +324,7 @@ async fn a_receiver_failing_past_the_window_is_disabled_and_its_tenant_told() {
 
     // Turned back on by the tenant: the reason is cleared and deliveries flow again.
     broken.set_default(Reply::status(204));
-    let (status, body) = stack
-        .call(
-            Method::PATCH,
-            &format!("/v1/webhooks/{failing}"),
-            &token,
-            Some(json!({"active": true})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    let body = stack.patch_webhook(&failing, json!({"active": true})).await;
     assert!(body["data"]["disabled_reason"].is_null());
     assert_eq!(health_rows(&stack, &failing).await, 0);
     stack

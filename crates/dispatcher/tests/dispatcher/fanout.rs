@@ -81,8 +81,7 @@ async fn each_event_reaches_exactly_the_matching_subscriptions() {
 async fn a_republished_event_id_is_fanned_out_once() {
     let stack = Stack::start().await;
     let (rx, id) = stack.receiver_for(json!(["stock.*"])).await;
-    stack.publish("acme", "stock.updated", "dup-1", None).await;
-    stack.wait_delivery(&id, "dup-1", "succeeded").await;
+    stack.deliver(&id, "stock.updated", "dup-1").await;
     stack.publish("acme", "stock.updated", "dup-1", None).await;
     // Another tenant may use the same id.
     let other = stack
@@ -192,8 +191,7 @@ async fn invalid_events_are_parked_with_a_reason_and_do_not_block_the_queue() {
     stack
         .publish_raw("stock.updated", "x5", ancient.to_string().as_bytes())
         .await;
-    stack.publish("acme", "stock.updated", "good", None).await;
-    stack.wait_delivery(&id, "good", "succeeded").await;
+    stack.deliver(&id, "stock.updated", "good").await;
     let invalid = stack.settings.topology().unwrap().invalid_queue();
     let parked = waybill_testkit::eventually(WAIT, || async {
         (stack.queue_len(&invalid).await == 5).then_some(())
@@ -237,22 +235,21 @@ async fn invalid_events_are_parked_with_a_reason_and_do_not_block_the_queue() {
 async fn a_deactivated_event_type_is_not_delivered() {
     let stack = Stack::start().await;
     let (rx, id) = stack.receiver_for(json!(["order.*"])).await;
-    let (status, body) = stack
-        .call(
+    stack
+        .expect(
             Method::PATCH,
             "/v1/events/order.cancelled",
             &stack.admin(),
             Some(json!({"active": false})),
+            200,
         )
         .await;
-    assert_eq!(status, 200, "{body}");
     // The dispatcher re-reads the catalog every 2 s: wait for two re-reads.
     tokio::time::sleep(Duration::from_millis(4_500)).await;
     stack
         .publish("acme", "order.cancelled", "off-1", None)
         .await;
-    stack.publish("acme", "order.shipped", "on-1", None).await;
-    stack.wait_delivery(&id, "on-1", "succeeded").await;
+    stack.deliver(&id, "order.shipped", "on-1").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let ids: Vec<String> = rx
         .received()
@@ -267,12 +264,7 @@ async fn a_deactivated_event_type_is_not_delivered() {
 async fn events_published_through_ingest_arrive() {
     let stack = Stack::start().await;
     let rx = Receiver::start().await;
-    let id = stack
-        .subscribe(
-            "acme",
-            json!({"url": rx.url("/a"), "events": ["shipment.*"]}),
-        )
-        .await;
+    let id = stack.subscribe_at(&rx, "/a", json!(["shipment.*"])).await;
     stack.wait_indexed(1).await;
     let port = stack
         .run(waybill_ingest::Application::build, stack.settings.clone())
@@ -307,12 +299,7 @@ async fn events_published_through_ingest_arrive() {
 async fn the_periodic_resync_repairs_a_change_the_feed_never_carried() {
     let stack = Stack::start_with(|s| s.delivery.resync_interval = "300ms".into(), 1).await;
     let rx = Receiver::start().await;
-    let id = stack
-        .subscribe(
-            "acme",
-            json!({"url": rx.url("/old"), "events": ["stock.*"]}),
-        )
-        .await;
+    let id = stack.subscribe_at(&rx, "/old", json!(["stock.*"])).await;
     stack.wait_indexed(1).await;
     // Changed behind the change feed's back (no outbox row): only a resync can see it.
     let mut conn = stack.sql().await;

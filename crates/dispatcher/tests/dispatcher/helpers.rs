@@ -120,13 +120,45 @@ impl Stack {
         reply["data"]["id"].as_str().unwrap().to_owned()
     }
 
+    /// Subscribes `acme` to `path` on `rx` for `events`; returns the subscription's id.
+    pub async fn subscribe_at(&self, rx: &Receiver, path: &str, events: Value) -> String {
+        self.subscribe("acme", json!({"url": rx.url(path), "events": events}))
+            .await
+    }
+
+    /// Calls the api, asserts the answer's status and returns its body.
+    pub async fn expect(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+        status: u16,
+    ) -> Value {
+        let (got, reply) = self.call(method.clone(), path, token, body).await;
+        assert_eq!(got, status, "{method} {path}: {reply}");
+        reply
+    }
+
+    /// Asks for another attempt at a delivery as `token`'s caller, asserting the status.
+    pub async fn retry(&self, delivery_id: &str, token: &str, status: u16) -> Value {
+        let path = format!("/v1/deliveries/{delivery_id}/retry");
+        self.expect(reqwest::Method::POST, &path, token, None, status)
+            .await
+    }
+
+    /// Deliveries `port`'s dispatcher counted with `outcome` (succeeded, throttled, ...).
+    pub async fn deliveries_counted(&self, port: u16, outcome: &str) -> f64 {
+        let labels = format!("outcome=\"{outcome}\"");
+        self.metric(port, "waybill_dispatcher_deliveries_total", &labels)
+            .await
+    }
+
     /// A receiver, and one subscription of `acme` to its `/a` for `events`, in every
     /// dispatcher's index.
     pub async fn receiver_for(&self, events: Value) -> (Receiver, String) {
         let rx = Receiver::start().await;
-        let id = self
-            .subscribe("acme", json!({"url": rx.url("/a"), "events": events}))
-            .await;
+        let id = self.subscribe_at(&rx, "/a", events).await;
         self.wait_indexed(self.indexed_now().await + 1).await;
         (rx, id)
     }
@@ -177,6 +209,28 @@ impl Stack {
         self.publish_raw(kind, id, &serde_json::to_vec(&event).unwrap())
             .await;
         event
+    }
+
+    /// Publishes `n` events of `acme` with ids `{prefix}-0`, `{prefix}-1`, ...
+    pub async fn publish_numbered(&self, kind: &str, prefix: &str, n: usize) {
+        for i in 0..n {
+            self.publish("acme", kind, &format!("{prefix}-{i}"), None)
+                .await;
+        }
+    }
+
+    /// Publishes an event of `acme` and waits until `webhook_id` received it.
+    pub async fn deliver(&self, webhook_id: &str, kind: &str, event_id: &str) -> DeliveryRow {
+        self.publish("acme", kind, event_id, None).await;
+        self.wait_delivery(webhook_id, event_id, "succeeded").await
+    }
+
+    /// Changes a subscription of `acme`; returns the answer's body.
+    pub async fn patch_webhook(&self, id: &str, body: Value) -> Value {
+        let path = format!("/v1/webhooks/{id}");
+        let token = self.token("acme");
+        self.expect(reqwest::Method::PATCH, &path, &token, Some(body), 200)
+            .await
     }
 
     pub async fn publish_raw(&self, routing_key: &str, id: &str, body: &[u8]) {
@@ -293,6 +347,13 @@ pub struct DeliveryRow {
     pub last_status_code: Option<i32>,
     #[diesel(sql_type = sql_types::Nullable<sql_types::Text>)]
     pub last_error: Option<String>,
+}
+
+impl DeliveryRow {
+    /// The last error, empty when there is none.
+    pub fn error(&self) -> &str {
+        self.last_error.as_deref().unwrap_or("")
+    }
 }
 
 #[derive(QueryableByName, Debug, Clone)]

@@ -12,10 +12,7 @@ async fn the_delivery_log_lists_filters_pages_and_details_deliveries() {
     let rx = Receiver::start().await;
     rx.set_default(Reply::status(200).with_body("thanks"));
     let id = stack
-        .subscribe(
-            "acme",
-            json!({"url": rx.url("/a"), "events": ["order.*", "stock.*"]}),
-        )
+        .subscribe_at(&rx, "/a", json!(["order.*", "stock.*"]))
         .await;
     stack.wait_indexed(1).await;
     rx.script([Reply::status(500).with_body("boom")]);
@@ -27,8 +24,7 @@ async fn the_delivery_log_lists_filters_pages_and_details_deliveries() {
         .publish("acme", "order.shipped", "e2", Some("c1"))
         .await;
     stack.wait_delivery(&id, "e2", "succeeded").await;
-    stack.publish("acme", "stock.updated", "e3", None).await;
-    stack.wait_delivery(&id, "e3", "succeeded").await;
+    stack.deliver(&id, "stock.updated", "e3").await;
 
     let token = stack.token("acme");
     let get = |path: String| {
@@ -119,12 +115,16 @@ async fn the_delivery_log_lists_filters_pages_and_details_deliveries() {
 
     // Another tenant sees none of it; a malformed or unknown id is a 404 too.
     let other = stack.token("globex");
-    let (s, _) = stack.call(Method::GET, &base, &other, None).await;
-    assert_eq!(s, 404);
-    let (s, _) = stack
-        .call(Method::GET, &format!("/v1/deliveries/{e2}"), &other, None)
+    stack.expect(Method::GET, &base, &other, None, 404).await;
+    stack
+        .expect(
+            Method::GET,
+            &format!("/v1/deliveries/{e2}"),
+            &other,
+            None,
+            404,
+        )
         .await;
-    assert_eq!(s, 404);
     let (s, _) = get("/v1/deliveries/not-a-uuid".into()).await;
     assert_eq!(s, 404);
     let (s, body) = get(format!("/v1/deliveries/{}", uuid::Uuid::new_v4())).await;
@@ -132,8 +132,13 @@ async fn the_delivery_log_lists_filters_pages_and_details_deliveries() {
         (s, body["error"]["code"].as_str()),
         (404, Some("not_found"))
     );
-    let (s, _) = stack
-        .call(Method::POST, &format!("/v1/deliveries/{e2}"), &token, None)
+    stack
+        .expect(
+            Method::POST,
+            &format!("/v1/deliveries/{e2}"),
+            &token,
+            None,
+            405,
+        )
         .await;
-    assert_eq!(s, 405);
 }

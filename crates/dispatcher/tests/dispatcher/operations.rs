@@ -7,25 +7,16 @@ use crate::helpers::Stack;
 
 #[test]
 fn committed_openapi_document_matches_the_code() {
-    let generated = waybill_dispatcher::openapi::document();
-    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../docs/openapi/waybill-dispatcher.json");
-    if std::env::var_os("UPDATE_OPENAPI").is_some() {
-        std::fs::write(&path, &generated).unwrap();
-    }
-    let committed = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        committed == generated,
-        "docs/openapi/waybill-dispatcher.json is out of date; run `make openapi` and commit it"
-    );
+    let update = "make openapi";
+    let doc = waybill_dispatcher::openapi::document();
+    waybill_testkit::openapi::assert_committed("waybill-dispatcher.json", &doc, update);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_metrics_and_openapi_are_served() {
     let stack = Stack::start().await;
     let (_rx, id) = stack.receiver_for(json!(["stock.*"])).await;
-    stack.publish("acme", "stock.updated", "ops-1", None).await;
-    stack.wait_delivery(&id, "ops-1", "succeeded").await;
+    stack.deliver(&id, "stock.updated", "ops-1").await;
     let base = format!("http://127.0.0.1:{}", stack.dispatchers[0]);
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let get = |path: &str| client.get(format!("{base}{path}")).send();

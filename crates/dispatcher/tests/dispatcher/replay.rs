@@ -12,49 +12,33 @@ async fn a_retry_uses_the_subscription_as_it_is_now_whatever_the_status() {
     let stack = Stack::start_with(|s| s.delivery.retry_schedule = vec![], 1).await;
     let rx = Receiver::start().await;
     rx.script([Reply::status(500)]);
-    let id = stack
-        .subscribe(
-            "acme",
-            json!({"url": rx.url("/old"), "events": ["stock.*"]}),
-        )
-        .await;
+    let id = stack.subscribe_at(&rx, "/old", json!(["stock.*"])).await;
     stack.wait_indexed(1).await;
     stack.publish("acme", "stock.updated", "r1", None).await;
     let failed = stack.wait_delivery(&id, "r1", "failed").await;
     let token = stack.token("acme");
 
     // Since then the subscription moved and its key was replaced outright.
-    let (s, _) = stack
-        .call(
-            Method::PATCH,
-            &format!("/v1/webhooks/{id}"),
-            &token,
-            Some(json!({"url": rx.url("/new"), "headers": {"X-Moved": "yes"}})),
+    stack
+        .patch_webhook(
+            &id,
+            json!({"url": rx.url("/new"), "headers": {"X-Moved": "yes"}}),
         )
         .await;
-    assert_eq!(s, 200);
-    let (s, _) = stack
-        .call(
+    stack
+        .expect(
             Method::POST,
             &format!("/v1/webhooks/{id}/secret/rotate"),
             &token,
             Some(json!({"grace_period_seconds": 0})),
+            200,
         )
         .await;
-    assert_eq!(s, 200);
     let secret = stack.secret("acme", &id).await;
     // The changes reach the dispatcher through the feed within milliseconds; leave it a second.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let (s, body) = stack
-        .call(
-            Method::POST,
-            &format!("/v1/deliveries/{}/retry", failed.id),
-            &token,
-            None,
-        )
-        .await;
-    assert_eq!(s, 202, "{body}");
+    let body = stack.retry(&failed.id, &token, 202).await;
     assert_eq!(body["data"]["status"], "pending");
     let done = stack.wait_delivery(&id, "r1", "succeeded").await;
     assert_eq!((done.attempts, done.last_status_code), (2, Some(200)));
@@ -67,15 +51,7 @@ async fn a_retry_uses_the_subscription_as_it_is_now_whatever_the_status() {
     assert_eq!(verify_with_standardwebhooks(&[(secret, r)]), [true]);
 
     // A succeeded delivery can be retried too: one more attempt.
-    let (s, _) = stack
-        .call(
-            Method::POST,
-            &format!("/v1/deliveries/{}/retry", failed.id),
-            &token,
-            None,
-        )
-        .await;
-    assert_eq!(s, 202);
+    stack.retry(&failed.id, &token, 202).await;
     let again = crate::helpers::WAIT;
     let third = waybill_testkit::eventually(again, || async {
         stack
@@ -89,24 +65,16 @@ async fn a_retry_uses_the_subscription_as_it_is_now_whatever_the_status() {
     assert_eq!(stack.attempts(&failed.id).await.len(), 3);
 
     // Another tenant's delivery, or none, is a 404.
-    let (s, _) = stack
-        .call(
-            Method::POST,
-            &format!("/v1/deliveries/{}/retry", failed.id),
-            &stack.token("globex"),
-            None,
-        )
-        .await;
-    assert_eq!(s, 404);
-    let (s, _) = stack
-        .call(
+    stack.retry(&failed.id, &stack.token("globex"), 404).await;
+    stack
+        .expect(
             Method::POST,
             &format!("/v1/deliveries/{}/retry", uuid::Uuid::new_v4()),
             &token,
             None,
+            404,
         )
         .await;
-    assert_eq!(s, 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,10 +105,9 @@ async fn recover_retries_the_failed_deliveries_of_a_window_once() {
     let token = stack.token("acme");
     let path = format!("/v1/webhooks/{id}/recover");
     let window = json!({"since": since.to_rfc3339()});
-    let (s, body) = stack
-        .call(Method::POST, &path, &token, Some(window.clone()))
+    let body = stack
+        .expect(Method::POST, &path, &token, Some(window.clone()), 202)
         .await;
-    assert_eq!(s, 202, "{body}");
     assert_eq!(body["data"]["queued"], 3);
     // Called again at once: the three are pending now, nothing more is queued.
     let (s, body) = stack
@@ -170,8 +137,13 @@ async fn recover_retries_the_failed_deliveries_of_a_window_once() {
         assert_eq!(s, 422, "{reply}");
         assert!(reply["error"]["errors"][field].is_array(), "{reply}");
     }
-    let (s, _) = stack
-        .call(Method::POST, &path, &stack.token("globex"), Some(window))
+    stack
+        .expect(
+            Method::POST,
+            &path,
+            &stack.token("globex"),
+            Some(window),
+            404,
+        )
         .await;
-    assert_eq!(s, 404);
 }

@@ -64,12 +64,9 @@ async fn a_delivery_succeeds_after_an_error_a_dropped_connection_and_a_timeout()
         Reply::delayed(200, Duration::from_secs(2)),
         Reply::status(204),
     ]);
-    let id = stack
-        .subscribe("acme", json!({"url": rx.url("/a"), "events": ["stock.*"]}))
-        .await;
+    let id = stack.subscribe_at(&rx, "/a", json!(["stock.*"])).await;
     stack.wait_indexed(1).await;
-    stack.publish("acme", "stock.updated", "ev-s", None).await;
-    let d = stack.wait_delivery(&id, "ev-s", "succeeded").await;
+    let d = stack.deliver(&id, "stock.updated", "ev-s").await;
     assert_eq!(
         (d.attempts, d.last_status_code, d.last_error),
         (4, Some(204), None)
@@ -105,12 +102,9 @@ async fn retry_after_pushes_the_next_attempt_to_a_longer_tier() {
         Reply::status(429).with_header("Retry-After", "1"),
         Reply::status(500),
     ]);
-    let id = stack
-        .subscribe("acme", json!({"url": rx.url("/a"), "events": ["stock.*"]}))
-        .await;
+    let id = stack.subscribe_at(&rx, "/a", json!(["stock.*"])).await;
     stack.wait_indexed(1).await;
-    stack.publish("acme", "stock.updated", "ev-r", None).await;
-    let d = stack.wait_delivery(&id, "ev-r", "succeeded").await;
+    let d = stack.deliver(&id, "stock.updated", "ev-r").await;
     let seen = rx.received();
     assert_eq!(seen.len(), 3);
     // Retry-After: 1 s → the 1500 ms tier, not the scheduled 50 ms.
@@ -129,7 +123,7 @@ async fn redirects_are_failures_and_not_followed() {
     stack.publish("acme", "stock.updated", "ev-3xx", None).await;
     let d = stack.wait_delivery(&id, "ev-3xx", "failed").await;
     assert_eq!((d.attempts, d.last_status_code), (1, Some(302)));
-    assert!(d.last_error.unwrap().contains("redirects are not followed"));
+    assert!(d.error().contains("redirects are not followed"), "{d:?}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(rx.received_on("/moved").is_empty());
     assert_eq!(rx.count(), 1);

@@ -15,17 +15,9 @@ async fn non_public_addresses_are_refused_after_resolution() {
     let mut stack = Stack::start_with(|_| {}, 0).await;
     let rx = Receiver::start().await;
     let literal = stack
-        .subscribe(
-            "acme",
-            json!({"url": rx.url("/literal"), "events": ["stock.*"]}),
-        )
+        .subscribe_at(&rx, "/literal", json!(["stock.*"]))
         .await;
-    let named = stack
-        .subscribe(
-            "acme",
-            json!({"url": rx.url("/named"), "events": ["order.*"]}),
-        )
-        .await;
+    let named = stack.subscribe_at(&rx, "/named", json!(["order.*"])).await;
     // A host name that resolves to loopback (the api refuses `localhost` itself, so the row is
     // changed behind its back; the dispatcher reads it from Postgres at start).
     let mut conn = stack.sql().await;
@@ -46,16 +38,11 @@ async fn non_public_addresses_are_refused_after_resolution() {
     let a = stack.wait_delivery(&literal, "ssrf-1", "failed").await;
     let b = stack.wait_delivery(&named, "ssrf-2", "failed").await;
     assert!(
-        a.last_error
-            .as_deref()
-            .unwrap()
-            .contains("127.0.0.1 is not a public address"),
+        a.error().contains("127.0.0.1 is not a public address"),
         "{a:?}"
     );
     assert!(
-        b.last_error
-            .as_deref()
-            .unwrap()
+        b.error()
             .contains("localhost resolves only to non-public addresses"),
         "{b:?}"
     );
@@ -66,9 +53,7 @@ async fn non_public_addresses_are_refused_after_resolution() {
 async fn plain_http_is_refused_unless_allowed() {
     let mut stack = Stack::start_with(|_| {}, 0).await;
     let rx = Receiver::start().await;
-    let id = stack
-        .subscribe("acme", json!({"url": rx.url("/a"), "events": ["stock.*"]}))
-        .await;
+    let id = stack.subscribe_at(&rx, "/a", json!(["stock.*"])).await;
     let mut strict = stack.settings.clone();
     strict.security.allow_http = false;
     strict.delivery.retry_schedule = vec![];
@@ -76,11 +61,7 @@ async fn plain_http_is_refused_unless_allowed() {
     stack.wait_indexed(1).await;
     stack.publish("acme", "stock.updated", "plain", None).await;
     let d = stack.wait_delivery(&id, "plain", "failed").await;
-    assert!(
-        d.last_error
-            .unwrap()
-            .contains("scheme `http` is not allowed")
-    );
+    assert!(d.error().contains("scheme `http` is not allowed"), "{d:?}");
     assert_eq!(rx.count(), 0);
 }
 
@@ -93,24 +74,9 @@ async fn deleted_and_deactivated_subscriptions_receive_nothing_more() {
     )
     .await;
     let rx = Receiver::start().await;
-    let keep = stack
-        .subscribe(
-            "acme",
-            json!({"url": rx.url("/keep"), "events": ["stock.*"]}),
-        )
-        .await;
-    let gone = stack
-        .subscribe(
-            "acme",
-            json!({"url": rx.url("/gone"), "events": ["stock.*"]}),
-        )
-        .await;
-    let paused = stack
-        .subscribe(
-            "acme",
-            json!({"url": rx.url("/paused"), "events": ["stock.*"]}),
-        )
-        .await;
+    let keep = stack.subscribe_at(&rx, "/keep", json!(["stock.*"])).await;
+    let gone = stack.subscribe_at(&rx, "/gone", json!(["stock.*"])).await;
+    let paused = stack.subscribe_at(&rx, "/paused", json!(["stock.*"])).await;
     stack.wait_indexed(3).await;
     // A first event fails at /gone and /paused, so a retry of each is waiting in a delay tier.
     rx.set_default(Reply::status(200));
@@ -118,40 +84,31 @@ async fn deleted_and_deactivated_subscriptions_receive_nothing_more() {
     stack.publish("acme", "stock.updated", "before", None).await;
     rx.wait_for(3, Duration::from_secs(10)).await;
     let token = stack.token("acme");
-    let (s, _) = stack
-        .call(
+    stack
+        .expect(
             Method::DELETE,
             &format!("/v1/webhooks/{gone}"),
             &token,
             None,
+            204,
         )
         .await;
-    assert_eq!(s, 204);
-    let (s, _) = stack
-        .call(
-            Method::PATCH,
-            &format!("/v1/webhooks/{paused}"),
-            &token,
-            Some(json!({"active": false})),
-        )
-        .await;
-    assert_eq!(s, 200);
+    stack.patch_webhook(&paused, json!({"active": false})).await;
     // Deletion leaves 2 in the index; the paused one stays indexed but inactive.
     stack.wait_indexed(2).await;
-    stack.publish("acme", "stock.updated", "after", None).await;
-    stack.wait_delivery(&keep, "after", "succeeded").await;
+    stack.deliver(&keep, "stock.updated", "after").await;
     // The retries waiting for the two are cancelled, not sent.
     let g = stack.wait_delivery(&gone, "before", "failed").await;
     let p = stack.wait_delivery(&paused, "before", "failed").await;
     assert!(
-        g.last_error
-            .unwrap()
-            .starts_with("cancelled: the subscription was deleted")
+        g.error()
+            .starts_with("cancelled: the subscription was deleted"),
+        "{g:?}"
     );
     assert!(
-        p.last_error
-            .unwrap()
-            .starts_with("cancelled: the subscription is inactive")
+        p.error()
+            .starts_with("cancelled: the subscription is inactive"),
+        "{p:?}"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after_change: Vec<String> = rx.received()[3..].iter().map(|r| r.path.clone()).collect();
@@ -159,18 +116,8 @@ async fn deleted_and_deactivated_subscriptions_receive_nothing_more() {
         after_change.iter().all(|p| p == "/keep"),
         "{after_change:?}"
     );
-    assert!(
-        stack
-            .deliveries(&gone)
-            .await
-            .iter()
-            .all(|d| d.event_id == "before")
-    );
-    assert!(
-        stack
-            .deliveries(&paused)
-            .await
-            .iter()
-            .all(|d| d.event_id == "before")
-    );
+    for id in [&gone, &paused] {
+        let rows = stack.deliveries(id).await;
+        assert!(rows.iter().all(|d| d.event_id == "before"), "{rows:?}");
+    }
 }

@@ -23,8 +23,7 @@ async fn a_test_send_is_signed_answered_with_its_outcome_and_logged() {
         Reply::status(500).with_body("nope"),
     ]);
 
-    let (s, ok) = stack.call(Method::POST, &path, &token, None).await;
-    assert_eq!(s, 200, "{ok}");
+    let ok = stack.expect(Method::POST, &path, &token, None, 200).await;
     let ok = &ok["data"];
     assert_eq!(ok["succeeded"], true);
     assert_eq!(ok["status_code"], 200);
@@ -44,8 +43,7 @@ async fn a_test_send_is_signed_answered_with_its_outcome_and_logged() {
     let secret = stack.secret("acme", &id).await;
     assert_eq!(verify_with_standardwebhooks(&[(secret, r)]), [true]);
 
-    let (s, bad) = stack.call(Method::POST, &path, &token, None).await;
-    assert_eq!(s, 200);
+    let bad = stack.expect(Method::POST, &path, &token, None, 200).await;
     assert_eq!(bad["data"]["succeeded"], false);
     assert_eq!(bad["data"]["status_code"], 500);
     assert_eq!(bad["data"]["error"], "HTTP 500");
@@ -69,8 +67,7 @@ async fn a_test_send_is_signed_answered_with_its_outcome_and_logged() {
     assert_eq!(statuses, ["failed", "succeeded"]);
     assert_eq!(log["data"][0]["event_type"], "webhook.test");
 
-    let (s, _) = stack
-        .call(Method::POST, &path, &stack.token("globex"), None)
+    stack
+        .expect(Method::POST, &path, &stack.token("globex"), None, 404)
         .await;
-    assert_eq!(s, 404);
 }
