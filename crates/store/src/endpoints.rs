@@ -4,24 +4,24 @@
 //! compute and makes the writes of competing replicas safe. Times come from Postgres's clock,
 //! so replicas agree on them.
 //!
-//! The breaker is read with the database's `now` ([`read_health`]), the domain computes the
-//! next state, and [`swap_health`] writes it only if the row is still the one that was read
-//! (compare-and-set). A replica that loses the race reads the current state and decides
-//! again, so two failures counted at once are both counted and one
-//! half-open probe is claimed by exactly one replica, without a row lock held between the read
-//! and the write. The decision cannot be one SQL statement without the rules living in SQL;
-//! the compare-and-set keeps them in the domain at the cost of a retried round under a race.
+//! The breaker moves one step per transaction ([`transition_health`]): it takes a lock for the
+//! receiver, reads the stored state and the database's clock, lets the domain compute the next
+//! state and writes it. Replicas writing one receiver at once queue on that lock, like writers
+//! of one row queue on its row lock, so two failures counted at once are both counted and one
+//! half-open probe is claimed by exactly one replica; a writer waits for the ones before it,
+//! never retries and never gives up. The decision cannot be one SQL statement without the rules
+//! living in SQL; the lock keeps them in the domain at the cost of a transaction (five round
+//! trips at most) per step.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use diesel::{
-    PgExpressionMethods,
     prelude::*,
     sql_query,
     sql_types::{Int8, Timestamptz, Uuid as SqlUuid},
 };
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 use waybill_domain::breaker::Health;
 
@@ -51,10 +51,10 @@ pub async fn reserve_slot(
     spacing: Duration,
 ) -> QueryResult<DateTime<Utc>> {
     // This is `waybill_domain::throttle::reserve` (slot = max(next_slot, now), next_slot = slot
-    // + spacing), applied under the row lock of one upsert rather than read, computed and
-    // compared-and-set like the breaker: every delivery to a limited receiver takes a slot, so
-    // a busy one would have its replicas losing the compare on almost every reservation, just
-    // when the limit matters.
+    // + spacing), applied under the row lock of one upsert rather than in a locked transaction
+    // that reads, computes and writes like the breaker's: every delivery to a limited receiver
+    // takes a slot, so one round trip instead of five matters most when the limit is busy, and
+    // the rule is small enough to say in SQL.
     let row: Slot = sql_query(
         "INSERT INTO endpoint_throttle AS t (webhook_id, next_slot) \
          VALUES ($1, clock_timestamp() + $2 * interval '1 microsecond') \
@@ -118,11 +118,12 @@ diesel::define_sql_function! {
     fn clock_timestamp() -> Timestamptz;
 }
 
-// The breaker's statements are diesel's typed queries rather than SQL text, so the connection
-// prepares each once and a transition costs one round trip per statement: writers of one
-// receiver wait on each other's round trips, which on a loaded machine is what takes time.
+// The breaker's statements are diesel's typed queries where diesel can say them, so the
+// connection prepares each once: writers of one receiver wait on each other's round trips under
+// its lock, which on a loaded machine is what takes time.
 
-/// Reads a receiver's state with the clock the breaker's decision is to use.
+/// Reads a receiver's state and Postgres's clock, without the receiver's lock: what a
+/// [`transition_health`] would start from if it ran now.
 pub async fn read_health(conn: &mut AsyncPgConnection, webhook_id: Uuid) -> QueryResult<Reading> {
     let row: Option<(DateTime<Utc>, HealthRow)> = endpoint_health::table
         .find(webhook_id)
@@ -142,32 +143,83 @@ pub async fn read_health(conn: &mut AsyncPgConnection, webhook_id: Uuid) -> Quer
     })
 }
 
-/// What became of a [`swap_health`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Swap {
-    /// The new state is stored.
-    Done,
-    /// Another replica changed the row since it was read; nothing was written. The state read
-    /// again after it, to decide again from.
-    Lost(Reading),
+/// The advisory-lock key of a receiver's health: the webhook id folded to 64 bits. Two
+/// receivers sharing a key only wait for each other's transitions, which stays correct; so does
+/// a key equal to the migration lock's (a transition would wait for a migration).
+fn health_lock_key(webhook_id: Uuid) -> i64 {
+    let id = webhook_id.as_u128();
+    // Folding keeps bits of every part of the id: v4 and v7 ids differ in different halves.
+    i64::from_ne_bytes((((id >> 64) as u64) ^ (id as u64)).to_ne_bytes())
 }
 
-/// Replaces a receiver's state `old` (as read) with `new` (`None`: healthy, no row), unless
-/// another replica changed it since; then it reads the current state for the caller to decide
-/// again.
-pub async fn swap_health(
+#[derive(QueryableByName)]
+struct Locked {
+    #[diesel(sql_type = Timestamptz)]
+    now: DateTime<Utc>,
+}
+
+/// Moves a receiver's state one step: in one transaction, takes the receiver's lock, reads its
+/// state and Postgres's clock, lets `decide` (the domain's rule) compute the next state and
+/// what to return, writes that state (`None`: healthy, no row) unless it is the one read, and
+/// commits. Writers of one receiver, on every replica, queue on the lock and each decides from
+/// what the one before it stored, so none is lost and none gives up.
+///
+/// The lock is a transaction-scoped advisory lock rather than `SELECT … FOR UPDATE` because a
+/// healthy receiver has no row to lock: locking a row would mean inserting one first and
+/// deleting it again when the decision is "healthy", two writes where there may be none. The
+/// lock is its own statement, before the read: under read committed each statement sees what
+/// was committed when it started, so only a read that starts after the lock is granted sees
+/// the previous holder's write. The clock is read with the lock, after the wait for it, so the
+/// decision uses the time it is made at.
+pub async fn transition_health<T, F>(
     conn: &mut AsyncPgConnection,
     webhook_id: Uuid,
-    old: Option<&Health>,
+    decide: F,
+) -> QueryResult<T>
+where
+    F: FnOnce(Option<&Health>, DateTime<Utc>) -> (Option<Health>, T) + Send,
+    T: Send,
+{
+    conn.transaction(async move |conn| {
+        // In `FROM`, the lock is taken before the select list (the clock) is computed.
+        let locked: Locked =
+            sql_query("SELECT clock_timestamp() AS now FROM pg_advisory_xact_lock($1)")
+                .bind::<Int8, _>(health_lock_key(webhook_id))
+                .get_result(conn)
+                .await?;
+        let current: Option<Health> = endpoint_health::table
+            .find(webhook_id)
+            .select(HealthRow::as_select())
+            .first(conn)
+            .await
+            .optional()?
+            .map(Health::from);
+        let (next, out) = decide(current.as_ref(), locked.now);
+        if next != current {
+            write_health(conn, webhook_id, current.is_some(), next.as_ref()).await?;
+        }
+        Ok(out)
+    })
+    .await
+}
+
+/// Stores `new` in place of a state read under the receiver's lock (`existed`: there was a
+/// row). Successes and subscription changes delete the row without the lock; a state decided
+/// from a row that such a delete removed since is not written back (the update or delete
+/// matches nothing), so the delete counts as coming after this transition, never before it.
+async fn write_health(
+    conn: &mut AsyncPgConnection,
+    webhook_id: Uuid,
+    existed: bool,
     new: Option<&Health>,
-) -> QueryResult<Swap> {
+) -> QueryResult<()> {
     use endpoint_health::dsl as h;
 
-    let written = match (old, new) {
-        (None, None) => return Ok(Swap::Done),
-        (None, Some(new)) => {
-            let new = HealthRow::from(new);
-            // A row that appeared since the read is another replica's write.
+    let mine = h::endpoint_health.filter(h::webhook_id.eq(webhook_id));
+    match (existed, new.map(HealthRow::from)) {
+        (false, None) => {}
+        (false, Some(new)) => {
+            // Every insert is made under the lock, so no other row can have appeared.
             diesel::insert_into(h::endpoint_health)
                 .values((
                     h::webhook_id.eq(webhook_id),
@@ -177,46 +229,31 @@ pub async fn swap_health(
                     h::cooldown_ms.eq(new.cooldown_ms),
                     h::updated_at.eq(new.updated_at),
                 ))
-                .on_conflict(h::webhook_id)
-                .do_nothing()
                 .execute(conn)
-                .await?
+                .await?;
         }
-        (Some(old), new) => {
-            let old = HealthRow::from(old);
-            let unchanged = h::endpoint_health
-                .filter(h::webhook_id.eq(webhook_id))
-                .filter(h::failures.eq(old.failures))
-                .filter(h::failing_since.eq(old.failing_since))
-                .filter(h::open_until.is_not_distinct_from(old.open_until))
-                .filter(h::cooldown_ms.eq(old.cooldown_ms))
-                .filter(h::updated_at.eq(old.updated_at));
-            match new {
-                None => diesel::delete(unchanged).execute(conn).await?,
-                Some(new) => {
-                    let new = HealthRow::from(new);
-                    diesel::update(unchanged)
-                        .set((
-                            h::failures.eq(new.failures),
-                            h::failing_since.eq(new.failing_since),
-                            h::open_until.eq(new.open_until),
-                            h::cooldown_ms.eq(new.cooldown_ms),
-                            h::updated_at.eq(new.updated_at),
-                        ))
-                        .execute(conn)
-                        .await?
-                }
-            }
+        (true, None) => {
+            diesel::delete(mine).execute(conn).await?;
         }
-    };
-    if written == 1 {
-        return Ok(Swap::Done);
+        (true, Some(new)) => {
+            diesel::update(mine)
+                .set((
+                    h::failures.eq(new.failures),
+                    h::failing_since.eq(new.failing_since),
+                    h::open_until.eq(new.open_until),
+                    h::cooldown_ms.eq(new.cooldown_ms),
+                    h::updated_at.eq(new.updated_at),
+                ))
+                .execute(conn)
+                .await?;
+        }
     }
-    read_health(conn, webhook_id).await.map(Swap::Lost)
+    Ok(())
 }
 
 /// A request succeeded: the streak ends and the circuit closes. A success ends the streak from
-/// every state, so this needs no read and no compare.
+/// every state, so this needs no read and no lock (see [`transition_health`] for how it
+/// orders with a transition it overtakes).
 pub async fn record_success(conn: &mut AsyncPgConnection, webhook_id: Uuid) -> QueryResult<()> {
     diesel::delete(endpoint_health::table.find(webhook_id))
         .execute(conn)
