@@ -61,7 +61,6 @@ impl HealthError {
     }
 }
 
-/// For callers that still carry their errors as text.
 /// Whether a request may go to a receiver now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gate {
