@@ -351,6 +351,15 @@ pub enum DeliveryStatusFilter {
     Failed,
 }
 
+/// Path of `/v1/webhooks/{id}` and the operations under it.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Read by the document only; the handlers take the id from `access::Scoped`.
+pub struct WebhookPath {
+    /// Webhook id
+    id: uuid::Uuid,
+}
+
 /// Path of `/v1/events/{name}`.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]

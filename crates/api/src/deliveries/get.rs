@@ -1,14 +1,15 @@
 //! `GET /v1/deliveries/{id}`.
 
 use actix_web::{HttpResponse, web};
-use waybill_domain::{DeliveryId, Scope};
-use waybill_runtime::{ApiError, Auth};
+use waybill_domain::DeliveryId;
+use waybill_runtime::ApiError;
 use waybill_store::deliveries;
 
 use super::view::{AttemptView, DeliveryDetail, DeliveryView, EventView};
 use crate::{
+    access::{ReadWebhooks, Scoped},
     envelope::One,
-    path_id::{PathId, ResourceId},
+    path_id::ResourceId,
     state::{AppState, StoreResultExt},
 };
 
@@ -23,12 +24,9 @@ use crate::{
     security(("bearer" = ["webhooks:read"]))
 )]
 pub async fn get(
-    auth: Auth,
+    Scoped { auth, id, .. }: Scoped<ReadWebhooks, DeliveryId>,
     state: web::Data<AppState>,
-    id: PathId<DeliveryId>,
 ) -> Result<HttpResponse, ApiError> {
-    auth.require_any(&[Scope::WebhooksRead, Scope::WebhooksWrite])?;
-    let id = id.get()?;
     let mut conn = state.conn().await?;
     let (row, event, attempts) = deliveries::find(&mut conn, auth.tenant.as_str(), id)
         .await

@@ -1,14 +1,14 @@
 //! `GET /v1/webhooks/{id}/deliveries`.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use waybill_domain::{Scope, ValidationErrors, WebhookId, catalog::TypeStatus};
-use waybill_runtime::{ApiError, Auth, body::query_pairs};
+use waybill_domain::{ValidationErrors, WebhookId, catalog::TypeStatus};
+use waybill_runtime::{ApiError, body::query_pairs};
 use waybill_store::deliveries::{self, DeliveryFilter};
 
 use super::{parse_time, view::DeliveryView};
 use crate::{
+    access::{ReadWebhooks, Scoped},
     envelope::Paging,
-    path_id::PathId,
     state::{AppState, StoreResultExt},
     webhooks::find_own,
 };
@@ -19,7 +19,7 @@ pub(crate) const PARAMS: &[&str] = &["status", "event_type", "since", "until", "
 #[utoipa::path(
     get, path = "/v1/webhooks/{id}/deliveries", tag = "deliveries",
     params(
-        ("id" = uuid::Uuid, Path, description = "Webhook id"),
+        crate::openapi::WebhookPath,
         crate::openapi::DeliveryListQuery,
     ),
     responses(
@@ -30,13 +30,10 @@ pub(crate) const PARAMS: &[&str] = &["status", "event_type", "since", "until", "
     security(("bearer" = ["webhooks:read"]))
 )]
 pub async fn list(
-    auth: Auth,
+    Scoped { auth, id, .. }: Scoped<ReadWebhooks, WebhookId>,
     state: web::Data<AppState>,
-    id: PathId<WebhookId>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    auth.require_any(&[Scope::WebhooksRead, Scope::WebhooksWrite])?;
-    let id = id.get()?;
     let mut conn = state.conn().await?;
     find_own(&mut conn, &auth, id).await?;
     let pairs = query_pairs(&req, PARAMS)?;

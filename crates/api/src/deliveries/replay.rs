@@ -10,11 +10,11 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use waybill_bus::{BusError, Outgoing, topology::DELIVERY_KEY};
 use waybill_domain::{
-    DeliveryId, EventTypeName, Scope, TenantId, ValidationErrors, WebhookId,
+    DeliveryId, EventTypeName, TenantId, ValidationErrors, WebhookId,
     delivery::{ATTEMPT_HEADER, DeliveryMessage, MANUAL_HEADER},
     event::EventEnvelope,
 };
-use waybill_runtime::{ApiError, Auth, body};
+use waybill_runtime::{ApiError, body};
 use waybill_store::{
     StoreError,
     deliveries::{self, DeliveryRow, EventRow},
@@ -22,8 +22,9 @@ use waybill_store::{
 
 use super::{parse_time, view::DeliveryView};
 use crate::{
+    access::{Scoped, WriteWebhooks},
     envelope::One,
-    path_id::{PathId, ResourceId},
+    path_id::ResourceId,
     state::{AppState, store_error},
     webhooks::find_own,
 };
@@ -178,12 +179,9 @@ async fn replay(
     security(("bearer" = ["webhooks:write"]))
 )]
 pub async fn retry(
-    auth: Auth,
+    Scoped { auth, id, .. }: Scoped<WriteWebhooks, DeliveryId>,
     state: web::Data<AppState>,
-    id: PathId<DeliveryId>,
 ) -> Result<HttpResponse, ApiError> {
-    auth.require_any(&[Scope::WebhooksWrite])?;
-    let id = id.get()?;
     let rows = replay(&state, &auth.tenant, Pick::One(id)).await?;
     let row = rows.first().ok_or_else(|| id.not_found())?;
     Ok(HttpResponse::Accepted().json(One {
@@ -219,7 +217,7 @@ struct RecoverBody {
 /// nothing more: the deliveries it queued are `pending` until their attempt.
 #[utoipa::path(
     post, path = "/v1/webhooks/{id}/recover", tag = "deliveries",
-    params(("id" = uuid::Uuid, Path, description = "Webhook id")),
+    params(crate::openapi::WebhookPath),
     request_body = RecoverInput,
     responses(
         (status = 202, body = crate::openapi::QueuedResponse),
@@ -229,14 +227,15 @@ struct RecoverBody {
     security(("bearer" = ["webhooks:write"]))
 )]
 pub async fn recover(
-    auth: Auth,
+    Scoped {
+        auth,
+        id: webhook_id,
+        ..
+    }: Scoped<WriteWebhooks, WebhookId>,
     state: web::Data<AppState>,
-    id: PathId<WebhookId>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    auth.require_any(&[Scope::WebhooksWrite])?;
-    let webhook_id = id.get()?;
     {
         // A missing webhook is a 404 whatever the body holds.
         let mut conn = state.conn().await?;

@@ -2,11 +2,12 @@
 
 use actix_web::{HttpResponse, web};
 use waybill_domain::EventTypeName;
-use waybill_runtime::{ApiError, Auth};
+use waybill_runtime::ApiError;
 use waybill_store::event_types;
 
-use super::{READ_SCOPES, not_found, view::EventTypeView};
+use super::{not_found, view::EventTypeView};
 use crate::{
+    access::{Caller, ReadCatalog},
     envelope::One,
     state::{AppState, StoreResultExt},
 };
@@ -22,11 +23,10 @@ use crate::{
     security(("bearer" = []))
 )]
 pub async fn get(
-    auth: Auth,
+    _auth: Caller<ReadCatalog>,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    auth.require_any(READ_SCOPES)?;
     if EventTypeName::parse(&path).is_err() {
         return Err(not_found(&path));
     }

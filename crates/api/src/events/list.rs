@@ -3,13 +3,14 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use waybill_domain::ValidationErrors;
 use waybill_runtime::{
-    ApiError, Auth,
+    ApiError,
     body::{parse_bool, query_pairs},
 };
 use waybill_store::event_types::{self, EventTypeFilter};
 
-use super::{READ_SCOPES, view::EventTypeView};
+use super::view::EventTypeView;
 use crate::{
+    access::{Caller, ReadCatalog},
     envelope::Paging,
     state::{AppState, StoreResultExt},
 };
@@ -25,11 +26,10 @@ use crate::{
     security(("bearer" = []))
 )]
 pub async fn list(
-    auth: Auth,
+    _auth: Caller<ReadCatalog>,
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    auth.require_any(READ_SCOPES)?;
     let pairs = query_pairs(&req, &["group", "active", "limit", "page"])?;
     let mut errors = ValidationErrors::new();
     let paging = Paging::parse(&pairs, 100, 200, &mut errors);

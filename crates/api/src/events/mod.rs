@@ -5,15 +5,7 @@ pub mod list;
 pub mod update;
 pub mod view;
 
-use waybill_domain::Scope;
 use waybill_runtime::ApiError;
-
-/// Reading the catalog takes any scope.
-pub const READ_SCOPES: &[Scope] = &[
-    Scope::WebhooksRead,
-    Scope::WebhooksWrite,
-    Scope::EventsPublish,
-];
 
 pub fn not_found(name: &str) -> ApiError {
     match waybill_domain::EventTypeName::parse(name) {

@@ -2,12 +2,13 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
-use waybill_domain::{EventTypeName, Scope, ValidationErrors};
-use waybill_runtime::{ApiError, Auth, body};
+use waybill_domain::{EventTypeName, ValidationErrors};
+use waybill_runtime::{ApiError, body};
 use waybill_store::event_types;
 
 use super::{not_found, view::EventTypeView};
 use crate::{
+    access::{AdminOnly, Caller},
     envelope::One,
     state::{AppState, StoreResultExt},
 };
@@ -32,13 +33,12 @@ struct Patch {
     security(("bearer" = ["admin"]))
 )]
 pub async fn update(
-    auth: Auth,
+    auth: Caller<AdminOnly>,
     state: web::Data<AppState>,
     path: web::Path<String>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    auth.require_any(&[Scope::Admin])?;
     if EventTypeName::parse(&path).is_err() {
         return Err(not_found(&path));
     }

@@ -1,8 +1,8 @@
 //! `POST /v1/webhooks`.
 
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
-use waybill_domain::{Scope, SigningSecret, WebhookSettings, subscription::RuleContext};
-use waybill_runtime::{ApiError, Auth, body};
+use waybill_domain::{SigningSecret, WebhookSettings, subscription::RuleContext};
+use waybill_runtime::{ApiError, body};
 use waybill_store::{StoreError, webhooks};
 
 use super::{
@@ -11,6 +11,7 @@ use super::{
     view::WebhookView,
 };
 use crate::{
+    access::{Caller, WriteWebhooks},
     envelope::One,
     state::{AppState, StoreResultExt},
 };
@@ -27,12 +28,11 @@ use crate::{
     security(("bearer" = ["webhooks:write"]))
 )]
 pub async fn create(
-    auth: Auth,
+    auth: Caller<WriteWebhooks>,
     state: web::Data<AppState>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    auth.require_any(&[Scope::WebhooksWrite])?;
     let parsed = input::parse(body::json_object(&req, payload, false).await?, Mode::Create)?;
     let mut errors = parsed.errors;
     let mut conn = state.conn().await?;

@@ -1,19 +1,20 @@
 //! `DELETE /v1/webhooks/{id}`.
 
 use actix_web::{HttpResponse, web};
-use waybill_domain::{Scope, WebhookId};
-use waybill_runtime::{ApiError, Auth};
+use waybill_domain::WebhookId;
+use waybill_runtime::ApiError;
 use waybill_store::webhooks;
 
 use crate::{
-    path_id::{PathId, ResourceId},
+    access::{Scoped, WriteWebhooks},
+    path_id::ResourceId,
     state::{AppState, StoreResultExt},
 };
 
 /// Deletes a subscription; dispatchers stop delivering to it once the change reaches them.
 #[utoipa::path(
     delete, path = "/v1/webhooks/{id}", tag = "webhooks",
-    params(("id" = uuid::Uuid, Path, description = "Webhook id")),
+    params(crate::openapi::WebhookPath),
     responses(
         (status = 204, description = "Deleted."),
         (status = 404, body = crate::openapi::ErrorResponse),
@@ -21,12 +22,9 @@ use crate::{
     security(("bearer" = ["webhooks:write"]))
 )]
 pub async fn delete(
-    auth: Auth,
+    Scoped { auth, id, .. }: Scoped<WriteWebhooks, WebhookId>,
     state: web::Data<AppState>,
-    id: PathId<WebhookId>,
 ) -> Result<HttpResponse, ApiError> {
-    auth.require_any(&[Scope::WebhooksWrite])?;
-    let id = id.get()?;
     let mut conn = state.conn().await?;
     if !webhooks::delete(&mut conn, auth.tenant.as_str(), id)
         .await

@@ -1,16 +1,20 @@
 //! `GET /v1/webhooks/{id}`.
 
 use actix_web::{HttpResponse, web};
-use waybill_domain::{Scope, WebhookId};
-use waybill_runtime::{ApiError, Auth};
+use waybill_domain::WebhookId;
+use waybill_runtime::ApiError;
 
 use super::{find_own, view::WebhookView};
-use crate::{envelope::One, path_id::PathId, state::AppState};
+use crate::{
+    access::{ReadWebhooks, Scoped},
+    envelope::One,
+    state::AppState,
+};
 
 /// One subscription of the caller's tenant.
 #[utoipa::path(
     get, path = "/v1/webhooks/{id}", tag = "webhooks",
-    params(("id" = uuid::Uuid, Path, description = "Webhook id")),
+    params(crate::openapi::WebhookPath),
     responses(
         (status = 200, body = crate::openapi::WebhookResponse),
         (status = 404, body = crate::openapi::ErrorResponse),
@@ -18,12 +22,9 @@ use crate::{envelope::One, path_id::PathId, state::AppState};
     security(("bearer" = ["webhooks:read"]))
 )]
 pub async fn get(
-    auth: Auth,
+    Scoped { auth, id, .. }: Scoped<ReadWebhooks, WebhookId>,
     state: web::Data<AppState>,
-    id: PathId<WebhookId>,
 ) -> Result<HttpResponse, ApiError> {
-    auth.require_any(&[Scope::WebhooksRead, Scope::WebhooksWrite])?;
-    let id = id.get()?;
     let mut conn = state.conn().await?;
     let row = find_own(&mut conn, &auth, id).await?;
     Ok(HttpResponse::Ok().json(One {

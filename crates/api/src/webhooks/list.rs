@@ -1,15 +1,16 @@
 //! `GET /v1/webhooks`.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use waybill_domain::{Scope, ValidationErrors, catalog::TypeStatus};
+use waybill_domain::{ValidationErrors, catalog::TypeStatus};
 use waybill_runtime::{
-    ApiError, Auth,
+    ApiError,
     body::{parse_bool, query_pairs},
 };
 use waybill_store::webhooks::{self, ListQuery, SortKey};
 
 use super::view::WebhookView;
 use crate::{
+    access::{Caller, ReadWebhooks},
     envelope::Paging,
     state::{AppState, StoreResultExt},
 };
@@ -27,11 +28,10 @@ pub(crate) const PARAMS: &[&str] = &["limit", "page", "sort", "direction", "even
     security(("bearer" = ["webhooks:read"]))
 )]
 pub async fn list(
-    auth: Auth,
+    auth: Caller<ReadWebhooks>,
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    auth.require_any(&[Scope::WebhooksRead, Scope::WebhooksWrite])?;
     let pairs = query_pairs(&req, PARAMS)?;
     let mut errors = ValidationErrors::new();
     let paging = Paging::parse(&pairs, 50, 200, &mut errors);

@@ -4,14 +4,15 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use waybill_domain::{Scope, SigningSecret, ValidationErrors, WebhookId};
-use waybill_runtime::{ApiError, Auth, body};
+use waybill_domain::{SigningSecret, ValidationErrors, WebhookId};
+use waybill_runtime::{ApiError, body};
 use waybill_store::webhooks;
 
 use super::{create::generate_secret, find_own};
 use crate::{
+    access::{Scoped, WriteWebhooks},
     envelope::One,
-    path_id::{PathId, ResourceId},
+    path_id::ResourceId,
     state::{AppState, StoreResultExt},
 };
 
@@ -33,7 +34,7 @@ pub struct SecretView {
 /// The current signing secret, in clear.
 #[utoipa::path(
     get, path = "/v1/webhooks/{id}/secret", tag = "webhooks",
-    params(("id" = uuid::Uuid, Path, description = "Webhook id")),
+    params(crate::openapi::WebhookPath),
     responses(
         (status = 200, body = crate::openapi::SecretResponse),
         (status = 404, body = crate::openapi::ErrorResponse),
@@ -41,12 +42,9 @@ pub struct SecretView {
     security(("bearer" = ["webhooks:write"]))
 )]
 pub async fn get_secret(
-    auth: Auth,
+    Scoped { auth, id, .. }: Scoped<WriteWebhooks, WebhookId>,
     state: web::Data<AppState>,
-    id: PathId<WebhookId>,
 ) -> Result<HttpResponse, ApiError> {
-    auth.require_any(&[Scope::WebhooksWrite])?;
-    let id = id.get()?;
     let mut conn = state.conn().await?;
     let secret = webhooks::current_secret(&mut conn, &state.cipher, auth.tenant.as_str(), id)
         .await
@@ -69,7 +67,7 @@ struct RotateBody {
 /// Replaces the signing secret; the old one keeps signing during the grace period.
 #[utoipa::path(
     post, path = "/v1/webhooks/{id}/secret/rotate", tag = "webhooks",
-    params(("id" = uuid::Uuid, Path, description = "Webhook id")),
+    params(crate::openapi::WebhookPath),
     request_body(content = Option<crate::openapi::RotateSecret>, description = "Optional; an empty body generates a secret with the default grace period."),
     responses(
         (status = 200, body = crate::openapi::SecretResponse),
@@ -79,14 +77,11 @@ struct RotateBody {
     security(("bearer" = ["webhooks:write"]))
 )]
 pub async fn rotate(
-    auth: Auth,
+    Scoped { auth, id, .. }: Scoped<WriteWebhooks, WebhookId>,
     state: web::Data<AppState>,
-    id: PathId<WebhookId>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    auth.require_any(&[Scope::WebhooksWrite])?;
-    let id = id.get()?;
     let mut conn = state.conn().await?;
     // A missing webhook is a 404 whatever the body holds.
     find_own(&mut conn, &auth, id).await?;

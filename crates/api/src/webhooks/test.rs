@@ -9,12 +9,12 @@ use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 use waybill_domain::{
-    DeliveryId, EventTypeName, Scope, WebhookId,
+    DeliveryId, EventTypeName, WebhookId,
     delivery::{DeliveryStatus, LastError, delivery_id, receiver_body},
     event::EventEnvelope,
 };
 use waybill_outbound::{Attempt, AttemptResult, Endpoint};
-use waybill_runtime::{ApiError, Auth};
+use waybill_runtime::ApiError;
 use waybill_store::{
     StoreError,
     deliveries::{self, AttemptRecord, DeliveryRecord},
@@ -22,8 +22,9 @@ use waybill_store::{
 };
 
 use crate::{
+    access::{Scoped, WriteWebhooks},
     envelope::One,
-    path_id::{PathId, ResourceId},
+    path_id::ResourceId,
     state::{AppState, StoreResultExt, store_error},
 };
 
@@ -47,7 +48,7 @@ pub struct TestOutcome {
 /// the receiver answered; `succeeded` tells). An inactive subscription can be tested too.
 #[utoipa::path(
     post, path = "/v1/webhooks/{id}/test", tag = "webhooks",
-    params(("id" = uuid::Uuid, Path, description = "Webhook id")),
+    params(crate::openapi::WebhookPath),
     responses(
         (status = 200, body = crate::openapi::TestOutcomeResponse),
         (status = 404, body = crate::openapi::ErrorResponse),
@@ -55,12 +56,9 @@ pub struct TestOutcome {
     security(("bearer" = ["webhooks:write"]))
 )]
 pub async fn test(
-    auth: Auth,
+    Scoped { auth, id, .. }: Scoped<WriteWebhooks, WebhookId>,
     state: web::Data<AppState>,
-    id: PathId<WebhookId>,
 ) -> Result<HttpResponse, ApiError> {
-    auth.require_any(&[Scope::WebhooksWrite])?;
-    let id = id.get()?;
     let mut conn = state.conn().await?;
     // One read gives both the tenant check and what the request needs; another tenant's
     // subscription is as missing as none.

@@ -1,8 +1,8 @@
 //! `PATCH /v1/webhooks/{id}`.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use waybill_domain::{Scope, WebhookId, WebhookSettings, subscription::RuleContext};
-use waybill_runtime::{ApiError, Auth, body};
+use waybill_domain::{WebhookId, WebhookSettings, subscription::RuleContext};
+use waybill_runtime::{ApiError, body};
 use waybill_store::{StoreError, webhooks};
 
 use super::{
@@ -11,8 +11,8 @@ use super::{
     view::WebhookView,
 };
 use crate::{
+    access::{Scoped, WriteWebhooks},
     envelope::One,
-    path_id::PathId,
     state::{AppState, StoreResultExt},
 };
 
@@ -22,7 +22,7 @@ const ATTEMPTS: usize = 3;
 /// Changes the fields given; `headers` and `auth` replace the whole value.
 #[utoipa::path(
     patch, path = "/v1/webhooks/{id}", tag = "webhooks",
-    params(("id" = uuid::Uuid, Path, description = "Webhook id")),
+    params(crate::openapi::WebhookPath),
     request_body = crate::openapi::WebhookUpdate,
     responses(
         (status = 200, body = crate::openapi::WebhookResponse),
@@ -32,14 +32,11 @@ const ATTEMPTS: usize = 3;
     security(("bearer" = ["webhooks:write"]))
 )]
 pub async fn update(
-    auth: Auth,
+    Scoped { auth, id, .. }: Scoped<WriteWebhooks, WebhookId>,
     state: web::Data<AppState>,
-    id: PathId<WebhookId>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    auth.require_any(&[Scope::WebhooksWrite])?;
-    let id = id.get()?;
     let mut conn = state.conn().await?;
     // A missing webhook is a 404 whatever the body holds.
     let mut current = find_own(&mut conn, &auth, id).await?;
