@@ -1,32 +1,25 @@
 //! `GET /v1/deliveries/{id}`.
 
-use actix_web::{HttpResponse, web};
+use actix_web::HttpResponse;
 use waybill_domain::DeliveryId;
-use waybill_runtime::ApiError;
 use waybill_store::deliveries;
 
 use super::view::{AttemptView, DeliveryDetail, DeliveryView, EventView};
 use crate::{
     access::{ReadWebhooks, Scoped},
-    envelope::One,
+    envelope::{One, Reply},
+    openapi::{DeliveryResponse, NotFound},
     path_id::ResourceId,
-    state::{AppState, StoreResultExt},
+    state::{State, StoreResultExt},
 };
 
 /// One delivery of the caller's tenant, with its event and every attempt.
 #[utoipa::path(
-    get, path = "/v1/deliveries/{id}", tag = "deliveries",
-    params(("id" = uuid::Uuid, Path, description = "Delivery id (the `waybill-delivery-id` header the receiver got)")),
-    responses(
-        (status = 200, body = crate::openapi::DeliveryResponse),
-        (status = 404, body = crate::openapi::ErrorResponse),
-    ),
+    get, path = "/v1/deliveries/{id}", tag = "deliveries", params(("id" = uuid::Uuid, Path, description = "Delivery id (the `waybill-delivery-id` header the receiver got)")),
+    responses((status = 200, body = DeliveryResponse), NotFound),
     security(("bearer" = ["webhooks:read"]))
 )]
-pub async fn get(
-    Scoped { auth, id, .. }: Scoped<ReadWebhooks, DeliveryId>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn get(Scoped { auth, id, .. }: Scoped<ReadWebhooks, DeliveryId>, state: State) -> Reply {
     let mut conn = state.conn().await?;
     let (row, event, attempts) = deliveries::find(&mut conn, auth.tenant.as_str(), id)
         .await

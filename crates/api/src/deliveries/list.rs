@@ -1,6 +1,6 @@
 //! `GET /v1/webhooks/{id}/deliveries`.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse};
 use waybill_domain::{ValidationErrors, WebhookId, catalog::TypeStatus};
 use waybill_runtime::{ApiError, body::query_pairs};
 use waybill_store::deliveries::{self, DeliveryFilter};
@@ -8,8 +8,9 @@ use waybill_store::deliveries::{self, DeliveryFilter};
 use super::{parse_time, view::DeliveryView};
 use crate::{
     access::{ReadWebhooks, Scoped},
-    envelope::Paging,
-    state::{AppState, StoreResultExt},
+    envelope::{Paging, Reply},
+    openapi::{DeliveryList, DeliveryListQuery, Invalid, NotFound, WebhookPath},
+    state::{State, StoreResultExt},
     webhooks::find_own,
 };
 
@@ -17,23 +18,15 @@ pub(crate) const PARAMS: &[&str] = &["status", "event_type", "since", "until", "
 
 /// A subscription's deliveries, newest first.
 #[utoipa::path(
-    get, path = "/v1/webhooks/{id}/deliveries", tag = "deliveries",
-    params(
-        crate::openapi::WebhookPath,
-        crate::openapi::DeliveryListQuery,
-    ),
-    responses(
-        (status = 200, body = crate::openapi::DeliveryList),
-        (status = 404, body = crate::openapi::ErrorResponse),
-        (status = 422, body = crate::openapi::ErrorResponse),
-    ),
+    get, path = "/v1/webhooks/{id}/deliveries", tag = "deliveries", params( WebhookPath, DeliveryListQuery, ),
+    responses((status = 200, body = DeliveryList), NotFound, Invalid),
     security(("bearer" = ["webhooks:read"]))
 )]
 pub async fn list(
     Scoped { auth, id, .. }: Scoped<ReadWebhooks, WebhookId>,
-    state: web::Data<AppState>,
+    state: State,
     req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
+) -> Reply {
     let mut conn = state.conn().await?;
     find_own(&mut conn, &auth, id).await?;
     let pairs = query_pairs(&req, PARAMS)?;

@@ -23,9 +23,10 @@ use waybill_store::{
 use super::{parse_time, view::DeliveryView};
 use crate::{
     access::{Scoped, WriteWebhooks},
-    envelope::One,
+    envelope::{One, Reply},
+    openapi::{DeliveryViewResponse, ErrorResponse, NotFound, QueuedResponse, WebhookPath},
     path_id::ResourceId,
-    state::{AppState, store_error},
+    state::{AppState, State, store_error},
     webhooks::find_own,
 };
 
@@ -169,19 +170,14 @@ async fn replay(
 /// One more attempt of a delivery now, whatever its status, to the subscription as it is now
 /// (its current URL, headers, auth and keys).
 #[utoipa::path(
-    post, path = "/v1/deliveries/{id}/retry", tag = "deliveries",
-    params(("id" = uuid::Uuid, Path, description = "Delivery id")),
-    responses(
-        (status = 202, description = "Queued; the delivery is `pending` until the attempt is made", body = crate::openapi::DeliveryViewResponse),
-        (status = 404, body = crate::openapi::ErrorResponse),
-        (status = 409, description = "The delivery's event is no longer recorded", body = crate::openapi::ErrorResponse),
-    ),
+    post, path = "/v1/deliveries/{id}/retry", tag = "deliveries", params(("id" = uuid::Uuid, Path, description = "Delivery id")),
+    responses((status = 202, description = "Queued; the delivery is `pending` until the attempt is made", body = DeliveryViewResponse), NotFound, (status = 409, description = "The delivery's event is no longer recorded", body = ErrorResponse)),
     security(("bearer" = ["webhooks:write"]))
 )]
 pub async fn retry(
     Scoped { auth, id, .. }: Scoped<WriteWebhooks, DeliveryId>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+    state: State,
+) -> Reply {
     let rows = replay(&state, &auth.tenant, Pick::One(id)).await?;
     let row = rows.first().ok_or_else(|| id.not_found())?;
     Ok(HttpResponse::Accepted().json(One {
@@ -216,14 +212,9 @@ struct RecoverBody {
 /// Retries every failed delivery of a subscription created in a window. Calling it twice queues
 /// nothing more: the deliveries it queued are `pending` until their attempt.
 #[utoipa::path(
-    post, path = "/v1/webhooks/{id}/recover", tag = "deliveries",
-    params(crate::openapi::WebhookPath),
+    post, path = "/v1/webhooks/{id}/recover", tag = "deliveries", params(WebhookPath),
     request_body = RecoverInput,
-    responses(
-        (status = 202, body = crate::openapi::QueuedResponse),
-        (status = 404, body = crate::openapi::ErrorResponse),
-        (status = 409, description = "A delivery's event is no longer recorded", body = crate::openapi::ErrorResponse),
-    ),
+    responses((status = 202, body = QueuedResponse), NotFound, (status = 409, description = "A delivery's event is no longer recorded", body = ErrorResponse)),
     security(("bearer" = ["webhooks:write"]))
 )]
 pub async fn recover(
@@ -232,10 +223,10 @@ pub async fn recover(
         id: webhook_id,
         ..
     }: Scoped<WriteWebhooks, WebhookId>,
-    state: web::Data<AppState>,
+    state: State,
     req: HttpRequest,
     payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
+) -> Reply {
     {
         // A missing webhook is a 404 whatever the body holds.
         let mut conn = state.conn().await?;

@@ -2,31 +2,23 @@
 
 use actix_web::{HttpResponse, web};
 use waybill_domain::EventTypeName;
-use waybill_runtime::ApiError;
 use waybill_store::event_types;
 
 use super::{not_found, view::EventTypeView};
 use crate::{
     access::{Caller, ReadCatalog},
-    envelope::One,
-    state::{AppState, StoreResultExt},
+    envelope::{One, Reply},
+    openapi::{EventTypePath, EventTypeResponse, NotFound},
+    state::{State, StoreResultExt},
 };
 
 /// One event type with its schema.
 #[utoipa::path(
-    get, path = "/v1/events/{name}", tag = "events",
-    params(crate::openapi::EventTypePath),
-    responses(
-        (status = 200, body = crate::openapi::EventTypeResponse),
-        (status = 404, body = crate::openapi::ErrorResponse),
-    ),
+    get, path = "/v1/events/{name}", tag = "events", params(EventTypePath),
+    responses((status = 200, body = EventTypeResponse), NotFound),
     security(("bearer" = []))
 )]
-pub async fn get(
-    _auth: Caller<ReadCatalog>,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn get(_auth: Caller<ReadCatalog>, state: State, path: web::Path<String>) -> Reply {
     if EventTypeName::parse(&path).is_err() {
         return Err(not_found(&path));
     }

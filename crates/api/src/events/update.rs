@@ -9,8 +9,9 @@ use waybill_store::event_types;
 use super::{not_found, view::EventTypeView};
 use crate::{
     access::{AdminOnly, Caller},
-    envelope::One,
-    state::{AppState, StoreResultExt},
+    envelope::{One, Reply},
+    openapi::{EventTypePath, EventTypeResponse, EventTypeUpdate, Invalid, NotFound},
+    state::{State, StoreResultExt},
 };
 
 #[derive(Deserialize)]
@@ -22,23 +23,18 @@ struct Patch {
 /// Activates or deactivates an event type, or changes its description. An inactive type cannot
 /// be newly subscribed to or published, and is not delivered.
 #[utoipa::path(
-    patch, path = "/v1/events/{name}", tag = "events",
-    params(crate::openapi::EventTypePath),
-    request_body = crate::openapi::EventTypeUpdate,
-    responses(
-        (status = 200, body = crate::openapi::EventTypeResponse),
-        (status = 404, body = crate::openapi::ErrorResponse),
-        (status = 422, body = crate::openapi::ErrorResponse),
-    ),
+    patch, path = "/v1/events/{name}", tag = "events", params(EventTypePath),
+    request_body = EventTypeUpdate,
+    responses((status = 200, body = EventTypeResponse), NotFound, Invalid),
     security(("bearer" = ["admin"]))
 )]
 pub async fn update(
     auth: Caller<AdminOnly>,
-    state: web::Data<AppState>,
+    state: State,
     path: web::Path<String>,
     req: HttpRequest,
     payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
+) -> Reply {
     if EventTypeName::parse(&path).is_err() {
         return Err(not_found(&path));
     }

@@ -12,27 +12,24 @@ use super::{
 };
 use crate::{
     access::{Caller, WriteWebhooks},
-    envelope::One,
-    state::{AppState, StoreResultExt},
+    envelope::{One, Reply},
+    openapi::{Conflict, Invalid, WebhookCreate, WebhookResponse},
+    state::{State, StoreResultExt},
 };
 
 /// Creates a subscription.
 #[utoipa::path(
     post, path = "/v1/webhooks", tag = "webhooks",
-    request_body = crate::openapi::WebhookCreate,
-    responses(
-        (status = 201, description = "Created; `Location` names it.", body = crate::openapi::WebhookResponse),
-        (status = 409, body = crate::openapi::ErrorResponse),
-        (status = 422, body = crate::openapi::ErrorResponse),
-    ),
+    request_body = WebhookCreate,
+    responses((status = 201, description = "Created; `Location` names it.", body = WebhookResponse), Conflict, Invalid),
     security(("bearer" = ["webhooks:write"]))
 )]
 pub async fn create(
     auth: Caller<WriteWebhooks>,
-    state: web::Data<AppState>,
+    state: State,
     req: HttpRequest,
     payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
+) -> Reply {
     let parsed = input::parse(body::json_object(&req, payload, false).await?, Mode::Create)?;
     let mut errors = parsed.errors;
     let mut conn = state.conn().await?;

@@ -1,30 +1,27 @@
 //! `DELETE /v1/webhooks/{id}`.
 
-use actix_web::{HttpResponse, web};
+use actix_web::HttpResponse;
 use waybill_domain::WebhookId;
-use waybill_runtime::ApiError;
 use waybill_store::webhooks;
 
 use crate::{
     access::{Scoped, WriteWebhooks},
+    envelope::Reply,
+    openapi::{NotFound, WebhookPath},
     path_id::ResourceId,
-    state::{AppState, StoreResultExt},
+    state::{State, StoreResultExt},
 };
 
 /// Deletes a subscription; dispatchers stop delivering to it once the change reaches them.
 #[utoipa::path(
-    delete, path = "/v1/webhooks/{id}", tag = "webhooks",
-    params(crate::openapi::WebhookPath),
-    responses(
-        (status = 204, description = "Deleted."),
-        (status = 404, body = crate::openapi::ErrorResponse),
-    ),
+    delete, path = "/v1/webhooks/{id}", tag = "webhooks", params(WebhookPath),
+    responses((status = 204, description = "Deleted."), NotFound),
     security(("bearer" = ["webhooks:write"]))
 )]
 pub async fn delete(
     Scoped { auth, id, .. }: Scoped<WriteWebhooks, WebhookId>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+    state: State,
+) -> Reply {
     let mut conn = state.conn().await?;
     if !webhooks::delete(&mut conn, auth.tenant.as_str(), id)
         .await

@@ -1,30 +1,23 @@
 //! `GET /v1/webhooks/{id}`.
 
-use actix_web::{HttpResponse, web};
+use actix_web::HttpResponse;
 use waybill_domain::WebhookId;
-use waybill_runtime::ApiError;
 
 use super::{find_own, view::WebhookView};
 use crate::{
     access::{ReadWebhooks, Scoped},
-    envelope::One,
-    state::AppState,
+    envelope::{One, Reply},
+    openapi::{NotFound, WebhookPath, WebhookResponse},
+    state::State,
 };
 
 /// One subscription of the caller's tenant.
 #[utoipa::path(
-    get, path = "/v1/webhooks/{id}", tag = "webhooks",
-    params(crate::openapi::WebhookPath),
-    responses(
-        (status = 200, body = crate::openapi::WebhookResponse),
-        (status = 404, body = crate::openapi::ErrorResponse),
-    ),
+    get, path = "/v1/webhooks/{id}", tag = "webhooks", params(WebhookPath),
+    responses((status = 200, body = WebhookResponse), NotFound),
     security(("bearer" = ["webhooks:read"]))
 )]
-pub async fn get(
-    Scoped { auth, id, .. }: Scoped<ReadWebhooks, WebhookId>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn get(Scoped { auth, id, .. }: Scoped<ReadWebhooks, WebhookId>, state: State) -> Reply {
     let mut conn = state.conn().await?;
     let row = find_own(&mut conn, &auth, id).await?;
     Ok(HttpResponse::Ok().json(One {

@@ -11,9 +11,10 @@ use waybill_store::webhooks;
 use super::{create::generate_secret, find_own};
 use crate::{
     access::{Scoped, WriteWebhooks},
-    envelope::One,
+    envelope::{One, Reply},
+    openapi::{Invalid, NotFound, RotateSecret, SecretResponse, WebhookPath},
     path_id::ResourceId,
-    state::{AppState, StoreResultExt},
+    state::{State, StoreResultExt},
 };
 
 /// Longest grace period of a rotation: 7 days.
@@ -33,18 +34,14 @@ pub struct SecretView {
 
 /// The current signing secret, in clear.
 #[utoipa::path(
-    get, path = "/v1/webhooks/{id}/secret", tag = "webhooks",
-    params(crate::openapi::WebhookPath),
-    responses(
-        (status = 200, body = crate::openapi::SecretResponse),
-        (status = 404, body = crate::openapi::ErrorResponse),
-    ),
+    get, path = "/v1/webhooks/{id}/secret", tag = "webhooks", params(WebhookPath),
+    responses((status = 200, body = SecretResponse), NotFound),
     security(("bearer" = ["webhooks:write"]))
 )]
 pub async fn get_secret(
     Scoped { auth, id, .. }: Scoped<WriteWebhooks, WebhookId>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+    state: State,
+) -> Reply {
     let mut conn = state.conn().await?;
     let secret = webhooks::current_secret(&mut conn, &state.cipher, auth.tenant.as_str(), id)
         .await
@@ -66,22 +63,17 @@ struct RotateBody {
 
 /// Replaces the signing secret; the old one keeps signing during the grace period.
 #[utoipa::path(
-    post, path = "/v1/webhooks/{id}/secret/rotate", tag = "webhooks",
-    params(crate::openapi::WebhookPath),
-    request_body(content = Option<crate::openapi::RotateSecret>, description = "Optional; an empty body generates a secret with the default grace period."),
-    responses(
-        (status = 200, body = crate::openapi::SecretResponse),
-        (status = 404, body = crate::openapi::ErrorResponse),
-        (status = 422, body = crate::openapi::ErrorResponse),
-    ),
+    post, path = "/v1/webhooks/{id}/secret/rotate", tag = "webhooks", params(WebhookPath),
+    request_body(content = Option<RotateSecret>, description = "Optional; an empty body generates a secret with the default grace period."),
+    responses((status = 200, body = SecretResponse), NotFound, Invalid),
     security(("bearer" = ["webhooks:write"]))
 )]
 pub async fn rotate(
     Scoped { auth, id, .. }: Scoped<WriteWebhooks, WebhookId>,
-    state: web::Data<AppState>,
+    state: State,
     req: HttpRequest,
     payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
+) -> Reply {
     let mut conn = state.conn().await?;
     // A missing webhook is a 404 whatever the body holds.
     find_own(&mut conn, &auth, id).await?;

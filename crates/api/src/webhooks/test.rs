@@ -2,7 +2,7 @@
 //! same request, signature and address rules as every delivery, and answers with what came of
 //! that one attempt. The attempt is recorded in the delivery log like any other.
 
-use actix_web::{HttpResponse, web};
+use actix_web::HttpResponse;
 use chrono::{SubsecRound, Utc};
 use serde::Serialize;
 use serde_json::json;
@@ -23,9 +23,10 @@ use waybill_store::{
 
 use crate::{
     access::{Scoped, WriteWebhooks},
-    envelope::One,
+    envelope::{One, Reply},
+    openapi::{NotFound, TestOutcomeResponse, WebhookPath},
     path_id::ResourceId,
-    state::{AppState, StoreResultExt, store_error},
+    state::{State, StoreResultExt, store_error},
 };
 
 /// The outcome of a test send.
@@ -47,18 +48,14 @@ pub struct TestOutcome {
 /// Sends a `webhook.test` event now and answers with the outcome of that attempt (200 whatever
 /// the receiver answered; `succeeded` tells). An inactive subscription can be tested too.
 #[utoipa::path(
-    post, path = "/v1/webhooks/{id}/test", tag = "webhooks",
-    params(crate::openapi::WebhookPath),
-    responses(
-        (status = 200, body = crate::openapi::TestOutcomeResponse),
-        (status = 404, body = crate::openapi::ErrorResponse),
-    ),
+    post, path = "/v1/webhooks/{id}/test", tag = "webhooks", params(WebhookPath),
+    responses((status = 200, body = TestOutcomeResponse), NotFound),
     security(("bearer" = ["webhooks:write"]))
 )]
 pub async fn test(
     Scoped { auth, id, .. }: Scoped<WriteWebhooks, WebhookId>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+    state: State,
+) -> Reply {
     let mut conn = state.conn().await?;
     // One read gives both the tenant check and what the request needs; another tenant's
     // subscription is as missing as none.

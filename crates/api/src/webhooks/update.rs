@@ -12,8 +12,9 @@ use super::{
 };
 use crate::{
     access::{Scoped, WriteWebhooks},
-    envelope::One,
-    state::{AppState, StoreResultExt},
+    envelope::{One, Reply},
+    openapi::{Conflict, Invalid, NotFound, WebhookPath, WebhookResponse, WebhookUpdate},
+    state::{State, StoreResultExt},
 };
 
 /// How often an update is re-applied when another writer changed the row in between.
@@ -21,22 +22,17 @@ const ATTEMPTS: usize = 3;
 
 /// Changes the fields given; `headers` and `auth` replace the whole value.
 #[utoipa::path(
-    patch, path = "/v1/webhooks/{id}", tag = "webhooks",
-    params(crate::openapi::WebhookPath),
-    request_body = crate::openapi::WebhookUpdate,
-    responses(
-        (status = 200, body = crate::openapi::WebhookResponse),
-        (status = 404, body = crate::openapi::ErrorResponse),
-        (status = 409, body = crate::openapi::ErrorResponse), (status = 422, body = crate::openapi::ErrorResponse),
-    ),
+    patch, path = "/v1/webhooks/{id}", tag = "webhooks", params(WebhookPath),
+    request_body = WebhookUpdate,
+    responses((status = 200, body = WebhookResponse), NotFound, Conflict, Invalid),
     security(("bearer" = ["webhooks:write"]))
 )]
 pub async fn update(
     Scoped { auth, id, .. }: Scoped<WriteWebhooks, WebhookId>,
-    state: web::Data<AppState>,
+    state: State,
     req: HttpRequest,
     payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
+) -> Reply {
     let mut conn = state.conn().await?;
     // A missing webhook is a 404 whatever the body holds.
     let mut current = find_own(&mut conn, &auth, id).await?;
