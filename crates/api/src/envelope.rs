@@ -1,13 +1,9 @@
 //! Response envelopes: `{"data": ...}` for one resource, `{data, count, next, previous}` for a
 //! list, and the pagination parameters every list takes.
 
-use actix_web::HttpResponse;
 use serde::Serialize;
 use waybill_domain::ValidationErrors;
-use waybill_runtime::{ApiError, body::parse_int};
-
-/// What a handler answers: a response, or the error that becomes one.
-pub type Reply = Result<HttpResponse, ApiError>;
+use waybill_runtime::body::parse_int;
 
 /// `{"data": ...}`.
 #[derive(Debug, Serialize)]

@@ -2,12 +2,13 @@
 
 use actix_web::HttpResponse;
 use waybill_domain::DeliveryId;
+use waybill_runtime::Reply;
 use waybill_store::deliveries;
 
 use super::view::{AttemptView, DeliveryDetail, DeliveryView, EventView};
 use crate::{
     access::{ReadWebhooks, Scoped},
-    envelope::{One, Reply},
+    envelope::One,
     openapi::{DeliveryResponse, NotFound},
     path_id::ResourceId,
     state::{State, StoreResultExt},

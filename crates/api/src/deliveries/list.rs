@@ -2,13 +2,13 @@
 
 use actix_web::{HttpRequest, HttpResponse};
 use waybill_domain::{ValidationErrors, WebhookId, catalog::TypeStatus};
-use waybill_runtime::{ApiError, body::query_pairs};
+use waybill_runtime::{ApiError, Reply, body::query_pairs};
 use waybill_store::deliveries::{self, DeliveryFilter};
 
 use super::{parse_time, view::DeliveryView};
 use crate::{
     access::{ReadWebhooks, Scoped},
-    envelope::{Paging, Reply},
+    envelope::Paging,
     openapi::{DeliveryList, DeliveryListQuery, Invalid, NotFound, WebhookPath},
     state::{State, StoreResultExt},
     webhooks::find_own,

@@ -14,7 +14,7 @@ use waybill_domain::{
     delivery::{ATTEMPT_HEADER, DeliveryMessage, MANUAL_HEADER},
     event::EventEnvelope,
 };
-use waybill_runtime::{ApiError, body};
+use waybill_runtime::{ApiError, Reply, body};
 use waybill_store::{
     StoreError,
     deliveries::{self, DeliveryRow, EventRow},
@@ -23,7 +23,7 @@ use waybill_store::{
 use super::{parse_time, view::DeliveryView};
 use crate::{
     access::{Scoped, WriteWebhooks},
-    envelope::{One, Reply},
+    envelope::One,
     openapi::{DeliveryViewResponse, ErrorResponse, NotFound, QueuedResponse, WebhookPath},
     path_id::ResourceId,
     state::{AppState, State, store_error},

@@ -2,12 +2,13 @@
 
 use actix_web::{HttpResponse, web};
 use waybill_domain::EventTypeName;
+use waybill_runtime::Reply;
 use waybill_store::event_types;
 
 use super::{not_found, view::EventTypeView};
 use crate::{
     access::{Caller, ReadCatalog},
-    envelope::{One, Reply},
+    envelope::One,
     openapi::{EventTypePath, EventTypeResponse, NotFound},
     state::{State, StoreResultExt},
 };

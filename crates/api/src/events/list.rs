@@ -3,7 +3,7 @@
 use actix_web::{HttpRequest, HttpResponse};
 use waybill_domain::ValidationErrors;
 use waybill_runtime::{
-    ApiError,
+    ApiError, Reply,
     body::{parse_bool, query_pairs},
 };
 use waybill_store::event_types::{self, EventTypeFilter};
@@ -11,7 +11,7 @@ use waybill_store::event_types::{self, EventTypeFilter};
 use super::view::EventTypeView;
 use crate::{
     access::{Caller, ReadCatalog},
-    envelope::{Paging, Reply},
+    envelope::Paging,
     openapi::{EventTypeList, EventTypeListQuery, Invalid},
     state::{State, StoreResultExt},
 };

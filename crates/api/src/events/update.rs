@@ -3,13 +3,13 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use waybill_domain::{EventTypeName, ValidationErrors};
-use waybill_runtime::{ApiError, body};
+use waybill_runtime::{ApiError, Reply, body};
 use waybill_store::event_types;
 
 use super::{not_found, view::EventTypeView};
 use crate::{
     access::{AdminOnly, Caller},
-    envelope::{One, Reply},
+    envelope::One,
     openapi::{EventTypePath, EventTypeResponse, EventTypeUpdate, Invalid, NotFound},
     state::{State, StoreResultExt},
 };

@@ -2,7 +2,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use waybill_domain::{SigningSecret, WebhookSettings, subscription::RuleContext};
-use waybill_runtime::{ApiError, body};
+use waybill_runtime::{ApiError, Reply, body};
 use waybill_store::{StoreError, webhooks};
 
 use super::{
@@ -12,7 +12,7 @@ use super::{
 };
 use crate::{
     access::{Caller, WriteWebhooks},
-    envelope::{One, Reply},
+    envelope::One,
     openapi::{Conflict, Invalid, WebhookCreate, WebhookResponse},
     state::{State, StoreResultExt},
 };

@@ -2,11 +2,11 @@
 
 use actix_web::HttpResponse;
 use waybill_domain::WebhookId;
+use waybill_runtime::Reply;
 use waybill_store::webhooks;
 
 use crate::{
     access::{Scoped, WriteWebhooks},
-    envelope::Reply,
     openapi::{NotFound, WebhookPath},
     path_id::ResourceId,
     state::{State, StoreResultExt},

@@ -2,11 +2,12 @@
 
 use actix_web::HttpResponse;
 use waybill_domain::WebhookId;
+use waybill_runtime::Reply;
 
 use super::{find_own, view::WebhookView};
 use crate::{
     access::{ReadWebhooks, Scoped},
-    envelope::{One, Reply},
+    envelope::One,
     openapi::{NotFound, WebhookPath, WebhookResponse},
     state::State,
 };

@@ -3,7 +3,7 @@
 use actix_web::{HttpRequest, HttpResponse};
 use waybill_domain::{ValidationErrors, catalog::TypeStatus};
 use waybill_runtime::{
-    ApiError,
+    ApiError, Reply,
     body::{parse_bool, query_pairs},
 };
 use waybill_store::webhooks::{self, ListQuery, SortKey};
@@ -11,7 +11,7 @@ use waybill_store::webhooks::{self, ListQuery, SortKey};
 use super::view::WebhookView;
 use crate::{
     access::{Caller, ReadWebhooks},
-    envelope::{Paging, Reply},
+    envelope::Paging,
     openapi::{Invalid, WebhookList, WebhookListQuery},
     state::{State, StoreResultExt},
 };

@@ -5,13 +5,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use waybill_domain::{SigningSecret, ValidationErrors, WebhookId};
-use waybill_runtime::{ApiError, body};
+use waybill_runtime::{ApiError, Reply, body};
 use waybill_store::webhooks;
 
 use super::{create::generate_secret, find_own};
 use crate::{
     access::{Scoped, WriteWebhooks},
-    envelope::{One, Reply},
+    envelope::One,
     openapi::{Invalid, NotFound, RotateSecret, SecretResponse, WebhookPath},
     path_id::ResourceId,
     state::{State, StoreResultExt},

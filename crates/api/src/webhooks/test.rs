@@ -14,7 +14,7 @@ use waybill_domain::{
     event::EventEnvelope,
 };
 use waybill_outbound::{Attempt, AttemptResult, Endpoint};
-use waybill_runtime::ApiError;
+use waybill_runtime::{ApiError, Reply};
 use waybill_store::{
     StoreError,
     deliveries::{self, AttemptRecord, DeliveryRecord},
@@ -23,7 +23,7 @@ use waybill_store::{
 
 use crate::{
     access::{Scoped, WriteWebhooks},
-    envelope::{One, Reply},
+    envelope::One,
     openapi::{NotFound, TestOutcomeResponse, WebhookPath},
     path_id::ResourceId,
     state::{State, StoreResultExt, store_error},

@@ -2,7 +2,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use waybill_domain::{WebhookId, WebhookSettings, subscription::RuleContext};
-use waybill_runtime::{ApiError, body};
+use waybill_runtime::{ApiError, Reply, body};
 use waybill_store::{StoreError, webhooks};
 
 use super::{
@@ -12,7 +12,7 @@ use super::{
 };
 use crate::{
     access::{Scoped, WriteWebhooks},
-    envelope::{One, Reply},
+    envelope::One,
     openapi::{Conflict, Invalid, NotFound, WebhookPath, WebhookResponse, WebhookUpdate},
     state::{State, StoreResultExt},
 };
