@@ -1,16 +1,14 @@
 //! `GET /v1/events/{name}`.
 
 use actix_web::{HttpResponse, web};
-use waybill_domain::EventTypeName;
 use waybill_runtime::Reply;
-use waybill_store::event_types;
 
-use super::{not_found, view::EventTypeView};
+use super::{find, view::EventTypeView};
 use crate::{
     access::{Caller, ReadCatalog},
     envelope::One,
     openapi::{EventTypePath, EventTypeResponse, NotFound},
-    state::{State, StoreResultExt},
+    state::State,
 };
 
 /// One event type with its schema.
@@ -20,14 +18,7 @@ use crate::{
     security(("bearer" = []))
 )]
 pub async fn get(_auth: Caller<ReadCatalog>, state: State, path: web::Path<String>) -> Reply {
-    if EventTypeName::parse(&path).is_err() {
-        return Err(not_found(&path));
-    }
-    let mut conn = state.conn().await?;
-    let row = event_types::find(&mut conn, &path)
-        .await
-        .api()?
-        .ok_or_else(|| not_found(&path))?;
+    let (_, row) = find(&state, &path).await?;
     Ok(HttpResponse::Ok().json(One {
         data: EventTypeView::from(row),
     }))

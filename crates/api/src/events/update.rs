@@ -2,11 +2,11 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
-use waybill_domain::{EventTypeName, ValidationErrors};
+use waybill_domain::ValidationErrors;
 use waybill_runtime::{ApiError, Reply, body};
 use waybill_store::event_types;
 
-use super::{not_found, view::EventTypeView};
+use super::{find, not_found, view::EventTypeView};
 use crate::{
     access::{AdminOnly, Caller},
     envelope::One,
@@ -35,13 +35,7 @@ pub async fn update(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Reply {
-    if EventTypeName::parse(&path).is_err() {
-        return Err(not_found(&path));
-    }
-    let mut conn = state.conn().await?;
-    let Some(current) = event_types::find(&mut conn, &path).await.api()? else {
-        return Err(not_found(&path));
-    };
+    let (mut conn, current) = find(&state, &path).await?;
     let mut errors = ValidationErrors::new();
     let mut map = body::json_object(&req, payload, false).await?;
     body::unknown_fields(&map, &["active", "description"], "", &mut errors);
