@@ -1,6 +1,7 @@
 //! `waybill-api`: the control plane. Tenants discover event types and manage webhook
 //! subscriptions and read their delivery log; every subscription change reaches the dispatchers through the change feed.
 
+pub mod access;
 pub mod deliveries;
 pub mod envelope;
 pub mod events;

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use utoipa::{
-    IntoParams, OpenApi, ToSchema,
+    IntoParams, IntoResponses, OpenApi, ToSchema,
     openapi::{
-        ArrayBuilder, ObjectBuilder, RefOr, Schema, Type,
+        ArrayBuilder, ContentBuilder, ObjectBuilder, Ref, RefOr, Response, ResponseBuilder, Schema,
+        Type,
         schema::{AdditionalProperties, SchemaFormat, SchemaType},
     },
 };
@@ -349,6 +350,54 @@ pub enum DeliveryStatusFilter {
     Pending,
     Succeeded,
     Failed,
+}
+
+/// A status whose answer is an [`ErrorResponse`] and whose meaning each operation's own summary
+/// gives, so the document leaves the answer without a description of its own.
+fn error_answer(status: &str) -> BTreeMap<String, RefOr<Response>> {
+    let content = ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name("ErrorResponse")))
+        .build();
+    let answer = ResponseBuilder::new()
+        .content("application/json", content)
+        .build();
+    BTreeMap::from([(status.to_owned(), answer.into())])
+}
+
+/// `404` with an [`ErrorResponse`].
+pub struct NotFound;
+
+impl IntoResponses for NotFound {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        error_answer("404")
+    }
+}
+
+/// `409` with an [`ErrorResponse`].
+pub struct Conflict;
+
+impl IntoResponses for Conflict {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        error_answer("409")
+    }
+}
+
+/// `422` with an [`ErrorResponse`].
+pub struct Invalid;
+
+impl IntoResponses for Invalid {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        error_answer("422")
+    }
+}
+
+/// Path of `/v1/webhooks/{id}` and the operations under it.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Read by the document only; the handlers take the id from `access::Scoped`.
+pub struct WebhookPath {
+    /// Webhook id
+    id: uuid::Uuid,
 }
 
 /// Path of `/v1/events/{name}`.

@@ -1,12 +1,10 @@
 //! The `{id}` of a resource's path, parsed into its typed id. A path id that does not parse names
-//! nothing, so it answers like an id that is not the caller's: 404, never 400.
+//! nothing, so it answers like an id that is not the caller's: 404, never 400. It is read after
+//! the caller's scope check (see [`crate::access::Scoped`]).
 
-use std::{
-    future::{Ready, ready},
-    str::FromStr,
-};
+use std::str::FromStr;
 
-use actix_web::{FromRequest, HttpRequest, dev::Payload};
+use actix_web::HttpRequest;
 use waybill_domain::{DeliveryId, WebhookId};
 use waybill_runtime::ApiError;
 
@@ -38,27 +36,10 @@ impl ResourceId for DeliveryId {
     }
 }
 
-/// The path's `{id}` as a `T`. Extracting never fails: the handler asks with [`PathId::get`]
-/// after its scope check, so a token without the scope gets its 403 whatever the path holds.
-pub struct PathId<T>(Result<T, ApiError>);
-
-impl<T: ResourceId> PathId<T> {
-    /// The id, or the 404 of a malformed one.
-    pub fn get(self) -> Result<T, ApiError> {
-        self.0
-    }
-}
-
-impl<T: ResourceId> FromRequest for PathId<T> {
-    type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let id = req
-            .match_info()
-            .get("id")
-            .and_then(|raw| raw.parse::<T>().ok())
-            .ok_or_else(T::malformed);
-        ready(Ok(PathId(id)))
-    }
+/// The path's `{id}` as a `T`, or the 404 of a malformed one.
+pub fn parse<T: ResourceId>(req: &HttpRequest) -> Result<T, ApiError> {
+    req.match_info()
+        .get("id")
+        .and_then(|raw| raw.parse::<T>().ok())
+        .ok_or_else(T::malformed)
 }

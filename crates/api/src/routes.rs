@@ -11,36 +11,32 @@ use waybill_runtime::{
 use crate::{deliveries, events, openapi, webhooks};
 
 pub fn configure(cfg: &mut ServiceConfig) {
-    cfg.route("/healthz", web::get().to(http::healthz))
-        .route("/readyz", web::get().to(http::readyz))
-        .route("/metrics", web::get().to(http::metrics))
-        .route(
-            "/openapi.json",
-            waybill_runtime::openapi::serve(openapi::document),
-        )
-        .service(
-            Routes::new()
-                .operation(events::list::__path_list, events::list::list)
-                .operation(events::get::__path_get, events::get::get)
-                .operation(events::update::__path_update, events::update::update)
-                .operation(webhooks::list::__path_list, webhooks::list::list)
-                .operation(webhooks::create::__path_create, webhooks::create::create)
-                .operation(webhooks::get::__path_get, webhooks::get::get)
-                .operation(webhooks::update::__path_update, webhooks::update::update)
-                .operation(webhooks::delete::__path_delete, webhooks::delete::delete)
-                .operation(
-                    webhooks::secret::__path_get_secret,
-                    webhooks::secret::get_secret,
-                )
-                .operation(webhooks::secret::__path_rotate, webhooks::secret::rotate)
-                .operation(deliveries::list::__path_list, deliveries::list::list)
-                .operation(webhooks::test::__path_test, webhooks::test::test)
-                .operation(
-                    deliveries::replay::__path_recover,
-                    deliveries::replay::recover,
-                )
-                .operation(deliveries::replay::__path_retry, deliveries::replay::retry)
-                .operation(deliveries::get::__path_get, deliveries::get::get),
-        )
-        .default_service(web::to(http::not_found));
+    for (path, route) in http::standard_routes(openapi::document) {
+        cfg.route(path, route);
+    }
+    cfg.service(
+        Routes::new()
+            .operation(events::list::__path_list, events::list::list)
+            .operation(events::get::__path_get, events::get::get)
+            .operation(events::update::__path_update, events::update::update)
+            .operation(webhooks::list::__path_list, webhooks::list::list)
+            .operation(webhooks::create::__path_create, webhooks::create::create)
+            .operation(webhooks::get::__path_get, webhooks::get::get)
+            .operation(webhooks::update::__path_update, webhooks::update::update)
+            .operation(webhooks::delete::__path_delete, webhooks::delete::delete)
+            .operation(
+                webhooks::secret::__path_get_secret,
+                webhooks::secret::get_secret,
+            )
+            .operation(webhooks::secret::__path_rotate, webhooks::secret::rotate)
+            .operation(deliveries::list::__path_list, deliveries::list::list)
+            .operation(webhooks::test::__path_test, webhooks::test::test)
+            .operation(
+                deliveries::replay::__path_recover,
+                deliveries::replay::recover,
+            )
+            .operation(deliveries::replay::__path_retry, deliveries::replay::retry)
+            .operation(deliveries::get::__path_get, deliveries::get::get),
+    )
+    .default_service(web::to(http::not_found));
 }

@@ -23,6 +23,9 @@ pub struct AppState {
     pub catalog: Catalog,
 }
 
+/// The state as a handler takes it.
+pub type State = actix_web::web::Data<AppState>;
+
 /// How long another replica's change to an event type's `active` flag may take to be seen here.
 const CATALOG_TTL: Duration = Duration::from_secs(1);
 

@@ -38,14 +38,10 @@ pub struct Application;
 const BREAKER_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(http::healthz))
-        .route("/readyz", web::get().to(http::readyz))
-        .route("/metrics", web::get().to(http::metrics))
-        .route(
-            "/openapi.json",
-            waybill_runtime::openapi::serve(openapi::document),
-        )
-        .default_service(web::to(http::not_found));
+    for (path, route) in http::standard_routes(openapi::document) {
+        cfg.route(path, route);
+    }
+    cfg.default_service(web::to(http::not_found));
 }
 
 impl Application {

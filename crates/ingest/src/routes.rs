@@ -15,19 +15,15 @@ use crate::{
 };
 
 pub fn configure(cfg: &mut ServiceConfig) {
-    cfg.route("/healthz", web::get().to(http::healthz))
-        .route("/readyz", web::get().to(http::readyz))
-        .route("/metrics", web::get().to(http::metrics))
-        .route(
-            "/openapi.json",
-            waybill_runtime::openapi::serve(openapi::document),
-        )
-        .service(
-            Routes::new()
-                .operation(events::publish::__path_publish, events::publish::publish)
-                .app_data(web::Data::new(BodyLimit(MAX_EVENT_BYTES)))
-                .operation(events::batch::__path_batch, events::batch::batch)
-                .app_data(web::Data::new(BodyLimit(MAX_BATCH_BYTES))),
-        )
-        .default_service(web::to(http::not_found));
+    for (path, route) in http::standard_routes(openapi::document) {
+        cfg.route(path, route);
+    }
+    cfg.service(
+        Routes::new()
+            .operation(events::publish::__path_publish, events::publish::publish)
+            .app_data(web::Data::new(BodyLimit(MAX_EVENT_BYTES)))
+            .operation(events::batch::__path_batch, events::batch::batch)
+            .app_data(web::Data::new(BodyLimit(MAX_BATCH_BYTES))),
+    )
+    .default_service(web::to(http::not_found));
 }

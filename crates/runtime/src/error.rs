@@ -7,6 +7,9 @@ use actix_web::{HttpResponse, ResponseError, http::StatusCode, http::header};
 use serde::Serialize;
 use waybill_domain::ValidationErrors;
 
+/// What a handler answers: a response, or the error that becomes one.
+pub type Reply = Result<HttpResponse, ApiError>;
+
 /// An HTTP error answer.
 #[derive(Debug, Clone)]
 pub struct ApiError {

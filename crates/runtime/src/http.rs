@@ -123,6 +123,17 @@ pub async fn observe(
     Ok(res)
 }
 
+/// The routes every service answers besides its own operations: its probes, its metrics and
+/// its OpenAPI document, in the order they are registered.
+pub fn standard_routes(document: fn() -> String) -> [(&'static str, actix_web::Route); 4] {
+    [
+        ("/healthz", web::get().to(healthz)),
+        ("/readyz", web::get().to(readyz)),
+        ("/metrics", web::get().to(metrics)),
+        ("/openapi.json", crate::openapi::serve(document)),
+    ]
+}
+
 /// `GET /healthz`: the process is alive.
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))

@@ -1,6 +1,7 @@
 //! What every Waybill service shares at run time: configuration, logging, errors, auth, rate
 //! limits, request ids, health and metrics.
 
+pub mod access;
 pub mod auth;
 pub mod body;
 pub mod cli;
@@ -14,4 +15,4 @@ pub mod telemetry;
 
 pub use auth::{Auth, AuthState, JwtKeys};
 pub use config::{Environment, Settings};
-pub use error::ApiError;
+pub use error::{ApiError, Reply};

@@ -219,6 +219,24 @@ async fn live_secrets(
         .await
 }
 
+/// Stores an encrypted key of `id` as its current one (no expiry).
+async fn add_secret(
+    conn: &mut AsyncPgConnection,
+    id: WebhookId,
+    ciphertext: Vec<u8>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    diesel::insert_into(webhook_secrets::table)
+        .values((
+            webhook_secrets::webhook_id.eq(id.as_uuid()),
+            webhook_secrets::secret.eq(ciphertext),
+            webhook_secrets::created_at.eq(now),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 async fn record_change(
     conn: &mut AsyncPgConnection,
     kind: ChangeKind,
@@ -267,14 +285,7 @@ pub async fn create(
             .returning(WebhookRow::as_returning())
             .get_result(conn)
             .await?;
-        diesel::insert_into(webhook_secrets::table)
-            .values((
-                webhook_secrets::webhook_id.eq(id.as_uuid()),
-                webhook_secrets::secret.eq(secret_ct),
-                webhook_secrets::created_at.eq(now),
-            ))
-            .execute(conn)
-            .await?;
+        add_secret(conn, id, secret_ct, now).await?;
         record_change(conn, ChangeKind::Created, &row, now).await?;
         Ok(row)
     })
@@ -496,14 +507,7 @@ pub async fn rotate_secret(
                 .execute(conn)
                 .await?;
         }
-        diesel::insert_into(webhook_secrets::table)
-            .values((
-                dsl::webhook_id.eq(id.as_uuid()),
-                dsl::secret.eq(ct),
-                dsl::created_at.eq(now),
-            ))
-            .execute(conn)
-            .await?;
+        add_secret(conn, id, ct, now).await?;
         record_change(conn, ChangeKind::SecretRotated, &row, now).await?;
         Ok(Some(expires))
     })

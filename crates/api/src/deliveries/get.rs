@@ -1,34 +1,26 @@
 //! `GET /v1/deliveries/{id}`.
 
-use actix_web::{HttpResponse, web};
-use waybill_domain::{DeliveryId, Scope};
-use waybill_runtime::{ApiError, Auth};
+use actix_web::HttpResponse;
+use waybill_domain::DeliveryId;
+use waybill_runtime::Reply;
 use waybill_store::deliveries;
 
 use super::view::{AttemptView, DeliveryDetail, DeliveryView, EventView};
 use crate::{
+    access::{ReadWebhooks, Scoped},
     envelope::One,
-    path_id::{PathId, ResourceId},
-    state::{AppState, StoreResultExt},
+    openapi::{DeliveryResponse, NotFound},
+    path_id::ResourceId,
+    state::{State, StoreResultExt},
 };
 
 /// One delivery of the caller's tenant, with its event and every attempt.
 #[utoipa::path(
-    get, path = "/v1/deliveries/{id}", tag = "deliveries",
-    params(("id" = uuid::Uuid, Path, description = "Delivery id (the `waybill-delivery-id` header the receiver got)")),
-    responses(
-        (status = 200, body = crate::openapi::DeliveryResponse),
-        (status = 404, body = crate::openapi::ErrorResponse),
-    ),
+    get, path = "/v1/deliveries/{id}", tag = "deliveries", params(("id" = uuid::Uuid, Path, description = "Delivery id (the `waybill-delivery-id` header the receiver got)")),
+    responses((status = 200, body = DeliveryResponse), NotFound),
     security(("bearer" = ["webhooks:read"]))
 )]
-pub async fn get(
-    auth: Auth,
-    state: web::Data<AppState>,
-    id: PathId<DeliveryId>,
-) -> Result<HttpResponse, ApiError> {
-    auth.require_any(&[Scope::WebhooksRead, Scope::WebhooksWrite])?;
-    let id = id.get()?;
+pub async fn get(Scoped { auth, id, .. }: Scoped<ReadWebhooks, DeliveryId>, state: State) -> Reply {
     let mut conn = state.conn().await?;
     let (row, event, attempts) = deliveries::find(&mut conn, auth.tenant.as_str(), id)
         .await

@@ -1,15 +1,16 @@
 //! `GET /v1/webhooks/{id}/deliveries`.
 
-use actix_web::{HttpRequest, HttpResponse, web};
-use waybill_domain::{Scope, ValidationErrors, WebhookId, catalog::TypeStatus};
-use waybill_runtime::{ApiError, Auth, body::query_pairs};
+use actix_web::{HttpRequest, HttpResponse};
+use waybill_domain::{ValidationErrors, WebhookId, catalog::TypeStatus};
+use waybill_runtime::{ApiError, Reply, body::query_pairs};
 use waybill_store::deliveries::{self, DeliveryFilter};
 
 use super::{parse_time, view::DeliveryView};
 use crate::{
+    access::{ReadWebhooks, Scoped},
     envelope::Paging,
-    path_id::PathId,
-    state::{AppState, StoreResultExt},
+    openapi::{DeliveryList, DeliveryListQuery, Invalid, NotFound, WebhookPath},
+    state::{State, StoreResultExt},
     webhooks::find_own,
 };
 
@@ -17,26 +18,15 @@ pub(crate) const PARAMS: &[&str] = &["status", "event_type", "since", "until", "
 
 /// A subscription's deliveries, newest first.
 #[utoipa::path(
-    get, path = "/v1/webhooks/{id}/deliveries", tag = "deliveries",
-    params(
-        ("id" = uuid::Uuid, Path, description = "Webhook id"),
-        crate::openapi::DeliveryListQuery,
-    ),
-    responses(
-        (status = 200, body = crate::openapi::DeliveryList),
-        (status = 404, body = crate::openapi::ErrorResponse),
-        (status = 422, body = crate::openapi::ErrorResponse),
-    ),
+    get, path = "/v1/webhooks/{id}/deliveries", tag = "deliveries", params( WebhookPath, DeliveryListQuery, ),
+    responses((status = 200, body = DeliveryList), NotFound, Invalid),
     security(("bearer" = ["webhooks:read"]))
 )]
 pub async fn list(
-    auth: Auth,
-    state: web::Data<AppState>,
-    id: PathId<WebhookId>,
+    Scoped { auth, id, .. }: Scoped<ReadWebhooks, WebhookId>,
+    state: State,
     req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
-    auth.require_any(&[Scope::WebhooksRead, Scope::WebhooksWrite])?;
-    let id = id.get()?;
+) -> Reply {
     let mut conn = state.conn().await?;
     find_own(&mut conn, &auth, id).await?;
     let pairs = query_pairs(&req, PARAMS)?;

@@ -10,11 +10,11 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use waybill_bus::{BusError, Outgoing, topology::DELIVERY_KEY};
 use waybill_domain::{
-    DeliveryId, EventTypeName, Scope, TenantId, ValidationErrors, WebhookId,
+    DeliveryId, EventTypeName, TenantId, ValidationErrors, WebhookId,
     delivery::{ATTEMPT_HEADER, DeliveryMessage, MANUAL_HEADER},
     event::EventEnvelope,
 };
-use waybill_runtime::{ApiError, Auth, body};
+use waybill_runtime::{ApiError, Reply, body};
 use waybill_store::{
     StoreError,
     deliveries::{self, DeliveryRow, EventRow},
@@ -22,9 +22,11 @@ use waybill_store::{
 
 use super::{parse_time, view::DeliveryView};
 use crate::{
+    access::{Scoped, WriteWebhooks},
     envelope::One,
-    path_id::{PathId, ResourceId},
-    state::{AppState, store_error},
+    openapi::{DeliveryViewResponse, ErrorResponse, NotFound, QueuedResponse, WebhookPath},
+    path_id::ResourceId,
+    state::{AppState, State, store_error},
     webhooks::find_own,
 };
 
@@ -168,22 +170,14 @@ async fn replay(
 /// One more attempt of a delivery now, whatever its status, to the subscription as it is now
 /// (its current URL, headers, auth and keys).
 #[utoipa::path(
-    post, path = "/v1/deliveries/{id}/retry", tag = "deliveries",
-    params(("id" = uuid::Uuid, Path, description = "Delivery id")),
-    responses(
-        (status = 202, description = "Queued; the delivery is `pending` until the attempt is made", body = crate::openapi::DeliveryViewResponse),
-        (status = 404, body = crate::openapi::ErrorResponse),
-        (status = 409, description = "The delivery's event is no longer recorded", body = crate::openapi::ErrorResponse),
-    ),
+    post, path = "/v1/deliveries/{id}/retry", tag = "deliveries", params(("id" = uuid::Uuid, Path, description = "Delivery id")),
+    responses((status = 202, description = "Queued; the delivery is `pending` until the attempt is made", body = DeliveryViewResponse), NotFound, (status = 409, description = "The delivery's event is no longer recorded", body = ErrorResponse)),
     security(("bearer" = ["webhooks:write"]))
 )]
 pub async fn retry(
-    auth: Auth,
-    state: web::Data<AppState>,
-    id: PathId<DeliveryId>,
-) -> Result<HttpResponse, ApiError> {
-    auth.require_any(&[Scope::WebhooksWrite])?;
-    let id = id.get()?;
+    Scoped { auth, id, .. }: Scoped<WriteWebhooks, DeliveryId>,
+    state: State,
+) -> Reply {
     let rows = replay(&state, &auth.tenant, Pick::One(id)).await?;
     let row = rows.first().ok_or_else(|| id.not_found())?;
     Ok(HttpResponse::Accepted().json(One {
@@ -218,25 +212,21 @@ struct RecoverBody {
 /// Retries every failed delivery of a subscription created in a window. Calling it twice queues
 /// nothing more: the deliveries it queued are `pending` until their attempt.
 #[utoipa::path(
-    post, path = "/v1/webhooks/{id}/recover", tag = "deliveries",
-    params(("id" = uuid::Uuid, Path, description = "Webhook id")),
+    post, path = "/v1/webhooks/{id}/recover", tag = "deliveries", params(WebhookPath),
     request_body = RecoverInput,
-    responses(
-        (status = 202, body = crate::openapi::QueuedResponse),
-        (status = 404, body = crate::openapi::ErrorResponse),
-        (status = 409, description = "A delivery's event is no longer recorded", body = crate::openapi::ErrorResponse),
-    ),
+    responses((status = 202, body = QueuedResponse), NotFound, (status = 409, description = "A delivery's event is no longer recorded", body = ErrorResponse)),
     security(("bearer" = ["webhooks:write"]))
 )]
 pub async fn recover(
-    auth: Auth,
-    state: web::Data<AppState>,
-    id: PathId<WebhookId>,
+    Scoped {
+        auth,
+        id: webhook_id,
+        ..
+    }: Scoped<WriteWebhooks, WebhookId>,
+    state: State,
     req: HttpRequest,
     payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    auth.require_any(&[Scope::WebhooksWrite])?;
-    let webhook_id = id.get()?;
+) -> Reply {
     {
         // A missing webhook is a 404 whatever the body holds.
         let mut conn = state.conn().await?;

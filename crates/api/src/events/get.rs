@@ -1,40 +1,24 @@
 //! `GET /v1/events/{name}`.
 
 use actix_web::{HttpResponse, web};
-use waybill_domain::EventTypeName;
-use waybill_runtime::{ApiError, Auth};
-use waybill_store::event_types;
+use waybill_runtime::Reply;
 
-use super::{READ_SCOPES, not_found, view::EventTypeView};
+use super::{find, view::EventTypeView};
 use crate::{
+    access::{Caller, ReadCatalog},
     envelope::One,
-    state::{AppState, StoreResultExt},
+    openapi::{EventTypePath, EventTypeResponse, NotFound},
+    state::State,
 };
 
 /// One event type with its schema.
 #[utoipa::path(
-    get, path = "/v1/events/{name}", tag = "events",
-    params(crate::openapi::EventTypePath),
-    responses(
-        (status = 200, body = crate::openapi::EventTypeResponse),
-        (status = 404, body = crate::openapi::ErrorResponse),
-    ),
+    get, path = "/v1/events/{name}", tag = "events", params(EventTypePath),
+    responses((status = 200, body = EventTypeResponse), NotFound),
     security(("bearer" = []))
 )]
-pub async fn get(
-    auth: Auth,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    auth.require_any(READ_SCOPES)?;
-    if EventTypeName::parse(&path).is_err() {
-        return Err(not_found(&path));
-    }
-    let mut conn = state.conn().await?;
-    let row = event_types::find(&mut conn, &path)
-        .await
-        .api()?
-        .ok_or_else(|| not_found(&path))?;
+pub async fn get(_auth: Caller<ReadCatalog>, state: State, path: web::Path<String>) -> Reply {
+    let (_, row) = find(&state, &path).await?;
     Ok(HttpResponse::Ok().json(One {
         data: EventTypeView::from(row),
     }))

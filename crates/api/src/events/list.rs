@@ -1,35 +1,28 @@
 //! `GET /v1/events`.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse};
 use waybill_domain::ValidationErrors;
 use waybill_runtime::{
-    ApiError, Auth,
+    ApiError, Reply,
     body::{parse_bool, query_pairs},
 };
 use waybill_store::event_types::{self, EventTypeFilter};
 
-use super::{READ_SCOPES, view::EventTypeView};
+use super::view::EventTypeView;
 use crate::{
+    access::{Caller, ReadCatalog},
     envelope::Paging,
-    state::{AppState, StoreResultExt},
+    openapi::{EventTypeList, EventTypeListQuery, Invalid},
+    state::{State, StoreResultExt},
 };
 
 /// The catalog, optionally one group or only (in)active types, sorted by name.
 #[utoipa::path(
-    get, path = "/v1/events", tag = "events",
-    params(crate::openapi::EventTypeListQuery),
-    responses(
-        (status = 200, body = crate::openapi::EventTypeList),
-        (status = 422, body = crate::openapi::ErrorResponse),
-    ),
+    get, path = "/v1/events", tag = "events", params(EventTypeListQuery),
+    responses((status = 200, body = EventTypeList), Invalid),
     security(("bearer" = []))
 )]
-pub async fn list(
-    auth: Auth,
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
-    auth.require_any(READ_SCOPES)?;
+pub async fn list(_auth: Caller<ReadCatalog>, state: State, req: HttpRequest) -> Reply {
     let pairs = query_pairs(&req, &["group", "active", "limit", "page"])?;
     let mut errors = ValidationErrors::new();
     let paging = Paging::parse(&pairs, 100, 200, &mut errors);

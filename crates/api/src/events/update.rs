@@ -2,14 +2,16 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
-use waybill_domain::{EventTypeName, Scope, ValidationErrors};
-use waybill_runtime::{ApiError, Auth, body};
+use waybill_domain::ValidationErrors;
+use waybill_runtime::{ApiError, Reply, body};
 use waybill_store::event_types;
 
-use super::{not_found, view::EventTypeView};
+use super::{find, not_found, view::EventTypeView};
 use crate::{
+    access::{AdminOnly, Caller},
     envelope::One,
-    state::{AppState, StoreResultExt},
+    openapi::{EventTypePath, EventTypeResponse, EventTypeUpdate, Invalid, NotFound},
+    state::{State, StoreResultExt},
 };
 
 #[derive(Deserialize)]
@@ -21,31 +23,19 @@ struct Patch {
 /// Activates or deactivates an event type, or changes its description. An inactive type cannot
 /// be newly subscribed to or published, and is not delivered.
 #[utoipa::path(
-    patch, path = "/v1/events/{name}", tag = "events",
-    params(crate::openapi::EventTypePath),
-    request_body = crate::openapi::EventTypeUpdate,
-    responses(
-        (status = 200, body = crate::openapi::EventTypeResponse),
-        (status = 404, body = crate::openapi::ErrorResponse),
-        (status = 422, body = crate::openapi::ErrorResponse),
-    ),
+    patch, path = "/v1/events/{name}", tag = "events", params(EventTypePath),
+    request_body = EventTypeUpdate,
+    responses((status = 200, body = EventTypeResponse), NotFound, Invalid),
     security(("bearer" = ["admin"]))
 )]
 pub async fn update(
-    auth: Auth,
-    state: web::Data<AppState>,
+    auth: Caller<AdminOnly>,
+    state: State,
     path: web::Path<String>,
     req: HttpRequest,
     payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    auth.require_any(&[Scope::Admin])?;
-    if EventTypeName::parse(&path).is_err() {
-        return Err(not_found(&path));
-    }
-    let mut conn = state.conn().await?;
-    let Some(current) = event_types::find(&mut conn, &path).await.api()? else {
-        return Err(not_found(&path));
-    };
+) -> Reply {
+    let (mut conn, current) = find(&state, &path).await?;
     let mut errors = ValidationErrors::new();
     let mut map = body::json_object(&req, payload, false).await?;
     body::unknown_fields(&map, &["active", "description"], "", &mut errors);

@@ -1,8 +1,8 @@
 //! `POST /v1/webhooks`.
 
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
-use waybill_domain::{Scope, SigningSecret, WebhookSettings, subscription::RuleContext};
-use waybill_runtime::{ApiError, Auth, body};
+use waybill_domain::{SigningSecret, WebhookSettings, subscription::RuleContext};
+use waybill_runtime::{ApiError, Reply, body};
 use waybill_store::{StoreError, webhooks};
 
 use super::{
@@ -11,28 +11,25 @@ use super::{
     view::WebhookView,
 };
 use crate::{
+    access::{Caller, WriteWebhooks},
     envelope::One,
-    state::{AppState, StoreResultExt},
+    openapi::{Conflict, Invalid, WebhookCreate, WebhookResponse},
+    state::{State, StoreResultExt},
 };
 
 /// Creates a subscription.
 #[utoipa::path(
     post, path = "/v1/webhooks", tag = "webhooks",
-    request_body = crate::openapi::WebhookCreate,
-    responses(
-        (status = 201, description = "Created; `Location` names it.", body = crate::openapi::WebhookResponse),
-        (status = 409, body = crate::openapi::ErrorResponse),
-        (status = 422, body = crate::openapi::ErrorResponse),
-    ),
+    request_body = WebhookCreate,
+    responses((status = 201, description = "Created; `Location` names it.", body = WebhookResponse), Conflict, Invalid),
     security(("bearer" = ["webhooks:write"]))
 )]
 pub async fn create(
-    auth: Auth,
-    state: web::Data<AppState>,
+    auth: Caller<WriteWebhooks>,
+    state: State,
     req: HttpRequest,
     payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    auth.require_any(&[Scope::WebhooksWrite])?;
+) -> Reply {
     let parsed = input::parse(body::json_object(&req, payload, false).await?, Mode::Create)?;
     let mut errors = parsed.errors;
     let mut conn = state.conn().await?;

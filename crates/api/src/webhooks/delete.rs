@@ -1,32 +1,27 @@
 //! `DELETE /v1/webhooks/{id}`.
 
-use actix_web::{HttpResponse, web};
-use waybill_domain::{Scope, WebhookId};
-use waybill_runtime::{ApiError, Auth};
+use actix_web::HttpResponse;
+use waybill_domain::WebhookId;
+use waybill_runtime::Reply;
 use waybill_store::webhooks;
 
 use crate::{
-    path_id::{PathId, ResourceId},
-    state::{AppState, StoreResultExt},
+    access::{Scoped, WriteWebhooks},
+    openapi::{NotFound, WebhookPath},
+    path_id::ResourceId,
+    state::{State, StoreResultExt},
 };
 
 /// Deletes a subscription; dispatchers stop delivering to it once the change reaches them.
 #[utoipa::path(
-    delete, path = "/v1/webhooks/{id}", tag = "webhooks",
-    params(("id" = uuid::Uuid, Path, description = "Webhook id")),
-    responses(
-        (status = 204, description = "Deleted."),
-        (status = 404, body = crate::openapi::ErrorResponse),
-    ),
+    delete, path = "/v1/webhooks/{id}", tag = "webhooks", params(WebhookPath),
+    responses((status = 204, description = "Deleted."), NotFound),
     security(("bearer" = ["webhooks:write"]))
 )]
 pub async fn delete(
-    auth: Auth,
-    state: web::Data<AppState>,
-    id: PathId<WebhookId>,
-) -> Result<HttpResponse, ApiError> {
-    auth.require_any(&[Scope::WebhooksWrite])?;
-    let id = id.get()?;
+    Scoped { auth, id, .. }: Scoped<WriteWebhooks, WebhookId>,
+    state: State,
+) -> Reply {
     let mut conn = state.conn().await?;
     if !webhooks::delete(&mut conn, auth.tenant.as_str(), id)
         .await

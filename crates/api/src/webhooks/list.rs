@@ -1,37 +1,30 @@
 //! `GET /v1/webhooks`.
 
-use actix_web::{HttpRequest, HttpResponse, web};
-use waybill_domain::{Scope, ValidationErrors, catalog::TypeStatus};
+use actix_web::{HttpRequest, HttpResponse};
+use waybill_domain::{ValidationErrors, catalog::TypeStatus};
 use waybill_runtime::{
-    ApiError, Auth,
+    ApiError, Reply,
     body::{parse_bool, query_pairs},
 };
 use waybill_store::webhooks::{self, ListQuery, SortKey};
 
 use super::view::WebhookView;
 use crate::{
+    access::{Caller, ReadWebhooks},
     envelope::Paging,
-    state::{AppState, StoreResultExt},
+    openapi::{Invalid, WebhookList, WebhookListQuery},
+    state::{State, StoreResultExt},
 };
 
 pub(crate) const PARAMS: &[&str] = &["limit", "page", "sort", "direction", "event", "active"];
 
 /// The caller's subscriptions, a page at a time.
 #[utoipa::path(
-    get, path = "/v1/webhooks", tag = "webhooks",
-    params(crate::openapi::WebhookListQuery),
-    responses(
-        (status = 200, body = crate::openapi::WebhookList),
-        (status = 422, body = crate::openapi::ErrorResponse),
-    ),
+    get, path = "/v1/webhooks", tag = "webhooks", params(WebhookListQuery),
+    responses((status = 200, body = WebhookList), Invalid),
     security(("bearer" = ["webhooks:read"]))
 )]
-pub async fn list(
-    auth: Auth,
-    state: web::Data<AppState>,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
-    auth.require_any(&[Scope::WebhooksRead, Scope::WebhooksWrite])?;
+pub async fn list(auth: Caller<ReadWebhooks>, state: State, req: HttpRequest) -> Reply {
     let pairs = query_pairs(&req, PARAMS)?;
     let mut errors = ValidationErrors::new();
     let paging = Paging::parse(&pairs, 50, 200, &mut errors);

@@ -4,15 +4,17 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use waybill_domain::{Scope, SigningSecret, ValidationErrors, WebhookId};
-use waybill_runtime::{ApiError, Auth, body};
+use waybill_domain::{SigningSecret, ValidationErrors, WebhookId};
+use waybill_runtime::{ApiError, Reply, body};
 use waybill_store::webhooks;
 
 use super::{create::generate_secret, find_own};
 use crate::{
+    access::{Scoped, WriteWebhooks},
     envelope::One,
-    path_id::{PathId, ResourceId},
-    state::{AppState, StoreResultExt},
+    openapi::{Invalid, NotFound, RotateSecret, SecretResponse, WebhookPath},
+    path_id::ResourceId,
+    state::{State, StoreResultExt},
 };
 
 /// Longest grace period of a rotation: 7 days.
@@ -32,21 +34,14 @@ pub struct SecretView {
 
 /// The current signing secret, in clear.
 #[utoipa::path(
-    get, path = "/v1/webhooks/{id}/secret", tag = "webhooks",
-    params(("id" = uuid::Uuid, Path, description = "Webhook id")),
-    responses(
-        (status = 200, body = crate::openapi::SecretResponse),
-        (status = 404, body = crate::openapi::ErrorResponse),
-    ),
+    get, path = "/v1/webhooks/{id}/secret", tag = "webhooks", params(WebhookPath),
+    responses((status = 200, body = SecretResponse), NotFound),
     security(("bearer" = ["webhooks:write"]))
 )]
 pub async fn get_secret(
-    auth: Auth,
-    state: web::Data<AppState>,
-    id: PathId<WebhookId>,
-) -> Result<HttpResponse, ApiError> {
-    auth.require_any(&[Scope::WebhooksWrite])?;
-    let id = id.get()?;
+    Scoped { auth, id, .. }: Scoped<WriteWebhooks, WebhookId>,
+    state: State,
+) -> Reply {
     let mut conn = state.conn().await?;
     let secret = webhooks::current_secret(&mut conn, &state.cipher, auth.tenant.as_str(), id)
         .await
@@ -68,25 +63,17 @@ struct RotateBody {
 
 /// Replaces the signing secret; the old one keeps signing during the grace period.
 #[utoipa::path(
-    post, path = "/v1/webhooks/{id}/secret/rotate", tag = "webhooks",
-    params(("id" = uuid::Uuid, Path, description = "Webhook id")),
-    request_body(content = Option<crate::openapi::RotateSecret>, description = "Optional; an empty body generates a secret with the default grace period."),
-    responses(
-        (status = 200, body = crate::openapi::SecretResponse),
-        (status = 404, body = crate::openapi::ErrorResponse),
-        (status = 422, body = crate::openapi::ErrorResponse),
-    ),
+    post, path = "/v1/webhooks/{id}/secret/rotate", tag = "webhooks", params(WebhookPath),
+    request_body(content = Option<RotateSecret>, description = "Optional; an empty body generates a secret with the default grace period."),
+    responses((status = 200, body = SecretResponse), NotFound, Invalid),
     security(("bearer" = ["webhooks:write"]))
 )]
 pub async fn rotate(
-    auth: Auth,
-    state: web::Data<AppState>,
-    id: PathId<WebhookId>,
+    Scoped { auth, id, .. }: Scoped<WriteWebhooks, WebhookId>,
+    state: State,
     req: HttpRequest,
     payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    auth.require_any(&[Scope::WebhooksWrite])?;
-    let id = id.get()?;
+) -> Reply {
     let mut conn = state.conn().await?;
     // A missing webhook is a 404 whatever the body holds.
     find_own(&mut conn, &auth, id).await?;

@@ -2,19 +2,19 @@
 //! same request, signature and address rules as every delivery, and answers with what came of
 //! that one attempt. The attempt is recorded in the delivery log like any other.
 
-use actix_web::{HttpResponse, web};
+use actix_web::HttpResponse;
 use chrono::{SubsecRound, Utc};
 use serde::Serialize;
 use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 use waybill_domain::{
-    DeliveryId, EventTypeName, Scope, WebhookId,
+    DeliveryId, EventTypeName, WebhookId,
     delivery::{DeliveryStatus, LastError, delivery_id, receiver_body},
     event::EventEnvelope,
 };
 use waybill_outbound::{Attempt, AttemptResult, Endpoint};
-use waybill_runtime::{ApiError, Auth};
+use waybill_runtime::{ApiError, Reply};
 use waybill_store::{
     StoreError,
     deliveries::{self, AttemptRecord, DeliveryRecord},
@@ -22,9 +22,11 @@ use waybill_store::{
 };
 
 use crate::{
+    access::{Scoped, WriteWebhooks},
     envelope::One,
-    path_id::{PathId, ResourceId},
-    state::{AppState, StoreResultExt, store_error},
+    openapi::{NotFound, TestOutcomeResponse, WebhookPath},
+    path_id::ResourceId,
+    state::{State, StoreResultExt, store_error},
 };
 
 /// The outcome of a test send.
@@ -46,21 +48,14 @@ pub struct TestOutcome {
 /// Sends a `webhook.test` event now and answers with the outcome of that attempt (200 whatever
 /// the receiver answered; `succeeded` tells). An inactive subscription can be tested too.
 #[utoipa::path(
-    post, path = "/v1/webhooks/{id}/test", tag = "webhooks",
-    params(("id" = uuid::Uuid, Path, description = "Webhook id")),
-    responses(
-        (status = 200, body = crate::openapi::TestOutcomeResponse),
-        (status = 404, body = crate::openapi::ErrorResponse),
-    ),
+    post, path = "/v1/webhooks/{id}/test", tag = "webhooks", params(WebhookPath),
+    responses((status = 200, body = TestOutcomeResponse), NotFound),
     security(("bearer" = ["webhooks:write"]))
 )]
 pub async fn test(
-    auth: Auth,
-    state: web::Data<AppState>,
-    id: PathId<WebhookId>,
-) -> Result<HttpResponse, ApiError> {
-    auth.require_any(&[Scope::WebhooksWrite])?;
-    let id = id.get()?;
+    Scoped { auth, id, .. }: Scoped<WriteWebhooks, WebhookId>,
+    state: State,
+) -> Reply {
     let mut conn = state.conn().await?;
     // One read gives both the tenant check and what the request needs; another tenant's
     // subscription is as missing as none.

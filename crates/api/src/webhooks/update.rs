@@ -1,8 +1,8 @@
 //! `PATCH /v1/webhooks/{id}`.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use waybill_domain::{Scope, WebhookId, WebhookSettings, subscription::RuleContext};
-use waybill_runtime::{ApiError, Auth, body};
+use waybill_domain::{WebhookId, WebhookSettings, subscription::RuleContext};
+use waybill_runtime::{ApiError, Reply, body};
 use waybill_store::{StoreError, webhooks};
 
 use super::{
@@ -11,9 +11,10 @@ use super::{
     view::WebhookView,
 };
 use crate::{
+    access::{Scoped, WriteWebhooks},
     envelope::One,
-    path_id::PathId,
-    state::{AppState, StoreResultExt},
+    openapi::{Conflict, Invalid, NotFound, WebhookPath, WebhookResponse, WebhookUpdate},
+    state::{State, StoreResultExt},
 };
 
 /// How often an update is re-applied when another writer changed the row in between.
@@ -21,25 +22,17 @@ const ATTEMPTS: usize = 3;
 
 /// Changes the fields given; `headers` and `auth` replace the whole value.
 #[utoipa::path(
-    patch, path = "/v1/webhooks/{id}", tag = "webhooks",
-    params(("id" = uuid::Uuid, Path, description = "Webhook id")),
-    request_body = crate::openapi::WebhookUpdate,
-    responses(
-        (status = 200, body = crate::openapi::WebhookResponse),
-        (status = 404, body = crate::openapi::ErrorResponse),
-        (status = 409, body = crate::openapi::ErrorResponse), (status = 422, body = crate::openapi::ErrorResponse),
-    ),
+    patch, path = "/v1/webhooks/{id}", tag = "webhooks", params(WebhookPath),
+    request_body = WebhookUpdate,
+    responses((status = 200, body = WebhookResponse), NotFound, Conflict, Invalid),
     security(("bearer" = ["webhooks:write"]))
 )]
 pub async fn update(
-    auth: Auth,
-    state: web::Data<AppState>,
-    id: PathId<WebhookId>,
+    Scoped { auth, id, .. }: Scoped<WriteWebhooks, WebhookId>,
+    state: State,
     req: HttpRequest,
     payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    auth.require_any(&[Scope::WebhooksWrite])?;
-    let id = id.get()?;
+) -> Reply {
     let mut conn = state.conn().await?;
     // A missing webhook is a 404 whatever the body holds.
     let mut current = find_own(&mut conn, &auth, id).await?;

@@ -2,8 +2,12 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::Value;
-use waybill_domain::{Scope, ValidationErrors};
-use waybill_runtime::{ApiError, Auth, body};
+use waybill_domain::ValidationErrors;
+use waybill_runtime::{
+    ApiError, Reply,
+    access::{Caller, PublishEvents},
+    body,
+};
 
 use super::{
     Accepted, IngestState, MAX_BATCH, MAX_EVENT_BYTES, check_event, not_queued, traceparent,
@@ -25,12 +29,11 @@ pub struct AcceptedListResponse {
     security(("bearer" = ["events:publish"]))
 )]
 pub async fn batch(
-    auth: Auth,
+    auth: Caller<PublishEvents>,
     state: web::Data<IngestState>,
     req: HttpRequest,
     payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    auth.require_any(&[Scope::EventsPublish])?;
+) -> Reply {
     let mut map = body::json_object(&req, payload, false).await?;
     let mut errors = ValidationErrors::new();
     body::unknown_fields(&map, &["events"], "", &mut errors);

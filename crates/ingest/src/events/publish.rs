@@ -1,8 +1,12 @@
 //! `POST /v1/events`.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use waybill_domain::{Scope, ValidationErrors};
-use waybill_runtime::{ApiError, Auth, body};
+use waybill_domain::ValidationErrors;
+use waybill_runtime::{
+    ApiError, Reply,
+    access::{Caller, PublishEvents},
+    body,
+};
 
 use super::{Accepted, IngestState, check_event, not_queued, traceparent};
 
@@ -21,12 +25,11 @@ pub struct AcceptedResponse {
     security(("bearer" = ["events:publish"]))
 )]
 pub async fn publish(
-    auth: Auth,
+    auth: Caller<PublishEvents>,
     state: web::Data<IngestState>,
     req: HttpRequest,
     payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    auth.require_any(&[Scope::EventsPublish])?;
+) -> Reply {
     let map = body::json_object(&req, payload, false).await?;
     let mut errors = ValidationErrors::new();
     let now = chrono::Utc::now();
