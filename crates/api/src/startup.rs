@@ -61,7 +61,7 @@ impl Application {
             cipher: Cipher::new(&settings.encryption_key()?)?,
             urls: settings.url_policy(),
             relay_wakeup: Arc::new(Notify::new()),
-            catalog: Default::default(),
+            catalog: waybill_catalog::Catalog::names_only(),
         };
         let shared = Shared {
             auth: AuthState {

@@ -41,9 +41,21 @@ pub struct Catalog {
     /// Serialises on-demand reloads, so a burst of callers that find it stale reads Postgres
     /// once; holds when [`Catalog::recheck`] last read it.
     reloading: Arc<tokio::sync::Mutex<Option<Instant>>>,
+    /// Only names and active flags ([`Catalog::index`]): no schema is compiled or checked.
+    names_only: bool,
 }
 
 impl Catalog {
+    /// A catalog for a service that matches names but never checks an event's `data` (the
+    /// api): it keeps [`Catalog::index`] only, without the memory of compiled schemas, and
+    /// [`Catalog::check`] and [`Catalog::active`] know no type.
+    pub fn names_only() -> Self {
+        Self {
+            names_only: true,
+            ..Self::default()
+        }
+    }
+
     /// Re-reads every type; recompiles only the schemas that changed.
     pub async fn refresh(&self, pool: &PgPool) -> Result<usize, StoreError> {
         let mut conn = waybill_store::conn(pool).await?;
@@ -119,6 +131,7 @@ impl Catalog {
             .map(|l| l.entries.clone())
             .unwrap_or_default();
         let mut next = HashMap::with_capacity(rows.len());
+        let rows = if self.names_only { Vec::new() } else { rows };
         for row in rows {
             let entry = match old.get(&row.name) {
                 Some(e) if e.schema == row.schema && e.active == row.active => e.clone(),
