@@ -13,7 +13,7 @@ use utoipa::{
     Modify, ToSchema,
     openapi::{
         ContentBuilder, HttpMethod, OpenApi, Ref, RefOr, Required, ResponseBuilder, Schema, Type,
-        path::Paths,
+        path::{Operation, PathItem, Paths},
         schema::SchemaType,
         security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
     },
@@ -84,14 +84,7 @@ impl Modify for CommonErrors {
             ),
         ];
         for item in openapi.paths.paths.values_mut() {
-            let ops = [
-                &mut item.get,
-                &mut item.post,
-                &mut item.patch,
-                &mut item.put,
-                &mut item.delete,
-            ];
-            for op in ops.into_iter().flatten() {
+            for op in operations(item) {
                 let extra = if op.request_body.is_some() {
                     &WITH_BODY[..]
                 } else {
@@ -287,14 +280,7 @@ pub fn collect(base: OpenApi, configure: fn(&mut ServiceConfig)) -> OpenApi {
 fn optional_bodies(doc: &mut OpenApi) {
     let is_null = |s: &RefOr<Schema>| matches!(s, RefOr::T(Schema::Object(o)) if o.schema_type == SchemaType::Type(Type::Null));
     for item in doc.paths.paths.values_mut() {
-        let ops = [
-            &mut item.get,
-            &mut item.post,
-            &mut item.patch,
-            &mut item.put,
-            &mut item.delete,
-        ];
-        for op in ops.into_iter().flatten() {
+        for op in operations(item) {
             let Some(RefOr::T(body)) = op.request_body.as_mut() else {
                 continue;
             };
@@ -317,4 +303,17 @@ fn optional_bodies(doc: &mut OpenApi) {
             }
         }
     }
+}
+
+/// Every operation of a path, whatever its method.
+fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.post,
+        &mut item.patch,
+        &mut item.put,
+        &mut item.delete,
+    ]
+    .into_iter()
+    .flatten()
 }
