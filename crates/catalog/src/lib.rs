@@ -120,18 +120,44 @@ impl Catalog {
 
     async fn reload(&self, conn: &mut PooledConn) -> Result<usize, StoreError> {
         let generation = self.loaded.read().map(|l| l.generation).unwrap_or_default();
-        let (rows, _) = event_types::list(conn, &Default::default(), i64::MAX, 0).await?;
-        // Every type counts for the subscription rules, even one whose schema stopped compiling.
-        let index = Arc::new(CatalogIndex::new(
-            rows.iter().map(|r| (r.name.as_str(), r.active)),
-        ));
+        let (index, next, n) = if self.names_only {
+            let flags = event_types::flags(conn).await?;
+            let index =
+                CatalogIndex::new(flags.iter().map(|(name, active)| (name.as_str(), *active)));
+            (Arc::new(index), HashMap::new(), flags.len())
+        } else {
+            let (rows, _) = event_types::list(conn, &Default::default(), i64::MAX, 0).await?;
+            // Every type counts for the subscription rules, even one whose schema stopped
+            // compiling.
+            let index = Arc::new(CatalogIndex::new(
+                rows.iter().map(|r| (r.name.as_str(), r.active)),
+            ));
+            let next = self.compiled(rows);
+            let n = next.len();
+            (index, next, n)
+        };
+        if let Ok(mut l) = self.loaded.write() {
+            // An invalidation that came while this read was under way may be of a change the
+            // read did not see: keep the rows, but not as fresh.
+            let fresh = l.generation == generation;
+            *l = Loaded {
+                entries: next,
+                index,
+                at: fresh.then(Instant::now),
+                generation: l.generation,
+            };
+        }
+        Ok(n)
+    }
+
+    /// Each type's entry, reusing the compiled validator of a schema that did not change.
+    fn compiled(&self, rows: Vec<event_types::EventTypeRow>) -> HashMap<String, Arc<Entry>> {
         let old = self
             .loaded
             .read()
             .map(|l| l.entries.clone())
             .unwrap_or_default();
         let mut next = HashMap::with_capacity(rows.len());
-        let rows = if self.names_only { Vec::new() } else { rows };
         for row in rows {
             let entry = match old.get(&row.name) {
                 Some(e) if e.schema == row.schema && e.active == row.active => e.clone(),
@@ -157,19 +183,7 @@ impl Catalog {
             };
             next.insert(row.name, entry);
         }
-        let n = next.len();
-        if let Ok(mut l) = self.loaded.write() {
-            // An invalidation that came while this read was under way may be of a change the
-            // read did not see: keep the rows, but not as fresh.
-            let fresh = l.generation == generation;
-            *l = Loaded {
-                entries: next,
-                index,
-                at: fresh.then(Instant::now),
-                generation: l.generation,
-            };
-        }
-        Ok(n)
+        next
     }
 
     /// Re-reads the catalog every `every` until `stop` turns true, keeping the last good one

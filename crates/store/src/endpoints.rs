@@ -69,9 +69,9 @@ pub async fn reserve_slot(
     Ok(row.slot)
 }
 
-/// One `endpoint_health` row.
-#[derive(Queryable, Selectable)]
-#[diesel(table_name = endpoint_health)]
+/// One `endpoint_health` row but its key. A closed circuit's `open_until` is written as NULL.
+#[derive(Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = endpoint_health, treat_none_as_null = true)]
 struct HealthRow {
     failures: i32,
     failing_since: DateTime<Utc>,
@@ -221,14 +221,7 @@ async fn write_health(
         (false, Some(new)) => {
             // Every insert is made under the lock, so no other row can have appeared.
             diesel::insert_into(h::endpoint_health)
-                .values((
-                    h::webhook_id.eq(webhook_id),
-                    h::failures.eq(new.failures),
-                    h::failing_since.eq(new.failing_since),
-                    h::open_until.eq(new.open_until),
-                    h::cooldown_ms.eq(new.cooldown_ms),
-                    h::updated_at.eq(new.updated_at),
-                ))
+                .values((h::webhook_id.eq(webhook_id), &new))
                 .execute(conn)
                 .await?;
         }
@@ -236,16 +229,7 @@ async fn write_health(
             diesel::delete(mine).execute(conn).await?;
         }
         (true, Some(new)) => {
-            diesel::update(mine)
-                .set((
-                    h::failures.eq(new.failures),
-                    h::failing_since.eq(new.failing_since),
-                    h::open_until.eq(new.open_until),
-                    h::cooldown_ms.eq(new.cooldown_ms),
-                    h::updated_at.eq(new.updated_at),
-                ))
-                .execute(conn)
-                .await?;
+            diesel::update(mine).set(&new).execute(conn).await?;
         }
     }
     Ok(())
