@@ -5,14 +5,14 @@
 
 use std::{sync::Arc, time::Duration};
 
-use chrono::{Datelike, SubsecRound, Utc};
+use chrono::Utc;
 use lapin::message::Delivery;
 use waybill_bus::{Broker, BusError, Handler, Outcome, Outgoing, topology::DELIVERY_KEY};
 use waybill_catalog::Catalog;
 use waybill_domain::{
     ValidationErrors,
     delivery::{ATTEMPT_HEADER, DeliveryMessage, DeliveryStatus, delivery_id},
-    event::{EventEnvelope, MAX_CLIENT_ID, is_event_id},
+    event::EventEnvelope,
 };
 use waybill_store::{
     PgPool, StoreError,
@@ -185,58 +185,14 @@ impl FanOut {
     }
 }
 
-/// Whether a JSON value holds a NUL character anywhere (Postgres `jsonb` refuses it).
-fn has_nul(v: &serde_json::Value) -> bool {
-    match v {
-        serde_json::Value::String(s) => s.contains('\0'),
-        serde_json::Value::Array(items) => items.iter().any(has_nul),
-        serde_json::Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
-        _ => false,
-    }
-}
-
 /// Why an event cannot be fanned out at all.
 struct Invalid(String);
 
 impl FanOut {
-    /// Parses and checks an event message as an upstream service may have published it.
+    /// Parses and checks an event message as an upstream service may have published it: the
+    /// envelope rules ingest applies too ([`EventEnvelope::from_wire`]), then the catalog.
     async fn parse(&self, delivery: &Delivery) -> Result<Option<EventEnvelope>, Invalid> {
-        let mut event: EventEnvelope = serde_json::from_slice(&delivery.data)
-            .map_err(|e| Invalid(format!("not an event envelope: {e}")))?;
-        // The precision of the delivery log, so receiver and log agree on `timestamp`.
-        event.occurred_at = event.occurred_at.trunc_subsecs(6);
-        event.received_at = event.received_at.trunc_subsecs(6);
-        // Postgres keeps years 4713 BC to 294276 AD; chrono reads far more. A time outside
-        // years 1 to 9999 is a mistake, and one Postgres cannot store would be refused forever.
-        for (field, t) in [
-            ("occurred_at", event.occurred_at),
-            ("received_at", event.received_at),
-        ] {
-            if !(1..=9999).contains(&t.year()) {
-                return Err(Invalid(format!("{field} must be within years 1 to 9999")));
-            }
-        }
-        if !is_event_id(&event.id) {
-            return Err(Invalid(
-                "id must be 1 to 128 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-'".into(),
-            ));
-        }
-        if let Some(c) = &event.client_id
-            && (c.is_empty()
-                || c.chars().count() > MAX_CLIENT_ID
-                || c.chars().any(char::is_control))
-        {
-            return Err(Invalid(
-                "client_id must be 1 to 128 characters without control characters".into(),
-            ));
-        }
-        if event
-            .data
-            .iter()
-            .any(|(k, v)| k.contains('\0') || has_nul(v))
-        {
-            return Err(Invalid("data must not contain NUL characters".into()));
-        }
+        let event = EventEnvelope::from_wire(&delivery.data).map_err(|e| Invalid(e.to_string()))?;
         match self.type_status(event.kind.as_str()).await {
             None => return Err(Invalid(format!("there is no event type `{}`", event.kind))),
             Some(false) => return Ok(None),

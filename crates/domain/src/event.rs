@@ -1,18 +1,23 @@
 //! Events as upstream services publish them, and the envelope Waybill puts on the broker.
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::{catalog::EventTypeName, tenant::TenantId, validation::ValidationErrors};
+use crate::{
+    catalog::EventTypeName,
+    envelope::{self, Fields},
+    tenant::TenantId,
+    validation::ValidationErrors,
+};
 
 /// Longest `client_id`.
 pub const MAX_CLIENT_ID: usize = 128;
 
 /// The envelope of an event on `<prefix>.events` (routing key = `type`, `message_id` = `id`).
-/// Times are kept to the microsecond, the precision of the delivery log, so a receiver and the
-/// log show the same `timestamp`. Reading one checks `tenant` and `type` against their rules;
-/// on the wire both are plain strings.
+/// Deserializing one checks only `tenant` and `type` (on the wire both are plain strings); a
+/// message from the broker is read with [`EventEnvelope::from_wire`], which applies every rule
+/// of [`crate::envelope`] (times kept to the microsecond in UTC, and so on).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventEnvelope {
@@ -40,19 +45,23 @@ pub struct EventInput {
 /// The fields an [`EventInput`] may have.
 pub const EVENT_FIELDS: &[&str] = &["type", "data", "client_id", "id", "occurred_at"];
 
-/// An idempotency id: 1–128 of `[A-Za-z0-9._:-]`.
-pub fn is_event_id(raw: &str) -> bool {
-    (1..=128).contains(&raw.len())
-        && raw
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
-}
+pub use crate::envelope::is_event_id;
+
+/// Largest event a publisher may send, as its JSON (`{type, data, client_id?, id?,
+/// occurred_at?}`, written compactly).
+pub const MAX_EVENT_BYTES: usize = 256 * 1024;
+
+/// Largest envelope an event of at most [`MAX_EVENT_BYTES`] becomes on the broker: the envelope
+/// adds `tenant`, `received_at` and, where the publisher left them out, `id`, `client_id` and
+/// `occurred_at`, far less than this margin.
+pub const MAX_ENVELOPE_BYTES: usize = MAX_EVENT_BYTES + 4 * 1024;
 
 impl EventInput {
-    /// Checks the rules that need no catalog (`id`, `client_id`, `occurred_at`), recording
-    /// failures under `<prefix><field>`, and builds the envelope. `new_id` supplies an id when
-    /// the publisher gave none. `type` is the catalog check's to report, since only the catalog
-    /// knows which names exist; one that is not even a name just gives no envelope.
+    /// Checks the rules that need no catalog (those of [`crate::envelope`], the ones the
+    /// dispatcher applies to every message), recording failures under `<prefix><field>`, and
+    /// builds the envelope. `new_id` supplies an id when the publisher gave none. `type` is the
+    /// catalog check's to report, since only the catalog knows which names exist; one that is
+    /// not even a name just gives no envelope.
     pub fn into_envelope(
         self,
         tenant: &TenantId,
@@ -61,54 +70,48 @@ impl EventInput {
         prefix: &str,
         errors: &mut ValidationErrors,
     ) -> Option<EventEnvelope> {
-        let mut ok = true;
-        let id = match self.id {
-            Some(id) if is_event_id(&id) => id,
-            Some(_) => {
-                errors.add(
-                    format!("{prefix}id"),
-                    "must be 1 to 128 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-'",
-                );
-                ok = false;
-                String::new()
-            }
-            None => new_id(),
-        };
-        if let Some(c) = &self.client_id
-            && (c.chars().count() > MAX_CLIENT_ID
-                || c.is_empty()
-                || c.chars().any(char::is_control))
-        {
-            errors.add(
-                format!("{prefix}client_id"),
-                "must be 1 to 128 characters without control characters",
-            );
-            ok = false;
-        }
+        let id = self.id.unwrap_or_else(new_id);
         let occurred_at = match self
             .occurred_at
             .as_deref()
             .map(DateTime::parse_from_rfc3339)
         {
-            None => received_at,
-            Some(Ok(t)) => t.with_timezone(&Utc),
+            None => Some(received_at),
+            Some(Ok(t)) => Some(t.with_timezone(&Utc)),
             Some(Err(_)) => {
                 errors.add(
                     format!("{prefix}occurred_at"),
                     "must be an RFC 3339 timestamp such as 2026-01-10T10:30:00Z",
                 );
-                ok = false;
-                received_at
+                None
+            }
+        };
+        let checked = envelope::apply(Fields {
+            id: &id,
+            client_id: self.client_id.as_deref(),
+            // An unreadable time is reported above; the other rules are still checked.
+            occurred_at: occurred_at.unwrap_or(received_at),
+            received_at,
+            data: &self.data,
+        });
+        let times = match checked {
+            Ok(times) => occurred_at.map(|_| times),
+            Err(broken) => {
+                for e in broken {
+                    errors.add(format!("{prefix}{}", e.field), e.message);
+                }
+                None
             }
         };
         let kind = EventTypeName::parse(&self.kind).ok()?;
-        ok.then(|| EventEnvelope {
+        let (occurred_at, received_at) = times?;
+        Some(EventEnvelope {
             id,
             tenant: tenant.clone(),
             kind,
             client_id: self.client_id,
-            occurred_at: occurred_at.trunc_subsecs(6),
-            received_at: received_at.trunc_subsecs(6),
+            occurred_at,
+            received_at,
             data: self.data,
         })
     }
@@ -116,6 +119,8 @@ impl EventInput {
 
 #[cfg(test)]
 mod tests {
+    use chrono::SubsecRound;
+
     use super::*;
 
     fn input(v: Value) -> EventInput {

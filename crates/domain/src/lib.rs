@@ -4,6 +4,7 @@ pub mod breaker;
 pub mod catalog;
 pub mod change;
 pub mod delivery;
+pub mod envelope;
 pub mod event;
 pub mod ids;
 pub mod retry;

@@ -36,7 +36,8 @@ pub struct PublishEvent {
     /// published twice by one tenant is delivered once.
     #[schema(max_length = 128, pattern = "^[A-Za-z0-9._:-]{1,128}$")]
     pub id: Option<String>,
-    /// RFC 3339; default: when ingest received it.
+    /// RFC 3339, within years 1 to 9999 once in UTC; kept in UTC to the microsecond (a leap
+    /// second counts as the next second). Default: when ingest received it.
     pub occurred_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 

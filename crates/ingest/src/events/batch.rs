@@ -9,9 +9,7 @@ use waybill_runtime::{
     body,
 };
 
-use super::{
-    Accepted, IngestState, MAX_BATCH, MAX_EVENT_BYTES, check_event, not_queued, traceparent,
-};
+use super::{Accepted, IngestState, MAX_BATCH, check_event, check_size, not_queued, traceparent};
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct AcceptedListResponse {
@@ -61,16 +59,7 @@ pub async fn batch(
             errors.add(format!("events[{i}]"), "must be an object");
             continue;
         };
-        let size = serde_json::to_vec(&obj)
-            .map(|b| b.len())
-            .unwrap_or(usize::MAX);
-        if size > MAX_EVENT_BYTES {
-            return Err(
-                ApiError::payload_too_large(MAX_EVENT_BYTES).with_message(format!(
-                    "events[{i}] is larger than the limit of {MAX_EVENT_BYTES} bytes."
-                )),
-            );
-        }
+        check_size(&obj, &format!("events[{i}]"))?;
         if let Some(e) = check_event(obj, &auth, &state.catalog, now, &prefix, false, &mut errors)?
         {
             envelopes.push(e);

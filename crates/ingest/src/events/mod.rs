@@ -17,8 +17,8 @@ use waybill_runtime::{ApiError, Auth, body};
 use waybill_catalog::Catalog;
 use waybill_publisher::EventPublisher;
 
-/// Largest single event (its JSON), and largest batch body.
-pub const MAX_EVENT_BYTES: usize = 256 * 1024;
+/// Largest single event (its JSON, as the envelope rules count it), and largest batch body.
+pub use waybill_domain::event::MAX_EVENT_BYTES;
 pub const MAX_BATCH_BYTES: usize = 5 * 1024 * 1024;
 /// Most events in one batch.
 pub const MAX_BATCH: usize = 500;
@@ -52,6 +52,24 @@ impl From<&EventEnvelope> for Accepted {
             received_at: e.received_at,
         }
     }
+}
+
+/// Refuses an event whose JSON, written compactly as it goes into the envelope, is over
+/// [`MAX_EVENT_BYTES`] (a body within the limit can still grow: `1e15` is written out in full),
+/// so that every envelope ingest publishes fits [`waybill_domain::event::MAX_ENVELOPE_BYTES`].
+/// `name` is how the answer calls the event.
+pub fn check_size(event: &Map<String, Value>, name: &str) -> Result<(), ApiError> {
+    let size = serde_json::to_vec(event)
+        .map(|b| b.len())
+        .unwrap_or(usize::MAX);
+    if size > MAX_EVENT_BYTES {
+        return Err(
+            ApiError::payload_too_large(MAX_EVENT_BYTES).with_message(format!(
+                "{name} is larger than the limit of {MAX_EVENT_BYTES} bytes."
+            )),
+        );
+    }
+    Ok(())
 }
 
 /// Checks one event object, recording every problem under `<prefix><field>`. `strict_types`

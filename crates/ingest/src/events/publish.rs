@@ -8,7 +8,7 @@ use waybill_runtime::{
     body,
 };
 
-use super::{Accepted, IngestState, check_event, not_queued, traceparent};
+use super::{Accepted, IngestState, check_event, check_size, not_queued, traceparent};
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct AcceptedResponse {
@@ -31,6 +31,7 @@ pub async fn publish(
     payload: web::Payload,
 ) -> Reply {
     let map = body::json_object(&req, payload, false).await?;
+    check_size(&map, "The event")?;
     let mut errors = ValidationErrors::new();
     let now = chrono::Utc::now();
     let envelope = check_event(map, &auth, &state.catalog, now, "", true, &mut errors)?;

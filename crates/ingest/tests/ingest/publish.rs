@@ -189,3 +189,46 @@ async fn a_deactivated_type_is_refused_within_seconds() {
     .expect("refused within a few seconds");
     assert!(refused.errors_on("type")[0].contains("inactive"));
 }
+
+/// Ingest refuses every time the dispatcher would refuse: one that lands outside years 1 to
+/// 9999 once in UTC is a 422 on `occurred_at` (single and batch), never a 202 for an event that
+/// would not be delivered; the edges of the range are taken, in UTC and to the microsecond.
+#[tokio::test]
+async fn times_outside_years_1_to_9999_in_utc_are_refused_and_the_edges_taken() {
+    let app = TestIngest::spawn().await;
+    let t = app.publisher();
+    let event = |occurred_at: &str| json!({"type": "order.shipped", "data": example("order.shipped"), "occurred_at": occurred_at});
+    for raw in [
+        "9999-12-31T23:30:00-01:00",
+        "0000-06-01T00:00:00Z",
+        "0001-01-01T00:59:59+01:00",
+    ] {
+        let msgs = app
+            .post("/v1/events", &t, &event(raw))
+            .await
+            .errors_on("occurred_at");
+        assert_eq!(msgs, ["must be within years 1 to 9999 (in UTC)"], "{raw}");
+        let batch = json!({"events": [event("2026-01-10T10:30:00Z"), event(raw)]});
+        let msgs = app
+            .post("/v1/events/batch", &t, &batch)
+            .await
+            .errors_on("events[1].occurred_at");
+        assert_eq!(msgs, ["must be within years 1 to 9999 (in UTC)"], "{raw}");
+    }
+    assert_eq!(app.queued().await, 0, "nothing refused was published");
+    for (raw, kept) in [
+        (
+            "9999-12-31T22:30:00.9999999-01:00",
+            "9999-12-31T23:30:00.999999Z",
+        ),
+        ("0001-01-01T01:00:00+01:00", "0001-01-01T00:00:00Z"),
+        ("2016-12-31T23:59:60.25Z", "2017-01-01T00:00:00.250Z"),
+    ] {
+        let r = app.post("/v1/events", &t, &event(raw)).await;
+        r.assert(202);
+        assert_eq!(r.body["data"]["occurred_at"], kept, "{raw}");
+        let queued: serde_json::Value =
+            serde_json::from_slice(&app.next_message().await.data).unwrap();
+        assert_eq!(queued["occurred_at"], kept, "{raw}");
+    }
+}
