@@ -2,6 +2,7 @@
 //! subscriptions and read their delivery log; every subscription change reaches the dispatchers through the change feed.
 
 pub mod access;
+pub mod admin;
 pub mod deliveries;
 pub mod envelope;
 pub mod events;

@@ -1,12 +1,13 @@
-//! The retention job: every `retention.interval`, deletes events, deliveries and attempts older
-//! than `retention.period`, a batch at a time until a pass finds nothing more. Replicas may run
+//! The retention job: every `retention.interval`, deletes events, deliveries, attempts and the
+//! records of refused events older than `retention.period`, a batch at a time until a pass
+//! finds nothing more. Replicas may run
 //! it together; each batch deletes different rows or none.
 
 use std::time::Duration;
 
 use prometheus::IntCounterVec;
 use tokio::sync::watch;
-use waybill_store::{PgPool, StoreError, retention};
+use waybill_store::{PgPool, StoreError, invalid_events, retention};
 
 /// What the job needs.
 pub struct Retention {
@@ -41,18 +42,24 @@ impl Retention {
             }
             let mut conn = waybill_store::conn(&self.pool).await?;
             let purged = retention::purge_batch(&mut conn, cutoff, self.batch_size).await?;
+            let invalid = invalid_events::purge_batch(&mut conn, cutoff, self.batch_size).await?;
             drop(conn);
             for (table, n) in [
                 ("delivery_attempts", purged.attempts),
                 ("deliveries", purged.deliveries),
                 ("events", purged.events),
+                ("invalid_events", invalid),
             ] {
                 self.purged.with_label_values(&[table]).inc_by(n as u64);
             }
-            let most = purged.attempts.max(purged.deliveries).max(purged.events);
+            let most = purged
+                .attempts
+                .max(purged.deliveries)
+                .max(purged.events)
+                .max(invalid);
             if most < self.batch_size as usize {
                 if most > 0 || purged != Default::default() {
-                    tracing::info!(?purged, "retention pass done");
+                    tracing::info!(?purged, invalid_events = invalid, "retention pass done");
                 }
                 return Ok(());
             }

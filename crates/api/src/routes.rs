@@ -8,7 +8,7 @@ use waybill_runtime::{
     openapi::{Routes, ServiceConfig},
 };
 
-use crate::{deliveries, events, openapi, webhooks};
+use crate::{admin::invalid_events, deliveries, events, openapi, webhooks};
 
 pub fn configure(cfg: &mut ServiceConfig) {
     for (path, route) in http::standard_routes(openapi::document) {
@@ -36,7 +36,19 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 deliveries::replay::recover,
             )
             .operation(deliveries::replay::__path_retry, deliveries::replay::retry)
-            .operation(deliveries::get::__path_get, deliveries::get::get),
+            .operation(deliveries::get::__path_get, deliveries::get::get)
+            .operation(
+                invalid_events::list::__path_list,
+                invalid_events::list::list,
+            )
+            .operation(
+                invalid_events::redrive::__path_redrive,
+                invalid_events::redrive::redrive,
+            )
+            .operation(
+                invalid_events::delete::__path_delete,
+                invalid_events::delete::delete,
+            ),
     )
     .default_service(web::to(http::not_found));
 }

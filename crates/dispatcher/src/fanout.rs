@@ -13,10 +13,12 @@ use waybill_domain::{
     ValidationErrors,
     delivery::{ATTEMPT_HEADER, DeliveryMessage, DeliveryStatus, delivery_id},
     event::EventEnvelope,
+    invalid_event::InvalidEvent,
 };
 use waybill_store::{
     PgPool, StoreError,
     deliveries::{self, EventState, NewDelivery},
+    invalid_events,
 };
 
 use crate::{
@@ -25,9 +27,6 @@ use crate::{
     index::Index,
     metrics::DispatchMetrics,
 };
-
-/// Header naming why a message was parked on the invalid queue.
-pub const INVALID_REASON_HEADER: &str = "waybill-invalid-reason";
 
 /// How long a handler waits before handing back a message it could not process (Postgres or
 /// the broker away), so a redelivery does not spin.
@@ -227,36 +226,37 @@ impl FanOut {
         self.catalog.active(kind)
     }
 
-    /// Moves a message to the invalid queue with the reason; `Drop` once the broker has it.
+    /// Records a refused message in Postgres (`invalid_events`, where an operator lists,
+    /// re-drives or deletes it); `Ack` once it is stored, so it does not pile up on a queue.
+    /// Postgres away: the message goes back to the queue and is recorded on a later try; a
+    /// redelivered message is the same record, its id being derived from the message.
     async fn park(&self, delivery: &Delivery, reason: String) -> Outcome {
-        tracing::warn!(reason = %reason, routing_key = %delivery.routing_key, "parking an invalid event");
-        let queue = self.broker.topology().invalid_queue();
+        tracing::warn!(reason = %reason, routing_key = %delivery.routing_key, "recording an invalid event");
         let message_id = delivery
             .properties
             .message_id()
             .as_ref()
             .map(|m| m.as_str().to_owned());
-        let parked = Outgoing {
-            exchange: "",
-            routing_key: &queue,
-            body: &delivery.data,
-            message_id: message_id.as_deref(),
-            headers: vec![
-                (INVALID_REASON_HEADER, reason),
-                (
-                    "waybill-routing-key",
-                    delivery.routing_key.as_str().to_owned(),
-                ),
-            ],
-            mandatory: true,
+        let record = InvalidEvent::new(
+            delivery.routing_key.as_str(),
+            message_id.as_deref(),
+            &delivery.data,
+            &reason,
+            Utc::now(),
+        );
+        let stored = match waybill_store::conn(&self.pool).await {
+            Ok(mut conn) => invalid_events::record(&mut conn, &record)
+                .await
+                .map_err(StoreError::from),
+            Err(e) => Err(e),
         };
-        match self.broker.publish(&parked).await {
+        match stored {
             Ok(()) => {
                 self.metrics.events.with_label_values(&["invalid"]).inc();
-                Outcome::Drop
+                Outcome::Ack
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot park an invalid event yet");
+                tracing::warn!(error = %e, "cannot record an invalid event yet");
                 tokio::time::sleep(BACKOFF).await;
                 Outcome::Requeue
             }

@@ -7,6 +7,7 @@ pub mod delivery;
 pub mod envelope;
 pub mod event;
 pub mod ids;
+pub mod invalid_event;
 pub mod retry;
 pub mod secret;
 pub mod signature;

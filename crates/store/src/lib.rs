@@ -4,6 +4,7 @@ pub mod crypto;
 pub mod deliveries;
 pub mod endpoints;
 pub mod event_types;
+pub mod invalid_events;
 pub mod outbox;
 pub mod retention;
 pub mod schema;

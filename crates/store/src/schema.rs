@@ -123,6 +123,20 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    invalid_events (id) {
+        id -> Uuid,
+        tenant -> Nullable<Text>,
+        routing_key -> Text,
+        message_id -> Nullable<Text>,
+        reason -> Text,
+        received_at -> Timestamptz,
+        body -> Binary,
+        body_truncated -> Bool,
+        body_bytes -> Int4,
+    }
+}
+
 diesel::joinable!(webhook_secrets -> webhooks (webhook_id));
 diesel::allow_tables_to_appear_in_same_query!(
     event_types,
@@ -133,5 +147,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     deliveries,
     delivery_attempts,
     endpoint_health,
-    endpoint_throttle
+    endpoint_throttle,
+    invalid_events
 );

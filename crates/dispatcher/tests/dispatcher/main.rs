@@ -8,6 +8,7 @@ mod delivery;
 mod endpoints;
 mod fanout;
 mod helpers;
+mod invalid_events;
 mod log;
 mod operations;
 mod replay;
