@@ -10,6 +10,7 @@ mod encryption;
 mod events;
 mod helpers;
 mod http_edges;
+mod invalid_events;
 mod openapi;
 mod process;
 mod retention;

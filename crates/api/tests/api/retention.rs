@@ -15,7 +15,7 @@ struct Count {
 }
 
 #[tokio::test]
-async fn old_events_deliveries_and_attempts_are_deleted_and_pending_ones_kept() {
+async fn old_events_deliveries_attempts_and_refused_events_are_deleted_and_pending_ones_kept() {
     let app = TestApp::spawn_with(|s| {
         s.retention.period = "1d".into();
         s.retention.interval = "200ms".into();
@@ -46,6 +46,12 @@ async fn old_events_deliveries_and_attempts_are_deleted_and_pending_ones_kept() 
          SELECT gen_random_uuid(), 1, now() - interval '2 days', 5 FROM generate_series(1, 7)",
         "INSERT INTO delivery_attempts (delivery_id, number, started_at, duration_ms) \
          VALUES (gen_random_uuid(), 1, now(), 5)",
+        // Refused events: by when the dispatcher refused them.
+        "INSERT INTO invalid_events (id, routing_key, reason, received_at, body, body_truncated, body_bytes) \
+         SELECT gen_random_uuid(), 'order.teleported', 'no type', now() - interval '2 days', '\\x7b7d', false, 2 \
+         FROM generate_series(1, 3)",
+        "INSERT INTO invalid_events (id, routing_key, reason, received_at, body, body_truncated, body_bytes) \
+         VALUES (gen_random_uuid(), 'order.teleported', 'no type', now(), '\\x7b7d', false, 2)",
     ];
     for q in setup {
         sql_query(q).execute(&mut conn).await.unwrap();
@@ -53,7 +59,12 @@ async fn old_events_deliveries_and_attempts_are_deleted_and_pending_ones_kept() 
     let counts = || async {
         let mut conn = app.sql().await;
         let mut out = Vec::new();
-        for t in ["events", "deliveries", "delivery_attempts"] {
+        for t in [
+            "events",
+            "deliveries",
+            "delivery_attempts",
+            "invalid_events",
+        ] {
             let c: Count = sql_query(format!("SELECT count(*) AS n FROM {t}"))
                 .get_result(&mut conn)
                 .await
@@ -64,17 +75,22 @@ async fn old_events_deliveries_and_attempts_are_deleted_and_pending_ones_kept() 
     };
     let done = eventually(Duration::from_secs(15), || async {
         let c = counts().await;
-        (c == [2, 2, 1]).then_some(c)
+        (c == [2, 2, 1, 1]).then_some(c)
     })
     .await;
     assert!(done.is_some(), "left: {:?}", counts().await);
     // The counter moves after each delete commits, so the last one may trail the rows a little.
-    let lines: Vec<String> = [("delivery_attempts", 7), ("deliveries", 5), ("events", 5)]
-        .iter()
-        .map(|(table, n)| {
-            format!("waybill_retention_deleted_rows_total{{table=\"{table}\",service=\"api\"}} {n}")
-        })
-        .collect();
+    let lines: Vec<String> = [
+        ("delivery_attempts", 7),
+        ("deliveries", 5),
+        ("events", 5),
+        ("invalid_events", 3),
+    ]
+    .iter()
+    .map(|(table, n)| {
+        format!("waybill_retention_deleted_rows_total{{table=\"{table}\",service=\"api\"}} {n}")
+    })
+    .collect();
     let counted = eventually(Duration::from_secs(15), || async {
         let metrics = app.metrics().await?;
         lines.iter().all(|l| metrics.contains(l)).then_some(())
