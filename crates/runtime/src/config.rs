@@ -20,6 +20,8 @@ host = "127.0.0.1"
 port = 8080
 body_limit_bytes = 1048576
 shutdown_timeout_seconds = 30
+# A request's head, and then its body, must arrive whole within this (else 408).
+body_read_timeout = "5s"
 
 [database]
 url = "postgres://postgres@127.0.0.1:5432/waybill"
@@ -106,6 +108,8 @@ pub struct HttpSettings {
     pub port: u16,
     pub body_limit_bytes: usize,
     pub shutdown_timeout_seconds: u64,
+    /// How long a request's head, and then its body, may take to arrive (`5s`).
+    pub body_read_timeout: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -251,6 +255,7 @@ impl Settings {
         if self.http.body_limit_bytes == 0 {
             bail!("http.body_limit_bytes must be positive");
         }
+        self.body_read_timeout()?;
         if !matches!(self.broker.queue_type.as_str(), "classic" | "quorum") {
             bail!("broker.queue_type must be `classic` or `quorum`");
         }
@@ -309,6 +314,16 @@ impl Settings {
             );
         }
         Ok(key)
+    }
+
+    /// How long a request's head, and then its body, may take to arrive (at most 10 minutes).
+    pub fn body_read_timeout(&self) -> anyhow::Result<std::time::Duration> {
+        let timeout =
+            parse_duration(&self.http.body_read_timeout).context("http.body_read_timeout")?;
+        if timeout > std::time::Duration::from_secs(600) {
+            bail!("http.body_read_timeout must be at most 10m");
+        }
+        Ok(timeout)
     }
 
     /// The retry schedule as durations.

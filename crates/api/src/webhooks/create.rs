@@ -1,8 +1,8 @@
 //! `POST /v1/webhooks`.
 
-use actix_web::{HttpRequest, HttpResponse, http::header, web};
+use actix_web::{HttpResponse, http::header};
 use waybill_domain::{SigningSecret, WebhookSettings, subscription::RuleContext};
-use waybill_runtime::{ApiError, Reply, body};
+use waybill_runtime::{ApiError, Reply, body::Body};
 use waybill_store::{StoreError, webhooks};
 
 use super::{
@@ -24,13 +24,8 @@ use crate::{
     responses((status = 201, description = "Created; `Location` names it.", body = WebhookResponse), Conflict, Invalid),
     security(("bearer" = ["webhooks:write"]))
 )]
-pub async fn create(
-    auth: Caller<WriteWebhooks>,
-    state: State,
-    req: HttpRequest,
-    payload: web::Payload,
-) -> Reply {
-    let parsed = input::parse(body::json_object(&req, payload, false).await?, Mode::Create)?;
+pub async fn create(auth: Caller<WriteWebhooks>, state: State, body: Body) -> Reply {
+    let parsed = input::parse(body.json_object(false)?, Mode::Create)?;
     let mut errors = parsed.errors;
     let mut conn = state.conn().await?;
     let catalog = state.catalog_index(&mut conn).await?;

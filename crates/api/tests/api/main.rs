@@ -15,6 +15,7 @@ mod process;
 mod retention;
 mod robustness;
 mod secrets;
+mod slow_clients;
 mod webhooks_create;
 mod webhooks_list;
 mod webhooks_update;

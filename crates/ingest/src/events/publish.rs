@@ -5,7 +5,7 @@ use waybill_domain::ValidationErrors;
 use waybill_runtime::{
     ApiError, Reply,
     access::{Caller, PublishEvents},
-    body,
+    body::Body,
 };
 
 use super::{Accepted, IngestState, check_event, not_queued, traceparent};
@@ -28,9 +28,9 @@ pub async fn publish(
     auth: Caller<PublishEvents>,
     state: web::Data<IngestState>,
     req: HttpRequest,
-    payload: web::Payload,
+    body: Body,
 ) -> Reply {
-    let map = body::json_object(&req, payload, false).await?;
+    let map = body.json_object(false)?;
     let mut errors = ValidationErrors::new();
     let now = chrono::Utc::now();
     let envelope = check_event(map, &auth, &state.catalog, now, "", true, &mut errors)?;
