@@ -67,6 +67,10 @@ period = "30d"
 interval = "10m"
 batch_size = 1000
 
+[limits]
+# Subscriptions one tenant may have; 0 means no limit.
+max_webhooks_per_tenant = 1000
+
 [rate_limit]
 per_second = 100
 burst = 200
@@ -97,6 +101,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub security: SecuritySettings,
     pub rate_limit: RateLimitSettings,
+    pub limits: LimitsSettings,
     pub retention: RetentionSettings,
     pub log: LogSettings,
 }
@@ -194,6 +199,13 @@ pub struct RateLimitSettings {
     /// Requests per second per tenant; 0 turns the limit off.
     pub per_second: u32,
     pub burst: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSettings {
+    /// Subscriptions one tenant may have; 0 turns the limit off.
+    pub max_webhooks_per_tenant: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -441,6 +453,7 @@ mod tests {
         let s = Settings::load_from(8080, None, vars(&[])).unwrap();
         assert_eq!(s.http.port, 8080);
         assert_eq!(s.environment, Environment::Development);
+        assert_eq!(s.limits.max_webhooks_per_tenant, 1000);
         let s = Settings::load_from(
             8080,
             None,
@@ -452,6 +465,7 @@ mod tests {
                     "127.0.0.0/8,10.0.0.0/8",
                 ),
                 ("WAYBILL_SECURITY__ALLOW_HTTP", "true"),
+                ("WAYBILL_LIMITS__MAX_WEBHOOKS_PER_TENANT", "0"),
             ]),
         )
         .unwrap();
@@ -459,6 +473,7 @@ mod tests {
         assert_eq!(s.database.url, "postgres://x/y");
         assert_eq!(s.security.allowed_private_ranges.len(), 2);
         assert!(s.security.allow_http);
+        assert_eq!(s.limits.max_webhooks_per_tenant, 0);
     }
 
     #[test]
