@@ -294,12 +294,14 @@ impl Settings {
                     "production needs security.encryption_key (WAYBILL_SECURITY__ENCRYPTION_KEY): base64 of 32 random bytes"
                 );
             }
-            if self.security.encryption_key.as_deref() == Some(DEV_ENCRYPTION_KEY) {
+            // Compared as the key it decodes to, so the development key with a file's trailing
+            // newline (or any other spelling of the same bytes) is refused as well.
+            if self.encryption_key()? == decode_key(DEV_ENCRYPTION_KEY)? {
                 bail!("production refuses the development encryption key");
             }
             match (&self.auth.jwt_secret, &self.auth.jwt_public_key) {
                 (_, Some(_)) => {}
-                (Some(s), None) if s != DEV_JWT_SECRET && s.len() >= 32 => {}
+                (Some(s), None) if s.trim() != DEV_JWT_SECRET && s.trim().len() >= 32 => {}
                 _ => bail!(
                     "production needs auth.jwt_secret (at least 32 characters, not the development one) or auth.jwt_public_key"
                 ),
@@ -310,22 +312,12 @@ impl Settings {
 
     /// The 32-byte credential encryption key (the development key when unset outside production).
     pub fn encryption_key(&self) -> anyhow::Result<Vec<u8>> {
-        use base64::Engine;
-        let raw = self
-            .security
-            .encryption_key
-            .as_deref()
-            .unwrap_or(DEV_ENCRYPTION_KEY);
-        let key = base64::engine::general_purpose::STANDARD
-            .decode(raw.trim())
-            .context("security.encryption_key must be base64")?;
-        if key.len() != 32 {
-            bail!(
-                "security.encryption_key must be base64 of exactly 32 bytes, got {}",
-                key.len()
-            );
-        }
-        Ok(key)
+        decode_key(
+            self.security
+                .encryption_key
+                .as_deref()
+                .unwrap_or(DEV_ENCRYPTION_KEY),
+        )
     }
 
     /// How long a request's head, and then its body, may take to arrive (at most 10 minutes).
@@ -406,6 +398,23 @@ impl Settings {
             allowed_ranges: self.security.allowed_private_ranges.clone(),
         }
     }
+}
+
+/// The 32 bytes of a base64 key. What a key file adds around it is dropped: surrounding whitespace
+/// and line ends (`\n`, `\r\n`) and a byte-order mark.
+fn decode_key(raw: &str) -> anyhow::Result<Vec<u8>> {
+    use base64::Engine;
+    let text = raw.trim().trim_start_matches('\u{feff}').trim();
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .context("security.encryption_key must be base64")?;
+    if key.len() != 32 {
+        bail!(
+            "security.encryption_key must be base64 of exactly 32 bytes, got {}",
+            key.len()
+        );
+    }
+    Ok(key)
 }
 
 /// Parses `250ms`, `30s`, `5m`, `1h`, `1d` (a positive whole number and a unit), at most 7 days.
@@ -512,6 +521,65 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn production_refuses_the_development_key_however_it_is_written() {
+        let secret = (
+            "WAYBILL_AUTH__JWT_SECRET",
+            "a-long-enough-production-secret-0123456789",
+        );
+        for spelling in [
+            format!("{DEV_ENCRYPTION_KEY}\n"),
+            format!("{DEV_ENCRYPTION_KEY}\r\n"),
+            format!("  {DEV_ENCRYPTION_KEY}\t"),
+            format!("\u{feff}{DEV_ENCRYPTION_KEY}\n"),
+        ] {
+            let err = Settings::load_from(
+                8080,
+                None,
+                vars(&[
+                    ("WAYBILL_ENVIRONMENT", "production"),
+                    ("WAYBILL_SECURITY__ENCRYPTION_KEY", &spelling),
+                    secret,
+                ]),
+            )
+            .unwrap_err();
+            assert!(
+                format!("{err:#}").contains("development encryption key"),
+                "{spelling:?}: {err:#}"
+            );
+        }
+        // A real key read from a file with its newline is fine, and is the same key.
+        let s = Settings::load_from(
+            8080,
+            None,
+            vars(&[
+                ("WAYBILL_ENVIRONMENT", "production"),
+                (
+                    "WAYBILL_SECURITY__ENCRYPTION_KEY",
+                    "\u{feff}AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\r\n",
+                ),
+                secret,
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.encryption_key().unwrap(), (0u8..32).collect::<Vec<_>>());
+        // The development JWT secret with a newline is still the development secret.
+        let err = Settings::load_from(
+            8080,
+            None,
+            vars(&[
+                ("WAYBILL_ENVIRONMENT", "production"),
+                (
+                    "WAYBILL_SECURITY__ENCRYPTION_KEY",
+                    "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+                ),
+                ("WAYBILL_AUTH__JWT_SECRET", &format!("{DEV_JWT_SECRET}\n")),
+            ]),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("jwt_secret"), "{err:#}");
     }
 
     #[test]
