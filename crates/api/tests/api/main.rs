@@ -16,6 +16,7 @@ mod retention;
 mod robustness;
 mod secrets;
 mod slow_clients;
+mod test_send;
 mod webhook_limit;
 mod webhooks_create;
 mod webhooks_list;
