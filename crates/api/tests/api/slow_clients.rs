@@ -3,32 +3,16 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
+    io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
     sync::watch,
     task::JoinHandle,
 };
+use waybill_testkit::slow_client::{read_answer, start_request};
 
 use crate::helpers::{TestApp, webhook};
-
-/// Bytes each held request announces; far more than it ever sends.
-const ANNOUNCED: usize = 10_000;
-
-/// Opens a connection to `app` and sends the head of `method path` and the start of a JSON body
-/// of [`ANNOUNCED`] bytes.
-async fn start_request(app: &TestApp, method: &str, path: &str, token: Option<&str>) -> TcpStream {
-    let host = app.addr.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(host).await.unwrap();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Type: application/json\r\nContent-Length: {ANNOUNCED}\r\n\r\n{{\"name\": \""
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.flush().await.unwrap();
-    stream
-}
 
 /// Feeds every stream one more byte of its body every 100 ms until `stop` turns, then hands the
 /// streams back. `fed` counts the rounds.
@@ -52,44 +36,6 @@ fn trickle(
     })
 }
 
-/// Reads one answer: its status and JSON body. Bounded so that a server that never answers
-/// fails the test instead of hanging it.
-async fn read_answer(stream: &mut (impl AsyncRead + Unpin)) -> (u16, Value, String) {
-    let read = async {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            let n = stream.read(&mut chunk).await.unwrap();
-            buf.extend_from_slice(&chunk[..n]);
-            let text = String::from_utf8_lossy(&buf).into_owned();
-            if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                let length = head
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length")
-                            .then(|| v.trim().parse::<usize>().ok())?
-                    })
-                    .unwrap_or(0);
-                if body.len() >= length || n == 0 {
-                    return (head.to_owned(), body.to_owned());
-                }
-            }
-            assert!(n > 0, "connection closed before an answer: {text}");
-        }
-    };
-    let (head, body) = tokio::time::timeout(Duration::from_secs(30), read)
-        .await
-        .expect("an answer");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let json = serde_json::from_str(&body).unwrap_or(Value::Null);
-    (status, json, head)
-}
-
 #[tokio::test]
 async fn bodies_still_arriving_hold_no_connection_others_need() {
     // Held bodies stay unfinished for the whole test: more of them than the pool (4) has
@@ -106,7 +52,7 @@ async fn bodies_still_arriving_hold_no_connection_others_need() {
             1 => ("POST", format!("/v1/webhooks/{id}/secret/rotate")),
             _ => ("POST", "/v1/webhooks".to_owned()),
         };
-        held.push(start_request(&app, method, &path, Some(&t)).await);
+        held.push(start_request(&app.addr, method, &path, Some(&t)).await);
     }
     let (stop, stopped) = watch::channel(false);
     let (fed, mut rounds) = watch::channel(0);
@@ -151,7 +97,7 @@ async fn a_body_not_complete_in_time_is_a_408() {
         .create_webhook_id(&t, webhook("https://example.com/a"))
         .await;
     let before = app.get(&format!("/v1/webhooks/{id}"), &t).await;
-    let stream = start_request(&app, "PATCH", &format!("/v1/webhooks/{id}"), Some(&t)).await;
+    let stream = start_request(&app.addr, "PATCH", &format!("/v1/webhooks/{id}"), Some(&t)).await;
     let (mut read, mut write) = stream.into_split();
     // Still sending, a byte every 100 ms, while the answer is awaited.
     let feeder = tokio::spawn(async move {
@@ -162,12 +108,18 @@ async fn a_body_not_complete_in_time_is_a_408() {
             }
         }
     });
-    let (status, body, head) = read_answer(&mut read).await;
-    assert_eq!(status, 408, "{head}");
-    assert_eq!(body["error"]["code"], "request_timeout", "{body}");
+    let answer = read_answer(&mut read).await;
+    assert_eq!(answer.status, 408, "{answer:?}");
+    assert_eq!(
+        answer.body["error"]["code"], "request_timeout",
+        "{answer:?}"
+    );
     assert!(
-        body["error"]["message"].as_str().unwrap().contains("1s"),
-        "{body}"
+        answer.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1s"),
+        "{answer:?}"
     );
     // The connection is closed after the answer: what is left of the body is never read as a
     // request of its own.
@@ -186,13 +138,13 @@ async fn a_body_not_complete_in_time_is_a_408() {
 #[tokio::test]
 async fn the_token_and_scope_are_checked_before_the_body_arrives() {
     let app = TestApp::spawn_with(|s| s.http.body_read_timeout = "60s".into()).await;
-    let mut stream = start_request(&app, "POST", "/v1/webhooks", None).await;
-    let (status, body, head) = read_answer(&mut stream).await;
-    assert_eq!(status, 401, "{head}");
-    assert_eq!(body["error"]["code"], "unauthorized");
+    let mut stream = start_request(&app.addr, "POST", "/v1/webhooks", None).await;
+    let answer = read_answer(&mut stream).await;
+    assert_eq!(answer.status, 401, "{answer:?}");
+    assert_eq!(answer.body["error"]["code"], "unauthorized");
     let reader = app.token("acme", &[waybill_domain::Scope::WebhooksRead]);
-    let mut stream = start_request(&app, "POST", "/v1/webhooks", Some(&reader)).await;
-    let (status, body, head) = read_answer(&mut stream).await;
-    assert_eq!(status, 403, "{head}");
-    assert_eq!(body["error"]["code"], "forbidden");
+    let mut stream = start_request(&app.addr, "POST", "/v1/webhooks", Some(&reader)).await;
+    let answer = read_answer(&mut stream).await;
+    assert_eq!(answer.status, 403, "{answer:?}");
+    assert_eq!(answer.body["error"]["code"], "forbidden");
 }
