@@ -62,6 +62,7 @@ impl Application {
             urls: settings.url_policy(),
             relay_wakeup: Arc::new(Notify::new()),
             catalog: waybill_catalog::Catalog::names_only(),
+            max_webhooks_per_tenant: settings.limits.max_webhooks_per_tenant,
         };
         let shared = Shared {
             auth: AuthState {

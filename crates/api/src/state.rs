@@ -21,6 +21,8 @@ pub struct AppState {
     /// Wakes the change-feed relay after a change committed.
     pub relay_wakeup: Arc<Notify>,
     pub catalog: Catalog,
+    /// Subscriptions one tenant may have (0: no limit).
+    pub max_webhooks_per_tenant: u32,
 }
 
 /// The state as a handler takes it.

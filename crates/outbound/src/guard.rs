@@ -11,12 +11,13 @@ use std::{
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use waybill_domain::UrlPolicy;
 
-/// A refusal to connect to a non-public address.
+/// A refusal to connect to a non-public address. Its text goes to the tenant (the delivery log,
+/// a test-send's result), so it names the host the tenant gave but not the internal addresses it
+/// resolved to: those are logged for the operator only.
 #[derive(Debug, thiserror::Error)]
-#[error("refused: {host} resolves only to non-public addresses ({addrs})")]
+#[error("refused: {host} resolves only to non-public addresses")]
 pub(crate) struct AddressRefused {
     host: String,
-    addrs: String,
 }
 
 /// Resolves names with the system resolver and keeps only the addresses the policy allows.
@@ -41,9 +42,8 @@ impl Resolve for GuardedResolver {
                     .map(|a| a.ip().to_string())
                     .collect::<Vec<_>>()
                     .join(", ");
-                return Err(
-                    Box::new(AddressRefused { host, addrs }) as Box<dyn StdError + Send + Sync>
-                );
+                tracing::warn!(%host, addresses = %addrs, "refused a receiver: its host resolves only to non-public addresses");
+                return Err(Box::new(AddressRefused { host }) as Box<dyn StdError + Send + Sync>);
             }
             Ok(Box::new(allowed.into_iter()) as Addrs)
         })

@@ -1,7 +1,20 @@
 //! Request bodies and query strings, parsed strictly: the wrong media type is a 415, too large a
 //! 413, malformed JSON or a wrong type a 400, an unknown field a 422 on that field.
+//!
+//! A body is read whole, within the service's size limit and read timeout (408 when it has not
+//! arrived in time), by the [`Body`] extractor, before the handler runs and so before it takes a
+//! database connection or anything else other requests wait for: a client that trickles its body
+//! holds only its own request. Parsing the bytes comes later, after the handler's existence
+//! checks, so a missing resource is a 404 whatever the body holds.
 
-use actix_web::{HttpRequest, http::header, web};
+use std::{future::Future, pin::Pin, time::Duration};
+
+use actix_web::{
+    FromRequest, HttpRequest,
+    dev::Payload,
+    http::header,
+    web::{self, Bytes},
+};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -13,34 +26,101 @@ use crate::ApiError;
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimit(pub usize);
 
-/// Reads a JSON object body. Handlers call this after their auth, scope and existence checks,
-/// so those answers come first. With `optional`, an empty body is `{}`.
+/// How long a service waits for a request body to arrive whole, kept in app data.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimeout(pub Duration);
+
+/// The read timeout when a service set none.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A request body, read whole and size-checked before the handler runs; [`Body::json_object`]
+/// parses it.
+pub struct Body {
+    bytes: Bytes,
+    json: Option<bool>,
+}
+
+impl FromRequest for Body {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let read = read(req, payload.take());
+        let json = is_json(req);
+        Box::pin(async move {
+            Ok(Body {
+                bytes: read.await?,
+                json,
+            })
+        })
+    }
+}
+
+impl Body {
+    /// The body as a JSON object. With `optional`, an empty body is `{}` whatever its media type.
+    pub fn json_object(self, optional: bool) -> Result<Map<String, Value>, ApiError> {
+        parse_object(&self.bytes, self.json, optional)
+    }
+}
+
+/// Reads a JSON object body, for a handler that takes nothing others wait for before it (the
+/// [`Body`] extractor reads the body before the handler runs at all). With `optional`, an empty
+/// body is `{}`.
 pub async fn json_object(
     req: &HttpRequest,
     payload: web::Payload,
     optional: bool,
 ) -> Result<Map<String, Value>, ApiError> {
+    let bytes = read(req, payload.into_inner()).await?;
+    parse_object(&bytes, is_json(req), optional)
+}
+
+/// Collects the body within the service's limit and read timeout. The future holds nothing of
+/// the request, so it can outlive the extractor's borrow.
+fn read(
+    req: &HttpRequest,
+    payload: Payload,
+) -> impl Future<Output = Result<Bytes, ApiError>> + use<> {
     let limit = req
         .app_data::<web::Data<BodyLimit>>()
         .map_or(1 << 20, |l| l.0);
-    if declared_length(req).is_some_and(|n| n > limit) {
-        return Err(ApiError::payload_too_large(limit));
-    }
-    let mut payload = payload;
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::bad_request(format!("The request body could not be read: {e}"))
-        })?;
-        if body.len() + chunk.len() > limit {
+    let timeout = req
+        .app_data::<web::Data<BodyTimeout>>()
+        .map_or(DEFAULT_TIMEOUT, |t| t.0);
+    let declared = declared_length(req);
+    async move {
+        if declared.is_some_and(|n| n > limit) {
             return Err(ApiError::payload_too_large(limit));
         }
-        body.extend_from_slice(&chunk);
+        let collect = async move {
+            let mut payload = payload;
+            let mut body = web::BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|e| {
+                    ApiError::bad_request(format!("The request body could not be read: {e}"))
+                })?;
+                if body.len() + chunk.len() > limit {
+                    return Err(ApiError::payload_too_large(limit));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(body.freeze())
+        };
+        tokio::time::timeout(timeout, collect)
+            .await
+            .unwrap_or_else(|_| Err(ApiError::request_timeout(timeout)))
     }
+}
+
+fn parse_object(
+    body: &[u8],
+    json: Option<bool>,
+    optional: bool,
+) -> Result<Map<String, Value>, ApiError> {
     if body.is_empty() && optional {
         return Ok(Map::new());
     }
-    if is_json(req) != Some(true) {
+    if json != Some(true) {
         return Err(ApiError::unsupported_media_type());
     }
     if body.is_empty() {
@@ -48,7 +128,7 @@ pub async fn json_object(
             "The request body is empty; send a JSON object.",
         ));
     }
-    match serde_json::from_slice::<Value>(&body) {
+    match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => {
             // Postgres stores no NUL in text or jsonb; refuse it here, naming where it is.
             let mut errors = ValidationErrors::new();

@@ -20,6 +20,8 @@ host = "127.0.0.1"
 port = 8080
 body_limit_bytes = 1048576
 shutdown_timeout_seconds = 30
+# A request's head, and then its body, must arrive whole within this (else 408).
+body_read_timeout = "5s"
 
 [database]
 url = "postgres://postgres@127.0.0.1:5432/waybill"
@@ -65,6 +67,10 @@ period = "30d"
 interval = "10m"
 batch_size = 1000
 
+[limits]
+# Subscriptions one tenant may have; 0 means no limit.
+max_webhooks_per_tenant = 1000
+
 [rate_limit]
 per_second = 100
 burst = 200
@@ -95,6 +101,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub security: SecuritySettings,
     pub rate_limit: RateLimitSettings,
+    pub limits: LimitsSettings,
     pub retention: RetentionSettings,
     pub log: LogSettings,
 }
@@ -106,6 +113,8 @@ pub struct HttpSettings {
     pub port: u16,
     pub body_limit_bytes: usize,
     pub shutdown_timeout_seconds: u64,
+    /// How long a request's head, and then its body, may take to arrive (`5s`).
+    pub body_read_timeout: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -194,6 +203,13 @@ pub struct RateLimitSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct LimitsSettings {
+    /// Subscriptions one tenant may have; 0 turns the limit off.
+    pub max_webhooks_per_tenant: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LogSettings {
     /// `json` or `pretty`.
     pub format: String,
@@ -251,6 +267,7 @@ impl Settings {
         if self.http.body_limit_bytes == 0 {
             bail!("http.body_limit_bytes must be positive");
         }
+        self.body_read_timeout()?;
         if !matches!(self.broker.queue_type.as_str(), "classic" | "quorum") {
             bail!("broker.queue_type must be `classic` or `quorum`");
         }
@@ -277,12 +294,14 @@ impl Settings {
                     "production needs security.encryption_key (WAYBILL_SECURITY__ENCRYPTION_KEY): base64 of 32 random bytes"
                 );
             }
-            if self.security.encryption_key.as_deref() == Some(DEV_ENCRYPTION_KEY) {
+            // Compared as the key it decodes to, so the development key with a file's trailing
+            // newline (or any other spelling of the same bytes) is refused as well.
+            if self.encryption_key()? == decode_key(DEV_ENCRYPTION_KEY)? {
                 bail!("production refuses the development encryption key");
             }
             match (&self.auth.jwt_secret, &self.auth.jwt_public_key) {
                 (_, Some(_)) => {}
-                (Some(s), None) if s != DEV_JWT_SECRET && s.len() >= 32 => {}
+                (Some(s), None) if s.trim() != DEV_JWT_SECRET && s.trim().len() >= 32 => {}
                 _ => bail!(
                     "production needs auth.jwt_secret (at least 32 characters, not the development one) or auth.jwt_public_key"
                 ),
@@ -293,22 +312,22 @@ impl Settings {
 
     /// The 32-byte credential encryption key (the development key when unset outside production).
     pub fn encryption_key(&self) -> anyhow::Result<Vec<u8>> {
-        use base64::Engine;
-        let raw = self
-            .security
-            .encryption_key
-            .as_deref()
-            .unwrap_or(DEV_ENCRYPTION_KEY);
-        let key = base64::engine::general_purpose::STANDARD
-            .decode(raw.trim())
-            .context("security.encryption_key must be base64")?;
-        if key.len() != 32 {
-            bail!(
-                "security.encryption_key must be base64 of exactly 32 bytes, got {}",
-                key.len()
-            );
+        decode_key(
+            self.security
+                .encryption_key
+                .as_deref()
+                .unwrap_or(DEV_ENCRYPTION_KEY),
+        )
+    }
+
+    /// How long a request's head, and then its body, may take to arrive (at most 10 minutes).
+    pub fn body_read_timeout(&self) -> anyhow::Result<std::time::Duration> {
+        let timeout =
+            parse_duration(&self.http.body_read_timeout).context("http.body_read_timeout")?;
+        if timeout > std::time::Duration::from_secs(600) {
+            bail!("http.body_read_timeout must be at most 10m");
         }
-        Ok(key)
+        Ok(timeout)
     }
 
     /// The retry schedule as durations.
@@ -381,6 +400,23 @@ impl Settings {
     }
 }
 
+/// The 32 bytes of a base64 key. What a key file adds around it is dropped: surrounding whitespace
+/// and line ends (`\n`, `\r\n`) and a byte-order mark.
+fn decode_key(raw: &str) -> anyhow::Result<Vec<u8>> {
+    use base64::Engine;
+    let text = raw.trim().trim_start_matches('\u{feff}').trim();
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .context("security.encryption_key must be base64")?;
+    if key.len() != 32 {
+        bail!(
+            "security.encryption_key must be base64 of exactly 32 bytes, got {}",
+            key.len()
+        );
+    }
+    Ok(key)
+}
+
 /// Parses `250ms`, `30s`, `5m`, `1h`, `1d` (a positive whole number and a unit), at most 7 days.
 pub fn parse_duration(raw: &str) -> anyhow::Result<std::time::Duration> {
     parse_duration_up_to(raw, 7)
@@ -426,6 +462,7 @@ mod tests {
         let s = Settings::load_from(8080, None, vars(&[])).unwrap();
         assert_eq!(s.http.port, 8080);
         assert_eq!(s.environment, Environment::Development);
+        assert_eq!(s.limits.max_webhooks_per_tenant, 1000);
         let s = Settings::load_from(
             8080,
             None,
@@ -437,6 +474,7 @@ mod tests {
                     "127.0.0.0/8,10.0.0.0/8",
                 ),
                 ("WAYBILL_SECURITY__ALLOW_HTTP", "true"),
+                ("WAYBILL_LIMITS__MAX_WEBHOOKS_PER_TENANT", "0"),
             ]),
         )
         .unwrap();
@@ -444,6 +482,7 @@ mod tests {
         assert_eq!(s.database.url, "postgres://x/y");
         assert_eq!(s.security.allowed_private_ranges.len(), 2);
         assert!(s.security.allow_http);
+        assert_eq!(s.limits.max_webhooks_per_tenant, 0);
     }
 
     #[test]
@@ -482,6 +521,65 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn production_refuses_the_development_key_however_it_is_written() {
+        let secret = (
+            "WAYBILL_AUTH__JWT_SECRET",
+            "a-long-enough-production-secret-0123456789",
+        );
+        for spelling in [
+            format!("{DEV_ENCRYPTION_KEY}\n"),
+            format!("{DEV_ENCRYPTION_KEY}\r\n"),
+            format!("  {DEV_ENCRYPTION_KEY}\t"),
+            format!("\u{feff}{DEV_ENCRYPTION_KEY}\n"),
+        ] {
+            let err = Settings::load_from(
+                8080,
+                None,
+                vars(&[
+                    ("WAYBILL_ENVIRONMENT", "production"),
+                    ("WAYBILL_SECURITY__ENCRYPTION_KEY", &spelling),
+                    secret,
+                ]),
+            )
+            .unwrap_err();
+            assert!(
+                format!("{err:#}").contains("development encryption key"),
+                "{spelling:?}: {err:#}"
+            );
+        }
+        // A real key read from a file with its newline is fine, and is the same key.
+        let s = Settings::load_from(
+            8080,
+            None,
+            vars(&[
+                ("WAYBILL_ENVIRONMENT", "production"),
+                (
+                    "WAYBILL_SECURITY__ENCRYPTION_KEY",
+                    "\u{feff}AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\r\n",
+                ),
+                secret,
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.encryption_key().unwrap(), (0u8..32).collect::<Vec<_>>());
+        // The development JWT secret with a newline is still the development secret.
+        let err = Settings::load_from(
+            8080,
+            None,
+            vars(&[
+                ("WAYBILL_ENVIRONMENT", "production"),
+                (
+                    "WAYBILL_SECURITY__ENCRYPTION_KEY",
+                    "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+                ),
+                ("WAYBILL_AUTH__JWT_SECRET", &format!("{DEV_JWT_SECRET}\n")),
+            ]),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("jwt_secret"), "{err:#}");
     }
 
     #[test]

@@ -80,6 +80,15 @@ impl ApiError {
         )
     }
 
+    /// 408: the body did not arrive whole within `timeout`.
+    pub fn request_timeout(timeout: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("The request body did not arrive in full within {timeout:?}."),
+        )
+    }
+
     pub fn unsupported_media_type() -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -171,6 +180,10 @@ impl ResponseError for ApiError {
         let mut b = HttpResponse::build(self.status);
         if self.status == StatusCode::UNAUTHORIZED {
             b.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            // What is left of the body is still on its way; the connection cannot be reused.
+            b.force_close();
         }
         if let Some(secs) = self.retry_after {
             b.insert_header((header::RETRY_AFTER, secs.to_string()));

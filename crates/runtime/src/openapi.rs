@@ -28,8 +28,8 @@ pub struct ErrorResponse {
 
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody {
-    /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `method_not_allowed`, `conflict`,
-    /// `payload_too_large`, `unsupported_media_type`, `validation_failed`, `rate_limited`,
+    /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `method_not_allowed`,
+    /// `request_timeout`, `conflict`, `payload_too_large`, `unsupported_media_type`, `validation_failed`, `rate_limited`,
     /// `unavailable` or `internal`.
     #[schema(example = "validation_failed")]
     pub code: String,
@@ -42,7 +42,7 @@ pub struct ErrorBody {
 
 /// Adds the error answers any operation can give, so each handler documents only its own:
 /// every authenticated operation can be a 401, 403, 429, 500 or 503; one with a body also a 400,
-/// 413, 415 or 422.
+/// 408, 413, 415 or 422.
 pub struct CommonErrors;
 
 impl Modify for CommonErrors {
@@ -71,10 +71,14 @@ impl Modify for CommonErrors {
             ("500", "An unexpected error; nothing about it is disclosed."),
             ("503", "The database is unavailable (with `Retry-After`)."),
         ];
-        const WITH_BODY: [(&str, &str); 4] = [
+        const WITH_BODY: [(&str, &str); 5] = [
             (
                 "400",
                 "Malformed JSON, not an object, or a value of the wrong type.",
+            ),
+            (
+                "408",
+                "The body did not arrive whole within the read timeout (5 s by default).",
             ),
             ("413", "The body is over the size limit (1 MiB)."),
             ("415", "The body is not sent as `application/json`."),

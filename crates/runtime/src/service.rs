@@ -14,7 +14,7 @@ use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{
     AuthState, Settings,
-    body::BodyLimit,
+    body::{BodyLimit, BodyTimeout},
     http::{Metrics, Readiness, observe},
 };
 
@@ -81,6 +81,8 @@ impl RunningService {
             web::Data::new(shared.readiness),
         );
         let body_limit = web::Data::new(BodyLimit(http.body_limit_bytes));
+        let read_timeout = settings.body_read_timeout()?;
+        let body_timeout = web::Data::new(BodyTimeout(read_timeout));
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(observe))
@@ -88,8 +90,13 @@ impl RunningService {
                 .app_data(metrics.clone())
                 .app_data(readiness.clone())
                 .app_data(body_limit.clone())
+                .app_data(body_timeout.clone())
                 .configure(configure.clone())
         })
+        // The head gets the same time as the body (actix answers a late head with a bare 408);
+        // a client that does not close after the answer is cut off a second later.
+        .client_request_timeout(read_timeout)
+        .client_disconnect_timeout(Duration::from_secs(1))
         .listen(listener)?
         .shutdown_timeout(http.shutdown_timeout_seconds)
         .run();

@@ -258,21 +258,44 @@ async fn record_change(
     outbox::enqueue(conn, &change).await
 }
 
+/// First key of the advisory lock a tenant's creates take (the second is the tenant's hash); the
+/// two-key lock space is apart from the one-key locks used elsewhere.
+const TENANT_CREATE_LOCK: i32 = 0x5742_0001;
+
 /// Creates a subscription with its first secret. `Conflict` when the tenant already has one with
-/// the same url, method and events.
+/// the same url, method and events; `None` when it already has `max_per_tenant` subscriptions
+/// (0: no limit). Creates of one tenant take a lock for their transaction, so concurrent ones,
+/// from any replica, count one after the other and never go over the limit together.
 pub async fn create(
     conn: &mut AsyncPgConnection,
     cipher: &Cipher,
     tenant: &str,
     settings: &WebhookSettings,
     secret: &SigningSecret,
-) -> Result<WebhookRow, StoreError> {
+    max_per_tenant: u32,
+) -> Result<Option<WebhookRow>, StoreError> {
     let id = WebhookId::generate();
     let now = now_micros();
     let columns = SettingsColumns::new(id, settings, cipher)?;
     let secret_ct = cipher.encrypt(secret.expose().as_bytes(), &secret_context(id))?;
     let tenant = tenant.to_owned();
     conn.transaction::<_, StoreError, _>(async move |conn| {
+        if max_per_tenant > 0 {
+            diesel::sql_query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+                .bind::<diesel::sql_types::Integer, _>(TENANT_CREATE_LOCK)
+                .bind::<diesel::sql_types::Text, _>(&tenant)
+                .execute(conn)
+                .await?;
+            // Read committed: this statement sees every create that held the lock before.
+            let count: i64 = webhooks::table
+                .filter(webhooks::tenant.eq(&tenant))
+                .count()
+                .get_result(conn)
+                .await?;
+            if count >= i64::from(max_per_tenant) {
+                return Ok(None);
+            }
+        }
         let row = diesel::insert_into(webhooks::table)
             .values((
                 webhooks::id.eq(id.as_uuid()),
@@ -287,7 +310,7 @@ pub async fn create(
             .await?;
         add_secret(conn, id, secret_ct, now).await?;
         record_change(conn, ChangeKind::Created, &row, now).await?;
-        Ok(row)
+        Ok(Some(row))
     })
     .await
 }

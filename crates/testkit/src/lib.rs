@@ -1,6 +1,6 @@
 //! What Waybill's test suites share: a stack of services on a per-test database and broker
-//! prefix, a scriptable webhook receiver, a broker proxy that can be cut, and the waits and
-//! look-ups the suites make. Test-only: no service depends on it, and it depends on no service.
+//! prefix, a scriptable webhook receiver, a broker proxy that can be cut, hand-written slow
+//! requests, and the waits and look-ups the suites make. Test-only: no service depends on it, and it depends on no service.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,6 +14,7 @@ pub mod proxy;
 pub mod receiver;
 pub mod response;
 pub mod service;
+pub mod slow_client;
 pub mod stack;
 
 pub use amqp::queue_depth;

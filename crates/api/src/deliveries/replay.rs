@@ -3,7 +3,7 @@
 //! transaction, so a delivery is never left pending without a message: if the broker does not
 //! confirm, nothing changes and the answer is a 503.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::HttpResponse;
 use chrono::{DateTime, Utc};
 use diesel_async::AsyncConnection;
 use serde::Serialize;
@@ -14,7 +14,10 @@ use waybill_domain::{
     delivery::{ATTEMPT_HEADER, DeliveryMessage, MANUAL_HEADER},
     event::EventEnvelope,
 };
-use waybill_runtime::{ApiError, Reply, body};
+use waybill_runtime::{
+    ApiError, Reply,
+    body::{self, Body},
+};
 use waybill_store::{
     StoreError,
     deliveries::{self, DeliveryRow, EventRow},
@@ -224,15 +227,14 @@ pub async fn recover(
         ..
     }: Scoped<WriteWebhooks, WebhookId>,
     state: State,
-    req: HttpRequest,
-    payload: web::Payload,
+    body: Body,
 ) -> Reply {
     {
         // A missing webhook is a 404 whatever the body holds.
         let mut conn = state.conn().await?;
         find_own(&mut conn, &auth, webhook_id).await?;
     }
-    let mut map = body::json_object(&req, payload, false).await?;
+    let mut map = body.json_object(false)?;
     let mut errors = ValidationErrors::new();
     body::unknown_fields(&map, &["since", "until"], "", &mut errors);
     map.retain(|_, v| !v.is_null());

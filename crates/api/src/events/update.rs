@@ -1,9 +1,12 @@
 //! `PATCH /v1/events/{name}` (admin).
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use waybill_domain::ValidationErrors;
-use waybill_runtime::{ApiError, Reply, body};
+use waybill_runtime::{
+    ApiError, Reply,
+    body::{self, Body},
+};
 use waybill_store::event_types;
 
 use super::{find, not_found, view::EventTypeView};
@@ -32,12 +35,11 @@ pub async fn update(
     auth: Caller<AdminOnly>,
     state: State,
     path: web::Path<String>,
-    req: HttpRequest,
-    payload: web::Payload,
+    body: Body,
 ) -> Reply {
     let (mut conn, current) = find(&state, &path).await?;
     let mut errors = ValidationErrors::new();
-    let mut map = body::json_object(&req, payload, false).await?;
+    let mut map = body.json_object(false)?;
     body::unknown_fields(&map, &["active", "description"], "", &mut errors);
     for (k, _) in map.iter().filter(|(_, v)| v.is_null()) {
         errors.add(k.clone(), "must not be null");

@@ -1,8 +1,8 @@
 //! `POST /v1/webhooks`.
 
-use actix_web::{HttpRequest, HttpResponse, http::header, web};
+use actix_web::{HttpResponse, http::header};
 use waybill_domain::{SigningSecret, WebhookSettings, subscription::RuleContext};
-use waybill_runtime::{ApiError, Reply, body};
+use waybill_runtime::{ApiError, Reply, body::Body};
 use waybill_store::{StoreError, webhooks};
 
 use super::{
@@ -13,24 +13,23 @@ use super::{
 use crate::{
     access::{Caller, WriteWebhooks},
     envelope::One,
-    openapi::{Conflict, Invalid, WebhookCreate, WebhookResponse},
-    state::{State, StoreResultExt},
+    openapi::{ErrorResponse, Invalid, WebhookCreate, WebhookResponse},
+    state::{State, store_error},
 };
 
 /// Creates a subscription.
 #[utoipa::path(
     post, path = "/v1/webhooks", tag = "webhooks",
     request_body = WebhookCreate,
-    responses((status = 201, description = "Created; `Location` names it.", body = WebhookResponse), Conflict, Invalid),
+    responses(
+        (status = 201, description = "Created; `Location` names it.", body = WebhookResponse),
+        (status = 409, description = "The tenant already has a subscription with this `url`, `method` and set of `events`, or already has as many subscriptions as it may (`limits.max_webhooks_per_tenant`, 1,000 by default; the message names the number).", body = ErrorResponse),
+        Invalid,
+    ),
     security(("bearer" = ["webhooks:write"]))
 )]
-pub async fn create(
-    auth: Caller<WriteWebhooks>,
-    state: State,
-    req: HttpRequest,
-    payload: web::Payload,
-) -> Reply {
-    let parsed = input::parse(body::json_object(&req, payload, false).await?, Mode::Create)?;
+pub async fn create(auth: Caller<WriteWebhooks>, state: State, body: Body) -> Reply {
+    let parsed = input::parse(body.json_object(false)?, Mode::Create)?;
     let mut errors = parsed.errors;
     let mut conn = state.conn().await?;
     let catalog = state.catalog_index(&mut conn).await?;
@@ -59,11 +58,14 @@ pub async fn create(
         auth.tenant.as_str(),
         &settings,
         &secret,
+        state.max_webhooks_per_tenant,
     )
     .await
     {
         Err(StoreError::Conflict) => return Err(duplicate()),
-        other => other.api()?,
+        Ok(None) => return Err(at_limit(state.max_webhooks_per_tenant)),
+        Ok(Some(row)) => row,
+        Err(e) => return Err(store_error(e)),
     };
     state.relay_wakeup.notify_one();
     tracing::info!(tenant = %auth.tenant, webhook_id = %row.id, "webhook created");
@@ -72,6 +74,13 @@ pub async fn create(
         .json(One {
             data: WebhookView::from(&row),
         }))
+}
+
+/// The answer when the tenant already has as many subscriptions as it may.
+fn at_limit(max: u32) -> ApiError {
+    ApiError::conflict(format!(
+        "This tenant already has {max} subscriptions, the most it may have; delete one to create another."
+    ))
 }
 
 /// A fresh `whsec_` secret from 32 bytes of the OS's randomness.

@@ -1,11 +1,14 @@
 //! `GET /v1/webhooks/{id}/secret` and `POST /v1/webhooks/{id}/secret/rotate`.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::HttpResponse;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use waybill_domain::{SigningSecret, ValidationErrors, WebhookId};
-use waybill_runtime::{ApiError, Reply, body};
+use waybill_runtime::{
+    ApiError, Reply,
+    body::{self, Body},
+};
 use waybill_store::webhooks;
 
 use super::{create::generate_secret, find_own};
@@ -71,14 +74,13 @@ struct RotateBody {
 pub async fn rotate(
     Scoped { auth, id, .. }: Scoped<WriteWebhooks, WebhookId>,
     state: State,
-    req: HttpRequest,
-    payload: web::Payload,
+    body: Body,
 ) -> Reply {
     let mut conn = state.conn().await?;
     // A missing webhook is a 404 whatever the body holds.
     find_own(&mut conn, &auth, id).await?;
     let mut errors = ValidationErrors::new();
-    let mut map = body::json_object(&req, payload, true).await?;
+    let mut map = body.json_object(true)?;
     body::unknown_fields(&map, &["secret", "grace_period_seconds"], "", &mut errors);
     map.retain(|_, v| !v.is_null());
     let input: RotateBody = body::typed(map)?;

@@ -1,8 +1,8 @@
 //! `PATCH /v1/webhooks/{id}`.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::HttpResponse;
 use waybill_domain::{WebhookId, WebhookSettings, subscription::RuleContext};
-use waybill_runtime::{ApiError, Reply, body};
+use waybill_runtime::{ApiError, Reply, body::Body};
 use waybill_store::{StoreError, webhooks};
 
 use super::{
@@ -30,13 +30,12 @@ const ATTEMPTS: usize = 3;
 pub async fn update(
     Scoped { auth, id, .. }: Scoped<WriteWebhooks, WebhookId>,
     state: State,
-    req: HttpRequest,
-    payload: web::Payload,
+    body: Body,
 ) -> Reply {
     let mut conn = state.conn().await?;
     // A missing webhook is a 404 whatever the body holds.
     let mut current = find_own(&mut conn, &auth, id).await?;
-    let parsed = input::parse(body::json_object(&req, payload, false).await?, Mode::Update)?;
+    let parsed = input::parse(body.json_object(false)?, Mode::Update)?;
     let catalog = state.catalog_index(&mut conn).await?;
     for _ in 0..ATTEMPTS {
         let before = current.settings(&state.cipher).api()?;

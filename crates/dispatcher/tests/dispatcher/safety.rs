@@ -46,6 +46,18 @@ async fn non_public_addresses_are_refused_after_resolution() {
             .contains("localhost resolves only to non-public addresses"),
         "{b:?}"
     );
+    // The tenant learns which host was refused, never which internal addresses it resolved to.
+    let attempts = stack.attempts(&b.id).await;
+    let told = attempts
+        .iter()
+        .filter_map(|a| a.error.as_deref())
+        .chain([b.error()]);
+    for text in told {
+        assert!(
+            !text.contains("127.0.0.1") && !text.contains("::1"),
+            "{text}"
+        );
+    }
     assert_eq!(rx.count(), 0);
 }
 

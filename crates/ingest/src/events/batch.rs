@@ -6,7 +6,7 @@ use waybill_domain::ValidationErrors;
 use waybill_runtime::{
     ApiError, Reply,
     access::{Caller, PublishEvents},
-    body,
+    body::{self, Body},
 };
 
 use super::{Accepted, IngestState, MAX_BATCH, check_event, check_size, not_queued, traceparent};
@@ -30,9 +30,9 @@ pub async fn batch(
     auth: Caller<PublishEvents>,
     state: web::Data<IngestState>,
     req: HttpRequest,
-    payload: web::Payload,
+    body: Body,
 ) -> Reply {
-    let mut map = body::json_object(&req, payload, false).await?;
+    let mut map = body.json_object(false)?;
     let mut errors = ValidationErrors::new();
     body::unknown_fields(&map, &["events"], "", &mut errors);
     let items = match map.remove("events") {

@@ -5,7 +5,7 @@ use waybill_domain::ValidationErrors;
 use waybill_runtime::{
     ApiError, Reply,
     access::{Caller, PublishEvents},
-    body,
+    body::Body,
 };
 
 use super::{Accepted, IngestState, check_event, check_size, not_queued, traceparent};
@@ -28,9 +28,9 @@ pub async fn publish(
     auth: Caller<PublishEvents>,
     state: web::Data<IngestState>,
     req: HttpRequest,
-    payload: web::Payload,
+    body: Body,
 ) -> Reply {
-    let map = body::json_object(&req, payload, false).await?;
+    let map = body.json_object(false)?;
     check_size(&map, "The event")?;
     let mut errors = ValidationErrors::new();
     let now = chrono::Utc::now();

@@ -232,3 +232,23 @@ async fn times_outside_years_1_to_9999_in_utc_are_refused_and_the_edges_taken() 
         assert_eq!(queued["occurred_at"], kept, "{raw}");
     }
 }
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_is_a_408_and_nothing_is_published() {
+    use waybill_testkit::slow_client::{read_answer, start_request};
+    let app = TestIngest::spawn_with(|s| s.http.body_read_timeout = "1s".into()).await;
+    let t = app.publisher();
+    for path in ["/v1/events", "/v1/events/batch"] {
+        let mut stream = start_request(&app.addr, "POST", path, Some(&t)).await;
+        let answer = read_answer(&mut stream).await;
+        assert_eq!(answer.status, 408, "{path}: {answer:?}");
+        assert_eq!(
+            answer.body["error"]["code"], "request_timeout",
+            "{answer:?}"
+        );
+    }
+    assert_eq!(app.queued().await, 0);
+    // The service goes on answering complete requests.
+    let body = json!({"type": "order.shipped", "data": example("order.shipped")});
+    app.post("/v1/events", &t, &body).await.assert(202);
+}
