@@ -72,7 +72,8 @@ pub enum Outcome {
     DeadLetter,
 }
 
-/// Processes one message. Runs concurrently, up to the consumer's limit.
+/// Processes one message. Runs concurrently, up to the consumer's limit. A message tried again
+/// in place after [`Outcome::Retry`] is shown with `redelivered` set.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, delivery: &Delivery) -> impl Future<Output = Outcome> + Send;
 }
@@ -422,8 +423,23 @@ impl Consumer {
             let queue = self.spec.queue.clone();
             let live = channel.clone();
             running.spawn(async move {
+                // From the second try on, the handler sees the message as a redelivery: its
+                // work may have been done in part already.
+                let again = Delivery {
+                    delivery_tag: delivery.delivery_tag,
+                    exchange: delivery.exchange.clone(),
+                    routing_key: delivery.routing_key.clone(),
+                    redelivered: true,
+                    properties: delivery.properties.clone(),
+                    data: delivery.data.clone(),
+                    acker: delivery.acker.clone(),
+                };
+                let mut tries = 0u32;
                 let settled = work(
-                    || handler.handle(&delivery),
+                    || {
+                        tries += 1;
+                        handler.handle(if tries == 1 { &delivery } else { &again })
+                    },
                     &pause,
                     retry,
                     IN_PLACE_LIMIT,

@@ -10,6 +10,7 @@ mod fanout;
 mod helpers;
 mod log;
 mod operations;
+mod outage;
 mod replay;
 mod retries;
 mod safety;
