@@ -381,27 +381,25 @@ impl Consumer {
                     }
                 }
             };
-            // While a dependency is away, take nothing new: the handlers holding messages retry,
-            // and the first that gets through resumes consumption. With none left holding one,
-            // the next message is the probe.
-            let paused = pause.is_down() && !running.is_empty();
-            if paused {
-                tracing::warn!(queue = %self.spec.queue, "a dependency is away: holding the messages in hand and taking no new ones");
-            }
-            while pause.is_down() && !running.is_empty() {
-                tokio::select! {
-                    _ = down.changed() => {}
-                    Some(_) = running.join_next() => {}
-                    _ = stop.changed() => {
-                        cancel().await;
-                        break 'session Ended::Stopped;
-                    }
-                }
-            }
-            if paused {
-                tracing::info!(queue = %self.spec.queue, "consuming again");
-            }
             let delivery = loop {
+                // While a dependency is away, take nothing new: the handlers holding messages
+                // retry, and the first that gets through resumes consumption. With none left
+                // holding one, the next message is the probe.
+                if pause.is_down() && !running.is_empty() {
+                    tracing::warn!(queue = %self.spec.queue, "a dependency is away: holding the messages in hand and taking no new ones");
+                    while pause.is_down() && !running.is_empty() {
+                        tokio::select! {
+                            _ = down.changed() => {}
+                            Some(_) = running.join_next() => {}
+                            _ = stop.changed() => {
+                                cancel().await;
+                                break 'session Ended::Stopped;
+                            }
+                        }
+                    }
+                    tracing::info!(queue = %self.spec.queue, "taking messages again");
+                }
+                down.borrow_and_update();
                 tokio::select! {
                     next = consumer.next() => match next {
                         None => break 'session Ended::Lost("the broker cancelled the consumer".into()),
@@ -409,6 +407,8 @@ impl Consumer {
                         Some(Ok(d)) => break d,
                     },
                     Some(_) = running.join_next(), if !running.is_empty() => {}
+                    // A handler found its dependency away meanwhile: look at the pause again.
+                    _ = down.changed() => {}
                     _ = stop.changed() => {
                         cancel().await;
                         break 'session Ended::Stopped;

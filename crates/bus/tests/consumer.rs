@@ -33,6 +33,8 @@ struct Recorder {
     acked: AtomicUsize,
     work: Duration,
     script: HashMap<String, Vec<Outcome>>,
+    /// Message ids in the order their handling ended.
+    log: Mutex<Vec<String>>,
 }
 
 impl Recorder {
@@ -78,6 +80,7 @@ impl Handler for Recorder {
             *n
         };
         self.running.fetch_sub(1, Ordering::SeqCst);
+        self.log.lock().unwrap().push(id.clone());
         let outcome = self
             .script
             .get(&id)
@@ -331,4 +334,45 @@ async fn a_dead_lettered_message_comes_back_through_limbo() {
     halt(stop, task).await;
     halt(stop_back, back_task).await;
     assert_eq!(f.depth().await, 0);
+}
+
+#[tokio::test]
+async fn while_a_handler_retries_nothing_new_is_taken_and_shutdown_hands_it_back() {
+    let f = Fixture::new().await;
+    let mut script = HashMap::from([(
+        "stuck".to_string(),
+        vec![Outcome::Retry, Outcome::Retry, Outcome::Retry, Outcome::Ack],
+    )]);
+    script.insert("held".to_string(), vec![Outcome::Retry; 10_000]);
+    let rec = Arc::new(Recorder {
+        script,
+        ..Default::default()
+    });
+    let (stop, task) = f.consume(broker_url(), 4, &rec);
+    let tries = |id: &'static str| {
+        let rec = rec.clone();
+        move || rec.seen.lock().unwrap().get(id).copied().unwrap_or(0)
+    };
+    f.publish(["stuck".to_string()]).await;
+    let stuck = tries("stuck");
+    until("stuck failed once", || stuck() >= 2).await;
+    f.publish(["later".to_string()]).await;
+    until("both acked", || rec.acked() == 2).await;
+    let log = rec.log.lock().unwrap().clone();
+    let last_stuck = log.iter().rposition(|id| id == "stuck").unwrap();
+    let first_later = log.iter().position(|id| id == "later").unwrap();
+    assert!(
+        first_later > last_stuck,
+        "`later` was taken only once `stuck` got through: {log:?}"
+    );
+
+    // A handler that never gets through holds the consumer until shutdown, which hands its
+    // message back at once.
+    f.publish(["held".to_string()]).await;
+    let held = tries("held");
+    until("held tried twice", || held() >= 2).await;
+    tokio::time::timeout(Duration::from_secs(5), halt(stop, task))
+        .await
+        .expect("shutdown is not blocked by the waiting handler");
+    assert_eq!(f.depth().await, 1, "the held message is back on the queue");
 }
