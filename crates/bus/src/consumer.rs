@@ -276,6 +276,7 @@ pub struct Consumer {
     spec: ConsumerSpec,
     head: Arc<Head>,
     retry: ExponentialBuilder,
+    in_place_limit: Duration,
 }
 
 impl Consumer {
@@ -286,7 +287,16 @@ impl Consumer {
             spec,
             head: Arc::default(),
             retry: reconnect_backoff(),
+            in_place_limit: IN_PLACE_LIMIT,
         }
+    }
+
+    /// Retries in place for as long as it takes, never dead-lettering a message for it: for a
+    /// queue whose dead letters would have nowhere to go (the return queues).
+    #[must_use]
+    pub fn retrying_without_limit(mut self) -> Self {
+        self.in_place_limit = Duration::MAX;
+        self
     }
 
     /// The stamp of the last message this consumer took (for the queue's age estimate).
@@ -420,6 +430,7 @@ impl Consumer {
             let pause = pause.clone();
             let stop = stop.clone();
             let retry = self.retry;
+            let limit = self.in_place_limit;
             let queue = self.spec.queue.clone();
             let live = channel.clone();
             running.spawn(async move {
@@ -442,7 +453,7 @@ impl Consumer {
                     },
                     &pause,
                     retry,
-                    IN_PLACE_LIMIT,
+                    limit,
                     stop,
                     || live.status().connected(),
                 )

@@ -317,7 +317,8 @@ async fn a_dead_lettered_message_comes_back_through_limbo() {
             concurrency: 4,
             tag: "test-return".into(),
         },
-    );
+    )
+    .retrying_without_limit();
     let returner = Arc::new(Returner {
         broker: f.broker.clone(),
         work_queue: work.clone(),

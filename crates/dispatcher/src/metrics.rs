@@ -171,10 +171,14 @@ impl QueueWatch {
                 .filter(|conn| conn.status().connected());
             let conn = match open {
                 Some(conn) => conn,
-                None => Connection::connect(&self.url, Default::default())
-                    .await
-                    .map_err(|e| tracing::debug!(error = %e, "cannot watch the queues yet"))
-                    .ok()?,
+                None => Connection::connect(
+                    &self.url,
+                    lapin::ConnectionProperties::default()
+                        .with_connection_name("waybill-queue-watch".into()),
+                )
+                .await
+                .map_err(|e| tracing::debug!(error = %e, "cannot watch the queues yet"))
+                .ok()?,
             };
             let channel = conn.create_channel().await.ok()?;
             *link = Some((conn, channel));

@@ -187,7 +187,9 @@ impl Application {
                     concurrency: usize::from(RETURN_PREFETCH),
                     tag: format!("waybill-dispatcher-{replica}-return-{work}"),
                 },
-            );
+            )
+            // A return queue has nowhere to dead-letter to: its messages wait for the broker.
+            .retrying_without_limit();
             let returner = Arc::new(Returner {
                 broker: broker.clone(),
                 work_queue: work,
