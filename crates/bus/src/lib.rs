@@ -5,6 +5,9 @@ pub mod consumer;
 pub mod publisher;
 pub mod topology;
 
-pub use consumer::{Consumer, ConsumerSpec, Handler, Outcome, reconnect_backoff};
-pub use publisher::{Broker, BusError, Outgoing};
+pub use consumer::{
+    Consumer, ConsumerSpec, Handler, Head, Outcome, Returner, oldest_age, queued_at,
+    reconnect_backoff,
+};
+pub use publisher::{Broker, BusError, Outgoing, QUEUED_AT_HEADER};
 pub use topology::Topology;

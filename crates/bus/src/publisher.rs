@@ -5,6 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use lapin::{
     BasicProperties, Channel, Connection, ConnectionProperties,
+    message::Delivery,
     options::{BasicPublishOptions, ConfirmSelectOptions},
     types::{AMQPValue, FieldTable, ShortString},
 };
@@ -37,6 +38,40 @@ pub struct Outgoing<'a> {
     pub headers: Vec<(&'a str, String)>,
     /// Ask the broker to return the message when no queue takes it.
     pub mandatory: bool,
+}
+
+/// Header of every message Waybill publishes: when (milliseconds since the Unix epoch) it
+/// reaches a work queue: its publish time, or for a message published to a delay queue the
+/// time its delay ends. A message sent back from limbo keeps its stamp.
+pub const QUEUED_AT_HEADER: &str = "waybill-queued-at";
+
+/// Headers the broker adds when it dead-letters or redelivers a message; a message published
+/// again leaves them behind, so its history starts afresh.
+const BROKER_HEADERS: [&str; 7] = [
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-last-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+];
+
+/// Milliseconds since the Unix epoch, now plus `ahead`.
+pub(crate) fn epoch_ms(ahead: Duration) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from((now + ahead).as_millis()).unwrap_or(i64::MAX)
+}
+
+/// One message ready to go on the wire.
+struct Raw<'a> {
+    exchange: &'a str,
+    routing_key: &'a str,
+    body: &'a [u8],
+    mandatory: bool,
+    properties: BasicProperties,
 }
 
 struct Live {
@@ -130,21 +165,88 @@ impl Broker {
         result
     }
 
+    /// Publishes a copy of a consumed message to `queue` (through the default exchange) and
+    /// waits for the confirm: same body and properties, without the broker's dead-letter
+    /// headers.
+    pub async fn republish(&self, queue: &str, delivery: &Delivery) -> Result<(), BusError> {
+        let mut properties = delivery.properties.clone();
+        let mut headers = FieldTable::default();
+        if let Some(old) = properties.headers() {
+            for (k, v) in old.inner() {
+                if !BROKER_HEADERS.contains(&k.as_str()) {
+                    headers.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        if !headers.contains_key(QUEUED_AT_HEADER) {
+            headers.insert(
+                QUEUED_AT_HEADER.into(),
+                AMQPValue::LongLongInt(epoch_ms(Duration::ZERO)),
+            );
+        }
+        properties = properties.with_headers(headers).with_delivery_mode(2);
+        let raw = Raw {
+            exchange: "",
+            routing_key: queue,
+            body: &delivery.data,
+            mandatory: true,
+            properties,
+        };
+        let result = self.send(std::slice::from_ref(&raw)).await;
+        if matches!(
+            result,
+            Err(BusError::Unreachable(_) | BusError::Protocol(_) | BusError::Timeout(_))
+        ) {
+            self.reset().await;
+        }
+        result
+    }
+
     async fn publish_many_once(&self, msgs: &[Outgoing<'_>]) -> Result<(), BusError> {
+        let raws: Vec<Raw<'_>> = msgs
+            .iter()
+            .map(|msg| {
+                let mut headers = FieldTable::default();
+                for (k, v) in &msg.headers {
+                    headers.insert((*k).into(), AMQPValue::LongString(v.as_str().into()));
+                }
+                if !headers.contains_key(QUEUED_AT_HEADER) {
+                    // A message for a delay queue reaches its work queue when the delay ends.
+                    let ahead = if msg.exchange.is_empty() {
+                        self.topology
+                            .delay_of(msg.routing_key)
+                            .unwrap_or(Duration::ZERO)
+                    } else {
+                        Duration::ZERO
+                    };
+                    headers.insert(
+                        QUEUED_AT_HEADER.into(),
+                        AMQPValue::LongLongInt(epoch_ms(ahead)),
+                    );
+                }
+                let mut properties = BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_content_type("application/json".into())
+                    .with_headers(headers);
+                if let Some(id) = msg.message_id {
+                    properties = properties.with_message_id(ShortString::from(id));
+                }
+                Raw {
+                    exchange: msg.exchange,
+                    routing_key: msg.routing_key,
+                    body: msg.body,
+                    mandatory: msg.mandatory,
+                    properties,
+                }
+            })
+            .collect();
+        self.send(&raws).await
+    }
+
+    async fn send(&self, msgs: &[Raw<'_>]) -> Result<(), BusError> {
         let channel = self.channel().await?;
         let mut confirms = Vec::with_capacity(msgs.len());
         for msg in msgs {
-            let mut headers = FieldTable::default();
-            for (k, v) in &msg.headers {
-                headers.insert((*k).into(), AMQPValue::LongString(v.as_str().into()));
-            }
-            let mut props = BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_content_type("application/json".into())
-                .with_headers(headers);
-            if let Some(id) = msg.message_id {
-                props = props.with_message_id(ShortString::from(id));
-            }
             let confirm = channel
                 .basic_publish(
                     msg.exchange.into(),
@@ -154,7 +256,7 @@ impl Broker {
                         ..Default::default()
                     },
                     msg.body,
-                    props,
+                    msg.properties.clone(),
                 )
                 .await?;
             confirms.push(confirm);

@@ -10,7 +10,18 @@
 //! <p>.hold.<delay>   the same, fixed short delays: deliveries waiting for a rate-limit slot
 //! <p>.deliveries.dead                                          attempts used up
 //! <p>.subscriptions (fanout)                                   subscription change feed
+//! <p>.dispatch.limbo    dead letters of <p>.dispatch (rejected, or over a delivery limit)
+//! <p>.deliveries.limbo  the same for <p>.deliveries
+//! <p>.<work>.limbo ──TTL──▶ <p>.<work>.return ──republished──▶ <p>.<work>
 //! ```
+//!
+//! Nothing taken from a work queue is ever dropped by the broker: a message its consumer
+//! rejects, or one a quorum queue's delivery limit removes, is dead-lettered to the work queue's
+//! limbo queue, waits there for the limbo TTL, is dead-lettered on to the return queue, and a
+//! consumer of the return queue publishes it to the work queue again (a new message, without the
+//! broker's `x-death` history). The limbo queue cannot dead-letter straight back: RabbitMQ drops
+//! a message dead-lettered around a cycle of queues that it judges automatic, and its judgement
+//! (from the `x-death` history) drops messages that went over a delivery limit, in practice.
 
 use std::time::Duration;
 
@@ -37,6 +48,12 @@ pub const HOLD_DELAYS: [Duration; 6] = [
     Duration::from_secs(600),
     Duration::from_secs(3600),
 ];
+
+/// How long a dead-lettered work message waits in limbo before it goes back to its queue.
+pub const LIMBO_TTL: Duration = Duration::from_secs(30);
+
+/// How many messages the dead and invalid queues keep by default (the oldest go first).
+pub const PARKED_MAX_LENGTH: u32 = 100_000;
 
 /// Classic queues on one node, quorum queues in a cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +85,8 @@ pub struct Topology {
     prefix: String,
     queue_type: QueueType,
     retry_delays: Vec<Duration>,
+    limbo_ttl: Duration,
+    parked_max_length: u32,
 }
 
 /// A delay as it appears in a retry queue's name: `250ms`, `30s`, `5m`, `1h`.
@@ -96,7 +115,27 @@ impl Topology {
             prefix: prefix.into(),
             queue_type,
             retry_delays: delays,
+            limbo_ttl: LIMBO_TTL,
+            parked_max_length: PARKED_MAX_LENGTH,
         }
+    }
+
+    /// How long dead-lettered work messages wait before they go back ([`LIMBO_TTL`] unless set).
+    #[must_use]
+    pub fn with_limbo_ttl(mut self, ttl: Duration) -> Self {
+        self.limbo_ttl = ttl.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The most messages the dead and invalid queues keep ([`PARKED_MAX_LENGTH`] unless set).
+    #[must_use]
+    pub fn with_parked_max_length(mut self, n: u32) -> Self {
+        self.parked_max_length = n.max(1);
+        self
+    }
+
+    pub fn limbo_ttl(&self) -> Duration {
+        self.limbo_ttl
     }
 
     pub fn prefix(&self) -> &str {
@@ -133,6 +172,41 @@ impl Topology {
         format!("{}.deliveries.dead", self.prefix)
     }
 
+    /// Where messages dead-lettered from `work` (a work queue's name) wait.
+    pub fn limbo_queue(work: &str) -> String {
+        format!("{work}.limbo")
+    }
+
+    /// Where messages that waited in `work`'s limbo queue wait for a consumer to send them back.
+    pub fn return_queue(work: &str) -> String {
+        format!("{work}.return")
+    }
+
+    /// The work queues: each has a limbo and a return queue.
+    pub fn work_queues(&self) -> [String; 2] {
+        [self.dispatch_queue(), self.deliveries_queue()]
+    }
+
+    /// Every queue [`Topology::declare`] makes, with what it holds: `work`, `limbo`, `return`,
+    /// `retry`, `hold`, `dead` or `invalid`.
+    pub fn queues(&self) -> Vec<(String, &'static str)> {
+        let mut all = Vec::new();
+        for work in self.work_queues() {
+            all.push((Self::limbo_queue(&work), "limbo"));
+            all.push((Self::return_queue(&work), "return"));
+            all.push((work, "work"));
+        }
+        all.push((self.dead_queue(), "dead"));
+        all.push((self.invalid_queue(), "invalid"));
+        all.extend(
+            self.retry_delays
+                .iter()
+                .map(|d| (self.retry_queue(*d), "retry")),
+        );
+        all.extend(HOLD_DELAYS.iter().map(|d| (self.hold_queue(*d), "hold")));
+        all
+    }
+
     /// Fanout exchange of the subscription change feed.
     pub fn subscriptions_exchange(&self) -> String {
         format!("{}.subscriptions", self.prefix)
@@ -155,6 +229,20 @@ impl Topology {
             .copied()
             .find(|d| *d >= wanted)
             .or_else(|| self.retry_delays.last().copied())
+    }
+
+    /// The delay of a retry or hold queue of this topology, by its name.
+    pub fn delay_of(&self, queue: &str) -> Option<Duration> {
+        self.retry_delays
+            .iter()
+            .copied()
+            .find(|d| self.retry_queue(*d) == queue)
+            .or_else(|| {
+                HOLD_DELAYS
+                    .iter()
+                    .copied()
+                    .find(|d| self.hold_queue(*d) == queue)
+            })
     }
 
     /// The hold queue holding messages for `delay` (one of [`HOLD_DELAYS`]).
@@ -185,6 +273,76 @@ impl Topology {
         args
     }
 
+    /// Arguments of a queue that dead-letters to `exchange` with `key`, after `ttl` if given.
+    fn dead_lettering(&self, exchange: &str, key: &str, ttl: Option<Duration>) -> FieldTable {
+        let mut args = self.queue_args();
+        if let Some(ttl) = ttl {
+            args.insert(
+                ShortString::from("x-message-ttl"),
+                AMQPValue::LongLongInt(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),
+            );
+        }
+        args.insert(
+            ShortString::from("x-dead-letter-exchange"),
+            AMQPValue::LongString(LongString::from(exchange)),
+        );
+        args.insert(
+            ShortString::from("x-dead-letter-routing-key"),
+            AMQPValue::LongString(LongString::from(key)),
+        );
+        if self.queue_type == QueueType::Quorum {
+            // Quorum queues dead-letter at most once unless told otherwise; a message must not
+            // be lost in a failover between one queue and the next. The strategy needs
+            // `reject-publish`, which only matters once a queue has a length limit.
+            args.insert(
+                ShortString::from("x-dead-letter-strategy"),
+                AMQPValue::LongString(LongString::from("at-least-once")),
+            );
+            args.insert(
+                ShortString::from("x-overflow"),
+                AMQPValue::LongString(LongString::from("reject-publish")),
+            );
+        }
+        args
+    }
+
+    /// Arguments of the dead and invalid queues: a length limit, the oldest dropped first.
+    fn parked_args(&self) -> FieldTable {
+        let mut args = self.queue_args();
+        args.insert(
+            ShortString::from("x-max-length"),
+            AMQPValue::LongLongInt(i64::from(self.parked_max_length)),
+        );
+        args
+    }
+
+    /// Every queue with the arguments it is declared with.
+    fn declarations(&self) -> Vec<(String, FieldTable)> {
+        let mut queues = Vec::new();
+        for work in self.work_queues() {
+            let limbo = Self::limbo_queue(&work);
+            let back = Self::return_queue(&work);
+            queues.push((
+                limbo.clone(),
+                self.dead_lettering("", &back, Some(self.limbo_ttl)),
+            ));
+            queues.push((back, self.queue_args()));
+            queues.push((work, self.dead_lettering("", &limbo, None)));
+        }
+        queues.push((self.invalid_queue(), self.parked_args()));
+        queues.push((self.dead_queue(), self.parked_args()));
+        let delay_queues = self
+            .retry_delays
+            .iter()
+            .map(|d| (self.retry_queue(*d), *d))
+            .chain(HOLD_DELAYS.iter().map(|d| (self.hold_queue(*d), *d)));
+        for (name, delay) in delay_queues {
+            let args = self.dead_lettering(&self.deliveries_exchange(), DELIVERY_KEY, Some(delay));
+            queues.push((name, args));
+        }
+        queues
+    }
+
     /// Declares every exchange, queue and binding. Idempotent: the same settings declare the
     /// same objects; a changed tier list adds queues (the delay is in the name, since a queue's
     /// arguments cannot change once declared).
@@ -206,15 +364,20 @@ impl Topology {
                 .exchange_declare(name.as_str().into(), kind, durable, FieldTable::default())
                 .await?;
         }
-        for name in [
-            self.dispatch_queue(),
-            self.invalid_queue(),
-            self.deliveries_queue(),
-            self.dead_queue(),
-        ] {
-            channel
-                .queue_declare(name.as_str().into(), queue, self.queue_args())
-                .await?;
+        for (name, args) in self.declarations() {
+            if let Err(e) = channel
+                .queue_declare(name.as_str().into(), queue, args)
+                .await
+            {
+                if is_precondition_failed(&e) {
+                    tracing::error!(
+                        queue = %name,
+                        error = %e,
+                        "the queue exists with other arguments (declared by an older version, or with another broker.queue_type); see the README, \"Upgrading the broker topology\": move its messages aside, delete it, and start again"
+                    );
+                }
+                return Err(e);
+            }
         }
         let bind = |q: String, x: String, key: &'static str| async move {
             channel
@@ -234,55 +397,12 @@ impl Topology {
             DELIVERY_KEY,
         )
         .await?;
-        let delay_queues = self
-            .retry_delays
-            .iter()
-            .map(|d| (self.retry_queue(*d), *d))
-            .chain(HOLD_DELAYS.iter().map(|d| (self.hold_queue(*d), *d)));
-        for (name, delay) in delay_queues {
-            let mut args = self.queue_args();
-            args.insert(
-                ShortString::from("x-message-ttl"),
-                AMQPValue::LongLongInt(delay.as_millis() as i64),
-            );
-            args.insert(
-                ShortString::from("x-dead-letter-exchange"),
-                AMQPValue::LongString(LongString::from(self.deliveries_exchange().as_str())),
-            );
-            args.insert(
-                ShortString::from("x-dead-letter-routing-key"),
-                AMQPValue::LongString(LongString::from(DELIVERY_KEY)),
-            );
-            if self.queue_type == QueueType::Quorum {
-                // Quorum queues dead-letter at most once unless told otherwise; a retry must
-                // not be lost in a failover between the delay queue and the deliveries queue.
-                args.insert(
-                    ShortString::from("x-dead-letter-strategy"),
-                    AMQPValue::LongString(LongString::from("at-least-once")),
-                );
-                args.insert(
-                    ShortString::from("x-overflow"),
-                    AMQPValue::LongString(LongString::from("reject-publish")),
-                );
-            }
-            channel
-                .queue_declare(name.as_str().into(), queue, args)
-                .await?;
-        }
         Ok(())
     }
 
     /// Deletes every object [`Topology::declare`] makes (tests and decommissioning).
     pub async fn delete(&self, channel: &Channel) -> Result<(), lapin::Error> {
-        let mut queues = vec![
-            self.dispatch_queue(),
-            self.invalid_queue(),
-            self.deliveries_queue(),
-            self.dead_queue(),
-        ];
-        queues.extend(self.retry_delays.iter().map(|d| self.retry_queue(*d)));
-        queues.extend(HOLD_DELAYS.iter().map(|d| self.hold_queue(*d)));
-        for q in queues {
+        for (q, _) in self.queues() {
             channel
                 .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
                 .await?;
@@ -298,6 +418,11 @@ impl Topology {
         }
         Ok(())
     }
+}
+
+/// Whether the broker refused a declaration for its arguments (406 PRECONDITION_FAILED).
+pub fn is_precondition_failed(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(p) if p.get_id() == 406)
 }
 
 #[cfg(test)]

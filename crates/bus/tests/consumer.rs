@@ -19,7 +19,8 @@ use lapin::{
 };
 use tokio::{sync::watch, task::JoinHandle};
 use waybill_bus::{
-    Broker, Consumer, ConsumerSpec, Handler, Outcome, Outgoing, Topology, topology::QueueType,
+    Broker, Consumer, ConsumerSpec, Handler, Outcome, Outgoing, Returner, Topology,
+    topology::QueueType,
 };
 use waybill_testkit::{BrokerProxy, TopologyGuard, broker_url, eventually, queue_depth};
 
@@ -32,6 +33,8 @@ struct Recorder {
     acked: AtomicUsize,
     work: Duration,
     script: HashMap<String, Vec<Outcome>>,
+    /// Message ids in the order their handling ended.
+    log: Mutex<Vec<String>>,
 }
 
 impl Recorder {
@@ -77,6 +80,7 @@ impl Handler for Recorder {
             *n
         };
         self.running.fetch_sub(1, Ordering::SeqCst);
+        self.log.lock().unwrap().push(id.clone());
         let outcome = self
             .script
             .get(&id)
@@ -99,7 +103,8 @@ struct Fixture {
 impl Fixture {
     async fn new() -> Fixture {
         let prefix = format!("wbcon{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let topology = Topology::new(prefix, QueueType::Classic, &[Duration::from_secs(300)]);
+        let topology = Topology::new(prefix, QueueType::Classic, &[Duration::from_secs(300)])
+            .with_limbo_ttl(Duration::from_millis(300));
         let broker = Broker::new(broker_url(), topology.clone());
         broker.ping().await.unwrap();
         Fixture {
@@ -185,12 +190,12 @@ async fn handlers_run_at_most_the_limit_at_once_and_every_message_is_acked() {
 }
 
 #[tokio::test]
-async fn outcomes_requeue_or_drop_the_message() {
+async fn outcomes_retry_in_place_or_drop_the_message() {
     let f = Fixture::new().await;
     let script = HashMap::from([
         (
             "again".to_string(),
-            vec![Outcome::Requeue, Outcome::Requeue, Outcome::Ack],
+            vec![Outcome::Retry, Outcome::Retry, Outcome::Ack],
         ),
         ("parked".to_string(), vec![Outcome::Drop]),
     ]);
@@ -207,7 +212,7 @@ async fn outcomes_requeue_or_drop_the_message() {
     let (stop, task) = f.consume(broker_url(), 2, &rec);
     until("both acks", || rec.acked() == 2).await;
     let seen = rec.seen.lock().unwrap().clone();
-    assert_eq!(seen["again"], 3, "requeued twice, then acked");
+    assert_eq!(seen["again"], 3, "retried twice in place, then acked");
     assert_eq!(seen["parked"], 1, "dropped once, never seen again");
     halt(stop, task).await;
     assert_eq!(f.depth().await, 0);
@@ -288,4 +293,87 @@ async fn stopping_lets_running_handlers_finish_and_leaves_the_rest_queued() {
         8,
         "the others are back on the queue, untouched"
     );
+}
+
+#[tokio::test]
+async fn a_dead_lettered_message_comes_back_through_limbo() {
+    let f = Fixture::new().await;
+    let script = HashMap::from([(
+        "poison".to_string(),
+        vec![Outcome::DeadLetter, Outcome::DeadLetter, Outcome::Ack],
+    )]);
+    let rec = Arc::new(Recorder {
+        script,
+        ..Default::default()
+    });
+    let (stop, task) = f.consume(broker_url(), 2, &rec);
+    let work = f.topology.dispatch_queue();
+    let back = Consumer::new(
+        broker_url(),
+        f.topology.clone(),
+        ConsumerSpec {
+            queue: Topology::return_queue(&work),
+            prefetch: 10,
+            concurrency: 4,
+            tag: "test-return".into(),
+        },
+    )
+    .retrying_without_limit();
+    let returner = Arc::new(Returner {
+        broker: f.broker.clone(),
+        work_queue: work.clone(),
+    });
+    let (stop_back, stopped_back) = watch::channel(false);
+    let back_task = tokio::spawn(async move { back.run(returner, stopped_back).await });
+    f.publish(["poison".to_string(), "fine".to_string()]).await;
+    until("both acked", || rec.acked() == 2).await;
+    assert_eq!(
+        rec.seen.lock().unwrap()["poison"],
+        3,
+        "rejected twice into limbo, back each time"
+    );
+    halt(stop, task).await;
+    halt(stop_back, back_task).await;
+    assert_eq!(f.depth().await, 0);
+}
+
+#[tokio::test]
+async fn while_a_handler_retries_nothing_new_is_taken_and_shutdown_hands_it_back() {
+    let f = Fixture::new().await;
+    let mut script = HashMap::from([(
+        "stuck".to_string(),
+        vec![Outcome::Retry, Outcome::Retry, Outcome::Retry, Outcome::Ack],
+    )]);
+    script.insert("held".to_string(), vec![Outcome::Retry; 10_000]);
+    let rec = Arc::new(Recorder {
+        script,
+        ..Default::default()
+    });
+    let (stop, task) = f.consume(broker_url(), 4, &rec);
+    let tries = |id: &'static str| {
+        let rec = rec.clone();
+        move || rec.seen.lock().unwrap().get(id).copied().unwrap_or(0)
+    };
+    f.publish(["stuck".to_string()]).await;
+    let stuck = tries("stuck");
+    until("stuck failed once", || stuck() >= 2).await;
+    f.publish(["later".to_string()]).await;
+    until("both acked", || rec.acked() == 2).await;
+    let log = rec.log.lock().unwrap().clone();
+    let last_stuck = log.iter().rposition(|id| id == "stuck").unwrap();
+    let first_later = log.iter().position(|id| id == "later").unwrap();
+    assert!(
+        first_later > last_stuck,
+        "`later` was taken only once `stuck` got through: {log:?}"
+    );
+
+    // A handler that never gets through holds the consumer until shutdown, which hands its
+    // message back at once.
+    f.publish(["held".to_string()]).await;
+    let held = tries("held");
+    until("held tried twice", || held() >= 2).await;
+    tokio::time::timeout(Duration::from_secs(5), halt(stop, task))
+        .await
+        .expect("shutdown is not blocked by the waiting handler");
+    assert_eq!(f.depth().await, 1, "the held message is back on the queue");
 }

@@ -194,3 +194,109 @@ async fn a_retry_tier_returns_its_message_to_the_deliveries_queue_after_the_dela
     );
     s.teardown().await;
 }
+
+#[tokio::test]
+async fn a_work_queue_declared_without_a_dead_letter_target_is_refused_as_such() {
+    let prefix = format!("wbbus{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let topology = Topology::new(prefix, QueueType::Classic, &[]);
+    let _guard = waybill_testkit::TopologyGuard(topology.clone());
+    let conn = Connection::connect(&broker_url(), Default::default())
+        .await
+        .unwrap();
+    // As an older version declared it: durable, no arguments.
+    conn.create_channel()
+        .await
+        .unwrap()
+        .queue_declare(
+            topology.dispatch_queue().as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let err = topology
+        .declare(&conn.create_channel().await.unwrap())
+        .await
+        .expect_err("the arguments differ");
+    assert!(waybill_bus::topology::is_precondition_failed(&err), "{err}");
+}
+
+#[tokio::test]
+async fn the_dead_and_invalid_queues_keep_at_most_their_length() {
+    let prefix = format!("wbbus{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let topology = Topology::new(prefix, QueueType::Classic, &[]).with_parked_max_length(3);
+    let _guard = waybill_testkit::TopologyGuard(topology.clone());
+    let conn = Connection::connect(&broker_url(), Default::default())
+        .await
+        .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    topology.declare(&channel).await.unwrap();
+    for queue in [topology.dead_queue(), topology.invalid_queue()] {
+        for i in 0..5u8 {
+            channel
+                .basic_publish(
+                    "".into(),
+                    queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &[i],
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap();
+        }
+        let depth = waybill_testkit::eventually(Duration::from_secs(5), || async {
+            let d = waybill_testkit::queue_depth(&channel, &queue).await;
+            (d == 3).then_some(d)
+        })
+        .await;
+        assert_eq!(depth, Some(3), "{queue} keeps the newest 3");
+    }
+}
+
+#[tokio::test]
+async fn published_messages_carry_when_they_reach_a_work_queue() {
+    let hour = Duration::from_secs(3600);
+    let s = Scratch::new(QueueType::Classic, &[hour]).await;
+    let broker = waybill_bus::Broker::new(broker_url(), s.topology.clone());
+    let now = || {
+        i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap()
+    };
+    let before = now();
+    let events = s.topology.events_exchange();
+    let retry = s.topology.retry_queue(hour);
+    for (exchange, key) in [(events.as_str(), "order.created"), ("", retry.as_str())] {
+        broker
+            .publish(&waybill_bus::Outgoing {
+                exchange,
+                routing_key: key,
+                body: b"{}",
+                message_id: None,
+                headers: vec![],
+                mandatory: true,
+            })
+            .await
+            .unwrap();
+    }
+    let after = now();
+    let fresh = s
+        .get(&s.topology.dispatch_queue(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let stamp = waybill_bus::queued_at(&fresh.delivery).unwrap();
+    assert!((before..=after).contains(&stamp), "published now");
+    let delayed = s.get(&retry, Duration::from_secs(5)).await.unwrap();
+    let stamp = waybill_bus::queued_at(&delayed.delivery).unwrap();
+    assert!(
+        (before + 3_600_000..=after + 3_600_000).contains(&stamp),
+        "reaches the deliveries queue when its delay ends"
+    );
+}

@@ -45,8 +45,6 @@ pub const DEFERRALS_HEADER: &str = "waybill-deferrals";
 /// meanwhile (a redelivered original, or a tenant's retry), so Postgres is checked first.
 pub const HELD_HEADER: &str = "waybill-held";
 
-const BACKOFF: Duration = Duration::from_secs(1);
-
 /// Delivers.
 pub struct Deliver {
     pub index: Index,
@@ -204,9 +202,9 @@ impl Deliver {
         };
         match self.broker.publish(&parked).await {
             Ok(()) => Outcome::Drop,
-            Err(_) => {
-                tokio::time::sleep(BACKOFF).await;
-                Outcome::Requeue
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot park an unreadable delivery message yet");
+                Outcome::Retry
             }
         }
     }
@@ -532,18 +530,17 @@ impl Handler for Deliver {
                 Outcome::Ack
             }
             Err(e) => {
-                {
-                    let error = &e as &dyn std::error::Error;
-                    if e.is_retryable() {
-                        tracing::warn!(delivery_id = %msg.delivery_id, error, "delivery not settled; it goes back to the queue");
-                    } else {
-                        // Handed back all the same, so the delivery is not lost while an operator
-                        // looks.
-                        tracing::error!(delivery_id = %msg.delivery_id, error, "delivery not settled and will fail again; it goes back to the queue");
-                    }
+                let error = &e as &dyn std::error::Error;
+                if e.is_retryable() {
+                    // Kept and tried again in place once the dependency answers.
+                    tracing::warn!(delivery_id = %msg.delivery_id, error, "delivery not settled; trying again");
+                    Outcome::Retry
+                } else {
+                    // Waits in limbo and comes back, so the delivery is not lost while an
+                    // operator looks, and it does not spin.
+                    tracing::error!(delivery_id = %msg.delivery_id, error, "delivery not settled and will fail again; it goes to limbo");
+                    Outcome::DeadLetter
                 }
-                tokio::time::sleep(BACKOFF).await;
-                Outcome::Requeue
             }
         }
     }

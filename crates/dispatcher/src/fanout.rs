@@ -28,9 +28,6 @@ use crate::{
     metrics::DispatchMetrics,
 };
 
-/// How long a handler waits before handing back a message it could not process (Postgres or
-/// the broker away), so a redelivery does not spin.
-const BACKOFF: Duration = Duration::from_secs(1);
 
 /// Shortest time between two catalog re-reads caused by an unknown or inactive type.
 const CATALOG_RECHECK: Duration = Duration::from_secs(1);
@@ -255,10 +252,14 @@ impl FanOut {
                 self.metrics.events.with_label_values(&["invalid"]).inc();
                 Outcome::Ack
             }
-            Err(e) => {
+            Err(e) if e.is_retryable() => {
                 tracing::warn!(error = %e, "cannot record an invalid event yet");
-                tokio::time::sleep(BACKOFF).await;
-                Outcome::Requeue
+                Outcome::Retry
+            }
+            Err(e) => {
+                let error = &e as &dyn std::error::Error;
+                tracing::error!(error, "Postgres refuses the record of an invalid event; it goes to limbo");
+                Outcome::DeadLetter
             }
         }
     }
@@ -391,18 +392,17 @@ impl Handler for FanOut {
                 Outcome::Ack
             }
             Err(e) => {
-                {
-                    let error = &e as &dyn std::error::Error;
-                    if e.is_retryable() {
-                        tracing::warn!(event_id = %event.id, tenant = %event.tenant, error, "fan-out failed; the event goes back to the queue");
-                    } else {
-                        // Handed back all the same: what a retry cannot fix needs an operator, and
-                        // the event stays visible on the queue until one looks.
-                        tracing::error!(event_id = %event.id, tenant = %event.tenant, error, "fan-out failed and will fail again; the event goes back to the queue");
-                    }
+                let error = &e as &dyn std::error::Error;
+                if e.is_retryable() {
+                    // Kept and tried again in place once the dependency answers.
+                    tracing::warn!(event_id = %event.id, tenant = %event.tenant, error, "fan-out failed; trying again");
+                    Outcome::Retry
+                } else {
+                    // What a retry cannot fix waits in limbo and comes back, so it is not lost
+                    // while an operator looks, and it does not spin.
+                    tracing::error!(event_id = %event.id, tenant = %event.tenant, error, "fan-out failed and will fail again; the event goes to limbo");
+                    Outcome::DeadLetter
                 }
-                tokio::time::sleep(BACKOFF).await;
-                Outcome::Requeue
             }
         }
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use actix_web::web;
 use anyhow::Context;
 use tokio::sync::watch;
-use waybill_bus::{Broker, Consumer, ConsumerSpec};
+use waybill_bus::{Broker, Consumer, ConsumerSpec, Returner, Topology};
 use waybill_catalog::Catalog;
 use waybill_domain::retry::RetrySchedule;
 use waybill_outbound::Outbound;
@@ -25,7 +25,7 @@ use crate::{
     fanout::FanOut,
     health::{Breaker, BreakerSetup, Throttle},
     index::Index,
-    metrics::DispatchMetrics,
+    metrics::{DispatchMetrics, QueueWatch},
     openapi,
     recorder::Recorder,
     sync::IndexSync,
@@ -33,6 +33,9 @@ use crate::{
 
 /// The dispatcher service.
 pub struct Application;
+
+/// Messages a replica moves from a return queue to its work queue at once.
+const RETURN_PREFETCH: u16 = 16;
 
 /// How often a replica reads every failing receiver's circuit from Postgres.
 const BREAKER_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
@@ -154,14 +157,15 @@ impl Application {
             catalog,
             pool: pool.clone(),
             cipher,
-            broker,
+            broker: broker.clone(),
             breaker,
             throttle: Throttle::new(pool.clone()),
             outbound: Outbound::new(settings.url_policy(), timeout)?,
             schedule: RetrySchedule::new(settings.retry_schedule()?),
             recorder: Recorder::start(pool),
-            metrics: dispatch_metrics,
+            metrics: dispatch_metrics.clone(),
         });
+        let watch_metrics = dispatch_metrics;
         let deliver_consumer = Consumer::new(
             settings.broker.url.clone(),
             topology.clone(),
@@ -172,6 +176,36 @@ impl Application {
                 tag: format!("waybill-dispatcher-{replica}-deliver"),
             },
         );
+        // Messages back from limbo go to their work queue again, index loaded or not.
+        for work in topology.work_queues() {
+            let back = Consumer::new(
+                settings.broker.url.clone(),
+                topology.clone(),
+                ConsumerSpec {
+                    queue: Topology::return_queue(&work),
+                    prefetch: RETURN_PREFETCH,
+                    concurrency: usize::from(RETURN_PREFETCH),
+                    tag: format!("waybill-dispatcher-{replica}-return-{work}"),
+                },
+            )
+            // A return queue has nowhere to dead-letter to: its messages wait for the broker.
+            .retrying_without_limit();
+            let returner = Arc::new(Returner {
+                broker: broker.clone(),
+                work_queue: work,
+            });
+            service.spawn(move |stop| async move { back.run(returner, stop).await });
+        }
+        let watch = QueueWatch {
+            url: settings.broker.url.clone(),
+            topology: topology.clone(),
+            heads: vec![
+                (topology.dispatch_queue(), fanout_consumer.head()),
+                (topology.deliveries_queue(), deliver_consumer.head()),
+            ],
+            metrics: watch_metrics,
+        };
+        service.spawn(move |stop| watch.run(stop));
         let fanout_loaded = loaded_rx.clone();
         service.spawn(move |stop| async move {
             if wait_loaded(fanout_loaded, stop.clone()).await {

@@ -31,6 +31,11 @@ pool_size = 16
 url = "amqp://guest:guest@127.0.0.1:5672/%2f"
 prefix = "waybill"
 queue_type = "classic"
+# How long a message rejected from a work queue (or over a quorum queue's delivery limit) waits
+# in its limbo queue before it is sent back.
+limbo_ttl = "30s"
+# Most messages the dead and invalid queues keep (the oldest go first).
+parked_max_length = 100000
 
 [delivery]
 # Gaps between attempts: 10 attempts in all by default. Each distinct gap is a delay queue.
@@ -132,6 +137,10 @@ pub struct BrokerSettings {
     pub prefix: String,
     /// `classic` on one node, `quorum` in a cluster.
     pub queue_type: String,
+    /// How long a dead-lettered work message waits in limbo before it goes back (`30s`).
+    pub limbo_ttl: String,
+    /// Most messages the dead and invalid queues keep.
+    pub parked_max_length: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -275,6 +284,7 @@ impl Settings {
             bail!("log.format must be `json` or `pretty`");
         }
         self.encryption_key()?;
+        self.topology()?;
         self.retry_schedule()?;
         parse_duration(&self.delivery.timeout).context("delivery.timeout")?;
         parse_duration(&self.delivery.resync_interval).context("delivery.resync_interval")?;
@@ -379,11 +389,17 @@ impl Settings {
         use waybill_bus::topology::QueueType;
         let queue_type = QueueType::parse(&self.broker.queue_type)
             .ok_or_else(|| anyhow::anyhow!("broker.queue_type must be `classic` or `quorum`"))?;
+        let limbo_ttl = parse_duration(&self.broker.limbo_ttl).context("broker.limbo_ttl")?;
+        if self.broker.parked_max_length == 0 {
+            bail!("broker.parked_max_length must be positive");
+        }
         Ok(waybill_bus::Topology::new(
             self.broker.prefix.clone(),
             queue_type,
             &self.retry_schedule()?,
-        ))
+        )
+        .with_limbo_ttl(limbo_ttl)
+        .with_parked_max_length(self.broker.parked_max_length))
     }
 
     /// The HS256 secret (the development one when unset outside production).

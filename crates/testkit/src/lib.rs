@@ -1,6 +1,7 @@
 //! What Waybill's test suites share: a stack of services on a per-test database and broker
-//! prefix, a scriptable webhook receiver, a broker proxy that can be cut, hand-written slow
-//! requests, and the waits and look-ups the suites make. Test-only: no service depends on it, and it depends on no service.
+//! prefix, a scriptable webhook receiver, a TCP proxy (to the broker or the database) that can
+//! be cut, hand-written slow requests, and the waits and look-ups the suites make. Test-only: no
+//! service depends on it, and it depends on no service.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -20,7 +21,7 @@ pub mod stack;
 pub use amqp::queue_depth;
 pub use db::{DbGuard, TopologyGuard, admin_url, cleanup, create_database, db_url};
 pub use examples::{example, example_data};
-pub use proxy::BrokerProxy;
+pub use proxy::{BrokerProxy, Proxy};
 pub use receiver::{Received, Receiver, Reply};
 pub use response::Response;
 pub use service::ServiceProcess;

@@ -11,6 +11,7 @@ mod helpers;
 mod invalid_events;
 mod log;
 mod operations;
+mod outage;
 mod replay;
 mod retries;
 mod safety;

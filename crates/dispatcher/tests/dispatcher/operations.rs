@@ -66,12 +66,7 @@ async fn health_readiness_metrics_and_openapi_are_served() {
 async fn a_dropped_stack_leaves_no_queue_on_the_broker() {
     let stack = Stack::start().await;
     let topology = stack.settings.topology().unwrap();
-    let queues = [
-        topology.dispatch_queue(),
-        topology.deliveries_queue(),
-        topology.invalid_queue(),
-        topology.dead_queue(),
-    ];
+    let queues: Vec<String> = topology.queues().into_iter().map(|(q, _)| q).collect();
     drop(stack);
     // The consumers' reconnect backoff starts at 100 ms; a consumer left running would have
     // declared its queue again well within this.
