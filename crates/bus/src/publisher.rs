@@ -79,13 +79,11 @@ impl Broker {
         }
         *live = None;
         let props = ConnectionProperties::default().with_connection_name("waybill".into());
-        let connection = tokio::time::timeout(
-            Duration::from_secs(5),
-            Connection::connect(&self.url, props),
-        )
-        .await
-        .map_err(|_| BusError::Unreachable("timed out connecting".into()))?
-        .map_err(|e| BusError::Unreachable(e.to_string()))?;
+        let connection =
+            tokio::time::timeout(Duration::from_secs(5), crate::connect(&self.url, props))
+                .await
+                .map_err(|_| BusError::Unreachable("timed out connecting".into()))?
+                .map_err(|e| BusError::Unreachable(e.to_string()))?;
         let channel = connection.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
