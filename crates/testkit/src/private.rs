@@ -262,7 +262,7 @@ pub struct PrivateRabbit {
 impl PrivateRabbit {
     /// Starts a node and waits until it serves AMQP.
     pub async fn start() -> PrivateRabbit {
-        let dir = RabbitDir(Scratch::new("rabbit"));
+        let dir = RabbitDir::new("rabbit");
         let mut node = PrivateRabbit::in_dir(&dir, "n1");
         node.own_dir = Some(dir);
         node.wait_serving().await;
@@ -299,7 +299,7 @@ impl PrivateRabbit {
     }
 
     /// The environment of the node and of the tools that talk to it: the cookie is the one in
-    /// the test's directory (`HOME`), created by the first node.
+    /// the test's directory (`HOME`).
     fn env(&self, cmd: &mut Command) {
         let home = self.dir.parent().unwrap_or(&self.dir);
         cmd.env("HOME", home)
@@ -313,6 +313,8 @@ impl PrivateRabbit {
     fn tool(&self, name: &str) -> Command {
         let mut cmd = Command::new(Path::new(RABBIT_BIN).join(name));
         self.env(&mut cmd);
+        // What the VM writes where it runs (Mnesia's core dumps) stays in the node's directory.
+        cmd.current_dir(&self.dir);
         cmd
     }
 
@@ -378,18 +380,25 @@ impl PrivateRabbit {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
     }
 
-    /// `rabbitmqctl -n <node> args…`, which must succeed.
-    pub fn ctl(&self, args: &[&str]) {
+    /// `rabbitmqctl -n <node> args…`, which must succeed (off the async threads: it takes
+    /// seconds).
+    pub async fn ctl(&self, args: &[&str]) {
         let mut cmd = self.tool("rabbitmqctl");
         cmd.args(["-n", &self.node]).args(args);
-        run_ok(cmd, &format!("rabbitmqctl {}", args.join(" ")));
+        let what = format!("rabbitmqctl {}", args.join(" "));
+        tokio::task::spawn_blocking(move || run_ok(cmd, &what))
+            .await
+            .unwrap();
     }
 
     /// Stops the node cleanly (`rabbitmqctl stop`) and waits for its VM to exit.
-    pub fn stop(&mut self) {
-        self.ctl(&["stop"]);
+    pub async fn stop(&mut self) {
+        self.ctl(&["stop"]).await;
         if let Some(mut child) = self.child.take() {
-            let _ = child.wait();
+            tokio::task::spawn_blocking(move || child.wait())
+                .await
+                .unwrap()
+                .unwrap();
         }
     }
 
@@ -448,8 +457,21 @@ impl Drop for PrivateRabbit {
     }
 }
 
-/// The directory of a test's RabbitMQ nodes and their shared cookie, removed when dropped.
+/// The directory of a test's RabbitMQ nodes and their shared Erlang cookie (its `HOME`), removed
+/// when dropped.
 struct RabbitDir(Scratch);
+
+impl RabbitDir {
+    fn new(what: &str) -> RabbitDir {
+        let dir = Scratch::new(what);
+        let cookie = dir.0.join(".erlang.cookie");
+        std::fs::write(&cookie, uuid::Uuid::new_v4().simple().to_string()).unwrap();
+        // Erlang refuses a cookie others can read.
+        std::fs::set_permissions(&cookie, std::os::unix::fs::PermissionsExt::from_mode(0o400))
+            .unwrap();
+        RabbitDir(dir)
+    }
+}
 
 /// Waits until something accepts connections on `port`, for up to `timeout`.
 async fn wait_listening_for(port: u16, timeout: Duration, what: &str) {
@@ -472,25 +494,25 @@ pub struct RabbitCluster {
 impl RabbitCluster {
     /// Starts three nodes and joins the second and third to the first.
     pub async fn start() -> RabbitCluster {
-        let dir = RabbitDir(Scratch::new("rabbit-cluster"));
-        // The first node creates the cookie the others read: it must be up before they boot.
-        let first = PrivateRabbit::in_dir(&dir, "n1");
-        first.wait_serving().await;
-        let others = [
-            PrivateRabbit::in_dir(&dir, "n2"),
-            PrivateRabbit::in_dir(&dir, "n3"),
-        ];
-        let mut nodes = vec![first];
-        for node in others {
+        let dir = RabbitDir::new("rabbit-cluster");
+        // All three boot at once, then the second and the third join the first, one at a time.
+        let nodes: Vec<PrivateRabbit> = ["n1", "n2", "n3"]
+            .into_iter()
+            .map(|id| PrivateRabbit::in_dir(&dir, id))
+            .collect();
+        for node in &nodes {
             node.wait_serving().await;
-            node.ctl(&["stop_app"]);
-            node.ctl(&["join_cluster", &nodes[0].node]);
-            node.ctl(&["start_app"]);
+        }
+        for node in &nodes[1..] {
+            node.ctl(&["stop_app"]).await;
+            node.ctl(&["join_cluster", &nodes[0].node]).await;
+            node.ctl(&["start_app"]).await;
             node.wait_serving().await;
-            nodes.push(node);
         }
         let cluster = RabbitCluster { nodes, _dir: dir };
-        cluster.nodes[0].ctl(&["await_online_nodes", "3", "--timeout", "90"]);
+        cluster.nodes[0]
+            .ctl(&["await_online_nodes", "3", "--timeout", "90"])
+            .await;
         cluster
     }
 

@@ -14,7 +14,7 @@ async fn a_broker_restart_mid_load_loses_no_accepted_event() {
     let load = outage.publish();
     load.until_accepted(100).await;
     let down = Instant::now();
-    rabbit.stop();
+    rabbit.stop().await;
     rabbit.restart().await;
     let up = Instant::now();
     let after = load.accepted_count() + 100;

@@ -11,14 +11,16 @@ use crate::load::Outage;
 async fn a_cluster_node_killed_mid_load_loses_no_accepted_event() {
     let mut cluster = RabbitCluster::start().await;
     // RabbitMQ 3.10 knows no `--apply-to quorum_queues`; only quorum queues read the key.
-    cluster.nodes[0].ctl(&[
-        "set_policy",
-        "delivery-limit",
-        ".*",
-        r#"{"delivery-limit": 5}"#,
-        "--apply-to",
-        "queues",
-    ]);
+    cluster.nodes[0]
+        .ctl(&[
+            "set_policy",
+            "delivery-limit",
+            ".*",
+            r#"{"delivery-limit": 5}"#,
+            "--apply-to",
+            "queues",
+        ])
+        .await;
     // Every node, the first first: the services connect to it, and move on once it is gone.
     let urls = cluster.urls();
     let outage = Outage::start(|s| {

@@ -234,15 +234,15 @@ pub struct Load {
 }
 
 impl Load {
-    /// Waits until at least `n` events were accepted (at most a minute).
+    /// Waits until at least `n` events were accepted (at most two minutes).
     pub async fn until_accepted(&self, n: usize) {
-        let got = eventually(Duration::from_secs(60), || async {
+        let got = eventually(Duration::from_secs(120), || async {
             (self.accepted.lock().unwrap().len() >= n).then_some(())
         })
         .await;
         assert!(
             got.is_some(),
-            "fewer than {n} events accepted in a minute; the last refusal: {}",
+            "fewer than {n} events accepted in two minutes; the last refusal: {}",
             self.last_refusal.lock().unwrap()
         );
     }
