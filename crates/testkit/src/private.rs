@@ -42,17 +42,21 @@ impl Drop for Scratch {
 
 /// A port nothing uses now, outside the kernel's ephemeral range (32768 and up on Linux), so
 /// that no client connection or `free_port` of another test takes it while its server is down
-/// and the server can bind it again on restart.
+/// and the server can bind it again on restart. Never the same twice in one test process.
 pub fn stable_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
     for _ in 0..1000 {
         let port = 20000 + u16::from_le_bytes([uuid_byte(), uuid_byte()]) % 12000;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+        if !given.contains(&port)
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
             && std::net::TcpStream::connect_timeout(
                 &([127, 0, 0, 1], port).into(),
                 Duration::from_millis(200),
             )
             .is_err()
         {
+            given.push(port);
             return port;
         }
     }
@@ -389,6 +393,21 @@ impl PrivateRabbit {
         tokio::task::spawn_blocking(move || run_ok(cmd, &what))
             .await
             .unwrap();
+    }
+
+    /// What `rabbitmqctl -n <node> args…` prints, or why it failed: for a failure message.
+    pub async fn ctl_output(&self, args: &[&str]) -> String {
+        let mut cmd = self.tool("rabbitmqctl");
+        cmd.args(["-n", &self.node]).args(args);
+        let out = tokio::task::spawn_blocking(move || cmd.output()).await;
+        match out {
+            Ok(Ok(out)) => {
+                String::from_utf8_lossy(&out.stdout).into_owned()
+                    + &String::from_utf8_lossy(&out.stderr)
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        }
     }
 
     /// Stops the node cleanly (`rabbitmqctl stop`) and waits for its VM to exit.

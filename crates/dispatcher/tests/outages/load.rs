@@ -41,6 +41,10 @@ impl Outage {
             .with_dispatchers(waybill_dispatcher::Application::build, 1)
             .start()
             .await;
+        // The services' own logs, when asked for (`RUST_LOG=warn`, with `--nocapture`).
+        if std::env::var_os("RUST_LOG").is_some() {
+            waybill_runtime::telemetry::init("outages", &stack.settings.log);
+        }
         let rx = Receiver::start().await;
         let body = json!({"url": rx.url("/hook"), "events": ["order.*"]});
         stack
@@ -99,7 +103,7 @@ impl Outage {
                         .send()
                         .await;
                     match res {
-                        Ok(r) if r.status() == 202 => accepted.lock().unwrap().push((id, sent)),
+                        Ok(r) if r.status() == 202 => lock(&accepted).push((id, sent)),
                         // Not accepted (503 while a dependency is away, or no answer): the
                         // publisher's to retry; the test counts it as not owed.
                         other => {
@@ -112,7 +116,7 @@ impl Outage {
                                 ),
                                 Err(e) => e.to_string(),
                             };
-                            *last_refusal.lock().unwrap() = why;
+                            *lock(&last_refusal) = why;
                         }
                     }
                     tokio::time::sleep(Duration::from_millis(40)).await;
@@ -236,20 +240,26 @@ pub struct Load {
 impl Load {
     /// Waits until at least `n` events were accepted (at most two minutes).
     pub async fn until_accepted(&self, n: usize) {
+        if let Err(e) = self.try_until_accepted(n).await {
+            panic!("{e}");
+        }
+    }
+
+    /// [`Load::until_accepted`] that says why it gave up instead of failing the test.
+    pub async fn try_until_accepted(&self, n: usize) -> Result<(), String> {
         let got = eventually(Duration::from_secs(120), || async {
-            (self.accepted.lock().unwrap().len() >= n).then_some(())
+            (self.accepted_count() >= n).then_some(())
         })
         .await;
-        assert!(
-            got.is_some(),
-            "fewer than {n} events accepted in two minutes; the last refusal: {}",
-            self.last_refusal.lock().unwrap()
-        );
+        let why = lock(&self.last_refusal).clone();
+        got.ok_or_else(|| {
+            format!("fewer than {n} events accepted in two minutes; the last refusal: {why}")
+        })
     }
 
     /// How many events have been accepted so far.
     pub fn accepted_count(&self) -> usize {
-        self.accepted.lock().unwrap().len()
+        lock(&self.accepted).len()
     }
 
     /// Stops publishing; returns the accepted events with when each was sent, and how many
@@ -257,9 +267,14 @@ impl Load {
     async fn finish(self) -> (Vec<(String, Instant)>, usize) {
         self.stop.store(true, Ordering::SeqCst);
         let refused = self.task.await.unwrap();
-        let accepted = std::mem::take(&mut *self.accepted.lock().unwrap());
+        let accepted = std::mem::take(&mut *lock(&self.accepted));
         (accepted, refused)
     }
+}
+
+/// The value behind `m`, also after a panic elsewhere held it.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Prints `line` and appends it to `target/outage-report.txt`, where `make test` shows it.

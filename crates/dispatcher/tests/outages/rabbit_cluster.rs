@@ -33,7 +33,30 @@ async fn a_cluster_node_killed_mid_load_loses_no_accepted_event() {
     let down = Instant::now();
     cluster.nodes[0].kill();
     let after = load.accepted_count() + 150;
-    load.until_accepted(after).await;
+    if let Err(e) = load.try_until_accepted(after).await {
+        let survivor = &cluster.nodes[1];
+        let queues = survivor
+            .ctl_output(&[
+                "list_queues",
+                "name",
+                "type",
+                "leader",
+                "members",
+                "online",
+                "messages",
+            ])
+            .await;
+        let bindings = survivor
+            .ctl_output(&[
+                "list_bindings",
+                "source_name",
+                "destination_name",
+                "routing_key",
+            ])
+            .await;
+        let status = survivor.ctl_output(&["cluster_status"]).await;
+        panic!("{e}\nqueues:\n{queues}\nbindings:\n{bindings}\ncluster:\n{status}");
+    }
     let up = Instant::now();
     outage
         .verify(
