@@ -119,9 +119,14 @@ impl Broker {
     /// queued already: callers retry with the same message ids, and consumers drop duplicates.
     pub async fn publish_many(&self, msgs: &[Outgoing<'_>]) -> Result<(), BusError> {
         let result = self.publish_many_once(msgs).await;
+        // A nack too: after a cluster node is lost, a channel opened meanwhile can go on
+        // nacking every publish to a quorum queue whose leader moved; a new one does not.
         if matches!(
             result,
-            Err(BusError::Unreachable(_) | BusError::Protocol(_) | BusError::Timeout(_))
+            Err(BusError::Unreachable(_)
+                | BusError::Protocol(_)
+                | BusError::Timeout(_)
+                | BusError::Nacked)
         ) {
             self.reset().await;
         }
