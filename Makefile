@@ -63,7 +63,10 @@ clean-test-dbs: services
 test: toolchain services clean-test-dbs
 	@deploy/local/ensure-test-tools.sh
 	@mkdir -p target
+	@rm -f target/outage-report.txt
 	@set -o pipefail; cargo test --workspace --locked 2>&1 | tee target/test-output.log
+	@# One line per outage test (crates/dispatcher/tests/outages/): accepted, delivered, duplicates.
+	@cat target/outage-report.txt 2>/dev/null || true
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "%d passed, %d failed\n", p, f }' target/test-output.log
 	@# The OpenAPI documents against the running services: schemathesis with every check, bounded
 	@# in time (see deploy/local/schemathesis.sh); its verdict is the last line.

@@ -28,6 +28,23 @@ pip_install() {
   python3 -m pip install --quiet "$@" 2>/dev/null || python3 -m pip install --quiet --break-system-packages "$@"
 }
 
+# The outage tests (crates/dispatcher/tests/outages/) run PostgreSQL and RabbitMQ servers of their
+# own: PostgreSQL's initdb and pg_ctl, RabbitMQ's rabbitmq-server script, and, since PostgreSQL
+# refuses to run as root, the postgres user they run it as (runuser switches to it).
+if ! [ -x "$(pg_config --bindir 2>/dev/null)/initdb" ] && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+  echo "==> installing the PostgreSQL server programs from Debian's packages"
+  DEBIAN_FRONTEND=noninteractive apt_install postgresql
+fi
+if ! [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
+  echo "==> installing RabbitMQ from Debian's packages"
+  DEBIAN_FRONTEND=noninteractive apt_install rabbitmq-server
+fi
+if [ "$(id -u)" -eq 0 ] && ! id -u postgres >/dev/null 2>&1; then
+  echo "==> creating the postgres user"
+  useradd --system --user-group --home-dir /var/lib/postgresql --shell /bin/sh postgres
+fi
+command -v runuser >/dev/null || apt_install util-linux
+
 if ! python3 -c 'import pika' 2>/dev/null; then
   if [ "$(command -v python3)" = /usr/bin/python3 ]; then
     echo "==> installing python3-pika from Debian's packages"

@@ -343,7 +343,7 @@ impl Consumer {
     async fn open(&self) -> Result<(Connection, Channel, lapin::Consumer), lapin::Error> {
         let props =
             ConnectionProperties::default().with_connection_name(self.spec.tag.as_str().into());
-        let connection = Connection::connect(&self.url, props).await?;
+        let connection = crate::connect(&self.url, props).await?;
         let channel = connection.create_channel().await?;
         self.topology.declare(&channel).await?;
         channel

@@ -114,13 +114,11 @@ impl Broker {
         }
         *live = None;
         let props = ConnectionProperties::default().with_connection_name("waybill".into());
-        let connection = tokio::time::timeout(
-            Duration::from_secs(5),
-            Connection::connect(&self.url, props),
-        )
-        .await
-        .map_err(|_| BusError::Unreachable("timed out connecting".into()))?
-        .map_err(|e| BusError::Unreachable(e.to_string()))?;
+        let connection =
+            tokio::time::timeout(Duration::from_secs(5), crate::connect(&self.url, props))
+                .await
+                .map_err(|_| BusError::Unreachable("timed out connecting".into()))?
+                .map_err(|e| BusError::Unreachable(e.to_string()))?;
         let channel = connection.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
@@ -156,9 +154,14 @@ impl Broker {
     /// queued already: callers retry with the same message ids, and consumers drop duplicates.
     pub async fn publish_many(&self, msgs: &[Outgoing<'_>]) -> Result<(), BusError> {
         let result = self.publish_many_once(msgs).await;
+        // A nack too: after a cluster node is lost, a channel opened meanwhile can go on
+        // nacking every publish to a quorum queue whose leader moved; a new one does not.
         if matches!(
             result,
-            Err(BusError::Unreachable(_) | BusError::Protocol(_) | BusError::Timeout(_))
+            Err(BusError::Unreachable(_)
+                | BusError::Protocol(_)
+                | BusError::Timeout(_)
+                | BusError::Nacked)
         ) {
             self.reset().await;
         }

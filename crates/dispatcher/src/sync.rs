@@ -113,7 +113,7 @@ impl IndexSync {
     /// A connection with an exclusive, server-named queue bound to the change feed, consuming.
     async fn bind(&self) -> Result<(Connection, Channel, lapin::Consumer), lapin::Error> {
         let props = ConnectionProperties::default().with_connection_name("waybill-index".into());
-        let connection = Connection::connect(&self.broker_url, props).await?;
+        let connection = waybill_bus::connect(&self.broker_url, props).await?;
         let channel = connection.create_channel().await?;
         // Only the exchange matters here; the work queues are declared by their consumers.
         channel

@@ -277,6 +277,9 @@ impl Settings {
             bail!("http.body_limit_bytes must be positive");
         }
         self.body_read_timeout()?;
+        if waybill_bus::broker_urls(&self.broker.url).next().is_none() {
+            bail!("broker.url must name a broker (a cluster's nodes separated by commas)");
+        }
         if !matches!(self.broker.queue_type.as_str(), "classic" | "quorum") {
             bail!("broker.queue_type must be `classic` or `quorum`");
         }
@@ -660,5 +663,15 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("queue_type"));
+    }
+
+    #[test]
+    fn broker_url_takes_a_list_of_nodes() {
+        let urls = "amqp://a:5672/%2f,amqp://b:5672/%2f";
+        let s = Settings::load_from(8080, None, vars(&[("WAYBILL_BROKER__URL", urls)])).unwrap();
+        assert_eq!(s.broker.url, urls);
+        let err =
+            Settings::load_from(8080, None, vars(&[("WAYBILL_BROKER__URL", " , ")])).unwrap_err();
+        assert!(format!("{err:#}").contains("broker.url"), "{err:#}");
     }
 }
