@@ -28,7 +28,6 @@ use crate::{
     metrics::DispatchMetrics,
 };
 
-
 /// Shortest time between two catalog re-reads caused by an unknown or inactive type.
 const CATALOG_RECHECK: Duration = Duration::from_secs(1);
 
@@ -258,7 +257,10 @@ impl FanOut {
             }
             Err(e) => {
                 let error = &e as &dyn std::error::Error;
-                tracing::error!(error, "Postgres refuses the record of an invalid event; it goes to limbo");
+                tracing::error!(
+                    error,
+                    "Postgres refuses the record of an invalid event; it goes to limbo"
+                );
                 Outcome::DeadLetter
             }
         }

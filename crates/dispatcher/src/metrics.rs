@@ -171,7 +171,7 @@ impl QueueWatch {
                 .filter(|conn| conn.status().connected());
             let conn = match open {
                 Some(conn) => conn,
-                None => Connection::connect(
+                None => waybill_bus::connect(
                     &self.url,
                     lapin::ConnectionProperties::default()
                         .with_connection_name("waybill-queue-watch".into()),
