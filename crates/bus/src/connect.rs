@@ -1,19 +1,33 @@
 //! Opening a connection to the broker: `broker.url` names one node, or several separated by
 //! commas (a cluster), tried in the order given until one accepts.
 
+use std::time::Duration;
+
 use lapin::{Connection, ConnectionProperties};
+
+/// How long one node may take to accept a connection before the next is tried: a node whose
+/// host is gone (no refusal, only silence) must not hold every connection for the kernel's
+/// connect timeout.
+const PER_NODE: Duration = Duration::from_secs(2);
 
 /// The URLs in `urls`, in order: split at commas, blanks around each trimmed, empty ones left out.
 pub fn broker_urls(urls: &str) -> impl Iterator<Item = &str> {
     urls.split(',').map(str::trim).filter(|u| !u.is_empty())
 }
 
-/// Connects to the first node of `urls` that accepts; when none does, the last node's error.
-/// A comma inside a URL (in a password, say) is written `%2C`.
+/// Connects to the first node of `urls` that accepts within [`PER_NODE`]; when none does, the
+/// last node's error. A comma inside a URL (in a password, say) is written `%2C`.
 pub async fn connect(urls: &str, props: ConnectionProperties) -> Result<Connection, lapin::Error> {
     let mut last = None;
     for url in broker_urls(urls) {
-        match Connection::connect(url, props.clone()).await {
+        let attempt = tokio::time::timeout(PER_NODE, Connection::connect(url, props.clone())).await;
+        match attempt.unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {} s", PER_NODE.as_secs()),
+            )
+            .into())
+        }) {
             Ok(connection) => return Ok(connection),
             Err(e) => {
                 tracing::debug!(error = %e, "broker node refused the connection; trying the next");

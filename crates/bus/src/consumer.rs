@@ -62,7 +62,7 @@ pub enum Outcome {
     /// Done with: remove it from the queue.
     Ack,
     /// Remove it without processing (the handler has already parked it elsewhere, such as the
-    /// invalid queue): acked.
+    /// dead queue): acked.
     Drop,
     /// A dependency is away: keep the message and call the handler again after a backoff; the
     /// consumer takes no new messages meanwhile.

@@ -42,7 +42,7 @@ pub struct Outgoing<'a> {
 
 /// Header of every message Waybill publishes: when (milliseconds since the Unix epoch) it
 /// reaches a work queue: its publish time, or for a message published to a delay queue the
-/// time its delay ends. A message sent back from limbo keeps its stamp.
+/// time its delay ends, or for a message sent back from limbo the time it was sent back.
 pub const QUEUED_AT_HEADER: &str = "waybill-queued-at";
 
 /// Headers the broker adds when it dead-letters or redelivers a message; a message published
@@ -181,12 +181,12 @@ impl Broker {
                 }
             }
         }
-        if !headers.contains_key(QUEUED_AT_HEADER) {
-            headers.insert(
-                QUEUED_AT_HEADER.into(),
-                AMQPValue::LongLongInt(epoch_ms(Duration::ZERO)),
-            );
-        }
+        // Stamped afresh: back on its work queue it is behind whatever is there now, and the
+        // queue's age estimate reads stamps in the order messages are taken.
+        headers.insert(
+            QUEUED_AT_HEADER.into(),
+            AMQPValue::LongLongInt(epoch_ms(Duration::ZERO)),
+        );
         properties = properties.with_headers(headers).with_delivery_mode(2);
         let raw = Raw {
             exchange: "",
@@ -198,7 +198,10 @@ impl Broker {
         let result = self.send(std::slice::from_ref(&raw)).await;
         if matches!(
             result,
-            Err(BusError::Unreachable(_) | BusError::Protocol(_) | BusError::Timeout(_))
+            Err(BusError::Unreachable(_)
+                | BusError::Protocol(_)
+                | BusError::Timeout(_)
+                | BusError::Nacked)
         ) {
             self.reset().await;
         }

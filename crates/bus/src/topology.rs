@@ -55,6 +55,10 @@ pub const LIMBO_TTL: Duration = Duration::from_secs(30);
 /// How many messages the dead and invalid queues keep by default (the oldest go first).
 pub const PARKED_MAX_LENGTH: u32 = 100_000;
 
+/// The delivery limit of a quorum return queue: a message handed back this often has met a
+/// broker that refused its publish for years.
+const RETURN_DELIVERY_LIMIT: i64 = 1_000_000;
+
 /// Classic queues on one node, quorum queues in a cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueueType {
@@ -316,6 +320,21 @@ impl Topology {
         args
     }
 
+    /// Arguments of a return queue. It has nowhere to dead-letter to (back into its work queue
+    /// would be a dead-letter cycle, which RabbitMQ drops), so on quorum queues it carries a
+    /// delivery limit of its own, far above any number of hand-backs, instead of RabbitMQ 4's
+    /// default of 20. A policy with a lower `delivery-limit` must not match it.
+    fn return_args(&self) -> FieldTable {
+        let mut args = self.queue_args();
+        if self.queue_type == QueueType::Quorum {
+            args.insert(
+                ShortString::from("x-delivery-limit"),
+                AMQPValue::LongLongInt(RETURN_DELIVERY_LIMIT),
+            );
+        }
+        args
+    }
+
     /// Every queue with the arguments it is declared with.
     fn declarations(&self) -> Vec<(String, FieldTable)> {
         let mut queues = Vec::new();
@@ -326,7 +345,7 @@ impl Topology {
                 limbo.clone(),
                 self.dead_lettering("", &back, Some(self.limbo_ttl)),
             ));
-            queues.push((back, self.queue_args()));
+            queues.push((back, self.return_args()));
             queues.push((work, self.dead_lettering("", &limbo, None)));
         }
         queues.push((self.invalid_queue(), self.parked_args()));

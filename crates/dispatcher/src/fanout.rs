@@ -53,7 +53,7 @@ pub struct FanOut {
 /// A batch writer of the fan-out; an item's error is shared by every item it failed.
 pub type Writer<T, R> = Batcher<T, R, Arc<StoreError>>;
 
-/// Why an event was not fanned out (it goes back to the queue).
+/// Why an event was not fanned out (tried again in place, or sent to limbo).
 #[derive(Debug, thiserror::Error)]
 pub enum FanOutError {
     #[error("cannot record the event")]
@@ -224,7 +224,7 @@ impl FanOut {
 
     /// Records a refused message in Postgres (`invalid_events`, where an operator lists,
     /// re-drives or deletes it); `Ack` once it is stored, so it does not pile up on a queue.
-    /// Postgres away: the message goes back to the queue and is recorded on a later try; a
+    /// Postgres away: the message is kept and tried again in place until it is recorded; a
     /// redelivered message is the same record, its id being derived from the message.
     async fn park(&self, delivery: &Delivery, reason: String) -> Outcome {
         tracing::warn!(reason = %reason, routing_key = %delivery.routing_key, "recording an invalid event");
