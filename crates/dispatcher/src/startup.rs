@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use actix_web::web;
 use anyhow::Context;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use waybill_bus::{Broker, Consumer, ConsumerSpec};
 use waybill_catalog::Catalog;
 use waybill_domain::retry::RetrySchedule;
@@ -18,11 +18,11 @@ use waybill_runtime::{
     rate_limit::TenantLimiter,
     service::{RunningService, Shared},
 };
-use waybill_store::Cipher;
+use waybill_store::{Cipher, deliveries::Claim};
 
 use crate::{
     deliver::Deliver,
-    fanout::FanOut,
+    fanout::{self, FanOut},
     health::{Breaker, BreakerSetup, Throttle},
     index::Index,
     metrics::DispatchMetrics,
@@ -112,7 +112,11 @@ impl Application {
         service.spawn(move |stop| sync.run(stop));
 
         let replica = uuid::Uuid::new_v4().simple().to_string();
-        let (take, finish) = FanOut::writers(&pool);
+        let claim = Claim {
+            owner: replica.clone(),
+            lease: parse_duration(&settings.delivery.fanout_lease)?,
+        };
+        let (take, finish) = FanOut::writers(&pool, &claim);
         let fanout = Arc::new(FanOut {
             index: index.clone(),
             catalog: catalog.clone(),
@@ -122,6 +126,8 @@ impl Application {
             take,
             finish,
             in_flight: Default::default(),
+            claim,
+            budget: Arc::new(Semaphore::new(fanout::BUDGET_BYTES / 1024)),
         });
         let fanout_consumer = Consumer::new(
             settings.broker.url.clone(),
