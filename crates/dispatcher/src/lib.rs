@@ -5,6 +5,7 @@
 
 pub mod batch;
 pub mod deliver;
+pub mod fairness;
 pub mod fanout;
 pub mod health;
 pub mod index;

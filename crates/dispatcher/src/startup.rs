@@ -22,6 +22,7 @@ use waybill_store::{Cipher, deliveries::Claim};
 
 use crate::{
     deliver::Deliver,
+    fairness::TenantSlots,
     fanout::{self, FanOut},
     health::{Breaker, BreakerSetup, Throttle},
     index::Index,
@@ -167,6 +168,14 @@ impl Application {
             schedule: RetrySchedule::new(settings.retry_schedule()?),
             recorder: Recorder::start(pool),
             metrics: dispatch_metrics,
+            slots: TenantSlots::new(
+                usize::from(settings.delivery.concurrency),
+                settings.delivery.tenant_reserve_percent,
+            ),
+            fair_hold: (
+                parse_duration(&settings.delivery.fairness_hold)?,
+                parse_duration(&settings.delivery.fairness_max_hold)?,
+            ),
         });
         let deliver_consumer = Consumer::new(
             settings.broker.url.clone(),
