@@ -24,12 +24,14 @@ use crate::{cluster::Cluster, common::TENANT};
 pub struct Params {
     pub subscriptions: u32,
     pub event_kib: u32,
+    pub delivery_concurrency: Option<u16>,
     pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
 struct Outcome {
     subscriptions: u32,
+    delivery_concurrency: Option<u16>,
     event_bytes: usize,
     delivered: u64,
     /// From the publish to the last request.
@@ -166,7 +168,12 @@ async fn measure(p: &Params, settings: Settings) -> anyhow::Result<Outcome> {
     .run();
     tokio::spawn(server);
 
-    let cluster = Cluster::start(&settings, &[]).await?;
+    let extra: Vec<(&str, String)> = p
+        .delivery_concurrency
+        .map(|c| ("WAYBILL_DELIVERY__CONCURRENCY", c.to_string()))
+        .into_iter()
+        .collect();
+    let cluster = Cluster::start(&settings, &extra).await?;
     let client = reqwest::Client::builder().no_proxy().build()?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while indexed(&client, &cluster.dispatcher.base()).await < u64::from(p.subscriptions) {
@@ -220,6 +227,7 @@ async fn measure(p: &Params, settings: Settings) -> anyhow::Result<Outcome> {
     drop(cluster);
     Ok(Outcome {
         subscriptions: p.subscriptions,
+        delivery_concurrency: p.delivery_concurrency,
         event_bytes: body.len(),
         delivered,
         seconds,

@@ -107,6 +107,9 @@ enum Scenario {
         /// Size of the event, in KiB.
         #[arg(long, default_value_t = 256)]
         event_kib: u32,
+        /// The dispatcher's `delivery.concurrency` (its default when not given).
+        #[arg(long)]
+        delivery_concurrency: Option<u16>,
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -190,11 +193,13 @@ async fn main() -> std::process::ExitCode {
         Scenario::FanoutMemory {
             subscriptions,
             event_kib,
+            delivery_concurrency,
             json,
         } => {
             fanout_memory::run(fanout_memory::Params {
                 subscriptions,
                 event_kib,
+                delivery_concurrency,
                 json,
             })
             .await

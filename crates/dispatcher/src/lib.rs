@@ -4,6 +4,7 @@
 //! the load needs.
 
 pub mod batch;
+pub mod budget;
 pub mod deliver;
 pub mod fairness;
 pub mod fanout;

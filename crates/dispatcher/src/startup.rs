@@ -21,6 +21,7 @@ use waybill_runtime::{
 use waybill_store::{Cipher, deliveries::Claim};
 
 use crate::{
+    budget::Budgeted,
     deliver::Deliver,
     fairness::TenantSlots,
     fanout::{self, FanOut},
@@ -34,6 +35,10 @@ use crate::{
 
 /// The dispatcher service.
 pub struct Application;
+
+/// Bytes of delivery messages a replica works on at once (their copies take several times
+/// that): small messages are never held back by it, big ones are taken a few at a time.
+const DELIVERY_BUDGET_BYTES: usize = 4 << 20;
 
 /// How often a replica reads every failing receiver's circuit from Postgres.
 const BREAKER_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
@@ -195,7 +200,12 @@ impl Application {
         });
         service.spawn(move |stop| async move {
             if wait_loaded(loaded_rx, stop.clone()).await {
-                deliver_consumer.run(deliver, stop).await;
+                deliver_consumer
+                    .run(
+                        Arc::new(Budgeted::new(deliver, DELIVERY_BUDGET_BYTES / 1024)),
+                        stop,
+                    )
+                    .await;
             }
         });
         Ok(service)
