@@ -209,14 +209,16 @@ async fn measure(p: &Params, settings: Settings) -> anyhow::Result<Outcome> {
         })
         .await?;
 
-    // Until every subscription got it, or nothing new came for 30 s.
+    // Until every subscription got it, or nothing new came for 30 s (10 minutes for the first
+    // request: a fan-out that builds every message first takes a while).
     let mut last = (0, Instant::now(), Instant::now());
     loop {
         let count = requests.load(Ordering::Relaxed);
         if count != last.0 {
             last = (count, Instant::now(), Instant::now());
         }
-        if count >= u64::from(p.subscriptions) || last.1.elapsed() > Duration::from_secs(30) {
+        let patience = Duration::from_secs(if count == 0 { 600 } else { 30 });
+        if count >= u64::from(p.subscriptions) || last.1.elapsed() > patience {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
