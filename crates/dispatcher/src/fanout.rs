@@ -74,7 +74,7 @@ pub struct FanOut {
 
 /// Bytes of delivery messages one fan-out builds before publishing them and waiting for their
 /// confirms.
-const CHUNK_BYTES: usize = 4 << 20;
+const CHUNK_BYTES: usize = 2 << 20;
 
 /// Most delivery messages in one chunk, however small.
 const CHUNK_MESSAGES: usize = 1_000;

@@ -38,7 +38,7 @@ pub struct Application;
 
 /// Bytes of delivery messages a replica works on at once (their copies take several times
 /// that): small messages are never held back by it, big ones are taken a few at a time.
-const DELIVERY_BUDGET_BYTES: usize = 4 << 20;
+const DELIVERY_BUDGET_BYTES: usize = 2 << 20;
 
 /// How often a replica reads every failing receiver's circuit from Postgres.
 const BREAKER_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
