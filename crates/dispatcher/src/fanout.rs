@@ -384,10 +384,32 @@ impl FanOut {
         let refanout = state == EventState::Unfinished;
         // The claim is renewed for as long as the work runs; should another replica have taken
         // the event over meanwhile, this one stops and leaves the rest to it.
-        tokio::select! {
+        let done = tokio::select! {
             biased;
             done = self.publish_and_finish(event, &targets, refanout) => done,
             lost = self.keep_claim(event) => Err(lost),
+        };
+        if let Err(e) = &done
+            && !matches!(e, FanOutError::ClaimLost)
+        {
+            self.release(event).await;
+        }
+        done
+    }
+
+    /// Gives up this replica's claim on an event it could not fan out, so the copy that comes
+    /// back is taken over at once wherever it lands; if Postgres is away, the lease runs out.
+    async fn release(&self, event: &EventEnvelope) {
+        let released = match waybill_store::conn(&self.pool).await {
+            Ok(mut conn) => {
+                deliveries::release_claim(&mut conn, event.tenant.as_str(), &event.id, &self.claim)
+                    .await
+                    .map_err(StoreError::from)
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = released {
+            tracing::warn!(error = %e, "cannot release an event's claim; it expires with its lease");
         }
     }
 

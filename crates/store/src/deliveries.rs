@@ -239,6 +239,26 @@ pub async fn claim_state(
     })
 }
 
+/// Ends `claim.owner`'s claim on an event it failed to fan out, so the event's next copy is
+/// taken at once by whichever replica gets it, rather than after the lease.
+pub async fn release_claim(
+    conn: &mut AsyncPgConnection,
+    tenant: &str,
+    id: &str,
+    claim: &Claim,
+) -> QueryResult<()> {
+    sql_query(
+        "UPDATE events SET claimed_until = now() \
+         WHERE tenant = $1 AND id = $2 AND claimed_by = $3 AND fanned_out_at IS NULL",
+    )
+    .bind::<Text, _>(tenant)
+    .bind::<Text, _>(id)
+    .bind::<Text, _>(claim.owner.as_str())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Extends `claim.owner`'s claim on an event by its lease, from now; false when the claim is
 /// someone else's now (it expired and another replica took the event over).
 pub async fn renew_claim(
