@@ -35,8 +35,9 @@ queue_type = "classic"
 retry_schedule = ["5m", "10m", "20m", "40m", "1h", "1h", "1h", "1h", "1h"]
 # A receiver has this long to answer (connect included).
 timeout = "15s"
-# Requests in flight at once per dispatcher replica.
-concurrency = 256
+# Requests in flight at once per dispatcher replica (also how many delivery messages the broker
+# sends it ahead: with events of hundreds of KiB, that many copies are held in memory).
+concurrency = 128
 # Events fanned out at once per dispatcher replica.
 fanout_concurrency = 32
 # How often the subscription index is rebuilt from Postgres, besides the change feed.
