@@ -7,6 +7,7 @@ mod common;
 mod delivery_latency;
 mod delivery_log;
 mod down_receiver;
+mod fanout_memory;
 mod ingest_throughput;
 mod pipeline;
 mod scratch;
@@ -97,6 +98,21 @@ enum Scenario {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// The dispatcher's peak memory fanning one big event out to many subscriptions and
+    /// delivering every copy.
+    FanoutMemory {
+        /// Subscriptions (all `*`) the event goes to.
+        #[arg(long, default_value_t = 2_000)]
+        subscriptions: u32,
+        /// Size of the event, in KiB.
+        #[arg(long, default_value_t = 256)]
+        event_kib: u32,
+        /// The dispatcher's `delivery.concurrency` (its default when not given).
+        #[arg(long)]
+        delivery_concurrency: Option<u16>,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Events accepted per second by ingest over HTTP, each persistent and broker-confirmed.
     IngestThroughput {
         /// Concurrent HTTP clients.
@@ -170,6 +186,20 @@ async fn main() -> std::process::ExitCode {
                 seconds,
                 threshold,
                 cooldown,
+                json,
+            })
+            .await
+        }
+        Scenario::FanoutMemory {
+            subscriptions,
+            event_kib,
+            delivery_concurrency,
+            json,
+        } => {
+            fanout_memory::run(fanout_memory::Params {
+                subscriptions,
+                event_kib,
+                delivery_concurrency,
                 json,
             })
             .await

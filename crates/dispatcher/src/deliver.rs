@@ -2,6 +2,10 @@
 //! recorded; a failure with attempts left goes to the delay tier of its wait with the next
 //! attempt number, a failure without goes to the dead queue as `failed`. The message is acked
 //! only once that is confirmed by the broker and committed to Postgres.
+//!
+//! Tenants share the replica fairly (see [`crate::fairness`]): a delivery of a tenant holding
+//! more than its share waits on a hold queue without an attempt, longer each time it is held,
+//! so one tenant's backlog or slow receivers do not keep the others' deliveries waiting.
 
 use std::{sync::Arc, time::Duration};
 
@@ -23,6 +27,7 @@ use waybill_store::{
 };
 
 use crate::{
+    fairness::TenantSlots,
     fanout::REFANOUT_HEADER,
     health::{Breaker, Gate, HealthError, Throttle},
     index::{Index, Target},
@@ -45,6 +50,9 @@ pub const DEFERRALS_HEADER: &str = "waybill-deferrals";
 /// meanwhile (a redelivered original, or a tenant's retry), so Postgres is checked first.
 pub const HELD_HEADER: &str = "waybill-held";
 
+/// Header of a delivery message held back for fairness between tenants: how many times so far.
+pub const FAIR_HOLDS_HEADER: &str = "waybill-fair-holds";
+
 /// Delivers.
 pub struct Deliver {
     pub index: Index,
@@ -58,6 +66,10 @@ pub struct Deliver {
     pub metrics: DispatchMetrics,
     pub breaker: Arc<Breaker>,
     pub throttle: Throttle,
+    /// Each tenant's attempts in progress on this replica.
+    pub slots: TenantSlots,
+    /// First and longest wait of a delivery held back for fairness.
+    pub fair_hold: (Duration, Duration),
 }
 
 /// What a delivery message says about itself besides its body.
@@ -74,6 +86,8 @@ struct Incoming {
     not_before: Option<DateTime<Utc>>,
     /// Times an open circuit held it back.
     deferrals: u32,
+    /// Times it was held back for fairness between tenants.
+    fair_holds: u32,
 }
 
 impl Incoming {
@@ -185,6 +199,8 @@ enum Settled {
     Deferred,
     /// Over the subscription's rate limit: the message waits for its slot.
     Throttled,
+    /// Its tenant holds more than its share of the replica: the message waits its turn.
+    Held,
 }
 
 impl Deliver {
@@ -287,6 +303,11 @@ impl Deliver {
         inc: &Incoming,
     ) -> Result<Settled, DeliverError> {
         let number = inc.number;
+        // Checked first, in memory, so a delivery held again and again costs no Postgres read.
+        let Some(_slot) = self.slots.try_take(msg.event.tenant.as_str()) else {
+            self.hold_for_fairness(msg, inc).await?;
+            return Ok(Settled::Held);
+        };
         if inc.recheck && self.already_done(msg, number, inc.manual).await? {
             return Ok(Settled::AlreadyDone);
         }
@@ -463,6 +484,33 @@ impl Deliver {
         }
     }
 
+    /// Sends a delivery of a tenant over its share to a hold queue, keeping its attempt
+    /// number and any rate-limit slot; each time it is held it waits twice as long, up to the
+    /// longest wait, so a big backlog does not cycle through the broker.
+    async fn hold_for_fairness(
+        &self,
+        msg: &DeliveryMessage,
+        inc: &Incoming,
+    ) -> Result<(), DeliverError> {
+        let (first, longest) = self.fair_hold;
+        let wait = first
+            .saturating_mul(2u32.saturating_pow(inc.fair_holds.min(16)))
+            .min(longest);
+        let mut headers = inc.carried();
+        headers.push((FAIR_HOLDS_HEADER, (inc.fair_holds + 1).to_string()));
+        if let Some(slot) = inc.not_before {
+            headers.push((
+                NOT_BEFORE_HEADER,
+                slot.to_rfc3339_opts(SecondsFormat::Micros, true),
+            ));
+        }
+        let queue = self
+            .broker
+            .topology()
+            .hold_queue(Topology::hold_at_least(wait));
+        self.forward(msg, &queue, headers).await
+    }
+
     /// Publishes `msg` to `queue` (a delay tier or the dead queue) and waits for the confirm.
     async fn forward(
         &self,
@@ -514,6 +562,7 @@ impl Handler for Deliver {
             refanout,
             not_before: not_before(delivery),
             deferrals: number_header(delivery, DEFERRALS_HEADER).unwrap_or(0),
+            fair_holds: number_header(delivery, FAIR_HOLDS_HEADER).unwrap_or(0),
         };
         match self.process(&msg, &inc).await {
             Ok(settled) => {
@@ -525,6 +574,7 @@ impl Handler for Deliver {
                     Settled::AlreadyDone => "duplicate",
                     Settled::Deferred => "deferred",
                     Settled::Throttled => "throttled",
+                    Settled::Held => "held",
                 };
                 self.metrics.deliveries.with_label_values(&[outcome]).inc();
                 Outcome::Ack

@@ -1,30 +1,43 @@
-//! The fan-out stage, consuming `<prefix>.dispatch`: checks the event, records it once, publishes
-//! one confirmed delivery message per matching subscription, records those deliveries, and only
-//! then acks the event. A crash between any two steps loses nothing: the event comes back, is
-//! seen as unfinished, and is fanned out again under the same delivery ids.
+//! The fan-out stage, consuming `<prefix>.dispatch`: checks the event, records it once and
+//! claims it, publishes one confirmed delivery message per matching subscription, records those
+//! deliveries, and only then acks the event. A crash between any two steps loses nothing: the
+//! event comes back, is seen as unfinished once the crashed replica's claim has expired, and is
+//! fanned out again under the same delivery ids.
+//!
+//! The claim makes a fan-out happen once across replicas: a copy of an event another replica
+//! is fanning out waits until that one is done (the copy is a duplicate) or its claim expires
+//! (it takes over). The owner renews the claim while it works.
+//!
+//! Memory stays bounded whatever the number of subscriptions: the delivery messages are built
+//! and published a chunk at a time, each chunk confirmed before the next is built, and all the
+//! chunks a replica holds at once share one byte budget.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use chrono::Utc;
 use lapin::message::Delivery;
+use tokio::sync::Semaphore;
 use waybill_bus::{Broker, BusError, Handler, Outcome, Outgoing, topology::DELIVERY_KEY};
 use waybill_catalog::Catalog;
 use waybill_domain::{
-    ValidationErrors,
-    delivery::{ATTEMPT_HEADER, DeliveryMessage, DeliveryStatus, delivery_id},
+    DeliveryId, ValidationErrors, WebhookId,
+    delivery::{ATTEMPT_HEADER, DeliveryStatus, delivery_id},
     event::EventEnvelope,
     invalid_event::InvalidEvent,
 };
 use waybill_store::{
     PgPool, StoreError,
-    deliveries::{self, EventState, NewDelivery},
+    deliveries::{self, Claim, ClaimState, EventState, NewDelivery},
     invalid_events,
 };
 
 use crate::{
     batch::{BatchError, Batcher},
     health::DISABLED_EVENT,
-    index::Index,
+    index::{Index, Target},
     metrics::DispatchMetrics,
 };
 
@@ -48,7 +61,28 @@ pub struct FanOut {
     pub finish: Writer<Finished, ()>,
     /// The (tenant, id) of the events this replica is fanning out now.
     pub in_flight: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+    /// This replica's claim on the events it fans out.
+    pub claim: Claim,
+    /// KiB of delivery messages this replica's fan-outs may hold at once.
+    pub budget: Arc<Semaphore>,
 }
+
+/// Bytes of delivery messages one fan-out builds before publishing them and waiting for their
+/// confirms.
+const CHUNK_BYTES: usize = 2 << 20;
+
+/// Most delivery messages in one chunk, however small.
+const CHUNK_MESSAGES: usize = 1_000;
+
+/// Bytes of delivery messages all fan-outs of a replica hold at once (each also copied once
+/// into the connection's buffers until the broker has it).
+pub const BUDGET_BYTES: usize = 16 << 20;
+
+/// What a delivery message adds to its event: the two ids and the JSON around them.
+const MESSAGE_OVERHEAD: usize = 128;
+
+/// Shortest and longest wait between two looks at a claim another replica holds.
+const CLAIM_POLL: (Duration, Duration) = (Duration::from_millis(20), Duration::from_millis(500));
 
 /// A batch writer of the fan-out; an item's error is shared by every item it failed.
 pub type Writer<T, R> = Batcher<T, R, Arc<StoreError>>;
@@ -64,6 +98,10 @@ pub enum FanOutError {
     Publish(#[source] BusError),
     #[error("cannot record the event's deliveries")]
     Finish(#[source] BatchError<Arc<StoreError>>),
+    #[error("another replica is still fanning the event out")]
+    Claimed,
+    #[error("another replica took the event over")]
+    ClaimLost,
 }
 
 impl FanOutError {
@@ -72,7 +110,7 @@ impl FanOutError {
         match self {
             FanOutError::Take(e) | FanOutError::Finish(e) => e.is_retryable(),
             FanOutError::Encode(_) => false,
-            FanOutError::Publish(_) => true,
+            FanOutError::Publish(_) | FanOutError::Claimed | FanOutError::ClaimLost => true,
         }
     }
 }
@@ -131,22 +169,26 @@ where
 }
 
 impl FanOut {
-    /// The two batch writers of the fan-out.
-    pub fn writers(pool: &PgPool) -> (Writer<EventEnvelope, EventState>, Writer<Finished, ()>) {
+    /// The two batch writers of the fan-out; events are taken under `claim`.
+    pub fn writers(
+        pool: &PgPool,
+        claim: &Claim,
+    ) -> (Writer<EventEnvelope, EventState>, Writer<Finished, ()>) {
         let p = pool.clone();
+        let claim = Arc::new(claim.clone());
         let take = Batcher::start(FANOUT_BATCH, move |events: Vec<EventEnvelope>| {
-            let p = p.clone();
+            let (p, many, one) = (p.clone(), claim.clone(), claim.clone());
             async move {
                 batched(
                     &p,
                     events,
-                    async |conn, batch: &[EventEnvelope]| {
-                        deliveries::take_events(conn, batch)
+                    async move |conn, batch: &[EventEnvelope]| {
+                        deliveries::take_events(conn, batch, &many)
                             .await
                             .map_err(StoreError::from)
                     },
-                    async |conn, e: &EventEnvelope| {
-                        deliveries::take_event(conn, e)
+                    async move |conn, e: &EventEnvelope| {
+                        deliveries::take_event(conn, e, &one)
                             .await
                             .map_err(StoreError::from)
                     },
@@ -282,11 +324,7 @@ impl FanOut {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
-        let state = self
-            .take
-            .call(event.clone())
-            .await
-            .map_err(FanOutError::Take)?;
+        let state = self.take(event).await?;
         if state == EventState::Done {
             self.metrics.events.with_label_values(&["duplicate"]).inc();
             return Ok(0);
@@ -302,20 +340,159 @@ impl FanOut {
         {
             targets.retain(|t| t.id.to_string() != subject);
         }
-        let now = Utc::now();
-        let mut bodies = Vec::with_capacity(targets.len());
-        let mut rows = Vec::with_capacity(targets.len());
-        for t in &targets {
-            let id = delivery_id(event.tenant.as_str(), &event.id, t.id);
-            let message = DeliveryMessage {
-                delivery_id: id,
-                webhook_id: t.id,
-                event: event.clone(),
+        let refanout = state == EventState::Unfinished;
+        // The claim is renewed for as long as the work runs; should another replica have taken
+        // the event over meanwhile, this one stops and leaves the rest to it.
+        let done = tokio::select! {
+            biased;
+            done = self.publish_and_finish(event, &targets, refanout) => done,
+            lost = self.keep_claim(event) => Err(lost),
+        };
+        if let Err(e) = &done
+            && !matches!(e, FanOutError::ClaimLost)
+        {
+            self.release(event).await;
+        }
+        done
+    }
+
+    /// Gives up this replica's claim on an event it could not fan out, so the copy that comes
+    /// back is taken over at once wherever it lands; if Postgres is away, the lease runs out.
+    async fn release(&self, event: &EventEnvelope) {
+        let released = match waybill_store::conn(&self.pool).await {
+            Ok(mut conn) => {
+                deliveries::release_claim(&mut conn, event.tenant.as_str(), &event.id, &self.claim)
+                    .await
+                    .map_err(StoreError::from)
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = released {
+            tracing::warn!(error = %e, "cannot release an event's claim; it expires with its lease");
+        }
+    }
+
+    /// Takes the event under this replica's claim; a claim another replica holds is waited out
+    /// (bounded by twice the lease) until its fan-out is done or the claim expires.
+    async fn take(&self, event: &EventEnvelope) -> Result<EventState, FanOutError> {
+        let mut state = self
+            .take
+            .call(event.clone())
+            .await
+            .map_err(FanOutError::Take)?;
+        let started = Instant::now();
+        let mut wait = CLAIM_POLL.0;
+        while state == EventState::Claimed {
+            if started.elapsed() > self.claim.lease * 2 {
+                return Err(FanOutError::Claimed);
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(CLAIM_POLL.1);
+            let looked = match waybill_store::conn(&self.pool).await {
+                Ok(mut conn) => {
+                    deliveries::claim_state(&mut conn, event.tenant.as_str(), &event.id)
+                        .await
+                        .map_err(StoreError::from)
+                }
+                Err(e) => Err(e),
             };
-            let body = serde_json::to_vec(&message).map_err(FanOutError::Encode)?;
-            bodies.push((id.to_string(), body));
-            rows.push(NewDelivery {
-                id,
+            match looked {
+                Ok(ClaimState::Done) => state = EventState::Done,
+                Ok(ClaimState::Free) => {
+                    state = self
+                        .take
+                        .call(event.clone())
+                        .await
+                        .map_err(FanOutError::Take)?;
+                }
+                Ok(ClaimState::Held) => {}
+                // Looked at again at the next turn, within the same bound.
+                Err(e) => tracing::warn!(error = %e, "cannot read an event's claim"),
+            }
+        }
+        Ok(state)
+    }
+
+    /// Renews this replica's claim on `event` a few times per lease; returns only when the
+    /// claim is someone else's.
+    async fn keep_claim(&self, event: &EventEnvelope) -> FanOutError {
+        let every = (self.claim.lease / 3).max(Duration::from_millis(10));
+        loop {
+            tokio::time::sleep(every).await;
+            let renewed = match waybill_store::conn(&self.pool).await {
+                Ok(mut conn) => deliveries::renew_claim(
+                    &mut conn,
+                    event.tenant.as_str(),
+                    &event.id,
+                    &self.claim,
+                )
+                .await
+                .map_err(StoreError::from),
+                Err(e) => Err(e),
+            };
+            match renewed {
+                Ok(true) => {}
+                Ok(false) => return FanOutError::ClaimLost,
+                // The claim may expire meanwhile: at worst another replica fans out again.
+                Err(e) => tracing::warn!(error = %e, "cannot renew an event's claim"),
+            }
+        }
+    }
+
+    /// Publishes the delivery messages of `event` to `targets` a chunk at a time, then records
+    /// the deliveries and marks the event fanned out.
+    async fn publish_and_finish(
+        &self,
+        event: &EventEnvelope,
+        targets: &[Arc<Target>],
+        refanout: bool,
+    ) -> Result<usize, FanOutError> {
+        // The event is the bulk of every message: encoded once, copied into each.
+        let event_json = serde_json::to_vec(event).map_err(FanOutError::Encode)?;
+        let per_message = event_json.len() + MESSAGE_OVERHEAD;
+        let per_chunk = (CHUNK_BYTES / per_message).clamp(1, CHUNK_MESSAGES);
+        let budget_kib = BUDGET_BYTES / 1024;
+        let exchange = self.broker.topology().deliveries_exchange();
+        let mut headers = vec![(ATTEMPT_HEADER, "1".to_owned())];
+        if refanout {
+            headers.push((REFANOUT_HEADER, "1".to_owned()));
+        }
+        for chunk in targets.chunks(per_chunk) {
+            // A chunk bigger than the whole budget (one huge message) takes all of it.
+            let kib = (chunk.len() * per_message).div_ceil(1024).min(budget_kib);
+            // The semaphore is never closed; were it, the chunk would go ahead unbudgeted.
+            let _permit = self
+                .budget
+                .acquire_many(u32::try_from(kib).unwrap_or(u32::MAX))
+                .await
+                .ok();
+            let mut bodies = Vec::with_capacity(chunk.len());
+            for t in chunk {
+                let id = delivery_id(event.tenant.as_str(), &event.id, t.id);
+                let body = delivery_body(id, t.id, &event_json).map_err(FanOutError::Encode)?;
+                bodies.push((id.to_string(), body));
+            }
+            let outgoing: Vec<Outgoing<'_>> = bodies
+                .iter()
+                .map(|(id, body)| Outgoing {
+                    exchange: &exchange,
+                    routing_key: DELIVERY_KEY,
+                    body,
+                    message_id: Some(id),
+                    headers: headers.clone(),
+                    mandatory: true,
+                })
+                .collect();
+            self.broker
+                .publish_many(&outgoing)
+                .await
+                .map_err(FanOutError::Publish)?;
+        }
+        let now = Utc::now();
+        let rows: Vec<NewDelivery> = targets
+            .iter()
+            .map(|t| NewDelivery {
+                id: delivery_id(event.tenant.as_str(), &event.id, t.id),
                 tenant: event.tenant.to_string(),
                 webhook_id: t.id,
                 event_id: event.id.clone(),
@@ -323,33 +500,8 @@ impl FanOut {
                 status: DeliveryStatus::Pending,
                 created_at: now,
                 updated_at: now,
-            });
-        }
-        let exchange = self.broker.topology().deliveries_exchange();
-        let outgoing: Vec<Outgoing<'_>> = bodies
-            .iter()
-            .map(|(id, body)| Outgoing {
-                exchange: &exchange,
-                routing_key: DELIVERY_KEY,
-                body,
-                message_id: Some(id),
-                headers: if state == EventState::Unfinished {
-                    vec![
-                        (ATTEMPT_HEADER, "1".to_owned()),
-                        (REFANOUT_HEADER, "1".to_owned()),
-                    ]
-                } else {
-                    vec![(ATTEMPT_HEADER, "1".to_owned())]
-                },
-                mandatory: true,
             })
             .collect();
-        if !outgoing.is_empty() {
-            self.broker
-                .publish_many(&outgoing)
-                .await
-                .map_err(FanOutError::Publish)?;
-        }
         // The deliveries are queued: from here on, failing to record would fan out again, so
         // keep trying for a while before handing the event back.
         let mut wait = Duration::from_millis(100);
@@ -373,6 +525,24 @@ impl FanOut {
         }
         Err(FanOutError::Finish(last.unwrap_or(BatchError::Stopped)))
     }
+}
+
+/// A delivery message as [`waybill_domain::delivery::DeliveryMessage`] encodes it, around an
+/// event encoded already.
+fn delivery_body(
+    id: DeliveryId,
+    webhook_id: WebhookId,
+    event_json: &[u8],
+) -> Result<Vec<u8>, serde_json::Error> {
+    let mut body = Vec::with_capacity(event_json.len() + MESSAGE_OVERHEAD);
+    body.extend_from_slice(br#"{"delivery_id":"#);
+    serde_json::to_writer(&mut body, &id)?;
+    body.extend_from_slice(br#","webhook_id":"#);
+    serde_json::to_writer(&mut body, &webhook_id)?;
+    body.extend_from_slice(br#","event":"#);
+    body.extend_from_slice(event_json);
+    body.push(b'}');
+    Ok(body)
 }
 
 impl Handler for FanOut {
@@ -407,5 +577,40 @@ impl Handler for FanOut {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use waybill_domain::{EventTypeName, TenantId, delivery::DeliveryMessage};
+
+    use super::*;
+
+    #[test]
+    fn a_spliced_delivery_body_reads_as_the_message_it_stands_for() {
+        let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
+        let mut data = serde_json::Map::new();
+        data.insert("sku".into(), serde_json::json!("TSH \"quoted\" \u{e9}"));
+        let event = EventEnvelope {
+            id: "ev-1".into(),
+            tenant: TenantId::parse("acme").unwrap(),
+            kind: EventTypeName::parse("stock.updated").unwrap(),
+            client_id: Some("c1".into()),
+            occurred_at: now,
+            received_at: now,
+            data,
+        };
+        let webhook_id = WebhookId::from_uuid(uuid::Uuid::now_v7());
+        let id = delivery_id("acme", "ev-1", webhook_id);
+        let body = delivery_body(id, webhook_id, &serde_json::to_vec(&event).unwrap()).unwrap();
+        let read: DeliveryMessage = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            read,
+            DeliveryMessage {
+                delivery_id: id,
+                webhook_id,
+                event,
+            }
+        );
     }
 }

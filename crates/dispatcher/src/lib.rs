@@ -4,7 +4,9 @@
 //! the load needs.
 
 pub mod batch;
+pub mod budget;
 pub mod deliver;
+pub mod fairness;
 pub mod fanout;
 pub mod health;
 pub mod index;

@@ -22,7 +22,8 @@ pub struct DispatchMetrics {
     /// Events taken from the dispatch queue, by outcome.
     pub events: IntCounterVec,
     /// Delivery messages handled, by outcome: `succeeded`, `retrying`, `failed`, `cancelled`,
-    /// `duplicate`, `deferred` (circuit open), `throttled` (over the rate limit).
+    /// `duplicate`, `deferred` (circuit open), `throttled` (over the rate limit), `held` (its
+    /// tenant over its share of the replica).
     pub deliveries: IntCounterVec,
     /// Duration of each HTTP attempt, answer or not.
     pub attempt_seconds: Histogram,
@@ -50,7 +51,7 @@ impl DispatchMetrics {
             deliveries: IntCounterVec::new(
                 Opts::new(
                     "dispatcher_deliveries_total",
-                    "Delivery messages handled, by outcome (succeeded, retrying, failed, cancelled, duplicate, deferred, throttled).",
+                    "Delivery messages handled, by outcome (succeeded, retrying, failed, cancelled, duplicate, deferred, throttled, held).",
                 ),
                 &["outcome"],
             )?,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use actix_web::web;
 use anyhow::Context;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use waybill_bus::{Broker, Consumer, ConsumerSpec, Returner, Topology};
 use waybill_catalog::Catalog;
 use waybill_domain::retry::RetrySchedule;
@@ -18,11 +18,13 @@ use waybill_runtime::{
     rate_limit::TenantLimiter,
     service::{RunningService, Shared},
 };
-use waybill_store::Cipher;
+use waybill_store::{Cipher, deliveries::Claim};
 
 use crate::{
+    budget::Budgeted,
     deliver::Deliver,
-    fanout::FanOut,
+    fairness::TenantSlots,
+    fanout::{self, FanOut},
     health::{Breaker, BreakerSetup, Throttle},
     index::Index,
     metrics::{DispatchMetrics, QueueWatch},
@@ -36,6 +38,10 @@ pub struct Application;
 
 /// Messages a replica moves from a return queue to its work queue at once.
 const RETURN_PREFETCH: u16 = 16;
+
+/// Bytes of delivery messages a replica works on at once (their copies take several times
+/// that): small messages are never held back by it, big ones are taken a few at a time.
+const DELIVERY_BUDGET_BYTES: usize = 2 << 20;
 
 /// How often a replica reads every failing receiver's circuit from Postgres.
 const BREAKER_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
@@ -115,7 +121,11 @@ impl Application {
         service.spawn(move |stop| sync.run(stop));
 
         let replica = uuid::Uuid::new_v4().simple().to_string();
-        let (take, finish) = FanOut::writers(&pool);
+        let claim = Claim {
+            owner: replica.clone(),
+            lease: parse_duration(&settings.delivery.fanout_lease)?,
+        };
+        let (take, finish) = FanOut::writers(&pool, &claim);
         let fanout = Arc::new(FanOut {
             index: index.clone(),
             catalog: catalog.clone(),
@@ -125,6 +135,8 @@ impl Application {
             take,
             finish,
             in_flight: Default::default(),
+            claim,
+            budget: Arc::new(Semaphore::new(fanout::BUDGET_BYTES / 1024)),
         });
         let fanout_consumer = Consumer::new(
             settings.broker.url.clone(),
@@ -164,6 +176,14 @@ impl Application {
             schedule: RetrySchedule::new(settings.retry_schedule()?),
             recorder: Recorder::start(pool),
             metrics: dispatch_metrics.clone(),
+            slots: TenantSlots::new(
+                usize::from(settings.delivery.concurrency),
+                settings.delivery.tenant_reserve_percent,
+            ),
+            fair_hold: (
+                parse_duration(&settings.delivery.fairness_hold)?,
+                parse_duration(&settings.delivery.fairness_max_hold)?,
+            ),
         });
         let watch_metrics = dispatch_metrics;
         let deliver_consumer = Consumer::new(
@@ -214,7 +234,12 @@ impl Application {
         });
         service.spawn(move |stop| async move {
             if wait_loaded(loaded_rx, stop.clone()).await {
-                deliver_consumer.run(deliver, stop).await;
+                deliver_consumer
+                    .run(
+                        Arc::new(Budgeted::new(deliver, DELIVERY_BUDGET_BYTES / 1024)),
+                        stop,
+                    )
+                    .await;
             }
         });
         Ok(service)

@@ -42,12 +42,23 @@ parked_max_length = 100000
 retry_schedule = ["5m", "10m", "20m", "40m", "1h", "1h", "1h", "1h", "1h"]
 # A receiver has this long to answer (connect included).
 timeout = "15s"
-# Requests in flight at once per dispatcher replica.
-concurrency = 256
+# Requests in flight at once per dispatcher replica (also how many delivery messages the broker
+# sends it ahead: with events of hundreds of KiB, that many copies are held in memory).
+concurrency = 128
 # Events fanned out at once per dispatcher replica.
 fanout_concurrency = 32
 # How often the subscription index is rebuilt from Postgres, besides the change feed.
 resync_interval = "5m"
+# How long a replica's claim on an event it fans out lasts unless renewed: after a crash, the
+# event's next copy waits this long before another replica takes the fan-out over.
+fanout_lease = "30s"
+# Share of `concurrency` a tenant holding more than its fair share leaves free for the others
+# (percent; 0 turns the fairness between tenants off).
+tenant_reserve_percent = 25
+# First wait of a delivery held back for fairness; each further time it doubles, up to the
+# longest.
+fairness_hold = "1s"
+fairness_max_hold = "1m"
 
 [breaker]
 # Failed requests in a row that open a receiver's circuit: its deliveries then wait in the delay
@@ -156,6 +167,13 @@ pub struct DeliverySettings {
     pub fanout_concurrency: u16,
     /// How often a dispatcher rebuilds its subscription index from Postgres.
     pub resync_interval: String,
+    /// How long a replica's claim on an event it fans out lasts unless renewed (`30s`).
+    pub fanout_lease: String,
+    /// Percent of `concurrency` a tenant over its fair share leaves free for other tenants.
+    pub tenant_reserve_percent: u8,
+    /// First and longest wait of a delivery held back for fairness (`1s`, `1m`).
+    pub fairness_hold: String,
+    pub fairness_max_hold: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -291,6 +309,17 @@ impl Settings {
         self.retry_schedule()?;
         parse_duration(&self.delivery.timeout).context("delivery.timeout")?;
         parse_duration(&self.delivery.resync_interval).context("delivery.resync_interval")?;
+        if parse_duration(&self.delivery.fanout_lease)
+            .context("delivery.fanout_lease")?
+            .is_zero()
+        {
+            bail!("delivery.fanout_lease must be positive");
+        }
+        parse_duration(&self.delivery.fairness_hold).context("delivery.fairness_hold")?;
+        parse_duration(&self.delivery.fairness_max_hold).context("delivery.fairness_max_hold")?;
+        if self.delivery.tenant_reserve_percent > 90 {
+            bail!("delivery.tenant_reserve_percent must be at most 90");
+        }
         parse_duration_up_to(&self.retention.period, 3650).context("retention.period")?;
         self.breaker_policy()?;
         self.disable_after()?;

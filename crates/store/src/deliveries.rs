@@ -10,7 +10,7 @@ use diesel::{
     prelude::*,
     serialize::{self, Output, ToSql},
     sql_query,
-    sql_types::{Array, Int4, Nullable, Text, Timestamptz, Uuid as SqlUuid},
+    sql_types::{Array, Bool, Int4, Nullable, Text, Timestamptz, Uuid as SqlUuid},
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
@@ -56,82 +56,70 @@ impl From<DeliveryStatus> for StatusColumn {
 /// Where an event stands when its message arrives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventState {
-    /// Seen for the first time: fan it out.
+    /// Seen for the first time, and now claimed: fan it out.
     Fresh,
-    /// Seen before, but its fan-out never finished (a crash in between): fan it out again.
+    /// Seen before, but its fan-out never finished (a crash in between, or a claim that
+    /// expired), and now claimed: fan it out again.
     Unfinished,
     /// Already fanned out: a duplicate.
     Done,
+    /// Another replica holds an unexpired claim on it: it is being fanned out there.
+    Claimed,
 }
 
-/// Records `event` unless its (tenant, id) is known, and tells whether it still needs fanning
-/// out.
+/// Who claims the fan-out of the events it takes, and for how long before another replica may
+/// take an unfinished one over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The claiming process, unique among the replicas running.
+    pub owner: String,
+    pub lease: std::time::Duration,
+}
+
+/// Records `event` unless its (tenant, id) is known, claims its fan-out for `claim.owner` when
+/// nobody else holds it, and tells whether this process is to fan it out.
 pub async fn take_event(
     conn: &mut AsyncPgConnection,
     event: &EventEnvelope,
+    claim: &Claim,
 ) -> QueryResult<EventState> {
-    let inserted = diesel::insert_into(events::table)
-        .values((
-            events::tenant.eq(event.tenant.as_str()),
-            events::id.eq(&event.id),
-            events::event_type.eq(event.kind.as_str()),
-            events::client_id.eq(&event.client_id),
-            events::occurred_at.eq(event.occurred_at),
-            events::received_at.eq(event.received_at),
-            events::data.eq(serde_json::Value::Object(event.data.clone())),
-        ))
-        .on_conflict_do_nothing()
-        .execute(conn)
-        .await?;
-    if inserted == 1 {
-        return Ok(EventState::Fresh);
-    }
-    let fanned_out: Option<Option<DateTime<Utc>>> = events::table
-        .find((event.tenant.as_str(), &event.id))
-        .select(events::fanned_out_at)
-        .first(conn)
-        .await
-        .optional()?;
-    Ok(match fanned_out {
-        Some(Some(_)) => EventState::Done,
-        // Gone between the two statements (retention): treat as new.
-        None => EventState::Fresh,
-        Some(None) => EventState::Unfinished,
-    })
+    let states = take_events(conn, std::slice::from_ref(event), claim).await?;
+    // One state per event given.
+    Ok(states.into_iter().next().unwrap_or(EventState::Done))
 }
 
 #[derive(QueryableByName)]
-struct Key {
+struct Taken {
     #[diesel(sql_type = Text)]
     tenant: String,
     #[diesel(sql_type = Text)]
     id: String,
+    #[diesel(sql_type = Bool)]
+    mine: bool,
+    #[diesel(sql_type = Int4)]
+    claims: i32,
 }
 
-#[derive(QueryableByName)]
-struct Seen {
-    #[diesel(sql_type = Text)]
-    tenant: String,
-    #[diesel(sql_type = Text)]
-    id: String,
-    #[diesel(sql_type = Nullable<Timestamptz>)]
-    fanned_out_at: Option<DateTime<Utc>>,
-}
-
-/// [`take_event`] for many events at once (two statements whatever their number): the state of
-/// each, in order. The same (tenant, id) twice in `batch` is taken once; the later copy is a
+/// [`take_event`] for many events in one statement, whatever their number: the state of each,
+/// in order. The same (tenant, id) twice in `batch` is taken once; the later copy is a
 /// duplicate of the earlier one.
+///
+/// The insert and the claim are one upsert, so its `WHERE` and `CASE`s see the row as it is
+/// when locked, also when another replica inserted or claimed it a moment before: a row not
+/// returned was already fanned out; one returned is claimed by this process (newly, or still
+/// from an attempt of its own that failed) or by another one whose lease has not expired.
 pub async fn take_events(
     conn: &mut AsyncPgConnection,
     batch: &[EventEnvelope],
+    claim: &Claim,
 ) -> QueryResult<Vec<EventState>> {
-    use diesel::sql_types::Jsonb;
+    use diesel::sql_types::{Double, Jsonb};
     let mut first: HashMap<(&str, &str), usize> = HashMap::with_capacity(batch.len());
     for (i, e) in batch.iter().enumerate() {
         first.entry((e.tenant.as_str(), e.id.as_str())).or_insert(i);
     }
-    // In key order, so two replicas inserting overlapping batches wait for each other instead
-    // of deadlocking.
+    // In key order, so two replicas taking overlapping batches wait for each other instead of
+    // deadlocking (and an upsert may not touch one row twice).
     let unique: Vec<&EventEnvelope> = {
         let mut keys: Vec<(&str, &str)> = first.keys().copied().collect();
         keys.sort_unstable();
@@ -139,10 +127,25 @@ pub async fn take_events(
             .filter_map(|k| first.get(&k).map(|i| &batch[*i]))
             .collect()
     };
-    let inserted: Vec<Key> = sql_query(
-        "INSERT INTO events (tenant, id, event_type, client_id, occurred_at, received_at, data) \
-         SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7) \
-         ON CONFLICT DO NOTHING RETURNING tenant, id",
+    let taken: Vec<Taken> = sql_query(
+        "INSERT INTO events AS e (tenant, id, event_type, client_id, occurred_at, received_at, \
+           data, claimed_by, claimed_until, claims) \
+         SELECT u.*, $8, now() + make_interval(secs => $9), 1 \
+         FROM unnest($1, $2, $3, $4, $5, $6, $7) \
+           AS u(tenant, id, event_type, client_id, occurred_at, received_at, data) \
+         ORDER BY u.tenant, u.id \
+         ON CONFLICT (tenant, id) DO UPDATE SET \
+           claimed_by = CASE WHEN e.claimed_until IS NULL OR e.claimed_until <= now() \
+               OR e.claimed_by = EXCLUDED.claimed_by \
+             THEN EXCLUDED.claimed_by ELSE e.claimed_by END, \
+           claimed_until = CASE WHEN e.claimed_until IS NULL OR e.claimed_until <= now() \
+               OR e.claimed_by = EXCLUDED.claimed_by \
+             THEN EXCLUDED.claimed_until ELSE e.claimed_until END, \
+           claims = CASE WHEN e.claimed_until IS NULL OR e.claimed_until <= now() \
+               OR e.claimed_by = EXCLUDED.claimed_by \
+             THEN e.claims + 1 ELSE e.claims END \
+         WHERE e.fanned_out_at IS NULL \
+         RETURNING e.tenant, e.id, e.claimed_by IS NOT DISTINCT FROM $8 AS mine, e.claims",
     )
     .bind::<Array<Text>, _>(unique.iter().map(|e| e.tenant.as_str()).collect::<Vec<_>>())
     .bind::<Array<Text>, _>(unique.iter().map(|e| e.id.as_str()).collect::<Vec<_>>())
@@ -161,49 +164,121 @@ pub async fn take_events(
             .map(|e| serde_json::Value::Object(e.data.clone()))
             .collect::<Vec<_>>(),
     )
+    .bind::<Text, _>(claim.owner.as_str())
+    .bind::<Double, _>(claim.lease.as_secs_f64())
     .load(conn)
     .await?;
-    let fresh: std::collections::HashSet<(String, String)> =
-        inserted.into_iter().map(|k| (k.tenant, k.id)).collect();
-    let known: Vec<&EventEnvelope> = unique
-        .iter()
-        .copied()
-        .filter(|e| !fresh.contains(&(e.tenant.to_string(), e.id.clone())))
+    let states: HashMap<(String, String), EventState> = taken
+        .into_iter()
+        .map(|t| {
+            let state = match (t.mine, t.claims) {
+                (false, _) => EventState::Claimed,
+                (true, 1) => EventState::Fresh,
+                (true, _) => EventState::Unfinished,
+            };
+            ((t.tenant, t.id), state)
+        })
         .collect();
-    let mut seen: HashMap<(String, String), Option<DateTime<Utc>>> = HashMap::new();
-    if !known.is_empty() {
-        let rows: Vec<Seen> = sql_query(
-            "SELECT e.tenant, e.id, e.fanned_out_at FROM events e \
-             JOIN unnest($1, $2) AS u(tenant, id) ON e.tenant = u.tenant AND e.id = u.id",
-        )
-        .bind::<Array<Text>, _>(known.iter().map(|e| e.tenant.as_str()).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(known.iter().map(|e| e.id.as_str()).collect::<Vec<_>>())
-        .load(conn)
-        .await?;
-        seen = rows
-            .into_iter()
-            .map(|r| ((r.tenant, r.id), r.fanned_out_at))
-            .collect();
-    }
     Ok(batch
         .iter()
         .enumerate()
         .map(|(i, e)| {
-            let key = (e.tenant.to_string(), e.id.clone());
             if first.get(&(e.tenant.as_str(), e.id.as_str())) != Some(&i) {
-                EventState::Done
-            } else if fresh.contains(&key) {
-                EventState::Fresh
-            } else {
-                match seen.get(&key) {
-                    Some(Some(_)) => EventState::Done,
-                    Some(None) => EventState::Unfinished,
-                    // Gone between the two statements (retention): treat as new.
-                    None => EventState::Fresh,
-                }
+                return EventState::Done;
             }
+            states
+                .get(&(e.tenant.to_string(), e.id.clone()))
+                .copied()
+                // Not returned: the row was there, fanned out.
+                .unwrap_or(EventState::Done)
         })
         .collect())
+}
+
+/// Where another replica's fan-out of an event stands, as a replica waiting on its claim sees
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimState {
+    /// Fanned out: the waiting copy is a duplicate.
+    Done,
+    /// Its claim has expired (or the row is gone): the waiting copy may take the event.
+    Free,
+    /// Still claimed.
+    Held,
+}
+
+#[derive(QueryableByName)]
+struct ClaimRow {
+    #[diesel(sql_type = Bool)]
+    done: bool,
+    #[diesel(sql_type = Bool)]
+    expired: bool,
+}
+
+/// Reads (without writing or locking) whether an event claimed by another replica is done or
+/// free to take over.
+pub async fn claim_state(
+    conn: &mut AsyncPgConnection,
+    tenant: &str,
+    id: &str,
+) -> QueryResult<ClaimState> {
+    let row: Option<ClaimRow> = sql_query(
+        "SELECT fanned_out_at IS NOT NULL AS done, \
+           coalesce(claimed_until <= now(), true) AS expired \
+         FROM events WHERE tenant = $1 AND id = $2",
+    )
+    .bind::<Text, _>(tenant)
+    .bind::<Text, _>(id)
+    .get_result(conn)
+    .await
+    .optional()?;
+    Ok(match row {
+        Some(r) if r.done => ClaimState::Done,
+        Some(r) if !r.expired => ClaimState::Held,
+        _ => ClaimState::Free,
+    })
+}
+
+/// Ends `claim.owner`'s claim on an event it failed to fan out, so the event's next copy is
+/// taken at once by whichever replica gets it, rather than after the lease.
+pub async fn release_claim(
+    conn: &mut AsyncPgConnection,
+    tenant: &str,
+    id: &str,
+    claim: &Claim,
+) -> QueryResult<()> {
+    sql_query(
+        "UPDATE events SET claimed_until = now() \
+         WHERE tenant = $1 AND id = $2 AND claimed_by = $3 AND fanned_out_at IS NULL",
+    )
+    .bind::<Text, _>(tenant)
+    .bind::<Text, _>(id)
+    .bind::<Text, _>(claim.owner.as_str())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Extends `claim.owner`'s claim on an event by its lease, from now; false when the claim is
+/// someone else's now (it expired and another replica took the event over).
+pub async fn renew_claim(
+    conn: &mut AsyncPgConnection,
+    tenant: &str,
+    id: &str,
+    claim: &Claim,
+) -> QueryResult<bool> {
+    use diesel::sql_types::Double;
+    let renewed = sql_query(
+        "UPDATE events SET claimed_until = now() + make_interval(secs => $4) \
+         WHERE tenant = $1 AND id = $2 AND claimed_by = $3",
+    )
+    .bind::<Text, _>(tenant)
+    .bind::<Text, _>(id)
+    .bind::<Text, _>(claim.owner.as_str())
+    .bind::<Double, _>(claim.lease.as_secs_f64())
+    .execute(conn)
+    .await?;
+    Ok(renewed == 1)
 }
 
 /// [`finish_fan_out`] for many events in one transaction: every delivery row, then every

@@ -73,6 +73,9 @@ diesel::table! {
         data -> Jsonb,
         created_at -> Timestamptz,
         fanned_out_at -> Nullable<Timestamptz>,
+        claimed_by -> Nullable<Text>,
+        claimed_until -> Nullable<Timestamptz>,
+        claims -> Int4,
     }
 }
 

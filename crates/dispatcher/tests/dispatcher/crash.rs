@@ -8,7 +8,7 @@ use std::{
 
 use serde_json::json;
 
-use crate::helpers::{Receiver, Reply, Stack};
+use crate::helpers::{Receiver, Reply, Stack, WAIT};
 
 /// How many requests carried each `webhook-id`.
 fn by_event(rx: &Receiver) -> HashMap<String, usize> {
@@ -189,4 +189,151 @@ async fn sigterm_finishes_in_flight_work_and_exits_cleanly() {
     let _ = again.kill();
     let _ = again.wait();
     assert!(all.is_some(), "deliveries lost across a graceful stop");
+}
+
+/// Publishes each id twice back to back, as a publisher retrying after a lost 202 does.
+async fn publish_twice(stack: &Stack, ids: &[String]) {
+    let exchange = stack.settings.topology().unwrap().events_exchange();
+    let now = chrono::Utc::now();
+    let bodies: Vec<(String, Vec<u8>)> = ids
+        .iter()
+        .flat_map(|id| [id, id])
+        .map(|id| {
+            let event = waybill_domain::event::EventEnvelope {
+                id: id.clone(),
+                tenant: waybill_domain::TenantId::parse("acme").unwrap(),
+                kind: waybill_domain::EventTypeName::parse("stock.updated").unwrap(),
+                client_id: None,
+                occurred_at: now,
+                received_at: now,
+                data: crate::helpers::example("stock.updated"),
+            };
+            (id.clone(), serde_json::to_vec(&event).unwrap())
+        })
+        .collect();
+    let outgoing: Vec<waybill_bus::Outgoing<'_>> = bodies
+        .iter()
+        .map(|(id, body)| waybill_bus::Outgoing {
+            exchange: &exchange,
+            routing_key: "stock.updated",
+            body,
+            message_id: Some(id),
+            headers: vec![],
+            mandatory: true,
+        })
+        .collect();
+    stack.broker.publish_many(&outgoing).await.unwrap();
+}
+
+/// Events every dispatcher of `stack` counted with `outcome`, summed.
+async fn events_on_all(stack: &Stack, outcome: &str) -> f64 {
+    let labels = format!("outcome=\"{outcome}\"");
+    let mut sum = 0.0;
+    for port in &stack.dispatchers {
+        sum += stack
+            .metric(*port, "waybill_dispatcher_events_total", &labels)
+            .await;
+    }
+    sum
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_taking_copies_of_one_event_fan_it_out_once() {
+    let stack = Stack::start_with(|_| {}, 2).await;
+    let rx = Receiver::start().await;
+    stack.subscribe_at(&rx, "/a", json!(["stock.*"])).await;
+    stack.wait_indexed(1).await;
+    let ids: Vec<String> = (0..100).map(|i| format!("twice-{i}")).collect();
+    publish_twice(&stack, &ids).await;
+    // Every copy handled: one fan-out per id in all, the other copy a duplicate.
+    let settled = waybill_testkit::eventually(WAIT, || async {
+        let (fanned, dup) = (
+            events_on_all(&stack, "fanned_out").await,
+            events_on_all(&stack, "duplicate").await,
+        );
+        (fanned + dup >= 200.0).then_some((fanned, dup))
+    })
+    .await;
+    assert_eq!(settled, Some((100.0, 100.0)), "copies fanned out twice");
+    rx.wait_for(100, WAIT).await;
+    let seen = by_event(&rx);
+    assert_eq!(seen.len(), 100);
+    assert!(
+        seen.values().all(|c| *c == 1),
+        "a receiver got an event twice: {seen:?}"
+    );
+    // Both replicas took copies: the claim, not chance, kept the second fan-out away.
+    for port in &stack.dispatchers {
+        let took = stack
+            .metric(
+                *port,
+                "waybill_dispatcher_events_total",
+                "outcome=\"duplicate\"",
+            )
+            .await
+            + stack
+                .metric(
+                    *port,
+                    "waybill_dispatcher_events_total",
+                    "outcome=\"fanned_out\"",
+                )
+                .await;
+        assert!(took > 0.0, "replica {port} took no copy");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_claimed_by_a_replica_that_died_is_taken_over_when_its_claim_expires() {
+    let stack = Stack::start().await;
+    let (rx, id) = stack.receiver_for(json!(["stock.*"])).await;
+    // A replica took the event, claimed it for an hour and died before fanning it out.
+    let mut conn = stack.sql().await;
+    diesel_async::RunQueryDsl::execute(
+        diesel::sql_query(
+            "INSERT INTO events (tenant, id, event_type, occurred_at, received_at, data, \
+               claimed_by, claimed_until) \
+             VALUES ('acme', 'orphan', 'stock.updated', now(), now(), '{}', 'gone', \
+               now() + interval '1 hour')",
+        ),
+        &mut conn,
+    )
+    .await
+    .unwrap();
+    stack.publish("acme", "stock.updated", "orphan", None).await;
+    stack.deliver(&id, "stock.updated", "after").await;
+    // The later event went through while the claimed one waited.
+    let got: Vec<String> = rx
+        .received()
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_owned())
+        .collect();
+    assert_eq!(got, ["after"]);
+    // The claim runs out.
+    diesel_async::RunQueryDsl::execute(
+        diesel::sql_query(
+            "UPDATE events SET claimed_until = now() WHERE tenant = 'acme' AND id = 'orphan'",
+        ),
+        &mut conn,
+    )
+    .await
+    .unwrap();
+    stack.wait_delivery(&id, "orphan", "succeeded").await;
+    assert_eq!(by_event(&rx).get("orphan"), Some(&1));
+    #[derive(diesel::QueryableByName)]
+    struct Owner {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        claimed_by: Option<String>,
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        claims: i32,
+    }
+    let owner: Owner = diesel_async::RunQueryDsl::get_result(
+        diesel::sql_query(
+            "SELECT claimed_by, claims FROM events WHERE tenant = 'acme' AND id = 'orphan'",
+        ),
+        &mut conn,
+    )
+    .await
+    .unwrap();
+    assert_ne!(owner.claimed_by.as_deref(), Some("gone"));
+    assert_eq!(owner.claims, 2, "taken over as an unfinished fan-out");
 }

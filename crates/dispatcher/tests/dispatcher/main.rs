@@ -6,6 +6,7 @@
 mod crash;
 mod delivery;
 mod endpoints;
+mod fairness;
 mod fanout;
 mod helpers;
 mod invalid_events;
