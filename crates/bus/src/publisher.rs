@@ -154,8 +154,14 @@ impl Broker {
     /// queued already: callers retry with the same message ids, and consumers drop duplicates.
     pub async fn publish_many(&self, msgs: &[Outgoing<'_>]) -> Result<(), BusError> {
         let result = self.publish_many_once(msgs).await;
-        // A nack too: after a cluster node is lost, a channel opened meanwhile can go on
-        // nacking every publish to a quorum queue whose leader moved; a new one does not.
+        self.reset_after(&result).await;
+        result
+    }
+
+    /// Drops the channel after an error a new one may not meet. A nack too: after a cluster
+    /// node is lost, a channel opened meanwhile can go on nacking every publish to a quorum
+    /// queue whose leader moved; a new one does not.
+    async fn reset_after(&self, result: &Result<(), BusError>) {
         if matches!(
             result,
             Err(BusError::Unreachable(_)
@@ -165,7 +171,6 @@ impl Broker {
         ) {
             self.reset().await;
         }
-        result
     }
 
     /// Publishes a copy of a consumed message to `queue` (through the default exchange) and
@@ -196,15 +201,7 @@ impl Broker {
             properties,
         };
         let result = self.send(std::slice::from_ref(&raw)).await;
-        if matches!(
-            result,
-            Err(BusError::Unreachable(_)
-                | BusError::Protocol(_)
-                | BusError::Timeout(_)
-                | BusError::Nacked)
-        ) {
-            self.reset().await;
-        }
+        self.reset_after(&result).await;
         result
     }
 
