@@ -360,7 +360,10 @@ impl Deliver {
                 Gate::Open(until) => {
                     let hold = self.breaker.defer_for(until, inc.deferrals);
                     let mut headers = inc.carried();
-                    headers.push((DEFERRALS_HEADER, (inc.deferrals + 1).to_string()));
+                    headers.push((
+                        DEFERRALS_HEADER,
+                        inc.deferrals.saturating_add(1).to_string(),
+                    ));
                     self.forward(msg, &self.broker.topology().hold_queue(hold), headers)
                         .await?;
                     return Ok(Settled::Deferred);
@@ -497,7 +500,10 @@ impl Deliver {
             .saturating_mul(2u32.saturating_pow(inc.fair_holds.min(16)))
             .min(longest);
         let mut headers = inc.carried();
-        headers.push((FAIR_HOLDS_HEADER, (inc.fair_holds + 1).to_string()));
+        headers.push((
+            FAIR_HOLDS_HEADER,
+            inc.fair_holds.saturating_add(1).to_string(),
+        ));
         if let Some(slot) = inc.not_before {
             headers.push((
                 NOT_BEFORE_HEADER,

@@ -34,9 +34,14 @@ impl TenantSlots {
     /// `capacity` slots (the delivery concurrency), `reserve_percent` of them kept free by a
     /// tenant over its share; 0 lets every delivery through.
     pub fn new(capacity: usize, reserve_percent: u8) -> Self {
-        let reserve = (capacity * usize::from(reserve_percent)).div_ceil(100);
+        let capacity = capacity.max(1);
+        // Rounded up, so a small replica still keeps one slot back, but never all of them: a
+        // lone tenant must always be able to start something.
+        let reserve = (capacity * usize::from(reserve_percent))
+            .div_ceil(100)
+            .min(capacity - 1);
         Self {
-            capacity: capacity.max(1),
+            capacity,
             reserve: if reserve_percent == 0 { 0 } else { reserve },
             held: Mutex::new(HashMap::new()),
         }
@@ -53,7 +58,8 @@ impl TenantSlots {
         let mine = held.get(tenant).copied().unwrap_or(0);
         let total: usize = held.values().sum();
         let tenants = held.len() + usize::from(mine == 0);
-        let reserve_stays_free = total < self.capacity.saturating_sub(self.reserve);
+        // Nothing in progress: nobody to be fair to, whatever the settings.
+        let reserve_stays_free = total == 0 || total < self.capacity.saturating_sub(self.reserve);
         let within_share = tenants >= 2 && mine < self.capacity.div_ceil(tenants);
         if self.reserve > 0 && !reserve_stays_free && !within_share {
             return None;
@@ -81,6 +87,18 @@ impl Drop for Slot<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replica_too_small_for_its_reserve_still_delivers() {
+        for (capacity, percent) in [(1, 25), (1, 90), (3, 75), (9, 90)] {
+            let slots = TenantSlots::new(capacity, percent);
+            let taken = take_all(&slots, "acme");
+            assert!(
+                !taken.is_empty(),
+                "{capacity} slots, {percent}% reserve: a lone tenant gets one"
+            );
+        }
+    }
 
     fn take_all<'a>(slots: &'a TenantSlots, tenant: &str) -> Vec<Slot<'a>> {
         std::iter::from_fn(|| slots.try_take(tenant))

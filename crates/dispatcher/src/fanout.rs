@@ -563,6 +563,14 @@ impl Handler for FanOut {
                 tracing::debug!(event_id = %event.id, tenant = %event.tenant, deliveries = n, "fanned out");
                 Outcome::Ack
             }
+            Err(e @ (FanOutError::Claimed | FanOutError::ClaimLost)) => {
+                // Another replica is on it: nothing is down, so the consumer must not pause.
+                // The copy waits in limbo and comes back to find the event fanned out (a
+                // duplicate) or its claim expired (taken over).
+                let error = &e as &dyn std::error::Error;
+                tracing::info!(event_id = %event.id, tenant = %event.tenant, error, "event held by another replica; the copy waits in limbo");
+                Outcome::DeadLetter
+            }
             Err(e) => {
                 let error = &e as &dyn std::error::Error;
                 if e.is_retryable() {

@@ -315,8 +315,15 @@ impl Settings {
         {
             bail!("delivery.fanout_lease must be positive");
         }
-        parse_duration(&self.delivery.fairness_hold).context("delivery.fairness_hold")?;
-        parse_duration(&self.delivery.fairness_max_hold).context("delivery.fairness_max_hold")?;
+        let hold =
+            parse_duration(&self.delivery.fairness_hold).context("delivery.fairness_hold")?;
+        let max_hold = parse_duration(&self.delivery.fairness_max_hold)
+            .context("delivery.fairness_max_hold")?;
+        if hold < std::time::Duration::from_millis(100) || max_hold < hold {
+            bail!(
+                "delivery.fairness_hold must be at least 100ms and delivery.fairness_max_hold at least as long"
+            );
+        }
         if self.delivery.tenant_reserve_percent > 90 {
             bail!("delivery.tenant_reserve_percent must be at most 90");
         }
