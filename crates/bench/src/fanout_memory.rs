@@ -113,19 +113,21 @@ async fn seed(settings: &Settings, n: u32, receiver_port: u16) -> anyhow::Result
 /// An order with as many lines as make its `data` about `kib` KiB.
 fn big_order(kib: u32) -> serde_json::Map<String, Value> {
     let target = kib as usize * 1024;
+    let mut order = json!({"order_id": "ord_big_1", "order_number": "SO-900001",
+        "warehouse_id": "wh_rtm_01", "owner_code": "ACME", "status": "created",
+        "created_at": "2026-01-10T12:00:00Z", "lines": []});
+    // The order without lines, as written; each line adds itself and a comma after the first.
+    let mut size = order.to_string().len();
     let mut lines = Vec::new();
-    let mut size = 200;
     let mut n = 0u32;
     while size < target {
         n += 1;
         let line = json!({"line_number": n, "sku": format!("SKU-{n:06}"),
             "product_name": format!("Warehouse bin label, roll of 500, batch {n}"), "quantity": n % 40 + 1});
-        size += line.to_string().len() + 1;
+        size += line.to_string().len() + usize::from(!lines.is_empty());
         lines.push(line);
     }
-    let order = json!({"order_id": "ord_big_1", "order_number": "SO-900001",
-        "warehouse_id": "wh_rtm_01", "owner_code": "ACME", "status": "created",
-        "created_at": "2026-01-10T12:00:00Z", "lines": lines});
+    order["lines"] = Value::Array(lines);
     order.as_object().cloned().unwrap_or_default()
 }
 
