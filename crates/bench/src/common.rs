@@ -86,3 +86,25 @@ pub async fn wait_ready(client: &reqwest::Client, base: &str) -> anyhow::Result<
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Stores one current signing secret (already encrypted) per subscription of `ids`.
+pub async fn insert_secrets(
+    conn: &mut diesel_async::AsyncPgConnection,
+    ids: &[uuid::Uuid],
+    secrets: &[Vec<u8>],
+) -> anyhow::Result<()> {
+    use diesel::{
+        sql_query,
+        sql_types::{Array, Binary, Uuid as SqlUuid},
+    };
+    use diesel_async::RunQueryDsl;
+    sql_query(
+        "INSERT INTO webhook_secrets (webhook_id, secret, created_at) \
+         SELECT u.id, u.secret, now() FROM unnest($1, $2) AS u(id, secret)",
+    )
+    .bind::<Array<SqlUuid>, _>(ids)
+    .bind::<Array<Binary>, _>(secrets)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -71,7 +71,7 @@ pub async fn run(p: Params) -> anyhow::Result<()> {
 async fn seed(settings: &Settings, n: u32, receiver_port: u16) -> anyhow::Result<()> {
     use diesel::{
         sql_query,
-        sql_types::{Array, Binary, Text, Uuid as SqlUuid},
+        sql_types::{Array, Text, Uuid as SqlUuid},
     };
     use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
     let cipher = Cipher::new(&settings.encryption_key()?)?;
@@ -99,14 +99,7 @@ async fn seed(settings: &Settings, n: u32, receiver_port: u16) -> anyhow::Result
     .bind::<Text, _>(TENANT)
     .execute(&mut conn)
     .await?;
-    sql_query(
-        "INSERT INTO webhook_secrets (webhook_id, secret, created_at) \
-         SELECT u.id, u.secret, now() FROM unnest($1, $2) AS u(id, secret)",
-    )
-    .bind::<Array<SqlUuid>, _>(&ids)
-    .bind::<Array<Binary>, _>(&secrets)
-    .execute(&mut conn)
-    .await?;
+    crate::common::insert_secrets(&mut conn, &ids, &secrets).await?;
     Ok(())
 }
 

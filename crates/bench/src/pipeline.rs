@@ -193,7 +193,7 @@ pub async fn run(s: Scenario) -> anyhow::Result<Outcome> {
 async fn seed(settings: &Settings, n: u32, tenants: u32) -> anyhow::Result<()> {
     use diesel::{
         sql_query,
-        sql_types::{Array, Binary, Text, Uuid as SqlUuid},
+        sql_types::{Array, Text, Uuid as SqlUuid},
     };
     use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
     if n == 0 {
@@ -243,14 +243,7 @@ async fn seed(settings: &Settings, n: u32, tenants: u32) -> anyhow::Result<()> {
         .bind::<Array<Text>, _>(&key)
         .execute(&mut conn)
         .await?;
-        sql_query(
-            "INSERT INTO webhook_secrets (webhook_id, secret, created_at) \
-             SELECT u.id, u.secret, now() FROM unnest($1, $2) AS u(id, secret)",
-        )
-        .bind::<Array<SqlUuid>, _>(&ids)
-        .bind::<Array<Binary>, _>(&secrets)
-        .execute(&mut conn)
-        .await?;
+        common::insert_secrets(&mut conn, &ids, &secrets).await?;
         start = end;
     }
     sql_query("ANALYZE").execute(&mut conn).await?;
