@@ -62,6 +62,8 @@ clean-test-dbs: services
 
 test: toolchain services clean-test-dbs
 	@deploy/local/ensure-test-tools.sh
+	@# The Kubernetes manifests, rendered and validated offline (a few seconds; deploy/README.md).
+	@deploy/kubernetes/validate.sh
 	@mkdir -p target
 	@rm -f target/outage-report.txt
 	@set -o pipefail; cargo test --workspace --locked 2>&1 | tee target/test-output.log

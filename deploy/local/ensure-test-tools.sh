@@ -6,17 +6,34 @@
 # And schemathesis, which deploy/local/schemathesis.sh runs against the OpenAPI documents, in a
 # virtual environment of its own under target/tools: pinned, so that the generated cases and the
 # checks are the same on every machine, and apart from the system's Python packages.
+# And, in another such environment (target/tools/kubernetes), the pinned tools that
+# deploy/kubernetes/validate.sh renders and validates the Kubernetes manifests with
+# (deploy/kubernetes/requirements.txt: kubectl with its kustomize, the Kubernetes and KEDA
+# schemas).
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
 
 SCHEMATHESIS_VERSION=4.32.5
 SCHEMATHESIS_VENV=target/tools/schemathesis
+KUBERNETES_VENV=target/tools/kubernetes
+KUBERNETES_REQUIREMENTS=deploy/kubernetes/requirements.txt
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 apt_install() {
   as_root apt-get install -y -qq "$@" >/dev/null || { as_root apt-get update -qq && as_root apt-get install -y -qq "$@" >/dev/null; }
+}
+
+# A fresh virtual environment at $1 (Debian ships venv's pip bootstrap separately: python3-venv).
+new_venv() {
+  rm -rf "$1"
+  mkdir -p "$(dirname "$1")"
+  if ! python3 -m venv "$1" >/dev/null 2>&1; then
+    rm -rf "$1"
+    apt_install python3-venv
+    python3 -m venv "$1"
+  fi
 }
 
 pip_install() {
@@ -68,14 +85,20 @@ if ! "$SCHEMATHESIS_VENV/bin/schemathesis" --version 2>/dev/null | grep -qF "$SC
     exit 1
   fi
   echo "==> installing schemathesis $SCHEMATHESIS_VERSION into $SCHEMATHESIS_VENV"
-  rm -rf "$SCHEMATHESIS_VENV"
-  mkdir -p "$(dirname "$SCHEMATHESIS_VENV")"
-  # Debian ships venv's pip bootstrap separately (python3-venv).
-  if ! python3 -m venv "$SCHEMATHESIS_VENV" >/dev/null 2>&1; then
-    rm -rf "$SCHEMATHESIS_VENV"
-    apt_install python3-venv
-    python3 -m venv "$SCHEMATHESIS_VENV"
-  fi
+  new_venv "$SCHEMATHESIS_VENV"
   "$SCHEMATHESIS_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 "$SCHEMATHESIS_VENV/bin/schemathesis" --version | grep -qF "$SCHEMATHESIS_VERSION"
+
+# Installed again whenever the pinned list changes (a copy of it is kept in the environment).
+if ! [ -x "$KUBERNETES_VENV/bin/kubectl" ] || ! cmp -s "$KUBERNETES_REQUIREMENTS" "$KUBERNETES_VENV/requirements.txt"; then
+  echo "==> installing the Kubernetes manifest tools ($KUBERNETES_REQUIREMENTS) into $KUBERNETES_VENV"
+  new_venv "$KUBERNETES_VENV"
+  "$KUBERNETES_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$KUBERNETES_REQUIREMENTS"
+  cp "$KUBERNETES_REQUIREMENTS" "$KUBERNETES_VENV/requirements.txt"
+fi
+kubectl_version=$("$KUBERNETES_VENV/bin/kubectl" version --client 2>&1) || true
+case "$kubectl_version" in
+  *"Client Version: v1.37."*) ;;
+  *) echo "error: $KUBERNETES_VENV/bin/kubectl is not kubectl 1.37: $kubectl_version" >&2; exit 1 ;;
+esac
