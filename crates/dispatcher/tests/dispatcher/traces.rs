@@ -421,3 +421,86 @@ async fn events_are_published_and_delivered_while_the_collector_is_down() {
             .all(|r| r.header("traceparent").is_some_and(|tp| ids(tp).0 == trace))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spans_still_queued_are_exported_on_sigterm() {
+    let collector = Collector::start().await;
+    let stack = Stack::builder().start().await;
+    let port = free_port();
+    let mut child = Process(
+        stack
+            .command(DISPATCHER, port)
+            .arg("serve")
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
+            // Nothing is exported on schedule during the test: only the flush at the stop.
+            .env("OTEL_BSP_SCHEDULE_DELAY", "600000")
+            .env_remove("OTEL_SDK_DISABLED")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    stack.wait_ready(port).await;
+    let trace = "6bf92f3577b34da6a3ce929d0e0e4736";
+    let r = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(collector.spans().is_empty());
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let exited = waybill_testkit::eventually(WAIT, || {
+        let status = child.0.try_wait().unwrap();
+        async move { status }
+    })
+    .await
+    .expect("no exit after SIGTERM");
+    assert!(exited.success(), "{exited:?}");
+    let spans = collector
+        .wait_until(WAIT, "the request's span", |spans| {
+            spans.iter().any(|s| s.trace_id == trace)
+        })
+        .await;
+    let probe = one(&spans, "the probe's span", |s| s.trace_id == trace);
+    assert_eq!(probe.name, "GET /healthz");
+    assert_eq!(probe.service, "waybill-dispatcher");
+}
+
+#[test]
+fn an_unsupported_protocol_or_sampler_refuses_to_start() {
+    for (var, value, says) in [
+        (
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "grpc",
+            "OTEL_EXPORTER_OTLP_PROTOCOL=`grpc` is not supported; supported: http/protobuf",
+        ),
+        (
+            "OTEL_TRACES_SAMPLER",
+            "sometimes",
+            "use always_on, always_off, traceidratio, parentbased_always_on",
+        ),
+        (
+            "OTEL_TRACES_SAMPLER_ARG",
+            "2",
+            "is not a ratio between 0 and 1",
+        ),
+    ] {
+        let out = waybill_testkit::service::command(DISPATCHER)
+            .arg("serve")
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+            .env("OTEL_TRACES_SAMPLER", "traceidratio")
+            .env_remove("OTEL_SDK_DISABLED")
+            .env(var, value)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{var}={value} started");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{var}={value}: {stderr}");
+    }
+}
