@@ -7,7 +7,10 @@
 //! its own thread with a timeout, so an exporter that is down never holds a request or a
 //! delivery up; [`Telemetry::shutdown`] flushes what is left with a bounded wait.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry_otlp::{Protocol, WithExportConfig};
@@ -15,7 +18,7 @@ use opentelemetry_sdk::{
     Resource,
     trace::{Sampler, SdkTracerProvider},
 };
-use tracing::{Event, Subscriber};
+use tracing::{Dispatch, Event, Subscriber, dispatcher::WeakDispatch};
 use tracing_subscriber::{
     EnvFilter, Layer,
     filter::filter_fn,
@@ -225,78 +228,129 @@ fn install(
     log: &LogSettings,
     tracer: Option<opentelemetry_sdk::trace::Tracer>,
 ) -> Result<(), tracing_subscriber::util::TryInitError> {
+    match tracer {
+        Some(tracer) => traced(log, tracer, std::io::stdout).try_init(),
+        None => logs_only(log),
+    }
+}
+
+/// The filter of log lines: the configured level, or `RUST_LOG`.
+fn log_filter(log: &LogSettings) -> EnvFilter {
     // actix-http logs every malformed request from a client at ERROR; that is the client's
     // problem, and answered with a 400, so it would only page someone for nothing.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(format!("{},actix_http::h1::dispatcher=off", log.level))
-    });
-    let with_ids = tracer.is_some();
-    // Spans are exported whatever the log level; of events only warnings and errors, which
-    // become events of the span they happen in.
-    let otel = tracer.map(|t| {
-        tracing_opentelemetry::layer()
-            .with_tracer(t)
-            .with_location(false)
-            .with_threads(false)
-            .with_target(false)
-            .with_tracked_inactivity(false)
-            .with_filter(filter_fn(|meta| {
-                meta.is_span() || *meta.level() <= tracing::Level::WARN
-            }))
-    });
-    let registry = tracing_subscriber::registry().with(otel);
+    EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{},actix_http::h1::dispatcher=off", log.level)))
+}
+
+/// Logs alone, the level filtering globally: what is not logged is not even built.
+fn logs_only(log: &LogSettings) -> Result<(), tracing_subscriber::util::TryInitError> {
+    let registry = tracing_subscriber::registry().with(log_filter(log));
     if log.format == "pretty" {
-        let format = fmt::format().with_target(false);
+        registry.with(fmt::layer().with_target(false)).try_init()
+    } else {
         registry
             .with(
                 fmt::layer()
-                    .event_format(TraceIds::<Full>::new(format, with_ids))
-                    .with_filter(filter),
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false),
             )
             .try_init()
+    }
+}
+
+/// Logs to `writer` in the configured format with the ids of their span, and spans to
+/// `tracer`. Each has its own filter: Waybill's spans are exported whatever the log level, and
+/// of events only warnings and errors, which become events of the span they happen in.
+fn traced<W>(
+    log: &LogSettings,
+    tracer: opentelemetry_sdk::trace::Tracer,
+    writer: W,
+) -> impl Subscriber + Send + Sync + 'static
+where
+    W: for<'w> fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let installed = Installed::default();
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_tracked_inactivity(false)
+        .with_filter(
+            filter_fn(|meta| {
+                if meta.is_span() {
+                    // Waybill's own spans only: a library's are not part of the contract.
+                    meta.target().starts_with("waybill")
+                } else {
+                    *meta.level() <= tracing::Level::WARN
+                }
+            })
+            .with_max_level_hint(tracing::level_filters::LevelFilter::INFO),
+        );
+    let lines = if log.format == "pretty" {
+        let format = fmt::format().with_target(false);
+        fmt::layer()
+            .with_writer(writer)
+            .event_format(TraceIds::<Full>::new(format, installed.clone()))
+            .and_then(installed)
+            .with_filter(log_filter(log))
+            .boxed()
     } else {
         let format = fmt::format()
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false);
-        registry
-            .with(
-                fmt::layer()
-                    .fmt_fields(JsonFields::new())
-                    .event_format(TraceIds::<Json>::new(format, with_ids))
-                    .with_filter(filter),
-            )
-            .try_init()
+        fmt::layer()
+            .with_writer(writer)
+            .fmt_fields(JsonFields::new())
+            .event_format(TraceIds::<Json>::new(format, installed.clone()))
+            .and_then(installed)
+            .with_filter(log_filter(log))
+            .boxed()
+    };
+    tracing_subscriber::registry().with(otel).with(lines)
+}
+
+/// Remembers the dispatcher the subscriber is installed in: the log format looks a span's
+/// OpenTelemetry context up through it, the current one being out of reach while an event is
+/// handled.
+#[derive(Clone, Default)]
+struct Installed(Arc<OnceLock<WeakDispatch>>);
+
+impl<S: Subscriber> Layer<S> for Installed {
+    fn on_register_dispatch(&self, dispatch: &Dispatch) {
+        let _ = self.0.set(dispatch.downgrade());
     }
 }
 
-/// An event format that adds the current span's `trace_id` and `span_id` to each line when
-/// traces are exported: top-level fields of a JSON line, appended to a pretty one.
+/// An event format that adds the current span's `trace_id` and `span_id` to each line: top-level
+/// fields of a JSON line, appended to a pretty one.
 struct TraceIds<K> {
     inner: fmt::format::Format<K>,
-    on: bool,
+    installed: Installed,
 }
 
 impl<K> TraceIds<K> {
-    fn new(inner: fmt::format::Format<K>, on: bool) -> Self {
-        Self { inner, on }
+    fn new(inner: fmt::format::Format<K>, installed: Installed) -> Self {
+        Self { inner, installed }
     }
-}
 
-/// The trace and span id of the span `event` happens in, when it is exported.
-fn event_ids<S, N>(ctx: &FmtContext<'_, S, N>) -> Option<(String, String)>
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-{
-    let span = ctx.event_scope()?.next()?;
-    let id = span.id();
-    drop(span);
-    let cx = tracing::dispatcher::get_default(|d| tracing_opentelemetry::get_otel_context(&id, d))?;
-    let sc = cx.span().span_context().clone();
-    sc.is_valid()
-        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+    /// The trace and span id of the span the event happens in, when it is exported.
+    fn ids<S, N>(&self, ctx: &FmtContext<'_, S, N>) -> Option<(String, String)>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+        N: for<'a> FormatFields<'a> + 'static,
+    {
+        let dispatch = self.installed.0.get()?.upgrade()?;
+        let id = ctx.event_scope()?.next()?.id();
+        let cx = tracing_opentelemetry::get_otel_context(&id, &dispatch)?;
+        let sc = cx.span().span_context().clone();
+        sc.is_valid()
+            .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+    }
 }
 
 impl<S, N> FormatEvent<S, N> for TraceIds<Json>
@@ -310,7 +364,7 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> std::fmt::Result {
-        let Some((trace_id, span_id)) = self.on.then(|| event_ids(ctx)).flatten() else {
+        let Some((trace_id, span_id)) = self.ids(ctx) else {
             return self.inner.format_event(ctx, writer, event);
         };
         let mut line = String::new();
@@ -340,7 +394,7 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> std::fmt::Result {
-        let Some((trace_id, span_id)) = self.on.then(|| event_ids(ctx)).flatten() else {
+        let Some((trace_id, span_id)) = self.ids(ctx) else {
             return self.inner.format_event(ctx, writer, event);
         };
         let mut line = String::new();
@@ -355,7 +409,9 @@ where
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use std::collections::HashMap;
+    use std::{collections::HashMap, sync::Mutex};
+
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
 
     use super::*;
 
@@ -368,6 +424,77 @@ mod tests {
     }
 
     const ENDPOINT: (&str, &str) = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
+
+    /// Log output kept in memory.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Logs a line inside a span and one outside with traces on, in `format`; returns the
+    /// lines and the span's trace and span id.
+    fn logged(format: &str) -> (Vec<String>, String, String) {
+        let provider = SdkTracerProvider::builder().build();
+        let lines = Lines::default();
+        let log = LogSettings {
+            format: format.into(),
+            level: "info".into(),
+        };
+        let writer = lines.clone();
+        let sub = traced(&log, provider.tracer("test"), move || writer.clone());
+        let (trace_id, span_id) = tracing::subscriber::with_default(sub, || {
+            let span = tracing::info_span!("work");
+            let ids = {
+                let _entered = span.enter();
+                tracing::info!("inside");
+                let cx = span.context();
+                let sc = cx.span().span_context().clone();
+                (sc.trace_id().to_string(), sc.span_id().to_string())
+            };
+            tracing::info!("outside");
+            ids
+        });
+        let out = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        (out.lines().map(str::to_owned).collect(), trace_id, span_id)
+    }
+
+    #[test]
+    fn json_lines_in_a_span_carry_its_ids_at_the_top_level() {
+        let (lines, trace_id, span_id) = logged("json");
+        let lines: Vec<serde_json::Value> = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(lines[0]["message"], "inside");
+        assert_eq!(lines[0]["trace_id"], trace_id.as_str());
+        assert_eq!(lines[0]["span_id"], span_id.as_str());
+        assert_eq!(lines[0]["span"]["name"], "work");
+        assert_eq!(lines[1]["message"], "outside");
+        assert!(lines[1].get("trace_id").is_none());
+    }
+
+    #[test]
+    fn pretty_lines_in_a_span_end_with_its_ids() {
+        let (lines, trace_id, span_id) = logged("pretty");
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].contains("inside"));
+        assert!(
+            lines[0].ends_with(&format!(" trace_id={trace_id} span_id={span_id}")),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[1].contains("outside") && !lines[1].contains("trace_id="));
+    }
 
     #[test]
     fn traces_are_off_without_an_endpoint_or_when_disabled() {
