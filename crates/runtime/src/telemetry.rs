@@ -2,7 +2,8 @@
 //!
 //! Traces follow the standard OpenTelemetry variables ([`TraceSettings::from_env`]). With no
 //! endpoint (or `OTEL_SDK_DISABLED=true`) nothing is installed: no exporter, no OpenTelemetry
-//! layer, and the pipeline makes no spans of its own (see `waybill_trace`). With one, finished
+//! layer, and the pipeline makes no spans but the request span the logs have always had (see
+//! `waybill_trace`). With one, finished
 //! spans go to a batch processor with a bounded queue (a full queue drops spans) exported from
 //! its own thread with a timeout, so an exporter that is down never holds a request or a
 //! delivery up; [`Telemetry::shutdown`] flushes what is left with a bounded wait.
