@@ -504,3 +504,54 @@ fn an_unsupported_protocol_or_sampler_refuses_to_start() {
         assert!(stderr.contains(says), "{var}={value}: {stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_traces_off_the_publishers_traceparent_reaches_the_receiver_unchanged() {
+    // In process: this process exports nothing, so no span of the pipeline exists.
+    let stack = crate::helpers::Stack::start().await;
+    let (rx, _) = stack.receiver_for(json!(["order.shipped"])).await;
+    rx.script([Reply::status(500)]);
+    let tp = "00-7bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let exchange = stack.settings.topology().unwrap().events_exchange();
+    for (id, traceparent) in [("ev-with-context", Some(tp)), ("ev-without", None)] {
+        let now = chrono::Utc::now();
+        let event = waybill_domain::event::EventEnvelope {
+            id: id.into(),
+            tenant: waybill_domain::TenantId::parse("acme").unwrap(),
+            kind: waybill_domain::EventTypeName::parse("order.shipped").unwrap(),
+            client_id: None,
+            occurred_at: now,
+            received_at: now,
+            data: example_data("order.shipped"),
+        };
+        let mut headers = vec![("waybill-tenant", "acme".to_owned())];
+        if let Some(tp) = traceparent {
+            headers.push(("traceparent", tp.to_owned()));
+        }
+        stack
+            .broker
+            .publish(&Outgoing {
+                exchange: &exchange,
+                routing_key: "order.shipped",
+                body: &serde_json::to_vec(&event).unwrap(),
+                message_id: Some(id),
+                headers,
+                mandatory: true,
+            })
+            .await
+            .unwrap();
+        // The first event's first attempt fails: its retry carries the context too.
+        let n = if traceparent.is_some() { 2 } else { 3 };
+        let seen = rx.wait_for(n, WAIT).await;
+        for r in seen.iter().filter(|r| r.header("webhook-id") == Some(id)) {
+            assert_eq!(r.header("traceparent"), traceparent, "{id}");
+        }
+    }
+    assert_eq!(
+        rx.received()
+            .iter()
+            .filter(|r| r.header("webhook-id") == Some("ev-with-context"))
+            .count(),
+        2
+    );
+}
