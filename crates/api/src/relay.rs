@@ -8,7 +8,7 @@ use chrono::Utc;
 use diesel_async::AsyncConnection;
 use prometheus::IntGauge;
 use tokio::sync::{Notify, watch};
-use waybill_bus::{Broker, BusError, Outgoing};
+use waybill_bus::{Broker, BusError, Outgoing, TRACEPARENT_HEADER};
 use waybill_store::{PgPool, StoreError, outbox};
 
 const BATCH: i64 = 100;
@@ -88,6 +88,16 @@ async fn drain(pool: &PgPool, broker: &Broker) -> Result<usize, RelayError> {
         if pending.is_empty() {
             return Ok(0);
         }
+        // One span per relayed batch; each change carries its context to the dispatchers.
+        let span = waybill_trace::span!(
+            "waybill.relay",
+            otel.kind = "producer",
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "send",
+            messaging.destination.name = exchange.as_str(),
+            messaging.batch.message_count = i64::try_from(pending.len()).unwrap_or(i64::MAX),
+        );
+        let traceparent = waybill_trace::onward(&span, None);
         let mut done = Vec::with_capacity(pending.len());
         for change in &pending {
             let body = serde_json::to_vec(&change.payload)
@@ -115,7 +125,13 @@ async fn drain(pool: &PgPool, broker: &Broker) -> Result<usize, RelayError> {
                     routing_key: "",
                     body: &body,
                     message_id: Some(&message_id),
-                    headers: vec![("waybill-change-kind", kind)],
+                    headers: match &traceparent {
+                        Some(tp) => vec![
+                            ("waybill-change-kind", kind),
+                            (TRACEPARENT_HEADER, tp.clone()),
+                        ],
+                        None => vec![("waybill-change-kind", kind)],
+                    },
                     // No dispatcher bound yet is fine: each loads a snapshot when it starts.
                     mandatory: false,
                 })
@@ -123,6 +139,7 @@ async fn drain(pool: &PgPool, broker: &Broker) -> Result<usize, RelayError> {
             done.push(change.seq);
         }
         outbox::mark_published(conn, &done, Utc::now()).await?;
+        drop(span);
         Ok(done.len())
     })
     .await

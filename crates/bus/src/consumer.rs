@@ -218,6 +218,26 @@ pub fn queued_at(delivery: &Delivery) -> Option<i64> {
     })
 }
 
+/// Header of a message carrying the W3C trace context it was published in.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+
+/// The W3C trace context a message carries in its [`TRACEPARENT_HEADER`], as text.
+pub fn traceparent(delivery: &Delivery) -> Option<String> {
+    let value = delivery
+        .properties
+        .headers()
+        .as_ref()?
+        .inner()
+        .get(TRACEPARENT_HEADER)?;
+    match value {
+        lapin::types::AMQPValue::LongString(s) => {
+            std::str::from_utf8(s.as_bytes()).ok().map(str::to_owned)
+        }
+        lapin::types::AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
 /// The stamp of the last message a consumer took from the head of its queue.
 #[derive(Debug)]
 pub struct Head {

@@ -8,8 +8,8 @@ pub mod topology;
 
 pub use connect::{broker_urls, connect};
 pub use consumer::{
-    Consumer, ConsumerSpec, Handler, Head, Outcome, Returner, oldest_age, queued_at,
-    reconnect_backoff,
+    Consumer, ConsumerSpec, Handler, Head, Outcome, Returner, TRACEPARENT_HEADER, oldest_age,
+    queued_at, reconnect_backoff, traceparent,
 };
 pub use publisher::{Broker, BusError, Outgoing, QUEUED_AT_HEADER};
 pub use topology::Topology;

@@ -174,8 +174,8 @@ impl Broker {
     }
 
     /// Publishes a copy of a consumed message to `queue` (through the default exchange) and
-    /// waits for the confirm: same body and properties, without the broker's dead-letter
-    /// headers.
+    /// waits for the confirm: same body and properties (its `traceparent` included, so the copy
+    /// stays in its trace), without the broker's dead-letter headers.
     pub async fn republish(&self, queue: &str, delivery: &Delivery) -> Result<(), BusError> {
         let mut properties = delivery.properties.clone();
         let mut headers = FieldTable::default();

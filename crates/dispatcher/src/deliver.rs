@@ -11,7 +11,8 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use lapin::{message::Delivery, types::AMQPValue};
-use waybill_bus::{Broker, BusError, Handler, Outcome, Outgoing, Topology};
+use tracing::{Instrument, Span, field::Empty};
+use waybill_bus::{Broker, BusError, Handler, Outcome, Outgoing, TRACEPARENT_HEADER, Topology};
 use waybill_catalog::Catalog;
 use waybill_domain::{
     delivery::{
@@ -53,6 +54,27 @@ pub const HELD_HEADER: &str = "waybill-held";
 /// Header of a delivery message held back for fairness between tenants: how many times so far.
 pub const FAIR_HOLDS_HEADER: &str = "waybill-fair-holds";
 
+/// The consumer span of one delivery message (an attempt, or a hold without one), when traces
+/// are exported; its fields are the names operators filter on.
+fn attempt_span(broker: &Broker) -> Span {
+    waybill_trace::span!(
+        "waybill.deliver",
+        otel.kind = "consumer",
+        otel.status_code = Empty,
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "process",
+        messaging.destination.name = broker.topology().deliveries_queue(),
+        waybill.tenant = Empty,
+        waybill.event_type = Empty,
+        waybill.event_id = Empty,
+        waybill.subscription_id = Empty,
+        waybill.delivery_id = Empty,
+        waybill.attempt = Empty,
+        waybill.outcome = Empty,
+        http.response.status_code = Empty,
+    )
+}
+
 /// Delivers.
 pub struct Deliver {
     pub index: Index,
@@ -88,6 +110,8 @@ struct Incoming {
     deferrals: u32,
     /// Times it was held back for fairness between tenants.
     fair_holds: u32,
+    /// The trace context it came with, which the attempt continues.
+    traceparent: Option<String>,
 }
 
 impl Incoming {
@@ -364,7 +388,7 @@ impl Deliver {
                         DEFERRALS_HEADER,
                         inc.deferrals.saturating_add(1).to_string(),
                     ));
-                    self.forward(msg, &self.broker.topology().hold_queue(hold), headers)
+                    self.forward(msg, inc, &self.broker.topology().hold_queue(hold), headers)
                         .await?;
                     return Ok(Settled::Deferred);
                 }
@@ -390,7 +414,7 @@ impl Deliver {
                     NOT_BEFORE_HEADER,
                     slot.to_rfc3339_opts(SecondsFormat::Micros, true),
                 ));
-                self.forward(msg, &self.broker.topology().hold_queue(hold), headers)
+                self.forward(msg, inc, &self.broker.topology().hold_queue(hold), headers)
                     .await?;
                 return Ok(Settled::Throttled);
             }
@@ -406,9 +430,13 @@ impl Deliver {
                 body: &body,
                 delivery_id: msg.delivery_id,
                 number,
+                traceparent: inc.traceparent.as_deref(),
             })
             .await;
         self.metrics.in_flight.dec();
+        if let Some(status) = result.status.filter(|_| waybill_trace::on()) {
+            Span::current().record("http.response.status_code", i64::from(status));
+        }
         self.metrics
             .attempt_seconds
             .observe(result.duration.as_secs_f64());
@@ -443,6 +471,7 @@ impl Deliver {
                 let queue = topology.retry_queue(tier);
                 self.forward(
                     msg,
+                    inc,
                     &queue,
                     vec![(ATTEMPT_HEADER, (number + 1).to_string())],
                 )
@@ -466,6 +495,7 @@ impl Deliver {
                 );
                 self.forward(
                     msg,
+                    inc,
                     &queue,
                     vec![
                         (ATTEMPT_HEADER, number.to_string()),
@@ -514,16 +544,22 @@ impl Deliver {
             .broker
             .topology()
             .hold_queue(Topology::hold_at_least(wait));
-        self.forward(msg, &queue, headers).await
+        self.forward(msg, inc, &queue, headers).await
     }
 
     /// Publishes `msg` to `queue` (a delay tier or the dead queue) and waits for the confirm.
+    /// The message carries this attempt's trace context, so the next attempt, or the one after
+    /// a hold, is its child in the same trace.
     async fn forward(
         &self,
         msg: &DeliveryMessage,
+        inc: &Incoming,
         queue: &str,
-        headers: Vec<(&str, String)>,
+        mut headers: Vec<(&str, String)>,
     ) -> Result<(), DeliverError> {
+        if let Some(tp) = waybill_trace::onward(&Span::current(), inc.traceparent.as_deref()) {
+            headers.push((TRACEPARENT_HEADER, tp));
+        }
         let id = msg.delivery_id.to_string();
         let body = serde_json::to_vec(msg).map_err(DeliverError::Encode)?;
         self.broker
@@ -546,15 +582,34 @@ impl Deliver {
 
 impl Handler for Deliver {
     async fn handle(&self, delivery: &Delivery) -> Outcome {
+        let traceparent = waybill_bus::traceparent(delivery);
+        let span = attempt_span(&self.broker);
+        waybill_trace::set_parent(&span, traceparent.as_deref());
         let msg: DeliveryMessage = match serde_json::from_slice(&delivery.data) {
             Ok(m) => m,
             Err(e) => {
+                span.record("waybill.outcome", "parked");
                 return self
                     .park(delivery, format!("not a delivery message: {e}"))
+                    .instrument(span)
                     .await;
             }
         };
         let number = attempt_number(delivery);
+        if waybill_trace::on() {
+            span.record("waybill.tenant", msg.event.tenant.as_str());
+            span.record("waybill.event_type", msg.event.kind.as_str());
+            span.record("waybill.event_id", msg.event.id.as_str());
+            span.record(
+                "waybill.subscription_id",
+                tracing::field::display(msg.webhook_id),
+            );
+            span.record(
+                "waybill.delivery_id",
+                tracing::field::display(msg.delivery_id),
+            );
+            span.record("waybill.attempt", i64::from(number));
+        }
         let manual = header(delivery, MANUAL_HEADER).is_some();
         let refanout = header(delivery, REFANOUT_HEADER).is_some();
         let held = header(delivery, HELD_HEADER).is_some();
@@ -569,8 +624,11 @@ impl Handler for Deliver {
             not_before: not_before(delivery),
             deferrals: number_header(delivery, DEFERRALS_HEADER).unwrap_or(0),
             fair_holds: number_header(delivery, FAIR_HOLDS_HEADER).unwrap_or(0),
+            traceparent,
         };
-        match self.process(&msg, &inc).await {
+        let processed = self.process(&msg, &inc).instrument(span.clone()).await;
+        let _entered = span.enter();
+        match processed {
             Ok(settled) => {
                 let outcome = match settled {
                     Settled::Succeeded => "succeeded",
@@ -582,10 +640,15 @@ impl Handler for Deliver {
                     Settled::Throttled => "throttled",
                     Settled::Held => "held",
                 };
+                span.record("waybill.outcome", outcome);
+                if matches!(settled, Settled::Retrying | Settled::Failed) {
+                    span.record("otel.status_code", "error");
+                }
                 self.metrics.deliveries.with_label_values(&[outcome]).inc();
                 Outcome::Ack
             }
             Err(e) => {
+                span.record("otel.status_code", "error");
                 let error = &e as &dyn std::error::Error;
                 if e.is_retryable() {
                     // Kept and tried again in place once the dependency answers.

@@ -20,7 +20,10 @@ use std::{
 use chrono::Utc;
 use lapin::message::Delivery;
 use tokio::sync::Semaphore;
-use waybill_bus::{Broker, BusError, Handler, Outcome, Outgoing, topology::DELIVERY_KEY};
+use tracing::{Instrument, field::Empty};
+use waybill_bus::{
+    Broker, BusError, Handler, Outcome, Outgoing, TRACEPARENT_HEADER, topology::DELIVERY_KEY,
+};
 use waybill_catalog::Catalog;
 use waybill_domain::{
     DeliveryId, ValidationErrors, WebhookId,
@@ -308,7 +311,12 @@ impl FanOut {
         }
     }
 
-    async fn fan_out(&self, event: &EventEnvelope) -> Result<usize, FanOutError> {
+    /// Fans `event` out; its delivery messages carry `traceparent` on (see [`waybill_trace`]).
+    async fn fan_out(
+        &self,
+        event: &EventEnvelope,
+        traceparent: Option<&str>,
+    ) -> Result<usize, FanOutError> {
         // A copy of an event this replica is fanning out right now waits for that to finish,
         // then counts as the duplicate it is, rather than looking like an unfinished fan-out.
         let key = (event.tenant.to_string(), event.id.clone());
@@ -345,7 +353,7 @@ impl FanOut {
         // the event over meanwhile, this one stops and leaves the rest to it.
         let done = tokio::select! {
             biased;
-            done = self.publish_and_finish(event, &targets, refanout) => done,
+            done = self.publish_and_finish(event, &targets, refanout, traceparent) => done,
             lost = self.keep_claim(event) => Err(lost),
         };
         if let Err(e) = &done
@@ -446,6 +454,7 @@ impl FanOut {
         event: &EventEnvelope,
         targets: &[Arc<Target>],
         refanout: bool,
+        traceparent: Option<&str>,
     ) -> Result<usize, FanOutError> {
         // The event is the bulk of every message: encoded once, copied into each.
         let event_json = serde_json::to_vec(event).map_err(FanOutError::Encode)?;
@@ -456,6 +465,10 @@ impl FanOut {
         let mut headers = vec![(ATTEMPT_HEADER, "1".to_owned())];
         if refanout {
             headers.push((REFANOUT_HEADER, "1".to_owned()));
+        }
+        // Each delivery continues the fan-out's span (the event's own trace when not exported).
+        if let Some(tp) = waybill_trace::onward(&tracing::Span::current(), traceparent) {
+            headers.push((TRACEPARENT_HEADER, tp));
         }
         for chunk in targets.chunks(per_chunk) {
             // A chunk bigger than the whole budget (one huge message) takes all of it.
@@ -547,9 +560,29 @@ fn delivery_body(
 
 impl Handler for FanOut {
     async fn handle(&self, delivery: &Delivery) -> Outcome {
-        let event = match self.parse(delivery).await {
-            Err(Invalid(reason)) => return self.park(delivery, reason).await,
+        let traceparent = waybill_bus::traceparent(delivery);
+        // The consumer span of the event's fan-out, a child of whoever published it.
+        let span = waybill_trace::span!(
+            "waybill.fanout",
+            otel.kind = "consumer",
+            otel.status_code = Empty,
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "process",
+            messaging.destination.name = self.broker.topology().dispatch_queue(),
+            waybill.tenant = Empty,
+            waybill.event_type = Empty,
+            waybill.event_id = Empty,
+            waybill.deliveries = Empty,
+            waybill.outcome = Empty,
+        );
+        waybill_trace::set_parent(&span, traceparent.as_deref());
+        let event = match self.parse(delivery).instrument(span.clone()).await {
+            Err(Invalid(reason)) => {
+                span.record("waybill.outcome", "invalid");
+                return self.park(delivery, reason).instrument(span).await;
+            }
             Ok(None) => {
+                span.record("waybill.outcome", "inactive_type");
                 self.metrics
                     .events
                     .with_label_values(&["inactive_type"])
@@ -558,7 +591,26 @@ impl Handler for FanOut {
             }
             Ok(Some(e)) => e,
         };
-        match self.fan_out(&event).await {
+        if waybill_trace::on() {
+            span.record("waybill.tenant", event.tenant.as_str());
+            span.record("waybill.event_type", event.kind.as_str());
+            span.record("waybill.event_id", event.id.as_str());
+        }
+        let done = self
+            .fan_out(&event, traceparent.as_deref())
+            .instrument(span.clone())
+            .await;
+        let _entered = span.enter();
+        match &done {
+            Ok(n) => {
+                span.record("waybill.deliveries", i64::try_from(*n).unwrap_or(i64::MAX));
+                span.record("waybill.outcome", "fanned_out");
+            }
+            Err(_) => {
+                span.record("otel.status_code", "error");
+            }
+        }
+        match done {
             Ok(n) => {
                 tracing::debug!(event_id = %event.id, tenant = %event.tenant, deliveries = n, "fanned out");
                 Outcome::Ack

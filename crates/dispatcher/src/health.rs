@@ -358,7 +358,11 @@ impl Breaker {
                 data,
             };
             publisher
-                .publish(std::slice::from_ref(&event), None)
+                .publish(
+                    std::slice::from_ref(&event),
+                    // The notice continues the trace of the attempt that disabled the subscription.
+                    waybill_trace::onward(&tracing::Span::current(), None).as_deref(),
+                )
                 .await
                 .map_err(|e| format!("publishing {DISABLED_EVENT}: {e}"))
         };

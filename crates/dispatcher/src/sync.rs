@@ -13,6 +13,7 @@ use lapin::{
     types::FieldTable,
 };
 use tokio::sync::watch;
+use tracing::Instrument;
 use waybill_bus::{Topology, reconnect_backoff};
 use waybill_domain::{WebhookId, change::SubscriptionChange};
 use waybill_store::{Cipher, PgPool, StoreError, webhooks};
@@ -91,7 +92,20 @@ impl IndexSync {
             let why = loop {
                 tokio::select! {
                     next = changes.next() => match next {
-                        Some(Ok(message)) => self.apply(&message.data).await,
+                        Some(Ok(message)) => {
+                            // The change continues the trace of the relay batch that sent it.
+                            let span = waybill_trace::span!(
+                                "waybill.sync",
+                                otel.kind = "consumer",
+                                messaging.system = "rabbitmq",
+                                messaging.operation.type = "process",
+                                messaging.destination.name = self.topology.subscriptions_exchange(),
+                            );
+                            if waybill_trace::on() {
+                                waybill_trace::set_parent(&span, waybill_bus::traceparent(&message).as_deref());
+                            }
+                            self.apply(&message.data).instrument(span).await
+                        }
                         Some(Err(e)) => break FeedLost::Consumer(e),
                         None => break FeedLost::Cancelled,
                     },

@@ -66,6 +66,9 @@ pub struct Attempt<'a> {
     pub body: &'a [u8],
     pub delivery_id: waybill_domain::DeliveryId,
     pub number: u32,
+    /// The trace context the request continues when no span of its own is exported (traces
+    /// off): sent on unchanged as its `traceparent`.
+    pub traceparent: Option<&'a str>,
 }
 
 impl Outbound {
@@ -108,13 +111,59 @@ impl Outbound {
         if let Err(why) = self.check_url(&attempt.endpoint.url) {
             return refused(why);
         }
-        let headers = match headers(&attempt, started_at) {
-            Ok(h) => h,
-            Err(why) => return refused(why),
-        };
         let method = match attempt.endpoint.method {
             HttpMethod::Post => Method::POST,
             HttpMethod::Put => Method::PUT,
+        };
+        let span = client_span(&method, &attempt.endpoint.url);
+        let traceparent = waybill_trace::onward(&span, attempt.traceparent);
+        let headers = match headers(&attempt, started_at, traceparent.as_deref()) {
+            Ok(h) => h,
+            Err(why) => return refused(why),
+        };
+        let result = self
+            .exchange(method, &attempt, headers, started_at, clock)
+            .await;
+        if waybill_trace::on() {
+            if let Some(status) = result.status {
+                span.record("http.response.status_code", i64::from(status));
+            }
+            if !result.succeeded() {
+                span.record("otel.status_code", "error");
+                let kind = match result.status {
+                    Some(s) => s.to_string(),
+                    None if result
+                        .error
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with("timed out")) =>
+                    {
+                        "timeout".to_owned()
+                    }
+                    None => "request_failed".to_owned(),
+                };
+                span.record("error.type", kind);
+            }
+        }
+        result
+    }
+
+    /// Sends the request and reads the answer.
+    async fn exchange(
+        &self,
+        method: Method,
+        attempt: &Attempt<'_>,
+        headers: reqwest::header::HeaderMap,
+        started_at: DateTime<Utc>,
+        clock: Instant,
+    ) -> AttemptResult {
+        let refused = |why: String| AttemptResult {
+            started_at,
+            duration: clock.elapsed(),
+            status: None,
+            error: Some(why),
+            response_body: None,
+            retry_after: None,
+            sent: false,
         };
         let sent = self
             .client
@@ -200,6 +249,32 @@ impl Outbound {
             format!("request failed: {deepest}")
         }
     }
+}
+
+/// The client span of a request, when traces are exported: `url.full` without credentials,
+/// query or fragment, which can carry secrets.
+fn client_span(method: &Method, url: &str) -> tracing::Span {
+    if !waybill_trace::on() {
+        return tracing::Span::none();
+    }
+    let parsed = url::Url::parse(url).ok();
+    let host = parsed.as_ref().and_then(|u| u.host_str()).unwrap_or("");
+    let port = parsed
+        .as_ref()
+        .and_then(url::Url::port_or_known_default)
+        .map(i64::from);
+    tracing::info_span!(
+        "http.client",
+        otel.name = method.as_str(),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method.as_str(),
+        url.full = waybill_trace::redacted_url(url),
+        server.address = host,
+        server.port = port,
+        http.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    )
 }
 
 fn is_refusal(e: &reqwest::Error) -> bool {

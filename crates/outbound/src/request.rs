@@ -7,7 +7,15 @@ use waybill_domain::{delivery::ATTEMPT_HEADER, signature::signature_header};
 use crate::client::Attempt;
 
 /// Every header of the request but `user-agent` (the client's).
-pub(crate) fn headers(a: &Attempt<'_>, now: DateTime<Utc>) -> Result<HeaderMap, String> {
+///
+/// `traceparent` is the W3C trace context of the request; it is not signed (the signature covers
+/// the id, the timestamp and the body only), and a header of the same name the subscription
+/// configures replaces it.
+pub(crate) fn headers(
+    a: &Attempt<'_>,
+    now: DateTime<Utc>,
+    traceparent: Option<&str>,
+) -> Result<HeaderMap, String> {
     let timestamp = now.timestamp();
     let mut h = HeaderMap::new();
     let mut put = |name: &str, value: &str| -> Result<(), String> {
@@ -28,6 +36,9 @@ pub(crate) fn headers(a: &Attempt<'_>, now: DateTime<Utc>) -> Result<HeaderMap, 
     put("waybill-delivery-id", &a.delivery_id.to_string())?;
     put(ATTEMPT_HEADER, &a.number.to_string())?;
     put("waybill-event-type", a.event.kind.as_str())?;
+    if let Some(tp) = traceparent {
+        put("traceparent", tp)?;
+    }
     for (name, value) in &a.endpoint.headers {
         put(name, value)?;
     }

@@ -93,8 +93,10 @@ where
         }
         Command::Serve => {
             let settings = Settings::load(service.port, cli.config.as_deref())?;
-            telemetry::init(service.name, &settings.log);
-            serve(settings).await
+            let telemetry = telemetry::start(service.name, &settings.log)?;
+            let result = serve(settings).await;
+            telemetry.shutdown().await;
+            result
         }
     }
 }

@@ -14,7 +14,7 @@ use actix_web::{
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
-use tracing::Instrument;
+use tracing::{Instrument, field::Empty};
 
 use crate::ApiError;
 
@@ -97,13 +97,50 @@ pub async fn observe(
     let method = req.method().to_string();
     let path = req.path().to_owned();
     let metrics = req.app_data::<web::Data<Metrics>>().cloned();
-    let span = tracing::info_span!("http", request_id = %id, %method, %path);
+    // The server span of the request; the `otel.*` and semantic-convention fields are filled in
+    // only when traces are exported (see `waybill_trace`).
+    let span = tracing::info_span!(
+        "http",
+        request_id = %id,
+        %method,
+        %path,
+        otel.name = Empty,
+        otel.kind = Empty,
+        otel.status_code = Empty,
+        http.request.method = Empty,
+        http.route = Empty,
+        http.response.status_code = Empty,
+        url.path = Empty,
+        waybill.tenant = Empty,
+        waybill.event_type = Empty,
+        waybill.event_id = Empty,
+    );
+    if waybill_trace::on() {
+        let route = req.match_pattern();
+        let route = route.as_deref().unwrap_or("unmatched");
+        span.record("otel.name", format!("{method} {route}"));
+        span.record("otel.kind", "server");
+        span.record("http.request.method", method.as_str());
+        span.record("http.route", route);
+        span.record("url.path", path.as_str());
+        let parent = req
+            .headers()
+            .get(waybill_trace::TRACEPARENT)
+            .and_then(|v| v.to_str().ok());
+        waybill_trace::set_parent(&span, parent);
+    }
     let mut res = next.call(req).instrument(span.clone()).await?;
     let status = res.status().as_u16();
     let route = res
         .request()
         .match_pattern()
         .unwrap_or_else(|| "unmatched".into());
+    if waybill_trace::on() {
+        span.record("http.response.status_code", i64::from(status));
+        if res.status().is_server_error() {
+            span.record("otel.status_code", "error");
+        }
+    }
     let elapsed = started.elapsed();
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut()

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use diesel_async::AsyncConnection;
 use serde::Serialize;
 use utoipa::ToSchema;
-use waybill_bus::{BusError, Outgoing, topology::DELIVERY_KEY};
+use waybill_bus::{BusError, Outgoing, TRACEPARENT_HEADER, topology::DELIVERY_KEY};
 use waybill_domain::{
     DeliveryId, EventTypeName, TenantId, ValidationErrors, WebhookId,
     delivery::{ATTEMPT_HEADER, DeliveryMessage, MANUAL_HEADER},
@@ -145,18 +145,26 @@ async fn replay(
                 let body = serde_json::to_vec(&message).map_err(ReplayError::Encode)?;
                 bodies.push((row.id.to_string(), body, (row.attempts + 1).to_string()));
             }
+            // The attempts continue the trace of the request that asked for them.
+            let traceparent = waybill_trace::onward(&tracing::Span::current(), None);
             let outgoing: Vec<Outgoing<'_>> = bodies
                 .iter()
-                .map(|(id, body, attempt)| Outgoing {
-                    exchange: &exchange,
-                    routing_key: DELIVERY_KEY,
-                    body,
-                    message_id: Some(id),
-                    headers: vec![
+                .map(|(id, body, attempt)| {
+                    let mut headers = vec![
                         (ATTEMPT_HEADER, attempt.clone()),
                         (MANUAL_HEADER, "1".to_owned()),
-                    ],
-                    mandatory: true,
+                    ];
+                    if let Some(tp) = &traceparent {
+                        headers.push((TRACEPARENT_HEADER, tp.clone()));
+                    }
+                    Outgoing {
+                        exchange: &exchange,
+                        routing_key: DELIVERY_KEY,
+                        body,
+                        message_id: Some(id),
+                        headers,
+                        mandatory: true,
+                    }
                 })
                 .collect();
             state

@@ -96,6 +96,7 @@ pub async fn test(
             body: &body,
             delivery_id: delivery,
             number: 1,
+            traceparent: None,
         })
         .await;
     let mut conn = state.conn().await?;

@@ -17,3 +17,4 @@ mod replay;
 mod retries;
 mod safety;
 mod test_send;
+mod traces;

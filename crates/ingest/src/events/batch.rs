@@ -68,6 +68,9 @@ pub async fn batch(
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
+    if waybill_trace::on() {
+        tracing::Span::current().record("waybill.tenant", auth.tenant.as_str());
+    }
     state
         .publisher
         .publish(&envelopes, traceparent(&req).as_deref())

@@ -118,17 +118,26 @@ pub fn check_event(
     Ok(envelope.filter(|_| fits))
 }
 
-/// The caller's W3C trace context, passed on to the broker when well formed.
+/// The W3C trace context the events go to the broker with: the request span's own when traces
+/// are exported (a child of the caller's), else the caller's `traceparent` unchanged when well
+/// formed.
 pub fn traceparent(req: &HttpRequest) -> Option<String> {
-    let v = req.headers().get("traceparent")?.to_str().ok()?;
-    let parts: Vec<&str> = v.split('-').collect();
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    (parts.len() == 4
-        && hex(parts[0], 2)
-        && hex(parts[1], 32)
-        && hex(parts[2], 16)
-        && hex(parts[3], 2))
-    .then(|| v.to_owned())
+    let incoming = req
+        .headers()
+        .get(waybill_trace::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| waybill_trace::parse(v).is_some());
+    waybill_trace::onward(&tracing::Span::current(), incoming)
+}
+
+/// Names the event on the request span, when traces are exported.
+pub fn record_event(envelope: &EventEnvelope) {
+    if waybill_trace::on() {
+        let span = tracing::Span::current();
+        span.record("waybill.tenant", envelope.tenant.as_str());
+        span.record("waybill.event_type", envelope.kind.as_str());
+        span.record("waybill.event_id", envelope.id.as_str());
+    }
 }
 
 /// Maps a publish failure to the answer: the event is not safely queued, so retry.

@@ -8,7 +8,9 @@ use waybill_runtime::{
     body::Body,
 };
 
-use super::{Accepted, IngestState, check_event, check_size, not_queued, traceparent};
+use super::{
+    Accepted, IngestState, check_event, check_size, not_queued, record_event, traceparent,
+};
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct AcceptedResponse {
@@ -38,6 +40,7 @@ pub async fn publish(
     let (Some(envelope), true) = (envelope, errors.is_empty()) else {
         return Err(ApiError::validation(errors));
     };
+    record_event(&envelope);
     state
         .publisher
         .publish(

@@ -8,7 +8,7 @@
 
 use actix_web::HttpResponse;
 use diesel_async::AsyncConnection;
-use waybill_bus::{BusError, Outgoing};
+use waybill_bus::{BusError, Outgoing, TRACEPARENT_HEADER};
 use waybill_runtime::{ApiError, Reply};
 use waybill_store::{
     StoreError,
@@ -70,10 +70,15 @@ pub async fn redrive(
             if row.body_truncated {
                 return Err(RedriveError::Truncated);
             }
+            // Sent again, the event starts its trace from the request that redrove it.
             let headers = row
                 .tenant
                 .iter()
                 .map(|t| (TENANT_HEADER, t.clone()))
+                .chain(
+                    waybill_trace::onward(&tracing::Span::current(), None)
+                        .map(|tp| (TRACEPARENT_HEADER, tp)),
+                )
                 .collect();
             state
                 .broker
