@@ -89,5 +89,7 @@ openapi: toolchain
 bench: toolchain db
 	cargo build --release --locked -p waybill-bench -p waybill-api -p waybill-ingest -p waybill-dispatcher
 	target/release/waybill-bench suite --seconds 20 --json target/bench/results.json
+	@# What tracing costs: the same scenarios with traces off, exported, and the exporter down or hung.
+	target/release/waybill-bench suite --seconds 20 --only steady-200,max-amqp --tracing off,on,down,hung --json target/bench/tracing.json
 	target/release/waybill-bench down-receiver --rate 20 --seconds 60 --json target/bench/down-receiver.json
 	target/release/waybill-bench api-roundtrip --json target/bench/api-roundtrip.json

@@ -7,6 +7,7 @@ mod common;
 mod delivery_latency;
 mod delivery_log;
 mod down_receiver;
+mod exporter;
 mod fanout_memory;
 mod ingest_throughput;
 mod pipeline;
@@ -77,6 +78,11 @@ enum Scenario {
         /// Only these scenarios (comma-separated names).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// Run each scenario once per tracing mode, back to back (comma-separated: off, on,
+        /// down, hung; default off). `on` exports every span to a local OTLP/HTTP endpoint,
+        /// `down` to a closed port, `hung` to one that never answers.
+        #[arg(long, value_delimiter = ',', value_enum)]
+        tracing: Vec<exporter::Tracing>,
         /// Where the JSON results go.
         #[arg(long, default_value = "target/bench/results.json")]
         json: PathBuf,
@@ -172,8 +178,9 @@ async fn main() -> std::process::ExitCode {
         Scenario::Suite {
             seconds,
             only,
+            tracing,
             json,
-        } => suite::run(seconds, &only, &json).await,
+        } => suite::run(seconds, &only, &tracing, &json).await,
         Scenario::DownReceiver {
             rate,
             seconds,

@@ -28,6 +28,7 @@ use waybill_store::{Cipher, crypto::secret_context};
 use crate::{
     cluster::Cluster,
     common::{self, TENANT},
+    exporter::{Exporter, Received, Tracing},
     stats::Summary,
 };
 
@@ -60,6 +61,8 @@ pub struct Scenario {
     pub seeded_tenants: u32,
     /// The retry schedule (a short one where failures are injected).
     pub retry_schedule: Vec<String>,
+    /// Where the services export their traces.
+    pub tracing: Tracing,
 }
 
 /// The figures of one run.
@@ -89,6 +92,8 @@ pub struct Outcome {
     pub rabbitmq_cpu_seconds: f64,
     pub postgres_cpu_seconds: f64,
     pub load_generator_and_receiver_cpu_seconds: f64,
+    /// What the trace endpoint received (zero unless tracing is `on`).
+    pub exporter: Received,
 }
 
 #[derive(Debug, Serialize)]
@@ -407,10 +412,12 @@ async fn measure(s: &Scenario, mut settings: Settings) -> anyhow::Result<Outcome
     .run();
     tokio::spawn(server);
 
-    let extra = [(
+    let exporter = Exporter::start(s.tracing).await?;
+    let mut extra = vec![(
         "WAYBILL_DELIVERY__RETRY_SCHEDULE",
         s.retry_schedule.join(","),
     )];
+    extra.extend(exporter.env.iter().cloned());
     let started = Instant::now();
     let cluster = Cluster::start(&settings, &extra).await?;
     let dispatcher_ready_s = started.elapsed().as_secs_f64();
@@ -547,6 +554,7 @@ async fn measure(s: &Scenario, mut settings: Settings) -> anyhow::Result<Outcome
         rabbitmq_cpu_seconds: others[0],
         postgres_cpu_seconds: others[1],
         load_generator_and_receiver_cpu_seconds: others[2],
+        exporter: exporter.received(),
     })
 }
 
@@ -559,13 +567,14 @@ impl Outcome {
             |r| format!("{r}/s"),
         );
         let mut out = format!(
-            "== {} ({:?}, {rate}, {} s, fan-out {}, {:.0}% answered 500, {} other subscriptions)\n",
+            "== {} ({:?}, {rate}, {} s, fan-out {}, {:.0}% answered 500, {} other subscriptions, tracing {})\n",
             s.name,
             s.via,
             s.seconds,
             s.fanout,
             s.fail_ratio * 100.0,
-            s.seeded_subscriptions
+            s.seeded_subscriptions,
+            s.tracing.name()
         );
         out += &format!(
             "   in {:.0} events/s ({} of {} accepted), out {:.0} deliveries/s; {} lost, {} duplicates, {} bad signatures, {} requests ({} answered 500)\n",
@@ -603,6 +612,13 @@ impl Outcome {
             self.postgres_cpu_seconds,
             self.load_generator_and_receiver_cpu_seconds
         );
+        if s.tracing == Tracing::On {
+            out += &format!(
+                "   trace endpoint received {} exports, {:.1} MiB\n",
+                self.exporter.requests,
+                self.exporter.bytes as f64 / 1024.0 / 1024.0
+            );
+        }
         out
     }
 }

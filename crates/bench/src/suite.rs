@@ -5,7 +5,10 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::pipeline::{self, Scenario, Via};
+use crate::{
+    exporter::Tracing,
+    pipeline::{self, Scenario, Via},
+};
 
 /// The retry schedule of the scenario with failures: short, so retries land within the run.
 fn short_schedule() -> Vec<String> {
@@ -27,6 +30,7 @@ fn scenarios(seconds: u64) -> Vec<Scenario> {
         seeded_subscriptions: 0,
         seeded_tenants: 1,
         retry_schedule: short_schedule(),
+        tracing: Tracing::Off,
     };
     vec![
         Scenario {
@@ -66,15 +70,39 @@ fn scenarios(seconds: u64) -> Vec<Scenario> {
     ]
 }
 
-pub async fn run(seconds: u64, only: &[String], json_path: &Path) -> anyhow::Result<()> {
+/// Runs the scenarios named in `only` (all when empty), each once per tracing mode, the modes
+/// of one scenario back to back so that they are compared under the same conditions.
+pub async fn run(
+    seconds: u64,
+    only: &[String],
+    tracing: &[Tracing],
+    json_path: &Path,
+) -> anyhow::Result<()> {
+    let modes = if tracing.is_empty() {
+        &[Tracing::Off][..]
+    } else {
+        tracing
+    };
+    if let Some(unknown) = only
+        .iter()
+        .find(|n| !scenarios(seconds).iter().any(|s| &s.name == *n))
+    {
+        anyhow::bail!("no scenario named {unknown}");
+    }
     let mut results = Vec::new();
     for s in scenarios(seconds) {
         if !only.is_empty() && !only.contains(&s.name) {
             continue;
         }
-        let outcome = pipeline::run(s).await?;
-        print!("{}", outcome.report());
-        results.push(outcome);
+        for &mode in modes {
+            let outcome = pipeline::run(Scenario {
+                tracing: mode,
+                ..s.clone()
+            })
+            .await?;
+            print!("{}", outcome.report());
+            results.push(outcome);
+        }
     }
     if let Some(dir) = json_path.parent() {
         std::fs::create_dir_all(dir)?;
