@@ -423,6 +423,7 @@ impl Deliver {
                 None,
             ))
             .await?;
+            self.settled("succeeded", msg, inc);
             return Ok(Settled::Succeeded);
         }
         let error = result.last_error();
@@ -482,6 +483,7 @@ impl Deliver {
                     None,
                 ))
                 .await?;
+                self.settled("failed", msg, inc);
                 Ok(Settled::Failed)
             }
         }
@@ -539,6 +541,14 @@ impl Deliver {
             .map_err(DeliverError::Forward)
     }
 
+    /// Observes the end-to-end lag of a delivery its attempt just settled. A tenant's retry or
+    /// recover is left out: it replays an event that may be days old, on request.
+    fn settled(&self, outcome: &str, msg: &DeliveryMessage, inc: &Incoming) {
+        if !inc.manual {
+            self.metrics.settled(outcome, msg.event.received_at);
+        }
+    }
+
     async fn commit(&self, record: DeliveryRecord) -> Result<(), DeliverError> {
         Ok(self.recorder.record(record).await?)
     }
@@ -582,7 +592,7 @@ impl Handler for Deliver {
                     Settled::Throttled => "throttled",
                     Settled::Held => "held",
                 };
-                self.metrics.deliveries.with_label_values(&[outcome]).inc();
+                self.metrics.delivery(msg.event.tenant.as_str(), outcome);
                 Outcome::Ack
             }
             Err(e) => {
