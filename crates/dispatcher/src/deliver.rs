@@ -423,7 +423,7 @@ impl Deliver {
                 None,
             ))
             .await?;
-            self.settled("succeeded", msg, inc);
+            self.settled("succeeded", msg, inc, &result);
             return Ok(Settled::Succeeded);
         }
         let error = result.last_error();
@@ -483,7 +483,7 @@ impl Deliver {
                     None,
                 ))
                 .await?;
-                self.settled("failed", msg, inc);
+                self.settled("failed", msg, inc, &result);
                 Ok(Settled::Failed)
             }
         }
@@ -541,12 +541,24 @@ impl Deliver {
             .map_err(DeliverError::Forward)
     }
 
-    /// Observes the end-to-end lag of a delivery its attempt just settled. A tenant's retry or
-    /// recover is left out: it replays an event that may be days old, on request.
-    fn settled(&self, outcome: &str, msg: &DeliveryMessage, inc: &Incoming) {
-        if !inc.manual {
-            self.metrics.settled(outcome, msg.event.received_at);
+    /// Observes the end-to-end lag of a delivery that `result` settled: from the event's
+    /// acceptance to the attempt's end. A tenant's retry or recover is left out: it replays an
+    /// event that may be days old, on request.
+    fn settled(
+        &self,
+        outcome: &str,
+        msg: &DeliveryMessage,
+        inc: &Incoming,
+        result: &AttemptResult,
+    ) {
+        if inc.manual {
+            return;
         }
+        let ended = chrono::Duration::from_std(result.duration)
+            .ok()
+            .and_then(|d| result.started_at.checked_add_signed(d))
+            .unwrap_or_else(Utc::now);
+        self.metrics.settled(outcome, msg.event.received_at, ended);
     }
 
     async fn commit(&self, record: DeliveryRecord) -> Result<(), DeliverError> {

@@ -207,10 +207,9 @@ impl Breaker {
             .await
             .map_err(HealthError::store(DOING))?;
         let n = rows.len();
-        // Every replica reads the same rows, so each shows the same numbers: a gauge of the
-        // whole installation at no cost beyond the read it needs anyway.
-        // A circuit with an end is open, or half-open once that end passed: tripped until a
-        // success deletes the row.
+        // Every replica reads the same rows, so each shows the same numbers: gauges of the whole
+        // installation at no cost beyond the read it needs anyway. A circuit with an end is
+        // open, or half-open once that end passed; it stays so until a success deletes the row.
         let tripped = rows.iter().filter(|(_, h)| h.open_until.is_some()).count();
         self.setup
             .metrics

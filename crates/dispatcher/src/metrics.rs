@@ -191,10 +191,10 @@ impl DispatchMetrics {
         }
     }
 
-    /// Observes the lag of a delivery settled now with `outcome`, of an event accepted at
-    /// `accepted` (a time in the future, from a publisher's clock, counts as no lag).
-    pub fn settled(&self, outcome: &str, accepted: DateTime<Utc>) {
-        let lag = (Utc::now() - accepted).to_std().unwrap_or_default();
+    /// Observes the lag of a delivery settled at `settled` with `outcome`, of an event accepted
+    /// at `accepted` (an acceptance after it, by a publisher's clock, counts as no lag).
+    pub fn settled(&self, outcome: &str, accepted: DateTime<Utc>, settled: DateTime<Utc>) {
+        let lag = (settled - accepted).to_std().unwrap_or_default();
         self.lag
             .with_label_values(&[outcome])
             .observe(lag.as_secs_f64());
