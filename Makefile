@@ -64,6 +64,8 @@ test: toolchain services clean-test-dbs
 	@deploy/local/ensure-test-tools.sh
 	@# The Kubernetes manifests, rendered and validated offline (a few seconds; deploy/README.md).
 	@deploy/kubernetes/validate.sh
+	@# The alert rules, their unit tests and the dashboard's queries (promtool), in seconds.
+	@deploy/observability/validate.sh
 	@mkdir -p target
 	@rm -f target/outage-report.txt
 	@set -o pipefail; cargo test --workspace --locked 2>&1 | tee target/test-output.log

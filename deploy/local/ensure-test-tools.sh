@@ -18,6 +18,9 @@ SCHEMATHESIS_VERSION=4.32.5
 SCHEMATHESIS_VENV=target/tools/schemathesis
 KUBERNETES_VENV=target/tools/kubernetes
 KUBERNETES_REQUIREMENTS=deploy/kubernetes/requirements.txt
+PROMETHEUS_VERSION=2.42.0
+PROMETHEUS_DIR=target/tools/prometheus
+PROMTOOL=$PROMETHEUS_DIR/usr/bin/promtool
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -77,7 +80,46 @@ if ! python3 -c 'import standardwebhooks' 2>/dev/null; then
   pip_install 'standardwebhooks>=1.0,<2'
 fi
 
-python3 -c 'import pika, standardwebhooks'
+if ! python3 -c 'import yaml' 2>/dev/null; then
+  if [ "$(command -v python3)" = /usr/bin/python3 ]; then
+    echo "==> installing python3-yaml from Debian's packages"
+    apt_install python3-yaml
+  else
+    echo "==> installing PyYAML for $(command -v python3)"
+    pip_install 'PyYAML>=6,<7'
+  fi
+fi
+
+python3 -c 'import pika, standardwebhooks, yaml'
+
+# The Debian revision of prometheus $PROMETHEUS_VERSION the configured archives hold.
+prometheus_revision() {
+  apt-cache madison prometheus 2>/dev/null \
+    | awk -F'|' -v v="$PROMETHEUS_VERSION" '{ gsub(/ /, "", $2) } index($2, v "+") == 1 { print $2; exit }'
+}
+if ! "$PROMTOOL" --version 2>/dev/null | grep -qF "version $PROMETHEUS_VERSION+"; then
+  echo "==> unpacking promtool $PROMETHEUS_VERSION from Debian's prometheus package into $PROMETHEUS_DIR"
+  revision=$(prometheus_revision)
+  if [ -z "$revision" ]; then
+    as_root apt-get update -qq
+    revision=$(prometheus_revision)
+  fi
+  if [ -z "$revision" ]; then
+    echo "error: no prometheus $PROMETHEUS_VERSION package in the apt sources (Debian 12 ships it); apt-cache madison prometheus lists: $(apt-cache madison prometheus 2>/dev/null | awk -F'|' '{ printf "%s", $2 }')" >&2
+    exit 1
+  fi
+  download=$(mktemp -d)
+  # apt-get download runs as the _apt user where it can, which must be able to write there.
+  chmod 0777 "$download"
+  (cd "$download" && apt-get download -qq "prometheus=$revision")
+  rm -rf "$PROMETHEUS_DIR"
+  mkdir -p "$PROMETHEUS_DIR"
+  dpkg-deb -x "$download"/prometheus_*.deb "$PROMETHEUS_DIR"
+  rm -rf "$download"
+  # Only promtool is needed: the server and the package's other files go.
+  find "$PROMETHEUS_DIR" -type f ! -path "$PROMTOOL" -delete
+fi
+"$PROMTOOL" --version | grep -qF "version $PROMETHEUS_VERSION+"
 
 if ! "$SCHEMATHESIS_VENV/bin/schemathesis" --version 2>/dev/null | grep -qF "$SCHEMATHESIS_VERSION"; then
   if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then

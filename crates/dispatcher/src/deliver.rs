@@ -451,6 +451,7 @@ impl Deliver {
                 None,
             ))
             .await?;
+            self.settled("succeeded", msg, inc, &result);
             return Ok(Settled::Succeeded);
         }
         let error = result.last_error();
@@ -512,6 +513,7 @@ impl Deliver {
                     None,
                 ))
                 .await?;
+                self.settled("failed", msg, inc, &result);
                 Ok(Settled::Failed)
             }
         }
@@ -573,6 +575,26 @@ impl Deliver {
             })
             .await
             .map_err(DeliverError::Forward)
+    }
+
+    /// Observes the end-to-end lag of a delivery that `result` settled: from the event's
+    /// acceptance to the attempt's end. A tenant's retry or recover is left out: it replays an
+    /// event that may be days old, on request.
+    fn settled(
+        &self,
+        outcome: &str,
+        msg: &DeliveryMessage,
+        inc: &Incoming,
+        result: &AttemptResult,
+    ) {
+        if inc.manual {
+            return;
+        }
+        let ended = chrono::Duration::from_std(result.duration)
+            .ok()
+            .and_then(|d| result.started_at.checked_add_signed(d))
+            .unwrap_or_else(Utc::now);
+        self.metrics.settled(outcome, msg.event.received_at, ended);
     }
 
     async fn commit(&self, record: DeliveryRecord) -> Result<(), DeliverError> {
@@ -644,7 +666,7 @@ impl Handler for Deliver {
                 if matches!(settled, Settled::Retrying | Settled::Failed) {
                     span.record("otel.status_code", "error");
                 }
-                self.metrics.deliveries.with_label_values(&[outcome]).inc();
+                self.metrics.delivery(msg.event.tenant.as_str(), outcome);
                 Outcome::Ack
             }
             Err(e) => {

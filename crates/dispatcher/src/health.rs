@@ -23,7 +23,10 @@ use waybill_domain::{
 use waybill_publisher::EventPublisher;
 use waybill_store::{Cipher, PgPool, StoreError, endpoints, webhooks};
 
-use crate::index::{Index, Target};
+use crate::{
+    index::{Index, Target},
+    metrics::DispatchMetrics,
+};
 
 /// The event type that tells a tenant one of its subscriptions was disabled.
 pub const DISABLED_EVENT: &str = "webhook.disabled";
@@ -87,6 +90,8 @@ pub struct BreakerSetup {
     pub index: Index,
     /// Decrypts the secrets of the subscription reloaded into the index.
     pub cipher: Arc<Cipher>,
+    /// Where the number of open circuits and failing receivers is shown.
+    pub metrics: DispatchMetrics,
 }
 
 /// The circuit breaker and auto-disable of one dispatcher replica.
@@ -202,6 +207,18 @@ impl Breaker {
             .await
             .map_err(HealthError::store(DOING))?;
         let n = rows.len();
+        // Every replica reads the same rows, so each shows the same numbers: gauges of the whole
+        // installation at no cost beyond the read it needs anyway. A circuit with an end is
+        // open, or half-open once that end passed; it stays so until a success deletes the row.
+        let tripped = rows.iter().filter(|(_, h)| h.open_until.is_some()).count();
+        self.setup
+            .metrics
+            .circuits_open
+            .set(i64::try_from(tripped).unwrap_or(i64::MAX));
+        self.setup
+            .metrics
+            .receivers_failing
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
         let ids: HashSet<WebhookId> = rows.iter().map(|(id, _)| WebhookId::from(*id)).collect();
         if let Ok(mut m) = self.failing.lock() {
             m.retain(|id, _| ids.contains(id));

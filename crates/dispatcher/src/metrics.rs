@@ -1,11 +1,17 @@
 //! The dispatcher's own instruments, registered next to the HTTP ones on `/metrics`, and the
 //! task that looks at the broker's queues for them.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
+use chrono::{DateTime, Utc};
 use lapin::{Channel, Connection, options::QueueDeclareOptions, types::FieldTable};
 use prometheus::{
-    GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 use tokio::sync::watch;
 use waybill_bus::{Head, Topology, oldest_age};
@@ -15,6 +21,59 @@ pub const QUEUE_WATCH_EVERY: Duration = Duration::from_secs(5);
 
 /// Help text of the age gauge: what the estimate means.
 const AGE_HELP: &str = "Estimated age of the oldest ready message in a work queue, in seconds: 0 when the queue is empty; otherwise the time since the later of (a) when the message this replica last took from the queue had reached it (stamped by the publisher; a message from a delay queue counts from the end of its delay) and (b) when this replica last saw the queue empty (or, knowing neither, since it first looked). An upper bound, close while messages are taken, growing while none is (consumers paused or absent); take the minimum over replicas.";
+
+/// The `tenant` label of the deliveries of every tenant past `metrics.tenant_label_limit`. No
+/// tenant can be called this (`~` is not allowed in a tenant id), so it never mixes with one.
+pub const OTHER_TENANTS: &str = "~other";
+
+/// Upper bounds of the end-to-end lag's buckets, in seconds: 5 ms (a delivery on the first
+/// attempt to a fast receiver) to 6 h (the default retry schedule's whole length).
+const LAG_BUCKETS: [f64; 22] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    1200.0, 1800.0, 3600.0, 7200.0, 10800.0, 21600.0,
+];
+
+const LAG_HELP: &str = "Time from an event's acceptance (its received_at: ingest's 202, or what a direct AMQP publisher stamped) to the end of the attempt that settled one of its deliveries: the first successful one (outcome succeeded), or the last one when every attempt failed (outcome failed). Tenants' retries and recovers are not counted.";
+
+const TENANT_HELP: &str = "Delivery messages handled, by tenant and outcome (as dispatcher_deliveries_total). The first metrics.tenant_label_limit tenants this replica sees get their own label; later ones count under tenant=\"~other\", so the series are at most (limit + 1) x 8 outcomes per replica.";
+
+const CIRCUITS_HELP: &str = "Subscriptions whose circuit is open now or half-open (cooldown over, waiting for a successful probe), over every replica: read from Postgres every 5 s; every replica reports the same number, take the max.";
+
+const FAILING_HELP: &str = "Subscriptions whose receiver failed its last request (a failing streak, circuit open or not), over every replica: read from Postgres every 5 s; every replica reports the same number, take the max.";
+
+/// Which tenants keep a `tenant` label of their own: the first `limit` this replica counted.
+/// The set only grows (a label that came and went would split one tenant's counts between its
+/// name and [`OTHER_TENANTS`]), and a replica's restart starts it again.
+pub struct TenantLabels {
+    limit: usize,
+    named: Mutex<HashSet<String>>,
+}
+
+impl TenantLabels {
+    /// Labels for at most `limit` tenants; 0: none (the per-tenant counter is off).
+    pub fn new(limit: u32) -> Self {
+        Self {
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            named: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The label `tenant`'s deliveries count under; `None` when the counter is off.
+    pub fn label(&self, tenant: &str) -> Option<String> {
+        if self.limit == 0 {
+            return None;
+        }
+        let mut named = self.named.lock().ok()?;
+        if named.contains(tenant) {
+            return Some(tenant.to_owned());
+        }
+        if named.len() < self.limit {
+            named.insert(tenant.to_owned());
+            return Some(tenant.to_owned());
+        }
+        Some(OTHER_TENANTS.to_owned())
+    }
+}
 
 /// Counters and gauges of fan-out and delivery.
 #[derive(Clone)]
@@ -35,11 +94,23 @@ pub struct DispatchMetrics {
     pub queue_messages: IntGaugeVec,
     /// Estimated age of the oldest message per work queue.
     pub queue_age: GaugeVec,
+    /// From an event's acceptance to the attempt that settled a delivery of it, by outcome
+    /// (`succeeded`, `failed`).
+    pub lag: HistogramVec,
+    /// Delivery messages handled, by tenant (bounded by [`TenantLabels`]) and outcome.
+    pub tenant_deliveries: IntCounterVec,
+    /// Which tenants have a label of their own in `tenant_deliveries`.
+    pub tenant_labels: Arc<TenantLabels>,
+    /// Subscriptions whose circuit is open or half-open, over every replica.
+    pub circuits_open: IntGauge,
+    /// Subscriptions with a failing streak, over every replica.
+    pub receivers_failing: IntGauge,
 }
 
 impl DispatchMetrics {
-    /// Creates the instruments and registers them with `registry`.
-    pub fn register(registry: &Registry) -> anyhow::Result<Self> {
+    /// Creates the instruments and registers them with `registry`; `tenant_label_limit` tenants
+    /// get a label of their own in the per-tenant counter.
+    pub fn register(registry: &Registry, tenant_label_limit: u32) -> anyhow::Result<Self> {
         let m = Self {
             events: IntCounterVec::new(
                 Opts::new(
@@ -84,6 +155,17 @@ impl DispatchMetrics {
                 Opts::new("queue_oldest_message_age_seconds", AGE_HELP),
                 &["queue"],
             )?,
+            lag: HistogramVec::new(
+                HistogramOpts::new("delivery_lag_seconds", LAG_HELP).buckets(LAG_BUCKETS.to_vec()),
+                &["outcome"],
+            )?,
+            tenant_deliveries: IntCounterVec::new(
+                Opts::new("dispatcher_tenant_deliveries_total", TENANT_HELP),
+                &["tenant", "outcome"],
+            )?,
+            tenant_labels: Arc::new(TenantLabels::new(tenant_label_limit)),
+            circuits_open: IntGauge::new("circuits_open", CIRCUITS_HELP)?,
+            receivers_failing: IntGauge::new("receivers_failing", FAILING_HELP)?,
         };
         registry.register(Box::new(m.queue_messages.clone()))?;
         registry.register(Box::new(m.queue_age.clone()))?;
@@ -92,7 +174,30 @@ impl DispatchMetrics {
         registry.register(Box::new(m.attempt_seconds.clone()))?;
         registry.register(Box::new(m.in_flight.clone()))?;
         registry.register(Box::new(m.index_size.clone()))?;
+        registry.register(Box::new(m.lag.clone()))?;
+        registry.register(Box::new(m.tenant_deliveries.clone()))?;
+        registry.register(Box::new(m.circuits_open.clone()))?;
+        registry.register(Box::new(m.receivers_failing.clone()))?;
         Ok(m)
+    }
+
+    /// Counts a handled delivery message of `tenant` with `outcome`, in both counters.
+    pub fn delivery(&self, tenant: &str, outcome: &str) {
+        self.deliveries.with_label_values(&[outcome]).inc();
+        if let Some(label) = self.tenant_labels.label(tenant) {
+            self.tenant_deliveries
+                .with_label_values(&[label.as_str(), outcome])
+                .inc();
+        }
+    }
+
+    /// Observes the lag of a delivery settled at `settled` with `outcome`, of an event accepted
+    /// at `accepted` (an acceptance after it, by a publisher's clock, counts as no lag).
+    pub fn settled(&self, outcome: &str, accepted: DateTime<Utc>, settled: DateTime<Utc>) {
+        let lag = (settled - accepted).to_std().unwrap_or_default();
+        self.lag
+            .with_label_values(&[outcome])
+            .observe(lag.as_secs_f64());
     }
 }
 
@@ -200,5 +305,35 @@ impl QueueWatch {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_tenants_keep_their_label_and_the_rest_share_one() {
+        let labels = TenantLabels::new(2);
+        assert_eq!(labels.label("acme").as_deref(), Some("acme"));
+        assert_eq!(labels.label("globex").as_deref(), Some("globex"));
+        assert_eq!(labels.label("initech").as_deref(), Some(OTHER_TENANTS));
+        // A tenant seen before keeps its label after the limit is reached.
+        assert_eq!(labels.label("acme").as_deref(), Some("acme"));
+        assert_eq!(labels.label("umbrella").as_deref(), Some(OTHER_TENANTS));
+        assert!(waybill_domain::TenantId::parse(OTHER_TENANTS).is_err());
+    }
+
+    #[test]
+    fn a_limit_of_zero_turns_the_tenant_counter_off() {
+        let registry = Registry::new();
+        let m = DispatchMetrics::register(&registry, 0).unwrap();
+        m.delivery("acme", "succeeded");
+        assert_eq!(m.deliveries.with_label_values(&["succeeded"]).get(), 1);
+        let families = registry.gather();
+        let tenant = families
+            .iter()
+            .find(|f| f.name() == "dispatcher_tenant_deliveries_total");
+        assert!(tenant.is_none_or(|f| f.get_metric().is_empty()));
     }
 }

@@ -69,7 +69,8 @@ impl Application {
         let topology = settings.topology()?;
         let broker = Broker::new(settings.broker.url.clone(), topology.clone());
         let metrics = Metrics::new("dispatcher");
-        let dispatch_metrics = DispatchMetrics::register(&metrics.registry)?;
+        let dispatch_metrics =
+            DispatchMetrics::register(&metrics.registry, settings.metrics.tenant_label_limit)?;
         let index = Index::default();
         let (loaded, loaded_rx) = watch::channel(false);
 
@@ -156,6 +157,7 @@ impl Application {
             publisher: EventPublisher::new(broker.clone()),
             index: index.clone(),
             cipher: cipher.clone(),
+            metrics: dispatch_metrics.clone(),
         }));
         // A replica that starts (or restarts) while circuits are open knows them before its
         // first delivery; if Postgres cannot tell yet, it learns at the first refresh.

@@ -94,6 +94,12 @@ burst = 200
 [log]
 format = "json"
 level = "info"
+
+[metrics]
+# Tenants a dispatcher replica gives a label of their own in its per-tenant delivery counter:
+# the first this many it sees; every later one counts under `tenant="~other"`. 0 turns the
+# per-tenant counter off.
+tenant_label_limit = 100
 "#;
 
 /// Development or production; production refuses the development secrets.
@@ -120,6 +126,7 @@ pub struct Settings {
     pub limits: LimitsSettings,
     pub retention: RetentionSettings,
     pub log: LogSettings,
+    pub metrics: MetricsSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -243,6 +250,18 @@ pub struct LogSettings {
     pub level: String,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Tenants with a label of their own in the per-tenant delivery counter (at most
+    /// [`MAX_TENANT_LABELS`]); 0 turns that counter off.
+    pub tenant_label_limit: u32,
+}
+
+/// The most tenants `metrics.tenant_label_limit` may give a label of their own: each costs a
+/// series per delivery outcome on every replica.
+pub const MAX_TENANT_LABELS: u32 = 10_000;
+
 impl Settings {
     /// Loads defaults (with this service's `port`), then `file` if given, then the environment.
     pub fn load(port: u16, file: Option<&Path>) -> anyhow::Result<Settings> {
@@ -333,6 +352,9 @@ impl Settings {
         parse_duration(&self.retention.interval).context("retention.interval")?;
         if self.retention.batch_size == 0 {
             bail!("retention.batch_size must be positive");
+        }
+        if self.metrics.tenant_label_limit > MAX_TENANT_LABELS {
+            bail!("metrics.tenant_label_limit must be at most {MAX_TENANT_LABELS}");
         }
         if self.delivery.concurrency == 0 || self.delivery.fanout_concurrency == 0 {
             bail!("delivery.concurrency and delivery.fanout_concurrency must be positive");
@@ -699,6 +721,29 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("queue_type"));
+        let err = Settings::load_from(
+            8080,
+            None,
+            vars(&[("WAYBILL_METRICS__TENANT_LABEL_LIMIT", "10001")]),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("metrics.tenant_label_limit"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn tenant_label_limit_defaults_to_100_and_0_is_allowed() {
+        let s = Settings::load_from(8080, None, vars(&[])).unwrap();
+        assert_eq!(s.metrics.tenant_label_limit, 100);
+        let s = Settings::load_from(
+            8080,
+            None,
+            vars(&[("WAYBILL_METRICS__TENANT_LABEL_LIMIT", "0")]),
+        )
+        .unwrap();
+        assert_eq!(s.metrics.tenant_label_limit, 0);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use actix_web::{
     web,
 };
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 use tracing::{Instrument, field::Empty};
 
@@ -27,6 +27,7 @@ pub struct Metrics {
     pub registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
+    ready: IntGauge,
 }
 
 impl Metrics {
@@ -55,13 +56,25 @@ impl Metrics {
             &["method", "route"],
         )
         .unwrap_or_else(|_| unreachable_metric());
+        let ready = IntGauge::new(
+            "ready",
+            "1 when the last readiness check passed (what GET /readyz answers 200 for), 0 when it failed or has not run yet; checked every 5 s and at each /readyz request.",
+        )
+        .unwrap_or_else(|_| unreachable_metric());
         let _ = registry.register(Box::new(requests.clone()));
         let _ = registry.register(Box::new(latency.clone()));
+        let _ = registry.register(Box::new(ready.clone()));
         Self {
             registry,
             requests,
             latency,
+            ready,
         }
+    }
+
+    /// Records the outcome of a readiness check in `waybill_ready`.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
     }
 
     /// Prometheus text of every registered metric.
@@ -220,26 +233,47 @@ pub fn postgres_and_broker(pool: waybill_store::PgPool, broker: waybill_bus::Bro
 #[derive(Clone, Default)]
 pub struct Readiness(pub Vec<(&'static str, Probe)>);
 
-/// `GET /readyz`: 200 when every dependency answers, else 503 naming what does not.
-pub async fn readyz(checks: web::Data<Readiness>) -> Result<HttpResponse, ApiError> {
-    let mut report = serde_json::Map::new();
-    let mut failed = Vec::new();
-    for (name, probe) in &checks.0 {
-        match tokio::time::timeout(std::time::Duration::from_secs(3), probe()).await {
-            Ok(Ok(())) => {
-                report.insert((*name).into(), "ok".into());
+/// How long one readiness probe may take before it counts as failed.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+impl Readiness {
+    /// Runs every check: `Ok` with each one's `"ok"` when all pass, else what failed and why.
+    pub async fn check(&self) -> Result<serde_json::Map<String, serde_json::Value>, Vec<String>> {
+        let mut report = serde_json::Map::new();
+        let mut failed = Vec::new();
+        for (name, probe) in &self.0 {
+            match tokio::time::timeout(PROBE_TIMEOUT, probe()).await {
+                Ok(Ok(())) => {
+                    report.insert((*name).into(), "ok".into());
+                }
+                Ok(Err(e)) => failed.push(format!("{name}: {e}")),
+                Err(_) => failed.push(format!("{name}: timed out")),
             }
-            Ok(Err(e)) => failed.push(format!("{name}: {e}")),
-            Err(_) => failed.push(format!("{name}: timed out")),
+        }
+        if failed.is_empty() {
+            Ok(report)
+        } else {
+            Err(failed)
         }
     }
-    if failed.is_empty() {
-        Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready", "checks": report})))
-    } else {
-        Err(ApiError::unavailable(
+}
+
+/// `GET /readyz`: 200 when every dependency answers, else 503 naming what does not. The
+/// answer also sets `waybill_ready`.
+pub async fn readyz(
+    checks: web::Data<Readiness>,
+    metrics: web::Data<Metrics>,
+) -> Result<HttpResponse, ApiError> {
+    let checked = checks.check().await;
+    metrics.set_ready(checked.is_ok());
+    match checked {
+        Ok(report) => {
+            Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready", "checks": report})))
+        }
+        Err(failed) => Err(ApiError::unavailable(
             format!("Not ready: {}.", failed.join("; ")),
             5,
-        ))
+        )),
     }
 }
 

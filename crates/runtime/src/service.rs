@@ -24,6 +24,9 @@ const DEFAULT_TASK_GRACE: Duration = Duration::from_secs(10);
 /// How often per-tenant rate-limit state of idle tenants is dropped.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
+/// How often the readiness checks run for `waybill_ready`, whether or not `/readyz` is asked.
+pub const READY_CHECK_EVERY: Duration = Duration::from_secs(5);
+
 /// What every service's routes need.
 pub struct Shared {
     pub auth: AuthState,
@@ -75,6 +78,7 @@ impl RunningService {
             .with_context(|| format!("binding {}:{}", http.host, http.port))?;
         let port = listener.local_addr()?.port();
         let limiter = shared.auth.limiter.clone();
+        let (ready_checks, ready_gauge) = (shared.readiness.clone(), shared.metrics.clone());
         let (auth, metrics, readiness) = (
             web::Data::new(shared.auth),
             web::Data::new(shared.metrics),
@@ -112,6 +116,20 @@ impl RunningService {
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(PRUNE_EVERY) => limiter.prune(),
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+        // A scrape of /metrics then says whether the service would answer /readyz with 200,
+        // without the scrape itself waiting on Postgres or the broker.
+        service.spawn(move |mut stop| async move {
+            loop {
+                tokio::select! {
+                    checked = ready_checks.check() => ready_gauge.set_ready(checked.is_ok()),
+                    _ = stop.changed() => return,
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(READY_CHECK_EVERY) => {}
                     _ = stop.changed() => return,
                 }
             }

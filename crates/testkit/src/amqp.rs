@@ -19,6 +19,19 @@ pub async fn queue_depth(channel: &Channel, queue: &str) -> u32 {
         .message_count()
 }
 
+/// How many consumers take from `queue` (a passive declare: a missing queue fails the test).
+pub async fn queue_consumers(channel: &Channel, queue: &str) -> u32 {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+        .unwrap_or_else(|e| panic!("queue {queue}: {e}"))
+        .consumer_count()
+}
+
 /// An AMQP header value as a test compares it: strings as text, the rest in debug form.
 pub fn header_text(value: &AMQPValue) -> String {
     match value {

@@ -410,6 +410,11 @@ impl Stack {
         queue_depth(self.channel().await, queue).await
     }
 
+    /// How many consumers take from `queue`.
+    pub async fn queue_consumers(&self, queue: &str) -> u32 {
+        crate::amqp::queue_consumers(self.channel().await, queue).await
+    }
+
     /// Takes the next message of `queue`, waiting up to ten seconds for one.
     pub async fn next_message(&self, queue: &str) -> lapin::message::Delivery {
         let channel = self.channel().await;

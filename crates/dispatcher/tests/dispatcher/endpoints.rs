@@ -233,6 +233,19 @@ async fn a_replica_started_while_a_circuit_is_open_sends_nothing_to_it() {
     // first delivery: the deliveries it takes wait without a request.
     let settings = stack.settings.clone();
     let newcomer = stack.spawn_dispatcher(settings).await;
+    // Ready means its index is loaded; its consumers register a moment later, and until then
+    // the first replica would take every delivery.
+    let work = stack.settings.topology().unwrap().work_queues();
+    let consuming = eventually(WAIT, || async {
+        for queue in &work {
+            if stack.queue_consumers(queue).await < 2 {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    assert!(consuming.is_some(), "the new replica consumes");
     for i in 3..13 {
         stack
             .publish("acme", "stock.updated", &format!("rs-{i}"), None)

@@ -158,8 +158,11 @@ impl Stack {
     /// dispatcher's index.
     pub async fn receiver_for(&self, events: Value) -> (Receiver, String) {
         let rx = Receiver::start().await;
+        // Counted before the subscription exists: its change can reach the index before a count
+        // taken after the create would.
+        let before = self.indexed_now().await;
         let id = self.subscribe_at(&rx, "/a", events).await;
-        self.wait_indexed(self.indexed_now().await + 1).await;
+        self.wait_indexed(before + 1).await;
         (rx, id)
     }
 

@@ -11,6 +11,7 @@ mod fanout;
 mod helpers;
 mod invalid_events;
 mod log;
+mod metrics;
 mod operations;
 mod outage;
 mod replay;
