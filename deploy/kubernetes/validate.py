@@ -367,6 +367,23 @@ def check_references(objects: list[dict], problems: Problems) -> dict:
             problems.add(so, "spec.minReplicaCount", "replica bounds must be integers")
         elif low > high:
             problems.add(so, "spec.minReplicaCount", "above maxReplicaCount")
+        # Fallback: the count KEDA asks for while it cannot read the queues.
+        fallback = spec.get("fallback")
+        if not fallback:
+            problems.add(so, "spec.fallback",
+                         "missing: without it a KEDA that cannot read the queues leaves no safe count")
+            fallback_replicas = None
+        else:
+            fallback_replicas = fallback.get("replicas")
+            threshold = fallback.get("failureThreshold")
+            if not isinstance(threshold, int) or threshold < 1:
+                problems.add(so, "spec.fallback.failureThreshold", f"`{threshold}` is not a positive integer")
+            if not isinstance(fallback_replicas, int) or (
+                    isinstance(low, int) and isinstance(high, int)
+                    and not low <= fallback_replicas <= high):
+                problems.add(so, "spec.fallback.replicas",
+                             f"`{fallback_replicas}` is not between minReplicaCount {low} and "
+                             f"maxReplicaCount {high}")
         work = {f"{prefix}.dispatch", f"{prefix}.deliveries"}
         seen = set()
         for i, trigger in enumerate(spec.get("triggers") or []):
@@ -385,6 +402,10 @@ def check_references(objects: list[dict], problems: Problems) -> dict:
                 problems.add(so, f"{at}.metadata.mode", f"`{meta.get('mode')}`, expected QueueLength")
             if meta.get("protocol") != "amqp":
                 problems.add(so, f"{at}.metadata.protocol", "expected amqp (the services' broker URL)")
+            if trigger.get("metricType", "AverageValue") != "AverageValue":
+                problems.add(so, f"{at}.metricType",
+                             f"`{trigger.get('metricType')}`: KEDA supports spec.fallback only for "
+                             "AverageValue triggers (the rabbitmq default)")
             try:
                 if float(meta.get("value", "")) <= 0:
                     raise ValueError
@@ -397,7 +418,7 @@ def check_references(objects: list[dict], problems: Problems) -> dict:
                 problems.add(so, f"{at}.authenticationRef.name", f"`{ref}` is not in this kustomization")
         for queue in sorted(work - seen):
             problems.add(so, "spec.triggers", f"no trigger on `{queue}`")
-        summary["keda"] = f"{low}-{high} on {','.join(sorted(seen))}"
+        summary["keda"] = f"{low}-{high}, fallback {fallback_replicas}, on {','.join(sorted(seen))}"
 
     for auth in auths.values():
         refs = (auth.get("spec") or {}).get("secretTargetRef") or []
@@ -411,6 +432,15 @@ def check_references(objects: list[dict], problems: Problems) -> dict:
             if key.startswith("WAYBILL_") and key != "WAYBILL_BROKER__URL":
                 problems.add(auth, f"spec.secretTargetRef[{i}].key",
                              f"`{key}`: the broker URL is WAYBILL_BROKER__URL (other WAYBILL_ keys are settings)")
+            # Quorum queues mean a RabbitMQ cluster, whose WAYBILL_BROKER__URL lists its nodes
+            # separated by commas: KEDA cannot parse that, it needs a key with one URL
+            # (KEDA_RABBITMQ_HOST, say; any name not starting with WAYBILL_).
+            if ref.get("parameter") == "host":
+                summary["keda_host"] = key
+                if queue_type == "quorum" and key == "WAYBILL_BROKER__URL":
+                    problems.add(auth, f"spec.secretTargetRef[{i}].key",
+                                 "`WAYBILL_BROKER__URL` with quorum queues (a cluster): KEDA cannot parse "
+                                 "a list of nodes; read one URL from another key, e.g. KEDA_RABBITMQ_HOST")
 
     for name, dep in deployments.items():
         if name in autoscaled and "replicas" in (dep.get("spec") or {}):
@@ -488,6 +518,21 @@ def self_check(objects: list[dict]) -> list[str]:
         broken("fixed replicas on the autoscaled dispatcher", "spec.replicas: set, while",
                "Deployment", "waybill-dispatcher",
                lambda o: o["spec"].update(replicas=2)),
+        broken("a ScaledObject without a fallback", "spec.fallback: missing",
+               "ScaledObject", "waybill-dispatcher",
+               lambda o: so_spec(o).pop("fallback")),
+        broken("a fallback above maxReplicaCount", "spec.fallback.replicas: `99` is not between",
+               "ScaledObject", "waybill-dispatcher",
+               lambda o: so_spec(o)["fallback"].update(replicas=99)),
+        broken("a trigger with metricType Value (no fallback for it)", "spec.triggers[1].metricType: `Value`",
+               "ScaledObject", "waybill-dispatcher",
+               lambda o: so_spec(o)["triggers"][1].update(metricType="Value")),
+        broken("KEDA reading the broker URL list of a cluster", "`WAYBILL_BROKER__URL` with quorum queues",
+               "ConfigMap", "waybill-config",
+               lambda o: o["data"].update(WAYBILL_BROKER__QUEUE_TYPE="quorum")),
+        broken("a TriggerAuthentication key that is a setting", "`WAYBILL_BROKER__PREFIX`: the broker URL is",
+               "TriggerAuthentication", "waybill-rabbitmq",
+               lambda o: o["spec"]["secretTargetRef"][0].update(key="WAYBILL_BROKER__PREFIX")),
     ]
     failures = []
     for description, expect, copies in cases:
@@ -532,6 +577,8 @@ def main() -> int:
                        f"{summary['queue_type']} queues", f"secret {summary['secret']}"]
             if "keda" in summary:
                 details.append(f"KEDA {summary['keda']}")
+            if "keda_host" in summary:
+                details.append(f"KEDA host from {summary['keda_host']}")
             details.append(f"dispatcher grace {summary.get('waybill-dispatcher_grace')} s")
             print(f"ok   {where}: " + "; ".join(details))
 
