@@ -7,7 +7,13 @@ set -euo pipefail
 
 cd "$(dirname "$0")/../.."
 
+# PROMTOOL overrides the promtool used: an absolute path, or one relative to the repository root.
 PROMTOOL=${PROMTOOL:-target/tools/prometheus/usr/bin/promtool}
+# Absolute, so that it still names the same file once the tests below change directory.
+case $PROMTOOL in
+  /*) ;;
+  *) PROMTOOL=$PWD/$PROMTOOL ;;
+esac
 if ! [ -x "$PROMTOOL" ]; then
   echo "error: $PROMTOOL not found; run deploy/local/ensure-test-tools.sh" >&2
   exit 1
@@ -16,5 +22,5 @@ fi
 echo "==> checking the Prometheus rules, the Grafana dashboard and the metric names they use"
 "$PROMTOOL" check rules deploy/observability/prometheus/alerts.yaml
 # Rule files named by a test file are found relative to it.
-(cd deploy/observability/prometheus && "$OLDPWD/$PROMTOOL" test rules alerts.test.yaml)
+(cd deploy/observability/prometheus && "$PROMTOOL" test rules alerts.test.yaml)
 python3 deploy/observability/validate.py "$PROMTOOL"
