@@ -36,8 +36,9 @@ pub(crate) fn headers(
     put("waybill-delivery-id", &a.delivery_id.to_string())?;
     put(ATTEMPT_HEADER, &a.number.to_string())?;
     put("waybill-event-type", a.event.kind.as_str())?;
-    if let Some(tp) = traceparent {
-        put("traceparent", tp)?;
+    // Only a well-formed one: a bad value must not cost the receiver its delivery.
+    if let Some(tp) = traceparent.filter(|tp| waybill_trace::parse(tp).is_some()) {
+        put(waybill_trace::TRACEPARENT, tp)?;
     }
     for (name, value) in &a.endpoint.headers {
         put(name, value)?;

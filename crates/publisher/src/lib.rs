@@ -1,7 +1,7 @@
 //! Publishing events to the broker: persistent, mandatory, routed by type, and counted as done
 //! only once the broker confirmed every one. Embeddable by Rust services that publish directly.
 
-use waybill_bus::{Broker, BusError, Outgoing};
+use waybill_bus::{Broker, BusError, Outgoing, TRACEPARENT_HEADER};
 use waybill_domain::event::EventEnvelope;
 
 /// Why events were not confirmed.
@@ -12,9 +12,6 @@ pub enum PublishError {
     #[error("an event could not be encoded: {0}")]
     Encode(#[from] serde_json::Error),
 }
-
-/// Header carrying the W3C trace context of the request that published the event.
-pub const TRACEPARENT: &str = "traceparent";
 
 /// Publishes event envelopes on `<prefix>.events`.
 #[derive(Clone)]
@@ -50,7 +47,7 @@ impl EventPublisher {
             .map(|(e, body)| {
                 let mut headers = vec![("waybill-tenant", e.tenant.to_string())];
                 if let Some(tp) = traceparent {
-                    headers.push((TRACEPARENT, tp.to_owned()));
+                    headers.push((TRACEPARENT_HEADER, tp.to_owned()));
                 }
                 Outgoing {
                     exchange: &exchange,

@@ -220,6 +220,20 @@ async fn one_trace_follows_an_event_from_the_caller_through_a_retry_to_the_recei
         })
         .await;
 
+    // The services were awaited on `/readyz` and the index read on `/metrics`, but probes and
+    // scrapes make no trace.
+    let operations: Vec<&str> = spans
+        .iter()
+        .map(|s| s.name.as_str())
+        .filter(|n| {
+            *n == "http"
+                || ["/healthz", "/readyz", "/metrics", "/openapi.json"]
+                    .iter()
+                    .any(|p| n.ends_with(p))
+        })
+        .collect();
+    assert!(operations.is_empty(), "{operations:?}");
+
     // ingest's request span, a child of the caller's.
     let ingest = one(&spans, "ingest's span", |s| s.name == "POST /v1/events");
     assert_eq!(
@@ -443,12 +457,13 @@ async fn the_spans_still_queued_are_exported_on_sigterm() {
     stack.wait_ready(port).await;
     let trace = "6bf92f3577b34da6a3ce929d0e0e4736";
     let r = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{port}/healthz"))
+        // Not a probe (probes make no trace): a path the dispatcher does not serve.
+        .get(format!("http://127.0.0.1:{port}/v1/nothing"))
         .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(r.status(), 404);
     assert!(collector.spans().is_empty());
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &child.0.id().to_string()])
@@ -467,9 +482,9 @@ async fn the_spans_still_queued_are_exported_on_sigterm() {
             spans.iter().any(|s| s.trace_id == trace)
         })
         .await;
-    let probe = one(&spans, "the probe's span", |s| s.trace_id == trace);
-    assert_eq!(probe.name, "GET /healthz");
-    assert_eq!(probe.service, "waybill-dispatcher");
+    let request = one(&spans, "the request's span", |s| s.trace_id == trace);
+    assert_eq!(request.name, "GET unmatched");
+    assert_eq!(request.service, "waybill-dispatcher");
 }
 
 #[test]
@@ -513,7 +528,14 @@ async fn with_traces_off_the_publishers_traceparent_reaches_the_receiver_unchang
     rx.script([Reply::status(500)]);
     let tp = "00-7bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let exchange = stack.settings.topology().unwrap().events_exchange();
-    for (id, traceparent) in [("ev-with-context", Some(tp)), ("ev-without", None)] {
+    // A malformed one (a direct publisher may put anything there) is dropped, never sent on
+    // where it would make the request to the receiver invalid.
+    let cases = [
+        ("ev-with-context", Some(tp), Some(tp), 2),
+        ("ev-without", None, None, 3),
+        ("ev-bad-context", Some("not a context\u{1}\n"), None, 4),
+    ];
+    for (id, traceparent, expected, n) in cases {
         let now = chrono::Utc::now();
         let event = waybill_domain::event::EventEnvelope {
             id: id.into(),
@@ -540,11 +562,16 @@ async fn with_traces_off_the_publishers_traceparent_reaches_the_receiver_unchang
             })
             .await
             .unwrap();
-        // The first event's first attempt fails: its retry carries the context too.
-        let n = if traceparent.is_some() { 2 } else { 3 };
+        // The first event's first attempt fails: its retry carries the context too. `n` is
+        // the requests received so far.
         let seen = rx.wait_for(n, WAIT).await;
-        for r in seen.iter().filter(|r| r.header("webhook-id") == Some(id)) {
-            assert_eq!(r.header("traceparent"), traceparent, "{id}");
+        let ours: Vec<_> = seen
+            .iter()
+            .filter(|r| r.header("webhook-id") == Some(id))
+            .collect();
+        assert!(!ours.is_empty(), "{id} was not delivered");
+        for r in ours {
+            assert_eq!(r.header("traceparent"), expected, "{id}");
         }
     }
     assert_eq!(
