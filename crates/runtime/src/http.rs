@@ -100,6 +100,20 @@ fn request_id(req: &ServiceRequest) -> String {
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
+tokio::task_local! {
+    /// The well-formed `traceparent` of the request being handled, if it came with one.
+    static INCOMING: Option<String>;
+}
+
+/// The caller's `traceparent` of the request this runs for, when well formed: what work the
+/// request starts passes on while traces are off (see `waybill_trace::onward`).
+pub fn incoming_traceparent() -> Option<String> {
+    INCOMING.try_with(Clone::clone).ok().flatten()
+}
+
+/// The paths of [`standard_routes`], which no trace is made of.
+const OPERATIONS_PATHS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/openapi.json"];
+
 /// Middleware: request id, a span per request, one access log line, metrics.
 pub async fn observe(
     req: ServiceRequest,
@@ -111,24 +125,43 @@ pub async fn observe(
     let path = req.path().to_owned();
     let metrics = req.app_data::<web::Data<Metrics>>().cloned();
     // The server span of the request; the `otel.*` and semantic-convention fields are filled in
-    // only when traces are exported (see `waybill_trace`).
-    let span = tracing::info_span!(
-        "http",
-        request_id = %id,
-        %method,
-        %path,
-        otel.name = Empty,
-        otel.kind = Empty,
-        otel.status_code = Empty,
-        http.request.method = Empty,
-        http.route = Empty,
-        http.response.status_code = Empty,
-        url.path = Empty,
-        waybill.tenant = Empty,
-        waybill.event_type = Empty,
-        waybill.event_id = Empty,
-    );
-    if waybill_trace::on() {
+    // only when traces are exported (see `waybill_trace`). Probes, scrapes and the document get
+    // a target outside `waybill`, so that they are logged like any request but never exported:
+    // a trace per liveness probe would bury the events' traces.
+    macro_rules! request_span {
+        ($target:literal) => {
+            tracing::info_span!(
+                target: $target,
+                "http",
+                request_id = %id,
+                %method,
+                %path,
+                otel.name = Empty,
+                otel.kind = Empty,
+                otel.status_code = Empty,
+                http.request.method = Empty,
+                http.route = Empty,
+                http.response.status_code = Empty,
+                url.path = Empty,
+                waybill.tenant = Empty,
+                waybill.event_type = Empty,
+                waybill.event_id = Empty,
+            )
+        };
+    }
+    let operations = OPERATIONS_PATHS.contains(&path.as_str());
+    let incoming = req
+        .headers()
+        .get(waybill_trace::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| waybill_trace::parse(v).is_some())
+        .map(str::to_owned);
+    let span = if operations {
+        request_span!("http::operations")
+    } else {
+        request_span!("waybill_runtime::http")
+    };
+    if waybill_trace::on() && !operations {
         let route = req.match_pattern();
         let route = route.as_deref().unwrap_or("unmatched");
         span.record("otel.name", format!("{method} {route}"));
@@ -136,13 +169,11 @@ pub async fn observe(
         span.record("http.request.method", method.as_str());
         span.record("http.route", route);
         span.record("url.path", path.as_str());
-        let parent = req
-            .headers()
-            .get(waybill_trace::TRACEPARENT)
-            .and_then(|v| v.to_str().ok());
-        waybill_trace::set_parent(&span, parent);
+        waybill_trace::set_parent(&span, incoming.as_deref());
     }
-    let mut res = next.call(req).instrument(span.clone()).await?;
+    let mut res = INCOMING
+        .scope(incoming, next.call(req).instrument(span.clone()))
+        .await?;
     let status = res.status().as_u16();
     let route = res
         .request()
@@ -177,10 +208,10 @@ pub async fn observe(
 /// its OpenAPI document, in the order they are registered.
 pub fn standard_routes(document: fn() -> String) -> [(&'static str, actix_web::Route); 4] {
     [
-        ("/healthz", web::get().to(healthz)),
-        ("/readyz", web::get().to(readyz)),
-        ("/metrics", web::get().to(metrics)),
-        ("/openapi.json", crate::openapi::serve(document)),
+        (OPERATIONS_PATHS[0], web::get().to(healthz)),
+        (OPERATIONS_PATHS[1], web::get().to(readyz)),
+        (OPERATIONS_PATHS[2], web::get().to(metrics)),
+        (OPERATIONS_PATHS[3], crate::openapi::serve(document)),
     ]
 }
 

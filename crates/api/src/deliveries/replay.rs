@@ -146,7 +146,10 @@ async fn replay(
                 bodies.push((row.id.to_string(), body, (row.attempts + 1).to_string()));
             }
             // The attempts continue the trace of the request that asked for them.
-            let traceparent = waybill_trace::onward(&tracing::Span::current(), None);
+            let traceparent = waybill_trace::onward(
+                &tracing::Span::current(),
+                waybill_runtime::http::incoming_traceparent().as_deref(),
+            );
             let outgoing: Vec<Outgoing<'_>> = bodies
                 .iter()
                 .map(|(id, body, attempt)| {

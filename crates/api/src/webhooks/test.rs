@@ -88,6 +88,7 @@ pub async fn test(
     let body = receiver_body(&event);
     // No connection is held while the receiver takes its time.
     drop(conn);
+    let incoming = waybill_runtime::http::incoming_traceparent();
     let result = state
         .outbound
         .send(Attempt {
@@ -96,7 +97,7 @@ pub async fn test(
             body: &body,
             delivery_id: delivery,
             number: 1,
-            traceparent: None,
+            traceparent: incoming.as_deref(),
         })
         .await;
     let mut conn = state.conn().await?;

@@ -1,6 +1,6 @@
 //! `POST /v1/events/batch`: all or nothing.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use serde_json::Value;
 use waybill_domain::ValidationErrors;
 use waybill_runtime::{
@@ -29,7 +29,6 @@ pub struct AcceptedListResponse {
 pub async fn batch(
     auth: Caller<PublishEvents>,
     state: web::Data<IngestState>,
-    req: HttpRequest,
     body: Body,
 ) -> Reply {
     let mut map = body.json_object(false)?;
@@ -73,7 +72,7 @@ pub async fn batch(
     }
     state
         .publisher
-        .publish(&envelopes, traceparent(&req).as_deref())
+        .publish(&envelopes, traceparent().as_deref())
         .await
         .map_err(not_queued)?;
     Ok(HttpResponse::Accepted().json(AcceptedListResponse {

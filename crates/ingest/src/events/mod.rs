@@ -3,7 +3,6 @@
 pub mod batch;
 pub mod publish;
 
-use actix_web::HttpRequest;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -121,13 +120,11 @@ pub fn check_event(
 /// The W3C trace context the events go to the broker with: the request span's own when traces
 /// are exported (a child of the caller's), else the caller's `traceparent` unchanged when well
 /// formed.
-pub fn traceparent(req: &HttpRequest) -> Option<String> {
-    let incoming = req
-        .headers()
-        .get(waybill_trace::TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| waybill_trace::parse(v).is_some());
-    waybill_trace::onward(&tracing::Span::current(), incoming)
+pub fn traceparent() -> Option<String> {
+    waybill_trace::onward(
+        &tracing::Span::current(),
+        waybill_runtime::http::incoming_traceparent().as_deref(),
+    )
 }
 
 /// Names the event on the request span, when traces are exported.

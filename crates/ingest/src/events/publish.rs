@@ -1,6 +1,6 @@
 //! `POST /v1/events`.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use waybill_domain::ValidationErrors;
 use waybill_runtime::{
     ApiError, Reply,
@@ -29,7 +29,6 @@ pub struct AcceptedResponse {
 pub async fn publish(
     auth: Caller<PublishEvents>,
     state: web::Data<IngestState>,
-    req: HttpRequest,
     body: Body,
 ) -> Reply {
     let map = body.json_object(false)?;
@@ -43,10 +42,7 @@ pub async fn publish(
     record_event(&envelope);
     state
         .publisher
-        .publish(
-            std::slice::from_ref(&envelope),
-            traceparent(&req).as_deref(),
-        )
+        .publish(std::slice::from_ref(&envelope), traceparent().as_deref())
         .await
         .map_err(not_queued)?;
     Ok(HttpResponse::Accepted().json(AcceptedResponse {

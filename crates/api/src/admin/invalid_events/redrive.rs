@@ -76,8 +76,11 @@ pub async fn redrive(
                 .iter()
                 .map(|t| (TENANT_HEADER, t.clone()))
                 .chain(
-                    waybill_trace::onward(&tracing::Span::current(), None)
-                        .map(|tp| (TRACEPARENT_HEADER, tp)),
+                    waybill_trace::onward(
+                        &tracing::Span::current(),
+                        waybill_runtime::http::incoming_traceparent().as_deref(),
+                    )
+                    .map(|tp| (TRACEPARENT_HEADER, tp)),
                 )
                 .collect();
             state
