@@ -28,7 +28,7 @@ use tracing_subscriber::{
         format::{Full, Json, JsonFields, Writer},
     },
     prelude::*,
-    registry::LookupSpan,
+    registry::{LookupSpan, Registry},
 };
 
 use crate::config::LogSettings;
@@ -339,18 +339,28 @@ impl<K> TraceIds<K> {
         Self { inner, installed }
     }
 
-    /// The trace and span id of the span the event happens in, when it is exported.
-    fn ids<S, N>(&self, ctx: &FmtContext<'_, S, N>) -> Option<(String, String)>
-    where
-        S: Subscriber + for<'a> LookupSpan<'a>,
-        N: for<'a> FormatFields<'a> + 'static,
-    {
+    /// The trace and span id of the span the event happens in, or of its nearest exported
+    /// ancestor. Looked up in the registry itself, not through `ctx`: the log lines' own filter
+    /// hides the INFO spans when the log level is above INFO, and a library's span in between
+    /// would hide Waybill's parent.
+    fn ids(&self, event: &Event<'_>) -> Option<(String, String)> {
         let dispatch = self.installed.0.get()?.upgrade()?;
-        let id = ctx.event_scope()?.next()?.id();
-        let cx = tracing_opentelemetry::get_otel_context(&id, &dispatch)?;
-        let sc = cx.span().span_context().clone();
-        sc.is_valid()
-            .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+        let registry = dispatch.downcast_ref::<Registry>()?;
+        let start = match event.parent() {
+            Some(id) => id.clone(),
+            None if event.is_contextual() => dispatch.current_span().id()?.clone(),
+            None => return None,
+        };
+        let mut span = registry.span(&start)?;
+        loop {
+            if let Some(cx) = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch) {
+                let sc = cx.span().span_context().clone();
+                if sc.is_valid() {
+                    return Some((sc.trace_id().to_string(), sc.span_id().to_string()));
+                }
+            }
+            span = span.parent()?;
+        }
     }
 }
 
@@ -365,7 +375,7 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> std::fmt::Result {
-        let Some((trace_id, span_id)) = self.ids(ctx) else {
+        let Some((trace_id, span_id)) = self.ids(event) else {
             return self.inner.format_event(ctx, writer, event);
         };
         let mut line = String::new();
@@ -395,7 +405,7 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> std::fmt::Result {
-        let Some((trace_id, span_id)) = self.ids(ctx) else {
+        let Some((trace_id, span_id)) = self.ids(event) else {
             return self.inner.format_event(ctx, writer, event);
         };
         let mut line = String::new();
@@ -444,11 +454,17 @@ mod tests {
     /// Logs a line inside a span and one outside with traces on, in `format`; returns the
     /// lines and the span's trace and span id.
     fn logged(format: &str) -> (Vec<String>, String, String) {
+        logged_at(format, "info", false)
+    }
+
+    /// [`logged`] at a log level of `level`, the lines being warnings; with `library`, inside a
+    /// library's span inside the traced one.
+    fn logged_at(format: &str, level: &str, library: bool) -> (Vec<String>, String, String) {
         let provider = SdkTracerProvider::builder().build();
         let lines = Lines::default();
         let log = LogSettings {
             format: format.into(),
-            level: "info".into(),
+            level: level.into(),
         };
         let writer = lines.clone();
         let sub = traced(&log, provider.tracer("test"), move || writer.clone());
@@ -456,12 +472,19 @@ mod tests {
             let span = tracing::info_span!("work");
             let ids = {
                 let _entered = span.enter();
-                tracing::info!("inside");
+                // A library's span between the line and Waybill's is skipped over.
+                let library = if library {
+                    tracing::info_span!(target: "h2", "library")
+                } else {
+                    tracing::Span::none()
+                };
+                let _library = library.enter();
+                tracing::warn!("inside");
                 let cx = span.context();
                 let sc = cx.span().span_context().clone();
                 (sc.trace_id().to_string(), sc.span_id().to_string())
             };
-            tracing::info!("outside");
+            tracing::warn!("outside");
             ids
         });
         let out = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
@@ -482,6 +505,20 @@ mod tests {
         assert_eq!(lines[0]["span"]["name"], "work");
         assert_eq!(lines[1]["message"], "outside");
         assert!(lines[1].get("trace_id").is_none());
+    }
+
+    #[test]
+    fn lines_carry_the_ids_when_the_log_level_hides_the_span() {
+        for format in ["json", "pretty"] {
+            let (lines, trace_id, span_id) = logged_at(format, "warn", true);
+            assert_eq!(lines.len(), 2, "{lines:?}");
+            assert!(
+                lines[0].contains(&trace_id) && lines[0].contains(&span_id),
+                "{}",
+                lines[0]
+            );
+            assert!(!lines[1].contains("trace_id"), "{}", lines[1]);
+        }
     }
 
     #[test]
