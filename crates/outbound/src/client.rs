@@ -9,6 +9,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use reqwest::Method;
+use tracing::Instrument;
 use waybill_domain::{HttpMethod, UrlPolicy, event::EventEnvelope, retry::parse_retry_after};
 
 use crate::{
@@ -123,6 +124,7 @@ impl Outbound {
         };
         let result = self
             .exchange(method, &attempt, headers, started_at, clock)
+            .instrument(span.clone())
             .await;
         if waybill_trace::on() {
             if let Some(status) = result.status {
