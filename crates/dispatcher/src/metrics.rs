@@ -3,7 +3,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
+    sync::{Arc, PoisonError, RwLock},
     time::Duration,
 };
 
@@ -27,10 +27,11 @@ const AGE_HELP: &str = "Estimated age of the oldest ready message in a work queu
 pub const OTHER_TENANTS: &str = "~other";
 
 /// Upper bounds of the end-to-end lag's buckets, in seconds: 5 ms (a delivery on the first
-/// attempt to a fast receiver) to 6 h (the default retry schedule's whole length).
-const LAG_BUCKETS: [f64; 22] = [
+/// attempt to a fast receiver) to 8 h (past the default retry schedule's whole length, 6 h 15 m,
+/// so that a delivery failed for good still lands in a bucket).
+const LAG_BUCKETS: [f64; 23] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
-    1200.0, 1800.0, 3600.0, 7200.0, 10800.0, 21600.0,
+    1200.0, 1800.0, 3600.0, 7200.0, 10800.0, 21600.0, 28800.0,
 ];
 
 const LAG_HELP: &str = "Time from an event's acceptance (its received_at: ingest's 202, or what a direct AMQP publisher stamped) to the end of the attempt that settled one of its deliveries: the first successful one (outcome succeeded), or the last one when every attempt failed (outcome failed). Tenants' retries and recovers are not counted.";
@@ -46,7 +47,7 @@ const FAILING_HELP: &str = "Subscriptions whose receiver failed its last request
 /// name and [`OTHER_TENANTS`]), and a replica's restart starts it again.
 pub struct TenantLabels {
     limit: usize,
-    named: Mutex<HashSet<String>>,
+    named: RwLock<HashSet<String>>,
 }
 
 impl TenantLabels {
@@ -54,24 +55,35 @@ impl TenantLabels {
     pub fn new(limit: u32) -> Self {
         Self {
             limit: usize::try_from(limit).unwrap_or(usize::MAX),
-            named: Mutex::new(HashSet::new()),
+            named: RwLock::new(HashSet::new()),
         }
     }
 
-    /// The label `tenant`'s deliveries count under; `None` when the counter is off.
-    pub fn label(&self, tenant: &str) -> Option<String> {
+    /// Calls `f` with the label `tenant`'s deliveries count under; not at all when the counter
+    /// is off. A tenant already named, and every tenant once the set is full, costs a shared
+    /// read and no allocation.
+    pub fn with_label(&self, tenant: &str, f: impl FnOnce(&str)) {
         if self.limit == 0 {
-            return None;
+            return;
         }
-        let mut named = self.named.lock().ok()?;
+        {
+            let named = self.named.read().unwrap_or_else(PoisonError::into_inner);
+            if named.contains(tenant) {
+                return f(tenant);
+            }
+            if named.len() >= self.limit {
+                return f(OTHER_TENANTS);
+            }
+        }
+        let mut named = self.named.write().unwrap_or_else(PoisonError::into_inner);
         if named.contains(tenant) {
-            return Some(tenant.to_owned());
-        }
-        if named.len() < self.limit {
+            f(tenant)
+        } else if named.len() < self.limit {
             named.insert(tenant.to_owned());
-            return Some(tenant.to_owned());
+            f(tenant)
+        } else {
+            f(OTHER_TENANTS)
         }
-        Some(OTHER_TENANTS.to_owned())
     }
 }
 
@@ -184,11 +196,11 @@ impl DispatchMetrics {
     /// Counts a handled delivery message of `tenant` with `outcome`, in both counters.
     pub fn delivery(&self, tenant: &str, outcome: &str) {
         self.deliveries.with_label_values(&[outcome]).inc();
-        if let Some(label) = self.tenant_labels.label(tenant) {
+        self.tenant_labels.with_label(tenant, |label| {
             self.tenant_deliveries
-                .with_label_values(&[label.as_str(), outcome])
+                .with_label_values(&[label, outcome])
                 .inc();
-        }
+        });
     }
 
     /// Observes the lag of a delivery settled at `settled` with `outcome`, of an event accepted
@@ -315,12 +327,17 @@ mod tests {
     #[test]
     fn the_first_tenants_keep_their_label_and_the_rest_share_one() {
         let labels = TenantLabels::new(2);
-        assert_eq!(labels.label("acme").as_deref(), Some("acme"));
-        assert_eq!(labels.label("globex").as_deref(), Some("globex"));
-        assert_eq!(labels.label("initech").as_deref(), Some(OTHER_TENANTS));
+        let label = |tenant: &str| {
+            let mut out = None;
+            labels.with_label(tenant, |l| out = Some(l.to_owned()));
+            out
+        };
+        assert_eq!(label("acme").as_deref(), Some("acme"));
+        assert_eq!(label("globex").as_deref(), Some("globex"));
+        assert_eq!(label("initech").as_deref(), Some(OTHER_TENANTS));
         // A tenant seen before keeps its label after the limit is reached.
-        assert_eq!(labels.label("acme").as_deref(), Some("acme"));
-        assert_eq!(labels.label("umbrella").as_deref(), Some(OTHER_TENANTS));
+        assert_eq!(label("acme").as_deref(), Some("acme"));
+        assert_eq!(label("umbrella").as_deref(), Some(OTHER_TENANTS));
         assert!(waybill_domain::TenantId::parse(OTHER_TENANTS).is_err());
     }
 
