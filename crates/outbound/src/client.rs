@@ -38,6 +38,19 @@ pub struct AttemptResult {
 }
 
 impl AttemptResult {
+    /// An attempt that sent nothing: refused before the request left, for `why`.
+    fn refused(started_at: DateTime<Utc>, clock: Instant, why: String) -> AttemptResult {
+        AttemptResult {
+            started_at,
+            duration: clock.elapsed(),
+            status: None,
+            error: Some(why),
+            response_body: None,
+            retry_after: None,
+            sent: false,
+        }
+    }
+
     pub fn succeeded(&self) -> bool {
         self.status.is_some_and(|s| (200..300).contains(&s))
     }
@@ -100,15 +113,7 @@ impl Outbound {
     pub async fn send(&self, attempt: Attempt<'_>) -> AttemptResult {
         let started_at = Utc::now();
         let clock = Instant::now();
-        let refused = |why: String| AttemptResult {
-            started_at,
-            duration: clock.elapsed(),
-            status: None,
-            error: Some(why),
-            response_body: None,
-            retry_after: None,
-            sent: false,
-        };
+        let refused = |why: String| AttemptResult::refused(started_at, clock, why);
         if let Err(why) = self.check_url(&attempt.endpoint.url) {
             return refused(why);
         }
@@ -158,15 +163,7 @@ impl Outbound {
         started_at: DateTime<Utc>,
         clock: Instant,
     ) -> AttemptResult {
-        let refused = |why: String| AttemptResult {
-            started_at,
-            duration: clock.elapsed(),
-            status: None,
-            error: Some(why),
-            response_body: None,
-            retry_after: None,
-            sent: false,
-        };
+        let refused = |why: String| AttemptResult::refused(started_at, clock, why);
         let sent = self
             .client
             .request(method, attempt.endpoint.url.as_str())

@@ -364,23 +364,19 @@ impl<K> TraceIds<K> {
     }
 }
 
-impl<S, N> FormatEvent<S, N> for TraceIds<Json>
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-{
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
+/// How a format puts the ids on a line it wrote.
+trait WithIds {
+    fn with_ids(line: &str, trace_id: &str, span_id: &str, writer: Writer<'_>) -> std::fmt::Result;
+}
+
+impl WithIds for Json {
+    /// As the first fields of the object.
+    fn with_ids(
+        line: &str,
+        trace_id: &str,
+        span_id: &str,
         mut writer: Writer<'_>,
-        event: &Event<'_>,
     ) -> std::fmt::Result {
-        let Some((trace_id, span_id)) = self.ids(event) else {
-            return self.inner.format_event(ctx, writer, event);
-        };
-        let mut line = String::new();
-        self.inner
-            .format_event(ctx, Writer::new(&mut line), event)?;
         match line.strip_prefix('{') {
             Some(rest) => {
                 let sep = if rest.starts_with('}') { "" } else { "," };
@@ -389,20 +385,35 @@ where
                     "{{\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\"{sep}{rest}"
                 )
             }
-            None => writer.write_str(&line),
+            None => writer.write_str(line),
         }
     }
 }
 
-impl<S, N> FormatEvent<S, N> for TraceIds<Full>
+impl WithIds for Full {
+    /// Appended to the line.
+    fn with_ids(
+        line: &str,
+        trace_id: &str,
+        span_id: &str,
+        mut writer: Writer<'_>,
+    ) -> std::fmt::Result {
+        let body = line.trim_end_matches('\n');
+        writeln!(writer, "{body} trace_id={trace_id} span_id={span_id}")
+    }
+}
+
+impl<S, N, K> FormatEvent<S, N> for TraceIds<K>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
+    K: WithIds,
+    fmt::format::Format<K>: FormatEvent<S, N>,
 {
     fn format_event(
         &self,
         ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
+        writer: Writer<'_>,
         event: &Event<'_>,
     ) -> std::fmt::Result {
         let Some((trace_id, span_id)) = self.ids(event) else {
@@ -411,8 +422,7 @@ where
         let mut line = String::new();
         self.inner
             .format_event(ctx, Writer::new(&mut line), event)?;
-        let body = line.trim_end_matches('\n');
-        writeln!(writer, "{body} trace_id={trace_id} span_id={span_id}")
+        K::with_ids(&line, &trace_id, &span_id, writer)
     }
 }
 

@@ -6,8 +6,8 @@ use lapin::{
     types::{AMQPValue, FieldTable},
 };
 
-/// How many messages wait in `queue` (a passive declare: a missing queue fails the test).
-pub async fn queue_depth(channel: &Channel, queue: &str) -> u32 {
+/// What a passive declare of `queue` answers (a missing queue fails the test).
+async fn passive_declare(channel: &Channel, queue: &str) -> lapin::Queue {
     let passive = QueueDeclareOptions {
         passive: true,
         ..Default::default()
@@ -16,20 +16,16 @@ pub async fn queue_depth(channel: &Channel, queue: &str) -> u32 {
         .queue_declare(queue.into(), passive, FieldTable::default())
         .await
         .unwrap_or_else(|e| panic!("queue {queue}: {e}"))
-        .message_count()
+}
+
+/// How many messages wait in `queue` (a passive declare: a missing queue fails the test).
+pub async fn queue_depth(channel: &Channel, queue: &str) -> u32 {
+    passive_declare(channel, queue).await.message_count()
 }
 
 /// How many consumers take from `queue` (a passive declare: a missing queue fails the test).
 pub async fn queue_consumers(channel: &Channel, queue: &str) -> u32 {
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    channel
-        .queue_declare(queue.into(), passive, FieldTable::default())
-        .await
-        .unwrap_or_else(|e| panic!("queue {queue}: {e}"))
-        .consumer_count()
+    passive_declare(channel, queue).await.consumer_count()
 }
 
 /// An AMQP header value as a test compares it: strings as text, the rest in debug form.
