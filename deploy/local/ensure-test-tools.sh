@@ -101,7 +101,7 @@ prometheus_revision() {
 # tests use nothing newer than 2.42), recorded in $PROMETHEUS_DIR/fallback-version.
 if ! "$PROMTOOL" --version 2>/dev/null | grep -qF "version $PROMETHEUS_VERSION+" \
   && ! { [ -f "$PROMETHEUS_DIR/fallback-version" ] && [ -x "$PROMTOOL" ]; }; then
-  echo "==> unpacking promtool $PROMETHEUS_VERSION from Debian's prometheus package into $PROMETHEUS_DIR"
+  echo "==> unpacking promtool from Debian's prometheus package ($PROMETHEUS_VERSION where the apt sources have it) into $PROMETHEUS_DIR"
   revision=$(prometheus_revision)
   if [ -z "$revision" ]; then
     as_root apt-get update -qq
@@ -109,7 +109,7 @@ if ! "$PROMTOOL" --version 2>/dev/null | grep -qF "version $PROMETHEUS_VERSION+"
   fi
   fallback=
   if [ -z "$revision" ]; then
-    revision=$(apt-cache policy prometheus 2>/dev/null | awk '/Candidate:/ { print $2; exit }')
+    revision=$(LC_ALL=C apt-cache policy prometheus 2>/dev/null | awk '/Candidate:/ { print $2; exit }')
     if [ -z "$revision" ] || [ "$revision" = "(none)" ]; then
       echo "error: no prometheus package in the apt sources, so no promtool to check deploy/observability with" >&2
       exit 1

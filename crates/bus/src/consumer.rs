@@ -221,11 +221,12 @@ pub fn queued_at(delivery: &Delivery) -> Option<i64> {
 /// Header of a message carrying the W3C trace context it was published in.
 pub use waybill_trace::TRACEPARENT as TRACEPARENT_HEADER;
 
-/// The W3C trace context a message carries in its [`TRACEPARENT_HEADER`], as text; `None` when
-/// it is absent or not a well-formed `traceparent` (a publisher writing to the broker directly
-/// may put anything there, and what is passed on ends up in HTTP headers).
+/// The W3C trace context a message carries in its [`TRACEPARENT_HEADER`], normalised
+/// ([`waybill_trace::normalize`]); `None` when it is absent or not a well-formed `traceparent` (a
+/// publisher writing to the broker directly may put anything there, and what is passed on ends
+/// up in HTTP headers).
 pub fn traceparent(delivery: &Delivery) -> Option<String> {
-    raw_traceparent(delivery).filter(|v| waybill_trace::parse(v).is_some())
+    raw_traceparent(delivery).and_then(|v| waybill_trace::normalize(&v))
 }
 
 fn raw_traceparent(delivery: &Delivery) -> Option<String> {

@@ -37,8 +37,8 @@ pub(crate) fn headers(
     put(ATTEMPT_HEADER, &a.number.to_string())?;
     put("waybill-event-type", a.event.kind.as_str())?;
     // Only a well-formed one: a bad value must not cost the receiver its delivery.
-    if let Some(tp) = traceparent.filter(|tp| waybill_trace::parse(tp).is_some()) {
-        put(waybill_trace::TRACEPARENT, tp)?;
+    if let Some(tp) = traceparent.and_then(waybill_trace::normalize) {
+        put(waybill_trace::TRACEPARENT, &tp)?;
     }
     for (name, value) in &a.endpoint.headers {
         put(name, value)?;

@@ -105,11 +105,16 @@ tokio::task_local! {
     static INCOMING: Option<String>;
 }
 
-/// The caller's `traceparent` of the request this runs for, when well formed: what work the
-/// request starts passes on while traces are off (see `waybill_trace::onward`).
+/// The caller's `traceparent` of the request this runs for, normalised, when well formed: what
+/// work the request starts passes on while traces are off (see `waybill_trace::onward`). Only
+/// in the request's own task: a spawned task or a blocking pool sees `None`.
 pub fn incoming_traceparent() -> Option<String> {
     INCOMING.try_with(Clone::clone).ok().flatten()
 }
+
+/// The target of the request spans of [`OPERATIONS_PATHS`]: Waybill's, so that log filters treat
+/// them as the others, and left out of export by name (`crate::telemetry`).
+pub const OPERATIONS_TARGET: &str = "waybill_runtime::http::operations";
 
 /// The paths of [`standard_routes`], which no trace is made of.
 const OPERATIONS_PATHS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/openapi.json"];
@@ -126,10 +131,10 @@ pub async fn observe(
     let metrics = req.app_data::<web::Data<Metrics>>().cloned();
     // The server span of the request; the `otel.*` and semantic-convention fields are filled in
     // only when traces are exported (see `waybill_trace`). Probes, scrapes and the document get
-    // a target outside `waybill`, so that they are logged like any request but never exported:
+    // a target of their own, so that they are logged like any request but never exported:
     // a trace per liveness probe would bury the events' traces.
     macro_rules! request_span {
-        ($target:literal) => {
+        ($target:expr) => {
             tracing::info_span!(
                 target: $target,
                 "http",
@@ -154,10 +159,9 @@ pub async fn observe(
         .headers()
         .get(waybill_trace::TRACEPARENT)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| waybill_trace::parse(v).is_some())
-        .map(str::to_owned);
+        .and_then(waybill_trace::normalize);
     let span = if operations {
-        request_span!("http::operations")
+        request_span!(OPERATIONS_TARGET)
     } else {
         request_span!("waybill_runtime::http")
     };

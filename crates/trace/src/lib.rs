@@ -74,6 +74,13 @@ pub fn parse(value: &str) -> Option<SpanContext> {
     cx.is_valid().then_some(cx)
 }
 
+/// A `traceparent` value as it may be passed on: re-written as version 00 from what [`parse`]
+/// reads (so no surrounding space, control byte or later-version field goes with it), `None`
+/// when it does not parse.
+pub fn normalize(value: &str) -> Option<String> {
+    parse(value).map(|cx| format(&cx))
+}
+
 /// Writes a span context as a version-00 `traceparent` value.
 pub fn format(cx: &SpanContext) -> String {
     format!(
@@ -140,6 +147,16 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn a_context_is_passed_on_as_the_version_00_value_it_reads_as() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(normalize(tp).as_deref(), Some(tp));
+        assert_eq!(normalize(&format!(" {tp}\r\n")).as_deref(), Some(tp));
+        let later = format!("01{}-\u{1}extra", &tp[2..]);
+        assert_eq!(normalize(&later).as_deref(), Some(tp));
+        assert_eq!(normalize("00-4bf92f35-00f067aa0ba902b7-01"), None);
+    }
 
     #[test]
     fn traceparents_round_trip_and_bad_ones_are_refused() {

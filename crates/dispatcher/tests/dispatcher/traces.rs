@@ -528,12 +528,17 @@ async fn with_traces_off_the_publishers_traceparent_reaches_the_receiver_unchang
     rx.script([Reply::status(500)]);
     let tp = "00-7bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let exchange = stack.settings.topology().unwrap().events_exchange();
+    let newline = format!("{tp}\n");
+    let later = format!("01{}-\u{1}more", &tp[2..]);
     // A malformed one (a direct publisher may put anything there) is dropped, never sent on
     // where it would make the request to the receiver invalid.
     let cases = [
         ("ev-with-context", Some(tp), Some(tp), 2),
         ("ev-without", None, None, 3),
         ("ev-bad-context", Some("not a context\u{1}\n"), None, 4),
+        // Well formed around the edges: passed on as the version-00 value it reads as.
+        ("ev-trailing-newline", Some(&newline), Some(tp), 5),
+        ("ev-later-version", Some(&later), Some(tp), 6),
     ];
     for (id, traceparent, expected, n) in cases {
         let now = chrono::Utc::now();
