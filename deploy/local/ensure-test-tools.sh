@@ -65,30 +65,23 @@ if [ "$(id -u)" -eq 0 ] && ! id -u postgres >/dev/null 2>&1; then
 fi
 command -v runuser >/dev/null || apt_install util-linux
 
-if ! python3 -c 'import pika' 2>/dev/null; then
-  if [ "$(command -v python3)" = /usr/bin/python3 ]; then
-    echo "==> installing python3-pika from Debian's packages"
-    apt_install python3-pika
+# A Python module for the python3 on PATH: from Debian's package where that python3 is
+# Debian's, with pip otherwise (the pip requirement is the third argument).
+python_module() {
+  local module=$1 debian=$2 requirement=$3
+  python3 -c "import $module" 2>/dev/null && return
+  if [ -n "$debian" ] && [ "$(command -v python3)" = /usr/bin/python3 ]; then
+    echo "==> installing $debian from Debian's packages"
+    apt_install "$debian"
   else
-    echo "==> installing pika for $(command -v python3)"
-    pip_install pika
+    echo "==> installing $requirement for $(command -v python3)"
+    pip_install "$requirement"
   fi
-fi
+}
 
-if ! python3 -c 'import standardwebhooks' 2>/dev/null; then
-  echo "==> installing standardwebhooks for $(command -v python3)"
-  pip_install 'standardwebhooks>=1.0,<2'
-fi
-
-if ! python3 -c 'import yaml' 2>/dev/null; then
-  if [ "$(command -v python3)" = /usr/bin/python3 ]; then
-    echo "==> installing python3-yaml from Debian's packages"
-    apt_install python3-yaml
-  else
-    echo "==> installing PyYAML for $(command -v python3)"
-    pip_install 'PyYAML>=6,<7'
-  fi
-fi
+python_module pika python3-pika pika
+python_module standardwebhooks '' 'standardwebhooks>=1.0,<2'
+python_module yaml python3-yaml 'PyYAML>=6,<7'
 
 python3 -c 'import pika, standardwebhooks, yaml'
 
