@@ -222,8 +222,21 @@ async fn a_replica_started_while_a_circuit_is_open_sends_nothing_to_it() {
     .await;
     assert!(opened.is_some(), "the circuit opened");
     // The requests that opened it: three first attempts, and on a slow machine maybe a retry
-    // that went out before the third failure was counted. Any still in flight lands first.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // that went out before the third failure was counted. Counted once none is in flight and
+    // every one the receiver saw is recorded.
+    let first = stack.dispatchers[0];
+    let settled = eventually(WAIT, || async {
+        let in_flight = stack
+            .metric(first, "waybill_dispatcher_requests_in_flight", "")
+            .await;
+        let recorded: i32 = stack.deliveries(&id).await.iter().map(|d| d.attempts).sum();
+        (in_flight == 0.0 && usize::try_from(recorded).ok() == Some(rx.count())).then_some(())
+    })
+    .await;
+    assert!(
+        settled.is_some(),
+        "the requests that opened the circuit settled"
+    );
     let before = rx.count();
     assert!(
         (3..=5).contains(&before),
