@@ -36,9 +36,11 @@ pub(crate) fn headers(
     put("waybill-delivery-id", &a.delivery_id.to_string())?;
     put(ATTEMPT_HEADER, &a.number.to_string())?;
     put("waybill-event-type", a.event.kind.as_str())?;
-    // Only a well-formed one: a bad value must not cost the receiver its delivery.
-    if let Some(tp) = traceparent.and_then(waybill_trace::normalize) {
-        put(waybill_trace::TRACEPARENT, &tp)?;
+    // Normalised where it came in (`waybill_bus::traceparent`, the request middleware) or
+    // written by `waybill_trace::format`, so it is parsed once, not per attempt; a value that is
+    // still no header value is left out rather than cost the receiver its delivery.
+    if let Some(tp) = traceparent {
+        let _ = put(waybill_trace::TRACEPARENT, tp);
     }
     for (name, value) in &a.endpoint.headers {
         put(name, value)?;
