@@ -1,5 +1,6 @@
 //! The fan-out stage, consuming `<prefix>.dispatch`: checks the event, records it once and
-//! claims it, publishes one confirmed delivery message per matching subscription, records those
+//! claims it, publishes one confirmed delivery message per matching subscription (type, client
+//! and payload filter; see [`Index::matching_event`]), records those
 //! deliveries, and only then acks the event. A crash between any two steps loses nothing: the
 //! event comes back, is seen as unfinished once the crashed replica's claim has expired, and is
 //! fanned out again under the same delivery ids.
@@ -337,11 +338,10 @@ impl FanOut {
             self.metrics.events.with_label_values(&["duplicate"]).inc();
             return Ok(0);
         }
-        let mut targets = self.index.matching(
-            event.tenant.as_str(),
-            event.kind.as_str(),
-            event.client_id.as_deref(),
-        );
+        // Subscriptions whose filter keeps the event out get no delivery at all, not a failed
+        // one; an event every filter keeps out is fanned out to nobody.
+        let matched = self.index.matching_event(event);
+        let mut targets = matched.targets;
         // The notice of a disabled subscription goes to the tenant's other subscriptions.
         if event.kind.as_str() == DISABLED_EVENT
             && let Some(subject) = event.data.get("webhook_id").and_then(|v| v.as_str())
@@ -356,10 +356,15 @@ impl FanOut {
             done = self.publish_and_finish(event, &targets, refanout, traceparent) => done,
             lost = self.keep_claim(event) => Err(lost),
         };
-        if let Err(e) = &done
-            && !matches!(e, FanOutError::ClaimLost)
-        {
-            self.release(event).await;
+        match &done {
+            // Counted once the fan-out is recorded, so an event handed back and fanned out
+            // again is not counted twice (only a crash after the record can do that).
+            Ok(_) => self
+                .metrics
+                .filtered_out
+                .inc_by(u64::try_from(matched.filtered_out).unwrap_or(u64::MAX)),
+            Err(FanOutError::ClaimLost) => {}
+            Err(_) => self.release(event).await,
         }
         done
     }

@@ -2,6 +2,9 @@
 //! lookup by (tenant, event type) that covers exact names, `<group>.*` and `*`. Changes are
 //! applied by revision, so an older state never overwrites a newer one whatever order they
 //! arrive in.
+//!
+//! A subscription's payload filter is compiled once, when it enters the index, and evaluated
+//! only after the cheap checks (tenant, type, client) have picked it, outside the index's lock.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -9,7 +12,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use waybill_domain::{EventPattern, WebhookId, change::SubscriptionSnapshot};
+use waybill_domain::{
+    EventPattern, WebhookId,
+    change::SubscriptionSnapshot,
+    event::EventEnvelope,
+    filter::{Body, Filter},
+};
 use waybill_outbound::{Endpoint, EndpointError};
 use waybill_store::Cipher;
 
@@ -26,6 +34,8 @@ pub struct Target {
     pub active: bool,
     /// Most requests per second, over every replica; `None`: no limit.
     pub rate_limit: Option<u32>,
+    /// Which events of its types and clients it wants, on the receiver's body; `None`: all.
+    pub filter: Option<Filter>,
     pub revision: i64,
 }
 
@@ -36,6 +46,7 @@ impl std::fmt::Debug for Target {
             .field("tenant", &self.tenant)
             .field("url", &self.endpoint.url)
             .field("active", &self.active)
+            .field("filtered", &self.filter.is_some())
             .field("revision", &self.revision)
             .finish_non_exhaustive()
     }
@@ -48,16 +59,24 @@ pub enum TargetError {
     Endpoint(#[from] EndpointError),
     #[error("bad event pattern `{0}`")]
     Pattern(String),
+    /// The stored filter does not parse (written by a version with other rules, or by hand).
+    #[error("bad filter: {0}")]
+    Filter(String),
 }
 
 impl Target {
-    /// Decrypts a snapshot's credentials and keys and parses its patterns.
+    /// Decrypts a snapshot's credentials and keys and parses its patterns and filter.
     pub fn from_snapshot(s: &SubscriptionSnapshot, cipher: &Cipher) -> Result<Target, TargetError> {
         let events = s
             .events
             .iter()
             .map(|e| EventPattern::parse(e).ok_or_else(|| TargetError::Pattern(e.clone())))
             .collect::<Result<Vec<_>, _>>()?;
+        let filter = s
+            .filter
+            .as_ref()
+            .map(|f| Filter::parse(f).map_err(|e| TargetError::Filter(e.to_string())))
+            .transpose()?;
         let mut client_ids = s.client_ids.clone();
         client_ids.sort();
         Ok(Target {
@@ -68,6 +87,7 @@ impl Target {
             client_ids,
             active: s.active,
             rate_limit: s.rate_limit,
+            filter,
             revision: s.revision,
         })
     }
@@ -81,6 +101,20 @@ impl Target {
                     .is_ok()
             })
     }
+
+    /// Whether the filter (if any) lets an event with receiver body `body` through.
+    pub fn wants_body(&self, body: &Body<'_>) -> bool {
+        self.filter.as_ref().is_none_or(|f| f.matches(body))
+    }
+}
+
+/// The subscriptions an event goes to.
+#[derive(Debug, Default)]
+pub struct Matched {
+    /// Active subscriptions whose type, client and filter all let the event through.
+    pub targets: Vec<Arc<Target>>,
+    /// Active subscriptions whose type and client matched but whose filter did not.
+    pub filtered_out: usize,
 }
 
 /// How long a deleted subscription's revision is remembered, so a late older change cannot
@@ -212,16 +246,53 @@ impl Index {
     }
 
     /// Active subscriptions of `tenant` that want an event of `event_type` from `client_id`,
-    /// each once even when several of its patterns match.
+    /// each once even when several of its patterns match; filters are not looked at.
     pub fn matching(
         &self,
         tenant: &str,
         event_type: &str,
         client_id: Option<&str>,
     ) -> Vec<Arc<Target>> {
+        self.candidates(tenant, event_type, client_id).0
+    }
+
+    /// The subscriptions `event` goes to: [`Index::matching`] on its tenant, type and client,
+    /// then each one's filter on the body its receiver would get.
+    pub fn matching_event(&self, event: &EventEnvelope) -> Matched {
+        let (mut targets, filtered) = self.candidates(
+            event.tenant.as_str(),
+            event.kind.as_str(),
+            event.client_id.as_deref(),
+        );
+        // Without any filter among them the event's body is not even looked at.
+        if !filtered {
+            return Matched {
+                targets,
+                filtered_out: 0,
+            };
+        }
+        let body = Body::of(event);
+        let before = targets.len();
+        targets.retain(|t| t.wants_body(&body));
+        Matched {
+            filtered_out: before - targets.len(),
+            targets,
+        }
+    }
+
+    /// What [`Index::matching`] returns, and whether any of them has a filter. Filters are
+    /// evaluated by the caller once the lock is released, so a slow one never holds up the
+    /// change feed's writes.
+    fn candidates(
+        &self,
+        tenant: &str,
+        event_type: &str,
+        client_id: Option<&str>,
+    ) -> (Vec<Arc<Target>>, bool) {
         let inner = self.read();
         let mut seen = HashSet::new();
         let mut out = Vec::new();
+        let mut filtered = false;
         for pattern in EventPattern::covering(event_type) {
             let Some(ids) = inner.by_pattern.get(&(tenant.to_owned(), pattern)) else {
                 continue;
@@ -234,11 +305,12 @@ impl Index {
                     && t.active
                     && t.wants_client(client_id)
                 {
+                    filtered |= t.filter.is_some();
                     out.push(t.clone());
                 }
             }
         }
-        out
+        (out, filtered)
     }
 }
 
@@ -265,7 +337,26 @@ mod tests {
             client_ids: clients.iter().map(|c| c.to_string()).collect(),
             active: true,
             rate_limit: None,
+            filter: None,
             revision,
+        }
+    }
+
+    fn filtered(mut t: Target, filter: serde_json::Value) -> Target {
+        t.filter = Some(Filter::parse(&filter).unwrap());
+        t
+    }
+
+    fn event(kind: &str, client_id: Option<&str>, data: serde_json::Value) -> EventEnvelope {
+        let now = chrono::Utc::now();
+        EventEnvelope {
+            id: "ev-1".into(),
+            tenant: waybill_domain::TenantId::parse("acme").unwrap(),
+            kind: waybill_domain::EventTypeName::parse(kind).unwrap(),
+            client_id: client_id.map(Into::into),
+            occurred_at: now,
+            received_at: now,
+            data: serde_json::from_value(data).unwrap(),
         }
     }
 
@@ -333,5 +424,139 @@ mod tests {
                 .is_none()
         );
         assert_eq!(index.len(), 2);
+    }
+
+    #[test]
+    fn a_filter_decides_after_type_and_client_and_counts_what_it_kept_out() {
+        let index = Index::default();
+        let low = serde_json::json!({"data.available": {"$lt": 10}});
+        index.upsert(target(1, "acme", &["stock.updated"], &[], 1));
+        index.upsert(filtered(
+            target(2, "acme", &["stock.*"], &[], 1),
+            low.clone(),
+        ));
+        index.upsert(filtered(
+            target(3, "acme", &["stock.updated"], &[], 1),
+            serde_json::json!({"data.warehouse_id": {"$in": ["wh_ams_01", "wh_rtm_01"]}}),
+        ));
+        // Would keep the events out, but their type or client already does: not counted.
+        index.upsert(filtered(
+            target(4, "acme", &["order.*"], &[], 1),
+            low.clone(),
+        ));
+        index.upsert(filtered(target(5, "acme", &["*"], &["c9"], 1), low.clone()));
+        let mut off = filtered(target(6, "acme", &["*"], &[], 1), low);
+        off.active = false;
+        index.upsert(off);
+
+        let plenty = event(
+            "stock.updated",
+            Some("c1"),
+            serde_json::json!({"warehouse_id": "wh_rtm_01", "available": 288}),
+        );
+        let m = index.matching_event(&plenty);
+        assert_eq!(ids(m.targets), [1, 3]);
+        assert_eq!(m.filtered_out, 1);
+
+        let short = event(
+            "stock.updated",
+            Some("c1"),
+            serde_json::json!({"warehouse_id": "wh_lyon_02", "available": 3}),
+        );
+        let m = index.matching_event(&short);
+        assert_eq!(ids(m.targets), [1, 2]);
+        assert_eq!(m.filtered_out, 1);
+
+        // The type-and-client lookup alone still returns every candidate.
+        assert_eq!(
+            ids(index.matching("acme", "stock.updated", Some("c1"))),
+            [1, 2, 3]
+        );
+    }
+
+    #[test]
+    fn an_event_every_filter_keeps_out_goes_nowhere() {
+        let index = Index::default();
+        index.upsert(filtered(
+            target(1, "acme", &["stock.updated"], &[], 1),
+            serde_json::json!({"data.sku": "TSH-BLK-M"}),
+        ));
+        index.upsert(filtered(
+            target(2, "acme", &["stock.*"], &[], 1),
+            serde_json::json!({"client_id": "c7"}),
+        ));
+        let m = index.matching_event(&event(
+            "stock.updated",
+            None,
+            serde_json::json!({"sku": "TSH-WHT-S"}),
+        ));
+        assert!(m.targets.is_empty());
+        assert_eq!(m.filtered_out, 2);
+        let m = index.matching_event(&event(
+            "stock.updated",
+            Some("c7"),
+            serde_json::json!({"sku": "TSH-BLK-M"}),
+        ));
+        assert_eq!(ids(m.targets), [1, 2]);
+        assert_eq!(m.filtered_out, 0);
+    }
+
+    #[test]
+    fn a_new_revision_replaces_or_removes_the_filter() {
+        let index = Index::default();
+        index.upsert(filtered(
+            target(1, "acme", &["stock.updated"], &[], 1),
+            serde_json::json!({"data.sku": "A"}),
+        ));
+        let b = event("stock.updated", None, serde_json::json!({"sku": "B"}));
+        assert!(index.matching_event(&b).targets.is_empty());
+        index.upsert(filtered(
+            target(1, "acme", &["stock.updated"], &[], 2),
+            serde_json::json!({"data.sku": "B"}),
+        ));
+        assert_eq!(ids(index.matching_event(&b).targets), [1]);
+        let c = event("stock.updated", None, serde_json::json!({"sku": "C"}));
+        assert!(index.matching_event(&c).targets.is_empty());
+        index.upsert(target(1, "acme", &["stock.updated"], &[], 3));
+        let m = index.matching_event(&c);
+        assert_eq!(ids(m.targets), [1]);
+        assert_eq!(m.filtered_out, 0);
+    }
+
+    #[test]
+    fn a_stored_filter_that_does_not_parse_is_refused() {
+        let snapshot = SubscriptionSnapshot {
+            id: WebhookId::from_uuid(uuid::Uuid::from_u128(1)),
+            tenant: "acme".into(),
+            url: "https://example.com/".into(),
+            method: "POST".into(),
+            events: vec!["stock.updated".into()],
+            client_ids: vec![],
+            headers: Default::default(),
+            auth: waybill_domain::change::AuthSnapshot {
+                kind: "none".into(),
+                username: None,
+                header: None,
+                credential_encrypted: None,
+            },
+            secrets: vec![],
+            active: true,
+            disabled_reason: None,
+            rate_limit: None,
+            filter: Some(serde_json::json!(["data.sku", "A"])),
+            revision: 1,
+        };
+        let cipher = Cipher::new(&[7; 32]).unwrap();
+        let err = Target::from_snapshot(&snapshot, &cipher).unwrap_err();
+        assert!(matches!(err, TargetError::Filter(_)), "{err}");
+        let ok = SubscriptionSnapshot {
+            filter: Some(serde_json::json!({"data.sku": "A"})),
+            ..snapshot
+        };
+        let t = Target::from_snapshot(&ok, &cipher).unwrap();
+        assert_eq!(
+            t.filter.as_ref().map(Filter::as_json),
+            Some(&serde_json::json!({"data.sku": "A"}))
+        );
     }
 }

@@ -10,8 +10,8 @@ use std::{
 use chrono::{DateTime, Utc};
 use lapin::{Channel, Connection, options::QueueDeclareOptions, types::FieldTable};
 use prometheus::{
-    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 use tokio::sync::watch;
 use waybill_bus::{Head, Topology, oldest_age};
@@ -37,6 +37,8 @@ const LAG_BUCKETS: [f64; 23] = [
 const LAG_HELP: &str = "Time from an event's acceptance (its received_at: ingest's 202, or what a direct AMQP publisher stamped) to the end of the attempt that settled one of its deliveries: the first successful one (outcome succeeded), or the last one when every attempt failed (outcome failed). Tenants' retries and recovers are not counted.";
 
 const TENANT_HELP: &str = "Delivery messages handled, by tenant and outcome (as dispatcher_deliveries_total). The first metrics.tenant_label_limit tenants this replica sees get their own label; later ones count under tenant=\"~other\", so the series are at most (limit + 1) x 8 outcomes per replica.";
+
+const FILTERED_HELP: &str = "Subscriptions an event's type and client matched but whose payload filter did not, so no delivery was made for them; counted when the event's fan-out is recorded.";
 
 const CIRCUITS_HELP: &str = "Subscriptions whose circuit is open now or half-open (cooldown over, waiting for a successful probe), over every replica: read from Postgres every 5 s; every replica reports the same number, take the max.";
 
@@ -92,6 +94,8 @@ impl TenantLabels {
 pub struct DispatchMetrics {
     /// Events taken from the dispatch queue, by outcome.
     pub events: IntCounterVec,
+    /// Subscriptions of an event's type and client that its payload filter kept out.
+    pub filtered_out: IntCounter,
     /// Delivery messages handled, by outcome: `succeeded`, `retrying`, `failed`, `cancelled`,
     /// `duplicate`, `deferred` (circuit open), `throttled` (over the rate limit), `held` (its
     /// tenant over its share of the replica).
@@ -131,6 +135,7 @@ impl DispatchMetrics {
                 ),
                 &["outcome"],
             )?,
+            filtered_out: IntCounter::new("dispatcher_filtered_out_total", FILTERED_HELP)?,
             deliveries: IntCounterVec::new(
                 Opts::new(
                     "dispatcher_deliveries_total",
@@ -182,6 +187,7 @@ impl DispatchMetrics {
         registry.register(Box::new(m.queue_messages.clone()))?;
         registry.register(Box::new(m.queue_age.clone()))?;
         registry.register(Box::new(m.events.clone()))?;
+        registry.register(Box::new(m.filtered_out.clone()))?;
         registry.register(Box::new(m.deliveries.clone()))?;
         registry.register(Box::new(m.attempt_seconds.clone()))?;
         registry.register(Box::new(m.in_flight.clone()))?;

@@ -243,7 +243,7 @@ impl IndexSync {
                 match Target::from_snapshot(s, &self.cipher) {
                     Ok(t) => fresh.push(t),
                     Err(e) => {
-                        tracing::error!(webhook_id = %s.id, error = %e, "subscription cannot be decrypted; it receives nothing")
+                        tracing::error!(webhook_id = %s.id, error = %e, "subscription cannot be indexed; it receives nothing")
                     }
                 }
             }
