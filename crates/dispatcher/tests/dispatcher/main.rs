@@ -8,6 +8,7 @@ mod delivery;
 mod endpoints;
 mod fairness;
 mod fanout;
+mod filters;
 mod helpers;
 mod invalid_events;
 mod log;
