@@ -65,6 +65,10 @@ pub struct SubscriptionSnapshot {
     /// earlier versions.
     #[serde(default)]
     pub rate_limit: Option<u32>,
+    /// The payload filter as the tenant wrote it; `None`: every matching event. Absent in
+    /// messages of earlier versions.
+    #[serde(default)]
+    pub filter: Option<serde_json::Value>,
     pub revision: i64,
 }
 

@@ -6,6 +6,7 @@ pub mod change;
 pub mod delivery;
 pub mod envelope;
 pub mod event;
+pub mod filter;
 pub mod ids;
 pub mod invalid_event;
 pub mod retry;

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     catalog::{CatalogIndex, TypeStatus, is_snake_segment},
+    filter::Filter,
     url_policy::UrlPolicy,
     validation::ValidationErrors,
 };
@@ -35,6 +36,9 @@ pub struct WebhookInput {
     /// `Some(None)`: remove the limit. Read by the HTTP layer, which tells `null` from absent.
     #[serde(skip)]
     pub rate_limit: Option<Option<i64>>,
+    /// `Some(None)`: remove the filter. Read by the HTTP layer, which tells `null` from absent.
+    #[serde(skip)]
+    pub filter: Option<Option<serde_json::Value>>,
 }
 
 /// The `auth` object as sent.
@@ -189,6 +193,8 @@ pub struct WebhookSettings {
     /// Deliveries per second the receiver accepts, over every dispatcher replica; `None`: no
     /// limit.
     pub rate_limit: Option<u32>,
+    /// Conditions on the body beyond type and client; `None`: every matching event.
+    pub filter: Option<Filter>,
 }
 
 /// What the rules consult besides the input.
@@ -304,6 +310,18 @@ impl WebhookSettings {
             },
         };
 
+        let filter = match input.filter {
+            None => base.and_then(|b| b.filter.clone()),
+            Some(None) => None,
+            Some(Some(raw)) => match Filter::parse(&raw) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    errors.add("filter", e.to_string());
+                    None
+                }
+            },
+        };
+
         match (
             name,
             description,
@@ -334,6 +352,7 @@ impl WebhookSettings {
                 auth,
                 active,
                 rate_limit,
+                filter,
             }),
             _ => Err(errors),
         }

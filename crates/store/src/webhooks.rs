@@ -115,6 +115,7 @@ impl WebhookRow {
             auth,
             active: self.active,
             rate_limit: self.rate_limit.and_then(|r| u32::try_from(r).ok()),
+            filter: None,
         })
     }
 
@@ -143,6 +144,7 @@ impl WebhookRow {
             active: self.active,
             disabled_reason: self.disabled_reason.clone(),
             rate_limit: self.rate_limit.and_then(|r| u32::try_from(r).ok()),
+            filter: None,
             revision: self.revision,
         }
     }

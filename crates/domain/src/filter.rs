@@ -1,0 +1,1059 @@
+//! Payload filters: the conditions a subscription puts on an event's body, beyond its type and
+//! client. A filter is parsed once, where it enters (the api's request body, the dispatcher's
+//! change feed), into a [`Filter`]: paths split into segments, operands type-checked, regexes
+//! compiled. What runs per event is [`Filter::matches`] on a [`Body`], the view of the exact body
+//! a receiver would get (`{"id", "type", "timestamp", "client_id", "data"}`).
+//!
+//! The language:
+//!
+//! ```text
+//! filter     := { key: value, ... }              every key must hold (AND); 1 or more keys
+//! key        := path | "$and" | "$or" | "$not"
+//! path       := root ("." segment)*              root: id, type, timestamp, client_id, data
+//!                                                (only data has segments below it)
+//! "$and"/"$or" : [filter, ...]                   1 to 20 filters
+//! "$not"     : filter
+//! value      := JSON (compared for equality) | { "$op": operand, ... } (every operator holds)
+//! ```
+//!
+//! A numeric segment indexes an array (`data.lines.0.sku`); any other segment that meets an
+//! array goes on into every element, and the condition holds when it holds for **any** element
+//! reached. A condition on a path that reaches nothing is false, except `$exists: false`, which
+//! is what holds there; `$not` turns a missing path into true.
+//!
+//! Cost: walking one path visits each node of the body at most once (a segment either goes one
+//! level down or fans out over an array's elements, never back), regexes run on the `regex`
+//! crate's engines, linear in the string, and every operand is bounded (4 KiB in all), so one
+//! evaluation is at most [`MAX_CONDITIONS`] walks: linear in the size of the event, whatever the
+//! filter.
+
+use std::{cell::OnceCell, cmp::Ordering, fmt};
+
+use chrono::{DateTime, Utc};
+use regex::{Regex, RegexBuilder};
+use serde::{Serialize, Serializer};
+use serde_json::{Map, Number, Value};
+
+use crate::event::EventEnvelope;
+
+/// Largest filter, as compact JSON.
+pub const MAX_FILTER_BYTES: usize = 4096;
+/// Deepest nesting of filter objects (the filter itself is level 1; each `$and`/`$or` element
+/// and each `$not` goes one level down).
+pub const MAX_DEPTH: usize = 8;
+/// Most conditions in one filter; a condition is one operator (or one plain value) on a path.
+pub const MAX_CONDITIONS: usize = 64;
+/// Most values of one `$in` or `$nin`.
+pub const MAX_SET_VALUES: usize = 256;
+/// Longest `$regex`, in characters.
+pub const MAX_REGEX_CHARS: usize = 256;
+/// Most filters in one `$and` or `$or`.
+pub const MAX_BRANCHES: usize = 20;
+/// Largest compiled program of one `$regex`, in bytes; a pattern over it is refused.
+pub const REGEX_SIZE_LIMIT: usize = 256 * 1024;
+/// Memory one `$regex`'s lazy DFA may use per thread before it falls back to its (also linear)
+/// NFA simulation.
+const REGEX_DFA_LIMIT: usize = 256 * 1024;
+
+/// The operators, as a path's value object takes them.
+pub const OPERATORS: &[&str] = &[
+    "$eq",
+    "$neq",
+    "$in",
+    "$nin",
+    "$gt",
+    "$gte",
+    "$lt",
+    "$lte",
+    "$exists",
+    "$regex",
+    "$startsWith",
+    "$endsWith",
+    "$contains",
+];
+
+/// The top-level fields of the body a receiver gets, where every path starts.
+pub const ROOTS: &[&str] = &["id", "type", "timestamp", "client_id", "data"];
+
+/// Why a filter is refused: where in it (`filter.$or[1].data.qty`) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{place}: {message}")]
+pub struct FilterError {
+    pub place: String,
+    pub message: String,
+}
+
+fn refuse<T>(place: &str, message: impl Into<String>) -> Result<T, FilterError> {
+    Err(FilterError {
+        place: place.to_owned(),
+        message: message.into(),
+    })
+}
+
+/// A checked, compiled filter. Equal filters are the ones of equal JSON.
+#[derive(Clone)]
+pub struct Filter {
+    root: Node,
+    source: Value,
+    conditions: usize,
+}
+
+impl fmt::Debug for Filter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Filter").field(&self.source).finish()
+    }
+}
+
+impl PartialEq for Filter {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+// JSON read from text holds no NaN, so its equality is an equivalence.
+impl Eq for Filter {}
+
+impl Serialize for Filter {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.source.serialize(s)
+    }
+}
+
+impl Filter {
+    /// Checks `value` against every rule and limit and compiles it.
+    pub fn parse(value: &Value) -> Result<Filter, FilterError> {
+        let Value::Object(map) = value else {
+            return refuse("filter", "must be an object");
+        };
+        // Writing a parsed value back out cannot fail; were it to, the size is unknown and
+        // the filter is refused rather than let through.
+        let size = serde_json::to_vec(value).map_or(usize::MAX, |v| v.len());
+        if size > MAX_FILTER_BYTES {
+            return refuse(
+                "filter",
+                format!("is {size} bytes as JSON; at most {MAX_FILTER_BYTES}"),
+            );
+        }
+        let mut conditions = 0;
+        let root = parse_filter(map, "filter", 1, &mut conditions)?;
+        if conditions > MAX_CONDITIONS {
+            return refuse(
+                "filter",
+                format!(
+                    "has {conditions} conditions; at most {MAX_CONDITIONS} (each operator or plain value on a path is one)"
+                ),
+            );
+        }
+        Ok(Filter {
+            root,
+            source: value.clone(),
+            conditions,
+        })
+    }
+
+    /// The filter as it was sent.
+    pub fn as_json(&self) -> &Value {
+        &self.source
+    }
+
+    /// How many conditions it has.
+    pub fn conditions(&self) -> usize {
+        self.conditions
+    }
+
+    /// Whether an event with this body passes.
+    pub fn matches(&self, body: &Body<'_>) -> bool {
+        self.root.holds(body)
+    }
+}
+
+/// The body a receiver gets for an event, as filters read it. Built once per event and shared
+/// by every filter evaluated on it; `timestamp` is written out only if a filter reads it.
+pub struct Body<'a> {
+    id: Value,
+    kind: Value,
+    client_id: Value,
+    occurred_at: DateTime<Utc>,
+    timestamp: OnceCell<Value>,
+    data: &'a Map<String, Value>,
+    whole_data: OnceCell<Value>,
+}
+
+impl<'a> Body<'a> {
+    /// The body of the request delivering `event`.
+    pub fn of(event: &'a EventEnvelope) -> Body<'a> {
+        Body {
+            id: Value::String(event.id.clone()),
+            kind: Value::String(event.kind.as_str().to_owned()),
+            client_id: event
+                .client_id
+                .as_ref()
+                .map_or(Value::Null, |c| Value::String(c.clone())),
+            occurred_at: event.occurred_at,
+            timestamp: OnceCell::new(),
+            data: &event.data,
+            whole_data: OnceCell::new(),
+        }
+    }
+
+    fn timestamp(&self) -> &Value {
+        // The same text the receiver's body carries (see `delivery::receiver_body`).
+        self.timestamp.get_or_init(|| {
+            serde_json::to_value(self.occurred_at)
+                .unwrap_or_else(|_| Value::String(self.occurred_at.to_rfc3339()))
+        })
+    }
+}
+
+/// Where a path starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Root {
+    Id,
+    Type,
+    Timestamp,
+    ClientId,
+    Data,
+}
+
+/// One step of a path below `data`.
+#[derive(Debug, Clone)]
+struct Segment {
+    key: Box<str>,
+    /// Set when the segment is a number: the element it picks when it meets an array.
+    index: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+struct Path {
+    root: Root,
+    rest: Box<[Segment]>,
+}
+
+#[derive(Debug, Clone)]
+enum Node {
+    All(Vec<Node>),
+    Any(Vec<Node>),
+    Not(Box<Node>),
+    Condition(Path, Test),
+}
+
+/// What a condition asks of a value its path reached.
+#[derive(Debug, Clone)]
+enum Test {
+    Eq(Value),
+    Neq(Value),
+    In(Vec<Value>),
+    Nin(Vec<Value>),
+    /// The value's order against the operand must be one of these.
+    Compare(Value, [bool; 3]),
+    Exists(bool),
+    Regex(Regex),
+    StartsWith(String),
+    EndsWith(String),
+    Contains(Value),
+}
+
+fn parse_filter(
+    map: &Map<String, Value>,
+    place: &str,
+    depth: usize,
+    conditions: &mut usize,
+) -> Result<Node, FilterError> {
+    if depth > MAX_DEPTH {
+        return refuse(place, format!("nests deeper than {MAX_DEPTH} levels"));
+    }
+    if map.is_empty() {
+        return refuse(place, "has no condition; a filter needs at least one key");
+    }
+    let mut all = Vec::with_capacity(map.len());
+    for (key, value) in map {
+        let node = match key.as_str() {
+            "$and" | "$or" => {
+                let here = format!("{place}.{key}");
+                let branches = match value {
+                    Value::Array(items) if (1..=MAX_BRANCHES).contains(&items.len()) => items,
+                    _ => {
+                        return refuse(
+                            &here,
+                            format!("{key} needs an array of 1 to {MAX_BRANCHES} filters"),
+                        );
+                    }
+                };
+                let mut nodes = Vec::with_capacity(branches.len());
+                for (i, branch) in branches.iter().enumerate() {
+                    let at = format!("{here}[{i}]");
+                    let Value::Object(m) = branch else {
+                        return refuse(&at, "must be a filter object");
+                    };
+                    nodes.push(parse_filter(m, &at, depth + 1, conditions)?);
+                }
+                if key == "$and" {
+                    Node::All(nodes)
+                } else {
+                    Node::Any(nodes)
+                }
+            }
+            "$not" => {
+                let at = format!("{place}.$not");
+                let Value::Object(m) = value else {
+                    return refuse(&at, "$not needs a filter object");
+                };
+                Node::Not(Box::new(parse_filter(m, &at, depth + 1, conditions)?))
+            }
+            k if OPERATORS.contains(&k) => {
+                return refuse(
+                    place,
+                    format!(
+                        "{k} is an operator and needs a path, as in {{\"data.status\": {{\"{k}\": ...}}}}"
+                    ),
+                );
+            }
+            k if k.starts_with('$') => {
+                return refuse(
+                    place,
+                    format!("unknown combinator `{k}`; a key is a path or one of $and, $or, $not"),
+                );
+            }
+            path => {
+                let at = format!("{place}.{path}");
+                let path = parse_path(path).or_else(|m| refuse(&at, m))?;
+                parse_conditions(path, value, &at, conditions)?
+            }
+        };
+        all.push(node);
+    }
+    Ok(if all.len() == 1 {
+        all.swap_remove(0)
+    } else {
+        Node::All(all)
+    })
+}
+
+fn parse_path(raw: &str) -> Result<Path, String> {
+    let mut parts = raw.split('.');
+    let first = parts.next().unwrap_or_default();
+    let root = match first {
+        "id" => Root::Id,
+        "type" => Root::Type,
+        "timestamp" => Root::Timestamp,
+        "client_id" => Root::ClientId,
+        "data" => Root::Data,
+        _ => {
+            return Err(format!(
+                "a path starts with one of {} (the body the receiver gets)",
+                ROOTS.join(", ")
+            ));
+        }
+    };
+    let rest: Vec<Segment> = parts
+        .map(|p| {
+            if p.is_empty() {
+                return Err("a path is keys separated by single dots, none of them empty".into());
+            }
+            let index = if p.bytes().all(|b| b.is_ascii_digit()) {
+                p.parse::<usize>().ok()
+            } else {
+                None
+            };
+            Ok(Segment {
+                key: p.into(),
+                index,
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    if root != Root::Data && !rest.is_empty() {
+        let what = if root == Root::ClientId {
+            "a string or null"
+        } else {
+            "a string"
+        };
+        return Err(format!("`{first}` is {what}; a path cannot go below it"));
+    }
+    Ok(Path {
+        root,
+        rest: rest.into(),
+    })
+}
+
+/// The conditions of one path: a plain value (equality) or an object of operators.
+fn parse_conditions(
+    path: Path,
+    value: &Value,
+    place: &str,
+    conditions: &mut usize,
+) -> Result<Node, FilterError> {
+    let ops = match value {
+        Value::Object(m) if m.keys().any(|k| k.starts_with('$')) => m,
+        _ => {
+            *conditions += 1;
+            return Ok(Node::Condition(path, Test::Eq(value.clone())));
+        }
+    };
+    if let Some(plain) = ops.keys().find(|k| !k.starts_with('$')) {
+        return refuse(
+            place,
+            format!(
+                "mixes operators with the plain key `{plain}`; an operator object takes only `$` keys (compare with such an object through $eq)"
+            ),
+        );
+    }
+    let mut all = Vec::with_capacity(ops.len());
+    for (op, operand) in ops {
+        *conditions += 1;
+        all.push(Node::Condition(
+            path.clone(),
+            parse_test(op, operand, place)?,
+        ));
+    }
+    Ok(if all.len() == 1 {
+        all.swap_remove(0)
+    } else {
+        Node::All(all)
+    })
+}
+
+fn parse_test(op: &str, operand: &Value, place: &str) -> Result<Test, FilterError> {
+    let string = |what: &str| match operand {
+        Value::String(s) => Ok(s.clone()),
+        _ => refuse(place, format!("{op} needs {what}")),
+    };
+    Ok(match op {
+        "$eq" => Test::Eq(operand.clone()),
+        "$neq" => Test::Neq(operand.clone()),
+        "$in" | "$nin" => {
+            let Value::Array(values) = operand else {
+                return refuse(place, format!("{op} needs an array of values"));
+            };
+            if values.is_empty() || values.len() > MAX_SET_VALUES {
+                return refuse(
+                    place,
+                    format!(
+                        "{op} needs 1 to {MAX_SET_VALUES} values; it has {}",
+                        values.len()
+                    ),
+                );
+            }
+            if op == "$in" {
+                Test::In(values.clone())
+            } else {
+                Test::Nin(values.clone())
+            }
+        }
+        "$gt" | "$gte" | "$lt" | "$lte" => {
+            if !matches!(operand, Value::Number(_) | Value::String(_)) {
+                return refuse(place, format!("{op} needs a number or a string"));
+            }
+            // [less, equal, greater]: which orders of value against operand pass.
+            let wanted = match op {
+                "$gt" => [false, false, true],
+                "$gte" => [false, true, true],
+                "$lt" => [true, false, false],
+                _ => [true, true, false],
+            };
+            Test::Compare(operand.clone(), wanted)
+        }
+        "$exists" => match operand {
+            Value::Bool(b) => Test::Exists(*b),
+            _ => return refuse(place, "$exists needs true or false"),
+        },
+        "$regex" => {
+            let pattern = string("a string")?;
+            let chars = pattern.chars().count();
+            if chars > MAX_REGEX_CHARS {
+                return refuse(
+                    place,
+                    format!("$regex is {chars} characters; at most {MAX_REGEX_CHARS}"),
+                );
+            }
+            Test::Regex(compile(&pattern).or_else(|m| refuse(place, m))?)
+        }
+        "$startsWith" => Test::StartsWith(string("a string")?),
+        "$endsWith" => Test::EndsWith(string("a string")?),
+        "$contains" => Test::Contains(operand.clone()),
+        _ => {
+            return refuse(
+                place,
+                format!(
+                    "unknown operator `{op}`; operators are {}",
+                    OPERATORS.join(", ")
+                ),
+            );
+        }
+    })
+}
+
+fn compile(pattern: &str) -> Result<Regex, String> {
+    RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_DFA_LIMIT)
+        .build()
+        .map_err(|e| match e {
+            regex::Error::CompiledTooBig(limit) => {
+                format!("$regex is too large once compiled (over {limit} bytes); simplify it")
+            }
+            regex::Error::Syntax(text) => {
+                // The parser's text shows the pattern with a caret over several lines; its
+                // last line says what is wrong.
+                let why = text
+                    .lines()
+                    .rev()
+                    .find_map(|l| l.strip_prefix("error: "))
+                    .unwrap_or("it does not parse");
+                format!("$regex is not a valid pattern: {why}")
+            }
+            other => format!("$regex is not a valid pattern: {other}"),
+        })
+}
+
+impl Node {
+    fn holds(&self, body: &Body<'_>) -> bool {
+        match self {
+            Node::All(nodes) => nodes.iter().all(|n| n.holds(body)),
+            Node::Any(nodes) => nodes.iter().any(|n| n.holds(body)),
+            Node::Not(node) => !node.holds(body),
+            Node::Condition(path, Test::Exists(want)) => path.reaches(body, &mut |_| true) == *want,
+            Node::Condition(path, test) => path.reaches(body, &mut |v| test.passes(v)),
+        }
+    }
+}
+
+impl Path {
+    /// Whether `f` holds for some value this path reaches in `body`.
+    fn reaches(&self, body: &Body<'_>, f: &mut dyn FnMut(&Value) -> bool) -> bool {
+        match self.root {
+            Root::Id => f(&body.id),
+            Root::Type => f(&body.kind),
+            Root::ClientId => f(&body.client_id),
+            Root::Timestamp => f(body.timestamp()),
+            Root::Data => match self.rest.split_first() {
+                None => f(body
+                    .whole_data
+                    .get_or_init(|| Value::Object(body.data.clone()))),
+                Some((first, rest)) => body.data.get(&*first.key).is_some_and(|v| walk(v, rest, f)),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Values visited by path walks on this thread, so tests can bound the work.
+    static VISITS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn walk(value: &Value, segments: &[Segment], f: &mut dyn FnMut(&Value) -> bool) -> bool {
+    #[cfg(test)]
+    VISITS.with(|c| c.set(c.get() + 1));
+    let Some((segment, rest)) = segments.split_first() else {
+        return f(value);
+    };
+    match value {
+        Value::Object(map) => map.get(&*segment.key).is_some_and(|v| walk(v, rest, f)),
+        Value::Array(items) => match segment.index {
+            Some(i) => items.get(i).is_some_and(|v| walk(v, rest, f)),
+            // The segment applies to each element: any of them may satisfy the condition.
+            None => items.iter().any(|v| walk(v, segments, f)),
+        },
+        _ => false,
+    }
+}
+
+impl Test {
+    fn passes(&self, value: &Value) -> bool {
+        match self {
+            Test::Eq(want) => json_eq(value, want),
+            Test::Neq(want) => !json_eq(value, want),
+            Test::In(set) => set.iter().any(|w| json_eq(value, w)),
+            Test::Nin(set) => !set.iter().any(|w| json_eq(value, w)),
+            Test::Compare(bound, wanted) => {
+                let order = match (value, bound) {
+                    (Value::Number(a), Value::Number(b)) => compare_numbers(a, b),
+                    (Value::String(a), Value::String(b)) => Some(a.as_str().cmp(b.as_str())),
+                    _ => None,
+                };
+                order.is_some_and(|o| wanted[(o as i8 + 1) as usize])
+            }
+            Test::Exists(_) => true,
+            Test::Regex(re) => value.as_str().is_some_and(|s| re.is_match(s)),
+            Test::StartsWith(p) => value.as_str().is_some_and(|s| s.starts_with(p.as_str())),
+            Test::EndsWith(p) => value.as_str().is_some_and(|s| s.ends_with(p.as_str())),
+            Test::Contains(want) => match (value, want) {
+                (Value::String(s), Value::String(w)) => s.contains(w.as_str()),
+                (Value::Array(items), _) => items.iter().any(|v| json_eq(v, want)),
+                _ => false,
+            },
+        }
+    }
+}
+
+/// JSON equality where numbers compare by value (`1` equals `1.0`).
+fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => compare_numbers(x, y) == Some(Ordering::Equal),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// Numbers by value: integers exactly, anything with a fraction as `f64`.
+fn compare_numbers(a: &Number, b: &Number) -> Option<Ordering> {
+    fn integer(n: &Number) -> Option<i128> {
+        n.as_i64()
+            .map(i128::from)
+            .or_else(|| n.as_u64().map(i128::from))
+    }
+    match (integer(a), integer(b)) {
+        (Some(x), Some(y)) => Some(x.cmp(&y)),
+        _ => a.as_f64()?.partial_cmp(&b.as_f64()?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn event(data: Value) -> EventEnvelope {
+        serde_json::from_value(json!({
+            "id": "evt_1", "tenant": "acme", "type": "order.shipped", "client_id": "c1",
+            "occurred_at": "2026-01-10T10:30:00Z", "received_at": "2026-01-10T10:30:01Z",
+            "data": data
+        }))
+        .unwrap()
+    }
+
+    fn order() -> Value {
+        json!({
+            "order_id": "SO-1001",
+            "status": "shipped",
+            "warehouse": {"code": "AMS1", "country": "NL"},
+            "qty": 12,
+            "weight_kg": 3.5,
+            "tags": ["fragile", "gift"],
+            "note": null,
+            "lines": [
+                {"sku": "SKU-1", "qty": 2, "serials": ["A1", "A2"]},
+                {"sku": "SKU-2", "qty": 10, "serials": []}
+            ],
+            "matrix": [[1, 2], [3]],
+            "shipped_at": "2026-01-10T10:30:00Z"
+        })
+    }
+
+    fn check(filter: Value, data: &Value) -> bool {
+        let f = Filter::parse(&filter).unwrap_or_else(|e| panic!("{filter}: {e}"));
+        let e = event(data.clone());
+        f.matches(&Body::of(&e))
+    }
+
+    #[test]
+    fn every_operator_on_every_shape() {
+        let data = order();
+        let cases: &[(Value, bool)] = &[
+            // Plain values: JSON equality, numbers by value.
+            (json!({"data.status": "shipped"}), true),
+            (json!({"data.status": "packed"}), false),
+            (json!({"data.qty": 12.0}), true),
+            (
+                json!({"data.warehouse": {"country": "NL", "code": "AMS1"}}),
+                true,
+            ),
+            (json!({"data.warehouse": {"country": "NL"}}), false),
+            (json!({"data.tags": ["fragile", "gift"]}), true),
+            (json!({"data.note": null}), true),
+            (json!({"data.missing": null}), false),
+            // Roots other than data.
+            (json!({"type": "order.shipped"}), true),
+            (json!({"id": {"$startsWith": "evt_"}}), true),
+            (json!({"client_id": {"$in": ["c1", "c2"]}}), true),
+            (json!({"timestamp": {"$gte": "2026-01-10T00:00:00Z"}}), true),
+            (json!({"timestamp": {"$lt": "2026-01-10T00:00:00Z"}}), false),
+            (json!({"data": {"$exists": true}}), true),
+            // $eq / $neq.
+            (json!({"data.status": {"$eq": "shipped"}}), true),
+            (json!({"data.status": {"$neq": "shipped"}}), false),
+            (json!({"data.status": {"$neq": "packed"}}), true),
+            (json!({"data.missing": {"$neq": "x"}}), false),
+            // $in / $nin.
+            (
+                json!({"data.warehouse.country": {"$in": ["DE", "FR", "NL"]}}),
+                true,
+            ),
+            (
+                json!({"data.warehouse.country": {"$in": ["DE", "FR"]}}),
+                false,
+            ),
+            (
+                json!({"data.warehouse.country": {"$nin": ["DE", "FR"]}}),
+                true,
+            ),
+            (json!({"data.warehouse.country": {"$nin": ["NL"]}}), false),
+            (json!({"data.qty": {"$in": [1, 12.0]}}), true),
+            // Ordering: numbers numerically, strings by code point, mismatch false.
+            (json!({"data.qty": {"$gt": 10}}), true),
+            (json!({"data.qty": {"$gt": 12}}), false),
+            (json!({"data.qty": {"$gte": 12}}), true),
+            (json!({"data.qty": {"$lt": 12.5}}), true),
+            (json!({"data.qty": {"$lte": 11}}), false),
+            (json!({"data.weight_kg": {"$gt": 3, "$lt": 4}}), true),
+            (json!({"data.qty": {"$gt": "10"}}), false),
+            (json!({"data.status": {"$gt": 1}}), false),
+            (json!({"data.status": {"$gt": "packed"}}), true),
+            (
+                json!({"data.shipped_at": {"$gte": "2026-01-01T00:00:00Z"}}),
+                true,
+            ),
+            (json!({"data.tags": {"$gt": 0}}), false),
+            // $exists.
+            (json!({"data.note": {"$exists": true}}), true),
+            (json!({"data.missing": {"$exists": false}}), true),
+            (json!({"data.missing": {"$exists": true}}), false),
+            (json!({"data.warehouse.code": {"$exists": false}}), false),
+            (json!({"data.lines.serials.0": {"$exists": true}}), true),
+            // $regex: anywhere unless anchored; only strings.
+            (json!({"data.order_id": {"$regex": "10"}}), true),
+            (json!({"data.order_id": {"$regex": "^10"}}), false),
+            (json!({"data.order_id": {"$regex": "^SO-\\d{4}$"}}), true),
+            (json!({"data.qty": {"$regex": "12"}}), false),
+            // $startsWith / $endsWith.
+            (json!({"data.warehouse.code": {"$startsWith": "AMS"}}), true),
+            (json!({"data.warehouse.code": {"$endsWith": "1"}}), true),
+            (json!({"data.warehouse.code": {"$endsWith": "2"}}), false),
+            (json!({"data.qty": {"$startsWith": "1"}}), false),
+            // $contains: substring of a string, element of an array.
+            (json!({"data.order_id": {"$contains": "-10"}}), true),
+            (json!({"data.tags": {"$contains": "gift"}}), true),
+            (json!({"data.tags": {"$contains": "heavy"}}), false),
+            (json!({"data.matrix": {"$contains": [3]}}), true),
+            (json!({"data.qty": {"$contains": 1}}), false),
+            // Arrays: numeric segments index, others reach every element (any holds).
+            (json!({"data.lines.0.sku": "SKU-1"}), true),
+            (json!({"data.lines.1.sku": "SKU-1"}), false),
+            (json!({"data.lines.5.sku": {"$exists": false}}), true),
+            (json!({"data.lines.sku": "SKU-2"}), true),
+            (json!({"data.lines.sku": "SKU-3"}), false),
+            (json!({"data.lines.qty": {"$gte": 10}}), true),
+            (json!({"data.lines.qty": {"$gt": 10}}), false),
+            (json!({"data.lines.serials": {"$contains": "A2"}}), true),
+            (json!({"data.matrix.0": [1, 2]}), true),
+            (json!({"data.matrix": {"$contains": 2}}), false),
+            // A key that is a number names an object's key where there is no array.
+            (json!({"data.warehouse.0": {"$exists": false}}), true),
+            // Paths below a scalar reach nothing.
+            (json!({"data.status.length": {"$exists": false}}), true),
+            // Combinators, nested.
+            (
+                json!({"$or": [{"data.status": "packed"}, {"data.qty": 12}]}),
+                true,
+            ),
+            (
+                json!({"$or": [{"data.status": "packed"}, {"data.qty": 13}]}),
+                false,
+            ),
+            (
+                json!({"$and": [{"data.status": "shipped"}, {"data.qty": 12}]}),
+                true,
+            ),
+            (
+                json!({"$and": [{"data.status": "shipped"}, {"data.qty": 13}]}),
+                false,
+            ),
+            (json!({"$not": {"data.status": "packed"}}), true),
+            (json!({"$not": {"data.status": "shipped"}}), false),
+            (json!({"$not": {"data.missing": "x"}}), true),
+            (json!({"$not": {"data.missing": {"$exists": true}}}), true),
+            (
+                json!({"data.status": "shipped",
+                       "$or": [{"$not": {"data.warehouse.country": {"$in": ["NL"]}}},
+                               {"$and": [{"data.lines.sku": "SKU-2"}, {"data.qty": {"$lt": 20}}]}]}),
+                true,
+            ),
+            (
+                json!({"$not": {"$or": [{"data.tags": {"$contains": "gift"}}, {"data.qty": 0}]}}),
+                false,
+            ),
+        ];
+        for (filter, want) in cases {
+            assert_eq!(check(filter.clone(), &data), *want, "{filter}");
+        }
+    }
+
+    #[test]
+    fn a_missing_client_is_null_and_the_timestamp_is_the_receivers_text() {
+        let mut e = event(json!({}));
+        e.client_id = None;
+        e.occurred_at = "2026-01-10T10:30:00.250Z".parse().unwrap();
+        let body = Body::of(&e);
+        let f = |v: Value| Filter::parse(&v).unwrap().matches(&body);
+        assert!(f(json!({"client_id": null})));
+        assert!(f(json!({"client_id": {"$exists": true}})));
+        assert!(!f(json!({"client_id": {"$in": ["c1"]}})));
+        assert!(f(json!({"timestamp": "2026-01-10T10:30:00.250Z"})));
+        let received: Value = serde_json::from_slice(&crate::delivery::receiver_body(&e)).unwrap();
+        assert_eq!(received["timestamp"], json!("2026-01-10T10:30:00.250Z"));
+    }
+
+    #[test]
+    fn refusals_name_the_place_and_the_rule() {
+        let long_regex = "a".repeat(MAX_REGEX_CHARS + 1);
+        let big_set: Vec<u32> = (0..=MAX_SET_VALUES as u32).collect();
+        let many: Map<String, Value> = (0..=MAX_CONDITIONS)
+            .map(|i| (format!("data.k{i}"), json!(i)))
+            .collect();
+        let mut deep = json!({"data.x": 1});
+        for _ in 0..MAX_DEPTH {
+            deep = json!({ "$not": deep });
+        }
+        let cases: Vec<(Value, &str)> = vec![
+            (json!([]), "filter: must be an object"),
+            (
+                json!({}),
+                "filter: has no condition; a filter needs at least one key",
+            ),
+            (
+                json!({"data.status": {"$like": "x"}}),
+                "filter.data.status: unknown operator `$like`; operators are $eq, $neq, $in, $nin, $gt, $gte, $lt, $lte, $exists, $regex, $startsWith, $endsWith, $contains",
+            ),
+            (
+                json!({"$xor": []}),
+                "filter: unknown combinator `$xor`; a key is a path or one of $and, $or, $not",
+            ),
+            (
+                json!({"$gt": 1}),
+                "filter: $gt is an operator and needs a path, as in {\"data.status\": {\"$gt\": ...}}",
+            ),
+            (
+                json!({"$or": [{"data.a": 1}, {"data.qty": {"$gt": true}}]}),
+                "filter.$or[1].data.qty: $gt needs a number or a string",
+            ),
+            (
+                json!({"data.a": {"$lte": null}}),
+                "filter.data.a: $lte needs a number or a string",
+            ),
+            (
+                json!({"data.a": {"$in": "x"}}),
+                "filter.data.a: $in needs an array of values",
+            ),
+            (
+                json!({"data.a": {"$nin": []}}),
+                "filter.data.a: $nin needs 1 to 256 values; it has 0",
+            ),
+            (
+                json!({"data.a": {"$in": big_set}}),
+                "filter.data.a: $in needs 1 to 256 values; it has 257",
+            ),
+            (
+                json!({"data.a": {"$exists": 1}}),
+                "filter.data.a: $exists needs true or false",
+            ),
+            (
+                json!({"data.a": {"$regex": 1}}),
+                "filter.data.a: $regex needs a string",
+            ),
+            (
+                json!({"data.a": {"$startsWith": 1}}),
+                "filter.data.a: $startsWith needs a string",
+            ),
+            (
+                json!({"data.a": {"$endsWith": ["x"]}}),
+                "filter.data.a: $endsWith needs a string",
+            ),
+            (
+                json!({"data.a": {"$regex": "(a"}}),
+                "filter.data.a: $regex is not a valid pattern: unclosed group",
+            ),
+            (
+                json!({"data.a": {"$regex": "(a)\\1"}}),
+                "filter.data.a: $regex is not a valid pattern: backreferences are not supported",
+            ),
+            (
+                json!({"data.a": {"$regex": long_regex}}),
+                "filter.data.a: $regex is 257 characters; at most 256",
+            ),
+            (
+                json!({"data.a": {"$regex": "\\w{200}\\w{200}"}}),
+                "filter.data.a: $regex is too large once compiled (over 262144 bytes); simplify it",
+            ),
+            (
+                json!({"data.a": {"$eq": 1, "b": 2}}),
+                "filter.data.a: mixes operators with the plain key `b`; an operator object takes only `$` keys (compare with such an object through $eq)",
+            ),
+            (
+                json!({"$and": []}),
+                "filter.$and: $and needs an array of 1 to 20 filters",
+            ),
+            (
+                json!({"$or": vec![json!({"data.a": 1}); MAX_BRANCHES + 1]}),
+                "filter.$or: $or needs an array of 1 to 20 filters",
+            ),
+            (
+                json!({"$or": [{"data.a": 1}, 2]}),
+                "filter.$or[1]: must be a filter object",
+            ),
+            (
+                json!({"$not": [1]}),
+                "filter.$not: $not needs a filter object",
+            ),
+            (
+                json!({"$not": {}}),
+                "filter.$not: has no condition; a filter needs at least one key",
+            ),
+            (
+                deep,
+                "filter.$not.$not.$not.$not.$not.$not.$not.$not: nests deeper than 8 levels",
+            ),
+            (
+                Value::Object(many),
+                "filter: has 65 conditions; at most 64 (each operator or plain value on a path is one)",
+            ),
+            (
+                json!({"data.a": {"$in": vec!["x".repeat(40); 120]}}),
+                "filter: is 5180 bytes as JSON; at most 4096",
+            ),
+            (
+                json!({"status": "shipped"}),
+                "filter.status: a path starts with one of id, type, timestamp, client_id, data (the body the receiver gets)",
+            ),
+            (
+                json!({"data..status": 1}),
+                "filter.data..status: a path is keys separated by single dots, none of them empty",
+            ),
+            (
+                json!({"data.": 1}),
+                "filter.data.: a path is keys separated by single dots, none of them empty",
+            ),
+            (
+                json!({"type.group": 1}),
+                "filter.type.group: `type` is a string; a path cannot go below it",
+            ),
+            (
+                json!({"client_id.x": 1}),
+                "filter.client_id.x: `client_id` is a string or null; a path cannot go below it",
+            ),
+            (
+                json!({"$and": [{"$or": [{"data.a": {"$gte": {}}}]}]}),
+                "filter.$and[0].$or[0].data.a: $gte needs a number or a string",
+            ),
+        ];
+        for (filter, want) in cases {
+            match Filter::parse(&filter) {
+                Ok(_) => panic!("{filter} was accepted; wanted {want}"),
+                Err(e) => assert_eq!(e.to_string(), want, "{filter}"),
+            }
+        }
+    }
+
+    #[test]
+    fn filters_at_every_limit_are_accepted() {
+        let mut deep = json!({"data.x": 1});
+        for _ in 1..MAX_DEPTH {
+            deep = json!({ "$not": deep });
+        }
+        let set: Vec<u32> = (0..MAX_SET_VALUES as u32).collect();
+        let many: Map<String, Value> = (0..MAX_CONDITIONS)
+            .map(|i| (format!("data.k{i}"), json!(i)))
+            .collect();
+        for f in [
+            deep,
+            json!({"data.a": {"$in": set}}),
+            json!({"data.a": {"$regex": "a".repeat(MAX_REGEX_CHARS)}}),
+            json!({"$or": vec![json!({"data.a": 1}); MAX_BRANCHES]}),
+            Value::Object(many),
+        ] {
+            let parsed = Filter::parse(&f).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(parsed.as_json(), &f);
+        }
+        let f = Filter::parse(&json!({"data.a": {"$gt": 1, "$lt": 9}, "data.b": 2})).unwrap();
+        assert_eq!(f.conditions(), 3);
+        assert_eq!(
+            serde_json::to_value(&f).unwrap(),
+            json!({"data.a": {"$gt": 1, "$lt": 9}, "data.b": 2})
+        );
+    }
+
+    /// An event whose `data.n` holds `width` arrays of `width` objects, each with four strings
+    /// under `v.s`: nodes grow with the square of `width`.
+    fn nested(width: usize) -> Value {
+        let inner: Vec<Value> = (0..width)
+            .map(|i| json!({"v": vec![json!({"s": "a".repeat(8 + i % 7)}); 4]}))
+            .collect();
+        json!({"n": vec![Value::Array(inner); width]})
+    }
+
+    #[test]
+    fn a_hostile_filter_costs_work_linear_in_the_event() {
+        // Regexes that backtracking engines take exponential time on, none of which matches,
+        // and conditions through nested arrays that never hold, arranged so that evaluation
+        // cannot stop early: every `$or` runs all its branches, every `$not` of one holds.
+        let failing = |i: usize| match i % 5 {
+            0 => json!({"data.n.v.s": {"$regex": "(a|aa)*c$"}}),
+            1 => json!({"data.n.v.s": {"$regex": "^(a+)+b$"}}),
+            2 => json!({"data.n.v.s": {"$regex": ".*.*.*=.*"}}),
+            3 => json!({"data.n.v.s": {"$in": ["b", "c", 1, 2.5]}}),
+            _ => json!({"data.n.v": {"$contains": "never"}}),
+        };
+        let negated: Vec<Value> = (0..MAX_BRANCHES)
+            .map(|i| json!({"$not": {"$or": [failing(3 * i), failing(3 * i + 1), failing(3 * i + 2)]}}))
+            .collect();
+        let mut deep = failing(3);
+        for _ in 2..MAX_DEPTH {
+            deep = json!({"$and": [deep]});
+        }
+        let filter = Filter::parse(&json!({
+            "$and": negated,
+            "$or": [failing(60), failing(61), failing(62), deep],
+        }))
+        .unwrap();
+        assert_eq!(filter.conditions(), MAX_CONDITIONS);
+
+        let run = |width: usize| {
+            let e = event(nested(width));
+            VISITS.with(|c| c.set(0));
+            let matched = filter.matches(&Body::of(&e));
+            (VISITS.with(|c| c.get()), matched, count_nodes(&e.data))
+        };
+        let (small, matched, nodes_small) = run(8);
+        assert!(!matched);
+        let (big, _, nodes_big) = run(32);
+        // Every condition was walked to the end: the filter really was evaluated in full.
+        assert!(
+            small >= MAX_CONDITIONS * nodes_small / 2,
+            "{small} visits of {nodes_small} nodes"
+        );
+        // ... and each condition walks each node of the event at most once.
+        assert!(
+            small <= MAX_CONDITIONS * nodes_small,
+            "{small} > 64 x {nodes_small}"
+        );
+        assert!(
+            big <= MAX_CONDITIONS * nodes_big,
+            "{big} > 64 x {nodes_big}"
+        );
+        // Sixteen times the nodes, at most sixteen times the work.
+        let ratio = big as f64 / small as f64;
+        let size_ratio = nodes_big as f64 / nodes_small as f64;
+        assert!(
+            ratio <= size_ratio * 1.05,
+            "work grew {ratio}x for {size_ratio}x the event"
+        );
+    }
+
+    fn count_nodes(map: &Map<String, Value>) -> usize {
+        fn count(v: &Value) -> usize {
+            1 + match v {
+                Value::Array(a) => a.iter().map(count).sum(),
+                Value::Object(m) => m.values().map(count).sum(),
+                _ => 0,
+            }
+        }
+        map.values().map(count).sum()
+    }
+}
