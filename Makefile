@@ -95,3 +95,5 @@ bench: toolchain db
 	target/release/waybill-bench suite --seconds 20 --only steady-200,max-amqp --tracing off,on,down,hung --json target/bench/tracing.json
 	target/release/waybill-bench down-receiver --rate 20 --seconds 60 --json target/bench/down-receiver.json
 	target/release/waybill-bench api-roundtrip --json target/bench/api-roundtrip.json
+	@# Matching with payload filters, in process: typical, worst case and filters at the limits.
+	target/release/waybill-bench filter-index --json target/bench/filter-index.json

@@ -9,6 +9,7 @@ mod delivery_log;
 mod down_receiver;
 mod exporter;
 mod fanout_memory;
+mod filter_index;
 mod ingest_throughput;
 mod pipeline;
 mod scratch;
@@ -119,6 +120,19 @@ enum Scenario {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Matching with payload filters, in process: 100,000 subscriptions of which 10,000 match
+    /// the event's type with filters of 5 conditions (typical and worst case), and filters at
+    /// the limits against events of 1 KiB to 256 KiB.
+    FilterIndex {
+        /// Different events timed.
+        #[arg(long, default_value_t = 1_000)]
+        events: u32,
+        /// Timed rounds over them.
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Events accepted per second by ingest over HTTP, each persistent and broker-confirmed.
     IngestThroughput {
         /// Concurrent HTTP clients.
@@ -211,6 +225,15 @@ async fn main() -> std::process::ExitCode {
             })
             .await
         }
+        Scenario::FilterIndex {
+            events,
+            rounds,
+            json,
+        } => filter_index::run(filter_index::Params {
+            events,
+            rounds,
+            json,
+        }),
         Scenario::IngestThroughput {
             clients,
             seconds,
