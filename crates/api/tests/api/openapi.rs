@@ -35,4 +35,18 @@ async fn the_served_document_is_the_committed_one() {
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
+    // Every place a filter goes shares one description of the language.
+    let filter = "#/components/schemas/Filter";
+    let schemas = &doc["components"]["schemas"];
+    for object in ["WebhookView", "WebhookCreate", "WebhookUpdate"] {
+        let one_of = schemas[object]["properties"]["filter"]["oneOf"]
+            .as_array()
+            .unwrap();
+        assert!(
+            one_of.iter().any(|s| s["$ref"] == filter)
+                && one_of.iter().any(|s| s["type"] == "null"),
+            "{object}.filter is a Filter or null"
+        );
+    }
+    assert_eq!(schemas["Filter"]["examples"].as_array().unwrap().len(), 4);
 }
