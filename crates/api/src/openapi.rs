@@ -15,7 +15,7 @@ use utoipa::{
 };
 pub use waybill_runtime::openapi::{BearerAuth, ErrorBody, ErrorResponse};
 
-use crate::{deliveries, events, routes, webhooks};
+use crate::{deliveries, events, filters, routes, webhooks};
 
 /// Receiver authentication as sent in a request; each type takes only its own fields.
 #[derive(Serialize, ToSchema)]
@@ -254,6 +254,47 @@ impl ToSchema for FilterDoc {
     fn name() -> Cow<'static, str> {
         Cow::Borrowed("Filter")
     }
+}
+
+/// Body of `POST /v1/filters/test`. Unknown fields are refused (422).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FilterTestRequest {
+    /// The filter to try; the same rules as a subscription's, and the same 422 on `filter`.
+    #[schema(value_type = FilterDoc)]
+    pub filter: serde_json::Value,
+    pub event: FilterTestEvent,
+}
+
+/// An event as it would be published, checked by the same rules except its type's schema;
+/// unknown fields are refused (422 on `event.<field>`), as is a field of the wrong type.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FilterTestEvent {
+    /// An event type of the catalog, active or not.
+    #[serde(rename = "type")]
+    #[schema(value_type = CatalogEventType, inline)]
+    pub kind: String,
+    /// Any object: it is not checked against the type's schema.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+    /// 1–128 characters, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
+    pub client_id: Option<String>,
+    /// 1–128 of `[A-Za-z0-9._:-]`; generated when absent.
+    #[schema(max_length = 128, pattern = "^[A-Za-z0-9._:-]{1,128}$")]
+    pub id: Option<String>,
+    /// RFC 3339; the body's `timestamp`. Default: now.
+    pub occurred_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FilterTestResponse {
+    pub data: filters::test::FilterTestOutcome,
 }
 
 /// Body of `POST /v1/webhooks/{id}/secret/rotate`.
@@ -676,5 +717,13 @@ mod tests {
         // Refused on update with its own message: rotating is a separate operation.
         update.remove("secret");
         assert_eq!(properties::<WebhookUpdate>(), update);
+        assert_eq!(
+            properties::<FilterTestRequest>(),
+            names(filters::test::FIELDS)
+        );
+        assert_eq!(
+            properties::<FilterTestEvent>(),
+            names(waybill_domain::event::EVENT_FIELDS)
+        );
     }
 }

@@ -1,8 +1,10 @@
-//! Payload filters in the control plane: the 422s of the filter language on create and update,
-//! and the filter on the webhook object.
+//! Payload filters in the control plane: the 422s of the filter language on create, update and
+//! `POST /v1/filters/test`, the filter on the webhook object, and the test endpoint itself.
 
 use diesel_async::RunQueryDsl;
 use serde_json::{Map, Value, json};
+use waybill_domain::Scope;
+use waybill_testkit::examples::example;
 
 use crate::helpers::{TestApp, webhook};
 
@@ -143,8 +145,13 @@ fn refused_filters() -> Vec<(Value, String)> {
     rows.into_iter().map(|(f, m)| (f, m.to_owned())).collect()
 }
 
+/// A `/v1/filters/test` body: `filter` against an `order.shipped` event of the catalog's example.
+fn trial(filter: Value) -> Value {
+    json!({"filter": filter, "event": {"type": "order.shipped", "data": example("order.shipped")}})
+}
+
 #[tokio::test]
-async fn every_broken_rule_is_a_422_on_filter_naming_the_place_on_create_and_update() {
+async fn every_broken_rule_is_a_422_on_filter_naming_the_place_wherever_a_filter_goes() {
     let (app, t, id) = TestApp::with_webhook().await;
     let path = format!("/v1/webhooks/{id}");
     for (filter, message) in refused_filters() {
@@ -155,6 +162,11 @@ async fn every_broken_rule_is_a_422_on_filter_naming_the_place_on_create_and_upd
             (
                 "update",
                 app.patch(&path, &t, json!({"filter": filter})).await,
+            ),
+            (
+                "test",
+                app.post("/v1/filters/test", &t, trial(filter.clone()))
+                    .await,
             ),
         ];
         for (what, r) in answers {
@@ -202,6 +214,10 @@ async fn a_filter_that_is_not_an_object_is_a_400() {
                 400,
                 "Invalid value for `filter`: expected an object or null.",
             );
+        app.post("/v1/filters/test", &t, trial(value))
+            .await
+            .assert_error(400, "bad_request")
+            .assert_message(400, "Invalid value for `filter`: expected an object.");
     }
 }
 
@@ -274,4 +290,258 @@ async fn a_stored_filter_that_no_longer_parses_is_an_internal_error_on_update() 
     app.patch_webhook(&t, &id, json!({"name": "x"}))
         .await
         .assert_error(500, "internal");
+}
+
+/// `POST /v1/filters/test` as `token`'s caller.
+async fn test_filter(app: &TestApp, token: &str, body: Value) -> bool {
+    let r = app.post("/v1/filters/test", token, body).await;
+    r.assert(200);
+    assert_eq!(r.body["data"].as_object().unwrap().len(), 1, "{}", r.body);
+    r.body["data"]["matches"].as_bool().unwrap()
+}
+
+#[tokio::test]
+async fn the_test_endpoint_evaluates_the_filter_on_the_body_a_receiver_would_get() {
+    let app = TestApp::spawn().await;
+    let t = app.acme();
+    let data = example("order.shipped");
+    let event = |extra: Value| {
+        let mut e = json!({"type": "order.shipped", "data": data.clone()});
+        for (k, v) in extra.as_object().unwrap() {
+            e[k] = v.clone();
+        }
+        e
+    };
+    let sku = data["lines"][1]["sku"].clone();
+    let cases = [
+        (json!({"type": "order.shipped"}), json!({}), true),
+        (json!({"type": "stock.updated"}), json!({}), false),
+        (json!({"data.lines.sku": sku}), json!({}), true),
+        (json!({"data.lines.sku": "NO-SUCH-SKU"}), json!({}), false),
+        (
+            json!({"$or": [{"data.status": "cancelled"}, {"data.lines.quantity": {"$gte": 2}}]}),
+            json!({}),
+            true,
+        ),
+        (
+            json!({"$not": {"data.status": {"$in": ["shipped", "delivered"]}}}),
+            json!({}),
+            false,
+        ),
+        // `client_id` is null unless given.
+        (json!({"client_id": null}), json!({}), true),
+        (
+            json!({"client_id": "shop-7"}),
+            json!({"client_id": "shop-7"}),
+            true,
+        ),
+        (
+            json!({"client_id": null}),
+            json!({"client_id": "shop-7"}),
+            false,
+        ),
+        // `timestamp` is `occurred_at` as the receiver gets it: in UTC.
+        (
+            json!({"timestamp": "2026-01-10T10:30:00Z"}),
+            json!({"occurred_at": "2026-01-10T11:30:00+01:00"}),
+            true,
+        ),
+        (
+            json!({"timestamp": {"$lt": "2026-01-10T10:30:00Z"}}),
+            json!({"occurred_at": "2026-01-10T10:30:00Z"}),
+            false,
+        ),
+        // Without `occurred_at`, now.
+        (
+            json!({"timestamp": {"$gt": "2026-01-01T00:00:00Z"}}),
+            json!({}),
+            true,
+        ),
+        // `id` as given, or generated.
+        (json!({"id": "ord:42"}), json!({"id": "ord:42"}), true),
+        (
+            json!({"id": {"$regex": "^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$"}}),
+            json!({}),
+            true,
+        ),
+    ];
+    for (filter, extra, want) in cases {
+        let body = json!({"filter": filter, "event": event(extra.clone())});
+        assert_eq!(
+            test_filter(&app, &t, body).await,
+            want,
+            "{filter} on an event with {extra}"
+        );
+    }
+
+    // The type's schema is not checked, and an inactive type is accepted.
+    let excerpt = json!({"filter": {"data.status": "shipped"},
+        "event": {"type": "order.shipped", "data": {"status": "shipped"}}});
+    assert!(test_filter(&app, &t, excerpt.clone()).await);
+    app.patch_event(&app.admin(), "order.shipped", json!({"active": false}))
+        .await
+        .assert(200);
+    assert!(test_filter(&app, &t, excerpt).await);
+}
+
+#[tokio::test]
+async fn the_test_endpoint_checks_its_body_and_the_event_like_a_publish() {
+    let app = TestApp::spawn().await;
+    let t = app.acme();
+    let f = json!({"data.status": "shipped"});
+    let rows: Vec<(Value, &str, &str)> = vec![
+        (
+            json!({"event": {"type": "order.shipped", "data": {}}}),
+            "filter",
+            "is required",
+        ),
+        (
+            json!({"filter": null, "event": {"type": "order.shipped", "data": {}}}),
+            "filter",
+            "is required",
+        ),
+        (json!({"filter": f}), "event", "is required"),
+        (
+            json!({"filter": f, "event": {"type": "order.shipped", "data": {}}, "filtre": {}}),
+            "filtre",
+            "is not a known field",
+        ),
+        (
+            json!({"filter": f, "event": {"type": "order.shipped", "data": {}, "colour": "red"}}),
+            "event.colour",
+            "is not a known field",
+        ),
+        (
+            json!({"filter": f, "event": {"data": {}}}),
+            "event.type",
+            "is required",
+        ),
+        (
+            json!({"filter": f, "event": {"type": "order.shipped"}}),
+            "event.data",
+            "is required",
+        ),
+        (
+            json!({"filter": f, "event": {"type": "order.teleported", "data": {}}}),
+            "event.type",
+            "there is no event type `order.teleported`",
+        ),
+        (
+            json!({"filter": f, "event": {"type": "Order Shipped", "data": {}}}),
+            "event.type",
+            "there is no event type `Order Shipped`",
+        ),
+        (
+            json!({"filter": f, "event": {"type": "", "data": {}}}),
+            "event.type",
+            "there is no event type ``",
+        ),
+        (
+            json!({"filter": f, "event": {"type": 7, "data": {}}}),
+            "event.type",
+            "must be a string",
+        ),
+        (
+            json!({"filter": f, "event": {"type": "order.shipped", "data": [1]}}),
+            "event.data",
+            "must be an object",
+        ),
+        (
+            json!({"filter": f, "event": {"type": "order.shipped", "data": {}, "id": "has space"}}),
+            "event.id",
+            "must be 1 to 128 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-'",
+        ),
+        (
+            json!({"filter": f, "event": {"type": "order.shipped", "data": {}, "client_id": ""}}),
+            "event.client_id",
+            "must be 1 to 128 characters without control characters",
+        ),
+        (
+            json!({"filter": f, "event": {"type": "order.shipped", "data": {}, "occurred_at": "yesterday"}}),
+            "event.occurred_at",
+            "must be an RFC 3339 timestamp such as 2026-01-10T10:30:00Z",
+        ),
+        (
+            json!({"filter": f, "event": {"type": "order.shipped", "data": {"note": "x".repeat(300 * 1024)}}}),
+            "event",
+            "is larger than the 262144 bytes an event may have",
+        ),
+    ];
+    for (body, field, message) in rows {
+        let r = app.post("/v1/filters/test", &t, &body).await;
+        r.assert_invalid(field);
+        assert_eq!(r.errors_on(field), [message], "{field}");
+    }
+
+    // Every problem at once, the filter's and the event's.
+    let r = app
+        .post(
+            "/v1/filters/test",
+            &t,
+            json!({"filter": {"$xor": []}, "event": {"type": "order.teleported", "data": 1, "colour": "red", "id": "has space"}}),
+        )
+        .await;
+    r.assert(422);
+    assert_eq!(
+        r.error_fields(),
+        [
+            "event.colour",
+            "event.data",
+            "event.id",
+            "event.type",
+            "filter"
+        ]
+    );
+
+    // Not an object where one is needed: 400, like any value of the wrong type.
+    app.post("/v1/filters/test", &t, json!({"filter": f, "event": []}))
+        .await
+        .assert_error(400, "bad_request")
+        .assert_message(400, "Invalid value for `event`: expected an object.");
+}
+
+#[tokio::test]
+async fn the_test_endpoint_takes_any_webhooks_scope_and_stores_nothing() {
+    let app = TestApp::spawn().await;
+    let body = trial(json!({"data.status": "shipped"}));
+    for scopes in [
+        &[Scope::WebhooksRead][..],
+        &[Scope::WebhooksWrite],
+        &[Scope::Admin],
+    ] {
+        assert!(
+            test_filter(&app, &app.token("acme", scopes), body.clone()).await,
+            "{scopes:?}"
+        );
+    }
+    app.post("/v1/filters/test", &app.publisher(), &body)
+        .await
+        .assert_error(403, "forbidden");
+    app.raw(reqwest::Method::POST, "/v1/filters/test", None, |r| {
+        r.json(&body)
+    })
+    .await
+    .assert_error(401, "unauthorized");
+
+    // No event, delivery, subscription or change came of any of it.
+    let mut conn = app.sql().await;
+    for table in [
+        "events",
+        "deliveries",
+        "delivery_attempts",
+        "webhooks",
+        "subscription_changes",
+    ] {
+        let n: Vec<Count> = diesel::sql_query(format!("SELECT count(*) AS n FROM {table}"))
+            .load(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(n[0].n, 0, "rows in {table}");
+    }
+}
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
 }

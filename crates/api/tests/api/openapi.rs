@@ -28,6 +28,7 @@ async fn the_served_document_is_the_committed_one() {
         "/v1/webhooks/{id}",
         "/v1/webhooks/{id}/secret",
         "/v1/webhooks/{id}/secret/rotate",
+        "/v1/filters/test",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} documented");
     }
@@ -35,9 +36,13 @@ async fn the_served_document_is_the_committed_one() {
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
-    // Every place a filter goes shares one description of the language.
+    // A subscription's filter and the trial endpoint share one description of the language.
     let filter = "#/components/schemas/Filter";
     let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["FilterTestRequest"]["properties"]["filter"]["$ref"],
+        filter
+    );
     for object in ["WebhookView", "WebhookCreate", "WebhookUpdate"] {
         let one_of = schemas[object]["properties"]["filter"]["oneOf"]
             .as_array()
