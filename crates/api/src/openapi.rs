@@ -150,7 +150,9 @@ must hold (an implicit AND). A filter object has at least one key.
 key is empty. A numeric segment indexes an array (`data.lines.0.sku`) and is a plain key on an \
 object. Where a path meets an array without an index, it goes on into every element, and the \
 condition holds when it holds for **any** element reached (`data.lines.sku` matches when some \
-line has that sku). A condition on a path that reaches nothing is false, except \
+line has that sku; each operator on such a path is satisfied by any element on its own). An \
+array at the end of a path is one value: look for an element with `$contains`. A condition on \
+a path that reaches nothing is false, `$neq` and `$nin` included, except \
 `{\"$exists\": false}`; under `$not` it becomes true.
 
 **Values**: a scalar, array or object is compared with the value at the path for JSON \
@@ -163,7 +165,7 @@ operators, and all of them must hold (to compare with an object that has `$` key
 | --- | --- | --- |
 | `$eq`, `$neq` | any JSON value | equals it / does not equal it |
 | `$in`, `$nin` | an array of 1 to 256 values | equals one of them / none of them |
-| `$gt`, `$gte`, `$lt`, `$lte` | a number or a string | compares so with it: numbers numerically, strings by code point (so RFC 3339 UTC timestamps compare by time); a value of another type never matches |
+| `$gt`, `$gte`, `$lt`, `$lte` | a number or a string | compares so with it: numbers numerically, strings by code point (so RFC 3339 UTC timestamps of the same precision compare by time; `timestamp` has a fraction only when the event's time has one); a value of another type never matches |
 | `$exists` | `true` or `false` | is present, `null` included / is absent |
 | `$regex` | a string of at most 256 characters: a pattern in RE2 syntax (no backreferences or look-around) whose compiled form is at most 256 KiB | is a string in which the pattern matches anywhere, unless anchored with `^` or `$` |
 | `$startsWith`, `$endsWith` | a string | is a string that starts / ends with it |
