@@ -6,6 +6,7 @@ pub mod admin;
 pub mod deliveries;
 pub mod envelope;
 pub mod events;
+pub mod filters;
 pub mod openapi;
 pub mod path_id;
 pub mod relay;

@@ -2,7 +2,7 @@
 //! `/openapi.json`. A copy is committed at `docs/openapi/waybill-api.json`; a test fails when the
 //! two drift apart.
 
-use std::collections::BTreeMap;
+use std::{borrow::Cow, collections::BTreeMap};
 
 use serde::Serialize;
 use utoipa::{
@@ -10,12 +10,12 @@ use utoipa::{
     openapi::{
         ArrayBuilder, ContentBuilder, ObjectBuilder, Ref, RefOr, Response, ResponseBuilder, Schema,
         Type,
-        schema::{AdditionalProperties, SchemaFormat, SchemaType},
+        schema::{AdditionalProperties, RefBuilder, SchemaFormat, SchemaType},
     },
 };
 pub use waybill_runtime::openapi::{BearerAuth, ErrorBody, ErrorResponse};
 
-use crate::{deliveries, events, routes, webhooks};
+use crate::{deliveries, events, filters, routes, webhooks};
 
 /// Receiver authentication as sent in a request; each type takes only its own fields.
 #[derive(Serialize, ToSchema)]
@@ -93,10 +93,14 @@ pub struct WebhookCreate {
     /// deliveries over it wait their turn. Default `null`: no limit.
     #[schema(minimum = 1, maximum = 10000)]
     pub rate_limit: Option<u32>,
+    /// Only events this filter matches are delivered. Default `null`: every event that
+    /// `events` and `client_ids` select.
+    #[schema(value_type = Option<FilterDoc>)]
+    pub filter: Option<serde_json::Value>,
 }
 
-/// Body of `PATCH /v1/webhooks/{id}`: any create field but `secret`; `headers` and `auth`
-/// replace the whole value; `null` is refused except for `rate_limit`.
+/// Body of `PATCH /v1/webhooks/{id}`: any create field but `secret`; `headers`, `auth` and
+/// `filter` replace the whole value; `null` is refused except for `rate_limit` and `filter`.
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookUpdate {
@@ -122,6 +126,177 @@ pub struct WebhookUpdate {
     /// 1–10000 deliveries per second; `null` removes the limit.
     #[schema(minimum = 1, maximum = 10000)]
     pub rate_limit: Option<u32>,
+    /// Replaces the whole filter; `null` removes it.
+    #[schema(value_type = Option<FilterDoc>)]
+    pub filter: Option<serde_json::Value>,
+}
+
+/// The payload filter, as a schema component named `Filter`: its rules are those of
+/// `waybill_domain::filter`, written out for clients in [`FILTER_DESCRIPTION`].
+pub struct FilterDoc;
+
+/// The filter language, as the document states it.
+const FILTER_DESCRIPTION: &str = "\
+A payload filter: a JSON object evaluated against the exact body the receiver would get \
+(`{\"id\", \"type\", \"timestamp\", \"client_id\", \"data\"}`, `timestamp` being the event's \
+`occurred_at` as the body writes it). An event that it does not match gets no delivery at all \
+(not a failed one).
+
+Each key of a filter object is a **path** or a **combinator**, and every key of one object \
+must hold (an implicit AND). A filter object has at least one key.
+
+**Paths** are dot-separated keys into the body: `id`, `type`, `timestamp`, `client_id`, or \
+`data` alone or followed by keys inside it, e.g. `data.status` or `data.address.country`; no \
+key is empty. A numeric segment indexes an array (`data.lines.0.sku`) and is a plain key on an \
+object. Where a path meets an array without an index, it goes on into every element, and the \
+condition holds when it holds for **any** element reached (`data.lines.sku` matches when some \
+line has that sku; each operator on such a path is satisfied by any element on its own). An \
+array at the end of a path is one value: look for an element with `$contains`. A condition on \
+a path that reaches nothing is false, `$neq` and `$nin` included, except \
+`{\"$exists\": false}`; under `$not` it becomes true.
+
+**Values**: a scalar, array or object is compared with the value at the path for JSON \
+equality, numbers by value (`{\"data.status\": \"shipped\"}`; `12` equals `12.0`), except an \
+object with a key that starts with `$`: an operator object. All of its keys must then be \
+operators, and all of them must hold (to compare with an object that has `$` keys, use \
+`$eq`):
+
+| operator | operand | holds when the value at the path |
+| --- | --- | --- |
+| `$eq`, `$neq` | any JSON value | equals it / does not equal it |
+| `$in`, `$nin` | an array of 1 to 256 values | equals one of them / none of them |
+| `$gt`, `$gte`, `$lt`, `$lte` | a number or a string | compares so with it: numbers numerically, strings by code point (so RFC 3339 UTC timestamps of the same precision compare by time; `timestamp` has a fraction only when the event's time has one); a value of another type never matches |
+| `$exists` | `true` or `false` | is present, `null` included / is absent |
+| `$regex` | a string of at most 256 characters: a pattern in RE2 syntax (no backreferences or look-around) whose compiled form is at most 256 KiB | is a string in which the pattern matches anywhere, unless anchored with `^` or `$` |
+| `$startsWith`, `$endsWith` | a string | is a string that starts / ends with it |
+| `$contains` | any JSON value | is a string of which the operand (a string) is a substring, or an array of which it is an element |
+
+**Combinators**: `$and` and `$or` take an array of 1 to 20 filters (all of them / at least \
+one must hold); `$not` takes one filter, which must not hold.
+
+**Limits**: at most 4096 bytes as compact JSON; nesting depth 8 (the filter is level 1, each \
+filter in `$and` or `$or` and each `$not` one level down); 64 conditions in all, each operator \
+or plain value on a path counting as one; 256 values in one `$in` or `$nin`; 256 characters in \
+one regex.
+
+**Errors**: anything else (an unknown operator or combinator, an operator without a path, an \
+operand of the wrong type, a bad regex, a bad path, a limit passed) is a 422 with one message \
+under `errors.filter`, `<place>: <rule>`, whose place names where in the filter it is, e.g. \
+`filter.$or[1].data.qty: $gt needs a number or a string`. A filter that is not an object is a \
+400.";
+
+/// What the value of a path key may be.
+const FILTER_VALUE_DESCRIPTION: &str = "\
+The condition on the value at the path: any JSON value, compared with it for equality, or an \
+operator object (its keys start with `$`; see `Filter`), e.g. `{\"$gte\": 10, \"$lt\": 100}`.";
+
+/// A key of a filter object: a combinator, or a path from one of the body's fields (only `data`
+/// has keys below it).
+const FILTER_KEY_PATTERN: &str =
+    "^(\\$and|\\$or|\\$not|id|type|timestamp|client_id|data(\\.[^.]+)*)$";
+
+fn filter_list(what: &str) -> ArrayBuilder {
+    ArrayBuilder::new()
+        .description(Some(what))
+        .items(Ref::from_schema_name("Filter"))
+        .min_items(Some(1))
+        .max_items(Some(20))
+}
+
+impl utoipa::PartialSchema for FilterDoc {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(FILTER_DESCRIPTION))
+            .property(
+                "$and",
+                filter_list("1 to 20 filters, all of which must hold."),
+            )
+            .property(
+                "$or",
+                filter_list("1 to 20 filters, at least one of which must hold."),
+            )
+            .property(
+                "$not",
+                RefBuilder::new()
+                    .ref_location_from_schema_name("Filter")
+                    .description(Some("A filter that must not hold.")),
+            )
+            .min_properties(Some(1))
+            .property_names(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(FILTER_KEY_PATTERN)),
+            ))
+            .additional_properties(Some(AdditionalProperties::RefOr(
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::AnyValue)
+                    .description(Some(FILTER_VALUE_DESCRIPTION))
+                    .into(),
+            )))
+            .examples([
+                serde_json::json!({
+                    "data.warehouse.country": {"$in": ["AT", "BE", "DE", "DK", "ES", "FR", "IE", "IT", "NL", "PL", "SE"]}
+                }),
+                serde_json::json!({"type": "stock.updated", "data.available": {"$lt": 10}}),
+                serde_json::json!({"data.status": {"$in": ["shipped", "delivered"]}}),
+                serde_json::json!({
+                    "$or": [
+                        {"data.service_level": "express"},
+                        {"data.lines.quantity": {"$gte": 100}}
+                    ],
+                    "$not": {"client_id": {"$startsWith": "test-"}}
+                }),
+            ])
+            .into()
+    }
+}
+
+impl ToSchema for FilterDoc {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("Filter")
+    }
+}
+
+/// Body of `POST /v1/filters/test`. Unknown fields are refused (422).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FilterTestRequest {
+    /// The filter to try; the same rules as a subscription's, and the same 422 on `filter`.
+    #[schema(value_type = FilterDoc)]
+    pub filter: serde_json::Value,
+    pub event: FilterTestEvent,
+}
+
+/// An event as it would be published, checked by the same rules except its type's schema;
+/// unknown fields are refused (422 on `event.<field>`), as is a field of the wrong type.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FilterTestEvent {
+    /// An event type of the catalog, active or not.
+    #[serde(rename = "type")]
+    #[schema(value_type = CatalogEventType, inline)]
+    pub kind: String,
+    /// Any object: it is not checked against the type's schema.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+    /// 1–128 characters, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
+    pub client_id: Option<String>,
+    /// 1–128 of `[A-Za-z0-9._:-]`; generated when absent.
+    #[schema(max_length = 128, pattern = "^[A-Za-z0-9._:-]{1,128}$")]
+    pub id: Option<String>,
+    /// RFC 3339; the body's `timestamp`. Default: now.
+    pub occurred_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FilterTestResponse {
+    pub data: filters::test::FilterTestOutcome,
 }
 
 /// Body of `POST /v1/webhooks/{id}/secret/rotate`.
@@ -447,6 +622,8 @@ pub struct WebhookListQuery {
     #[param(inline)]
     event: Option<CatalogEventType>,
     active: Option<bool>,
+    /// Only subscriptions with a filter (`true`) or without one (`false`).
+    has_filter: Option<bool>,
 }
 
 /// Query of `GET /v1/webhooks/{id}/deliveries`. `until` must be later than `since` (a 422
@@ -542,5 +719,13 @@ mod tests {
         // Refused on update with its own message: rotating is a separate operation.
         update.remove("secret");
         assert_eq!(properties::<WebhookUpdate>(), update);
+        assert_eq!(
+            properties::<FilterTestRequest>(),
+            names(filters::test::FIELDS)
+        );
+        assert_eq!(
+            properties::<FilterTestEvent>(),
+            names(waybill_domain::event::EVENT_FIELDS)
+        );
     }
 }

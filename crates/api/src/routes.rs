@@ -8,7 +8,7 @@ use waybill_runtime::{
     openapi::{Routes, ServiceConfig},
 };
 
-use crate::{admin::invalid_events, deliveries, events, openapi, webhooks};
+use crate::{admin::invalid_events, deliveries, events, filters, openapi, webhooks};
 
 pub fn configure(cfg: &mut ServiceConfig) {
     for (path, route) in http::standard_routes(openapi::document) {
@@ -29,6 +29,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 webhooks::secret::get_secret,
             )
             .operation(webhooks::secret::__path_rotate, webhooks::secret::rotate)
+            .operation(filters::test::__path_test, filters::test::test)
             .operation(deliveries::list::__path_list, deliveries::list::list)
             .operation(webhooks::test::__path_test, webhooks::test::test)
             .operation(

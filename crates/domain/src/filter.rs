@@ -25,9 +25,18 @@
 //! level down or fans out over an array's elements, never back), regexes run on the `regex`
 //! crate's engines, linear in the string, and every operand is bounded (4 KiB in all), so one
 //! evaluation is at most [`MAX_CONDITIONS`] walks: linear in the size of the event, whatever the
-//! filter.
+//! filter. Across the many filters evaluated on one event, a [`Body`] remembers what each path
+//! reached (paths are shared by address between filters), so a condition mostly costs a lookup
+//! and an integer compare.
 
-use std::{cell::OnceCell, cmp::Ordering, fmt};
+use std::{
+    cell::{OnceCell, RefCell},
+    cmp::Ordering,
+    collections::HashMap,
+    fmt,
+    hash::{BuildHasherDefault, Hasher},
+    sync::{Arc, Mutex, OnceLock, Weak},
+};
 
 use chrono::{DateTime, Utc};
 use regex::{Regex, RegexBuilder};
@@ -168,21 +177,122 @@ impl Filter {
 }
 
 /// The body a receiver gets for an event, as filters read it. Built once per event and shared
-/// by every filter evaluated on it; `timestamp` is written out only if a filter reads it.
+/// by every filter evaluated on it: what a path below `data` reaches is looked up once per event
+/// and remembered for the other filters naming the same path (most of a tenant's filters name
+/// the same few fields), and `timestamp` is written out only if a filter reads it.
 pub struct Body<'a> {
     id: Value,
     kind: Value,
     client_id: Value,
+    hashes: [u64; 3],
     occurred_at: DateTime<Utc>,
-    timestamp: OnceCell<Value>,
+    timestamp: OnceCell<(Value, u64)>,
     data: &'a Map<String, Value>,
     whole_data: OnceCell<Value>,
+    reached: RefCell<Memo<'a>>,
+}
+
+/// A value a path reached, with the hash of its text when it is a string, so that comparing it
+/// with a filter's strings mostly needs no look at their bytes.
+#[derive(Clone, Copy)]
+struct Reached<'v> {
+    value: &'v Value,
+    hash: u64,
+}
+
+impl<'v> Reached<'v> {
+    fn new(value: &'v Value) -> Self {
+        let hash = value.as_str().map_or(0, text_hash);
+        Reached { value, hash }
+    }
+}
+
+/// Most paths one event remembers; paths beyond are walked each time (still linear).
+const MEMO_PATHS: usize = 1024;
+
+/// What each path reached, by the path's hash; entries of equal hash are told apart by text.
+type Memo<'a> = HashMap<u64, Vec<(Arc<str>, Vec<Reached<'a>>)>, BuildHasherDefault<PassThrough>>;
+
+/// A hasher for keys that are hashes already.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Path texts of the filters alive in this process, one allocation per distinct text, so that
+/// an event's memo recognises a path it has seen by its address, without reading the text.
+/// Entries of dropped filters are swept whenever the table has doubled since the last sweep.
+#[derive(Default)]
+struct PathTexts {
+    by_hash: HashMap<u64, Vec<Weak<str>>>,
+    entries: usize,
+    swept_at: usize,
+}
+
+fn intern(text: &str, hash: u64) -> Arc<str> {
+    static TEXTS: OnceLock<Mutex<PathTexts>> = OnceLock::new();
+    // A poisoned table still holds valid entries; at worst a text is not shared.
+    let mut t = TEXTS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let found = t.by_hash.get(&hash).and_then(|texts| {
+        texts
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|a| **a == *text)
+    });
+    if let Some(found) = found {
+        return found;
+    }
+    let fresh: Arc<str> = text.into();
+    t.by_hash
+        .entry(hash)
+        .or_default()
+        .push(Arc::downgrade(&fresh));
+    t.entries += 1;
+    if t.entries > 2 * t.swept_at.max(512) {
+        t.by_hash.retain(|_, texts| {
+            texts.retain(|w| w.strong_count() > 0);
+            !texts.is_empty()
+        });
+        t.entries = t.by_hash.values().map(Vec::len).sum();
+        t.swept_at = t.entries;
+    }
+    fresh
+}
+
+/// FNV-1a of a text: of a path when a filter is parsed, of a string value once per event.
+fn text_hash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 impl<'a> Body<'a> {
     /// The body of the request delivering `event`.
     pub fn of(event: &'a EventEnvelope) -> Body<'a> {
+        let client = event.client_id.as_deref();
         Body {
+            hashes: [
+                text_hash(&event.id),
+                text_hash(event.kind.as_str()),
+                client.map_or(0, text_hash),
+            ],
             id: Value::String(event.id.clone()),
             kind: Value::String(event.kind.as_str().to_owned()),
             client_id: event
@@ -193,15 +303,19 @@ impl<'a> Body<'a> {
             timestamp: OnceCell::new(),
             data: &event.data,
             whole_data: OnceCell::new(),
+            reached: RefCell::new(Memo::default()),
         }
     }
 
-    fn timestamp(&self) -> &Value {
+    fn timestamp(&self) -> Reached<'_> {
         // The same text the receiver's body carries (see `delivery::receiver_body`).
-        self.timestamp.get_or_init(|| {
-            serde_json::to_value(self.occurred_at)
-                .unwrap_or_else(|_| Value::String(self.occurred_at.to_rfc3339()))
-        })
+        let (value, hash) = self.timestamp.get_or_init(|| {
+            let v = serde_json::to_value(self.occurred_at)
+                .unwrap_or_else(|_| Value::String(self.occurred_at.to_rfc3339()));
+            let h = v.as_str().map_or(0, text_hash);
+            (v, h)
+        });
+        Reached { value, hash: *hash }
     }
 }
 
@@ -227,6 +341,8 @@ struct Segment {
 struct Path {
     root: Root,
     rest: Box<[Segment]>,
+    text: Arc<str>,
+    hash: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -240,10 +356,10 @@ enum Node {
 /// What a condition asks of a value its path reached.
 #[derive(Debug, Clone)]
 enum Test {
-    Eq(Value),
-    Neq(Value),
-    In(Vec<Value>),
-    Nin(Vec<Value>),
+    /// `$eq` and plain values (one member), `$in`.
+    In(Set),
+    /// `$neq` (one member), `$nin`.
+    Nin(Set),
     /// The value's order against the operand must be one of these.
     Compare(Value, [bool; 3]),
     Exists(bool),
@@ -372,6 +488,8 @@ fn parse_path(raw: &str) -> Result<Path, String> {
     Ok(Path {
         root,
         rest: rest.into(),
+        text: intern(raw, text_hash(raw)),
+        hash: text_hash(raw),
     })
 }
 
@@ -386,7 +504,10 @@ fn parse_conditions(
         Value::Object(m) if m.keys().any(|k| k.starts_with('$')) => m,
         _ => {
             *conditions += 1;
-            return Ok(Node::Condition(path, Test::Eq(value.clone())));
+            return Ok(Node::Condition(
+                path,
+                Test::In(Set::of(std::slice::from_ref(value))),
+            ));
         }
     };
     if let Some(plain) = ops.keys().find(|k| !k.starts_with('$')) {
@@ -418,8 +539,8 @@ fn parse_test(op: &str, operand: &Value, place: &str) -> Result<Test, FilterErro
         _ => refuse(place, format!("{op} needs {what}")),
     };
     Ok(match op {
-        "$eq" => Test::Eq(operand.clone()),
-        "$neq" => Test::Neq(operand.clone()),
+        "$eq" => Test::In(Set::of(std::slice::from_ref(operand))),
+        "$neq" => Test::Nin(Set::of(std::slice::from_ref(operand))),
         "$in" | "$nin" => {
             let Value::Array(values) = operand else {
                 return refuse(place, format!("{op} needs an array of values"));
@@ -434,9 +555,9 @@ fn parse_test(op: &str, operand: &Value, place: &str) -> Result<Test, FilterErro
                 );
             }
             if op == "$in" {
-                Test::In(values.clone())
+                Test::In(Set::of(values))
             } else {
-                Test::Nin(values.clone())
+                Test::Nin(Set::of(values))
             }
         }
         "$gt" | "$gte" | "$lt" | "$lte" => {
@@ -505,33 +626,113 @@ fn compile(pattern: &str) -> Result<Regex, String> {
         })
 }
 
+/// The values of `$eq`, `$in` and their negations: strings apart, with their hashes side by
+/// side, so a miss costs a few integer compares.
+/// The first string is held inline: most sets have one (`$eq`, plain values), and a value that
+/// misses it is turned away without reading memory elsewhere.
+#[derive(Debug, Clone)]
+struct Set {
+    first: Option<(u64, Box<str>)>,
+    more: Box<[(u64, Box<str>)]>,
+    others: Box<[Value]>,
+}
+
+impl Set {
+    fn of(values: &[Value]) -> Set {
+        let mut strings = values
+            .iter()
+            .filter_map(|v| v.as_str().map(|s| (text_hash(s), Box::from(s))));
+        Set {
+            first: strings.next(),
+            more: strings.collect(),
+            others: values.iter().filter(|v| !v.is_string()).cloned().collect(),
+        }
+    }
+
+    fn contains(&self, r: Reached<'_>) -> bool {
+        match r.value {
+            Value::String(s) => self
+                .first
+                .iter()
+                .chain(self.more.iter())
+                .any(|(h, w)| *h == r.hash && **w == **s),
+            v => self.others.iter().any(|w| json_eq(v, w)),
+        }
+    }
+}
+
 impl Node {
     fn holds(&self, body: &Body<'_>) -> bool {
         match self {
             Node::All(nodes) => nodes.iter().all(|n| n.holds(body)),
             Node::Any(nodes) => nodes.iter().any(|n| n.holds(body)),
             Node::Not(node) => !node.holds(body),
-            Node::Condition(path, Test::Exists(want)) => path.reaches(body, &mut |_| true) == *want,
-            Node::Condition(path, test) => path.reaches(body, &mut |v| test.passes(v)),
+            Node::Condition(path, Test::Exists(want)) => {
+                path.with_reached(body, |values| values.is_empty() != *want)
+            }
+            Node::Condition(path, test) => {
+                path.with_reached(body, |values| values.iter().any(|r| test.passes(*r)))
+            }
         }
     }
 }
 
 impl Path {
-    /// Whether `f` holds for some value this path reaches in `body`.
-    fn reaches(&self, body: &Body<'_>, f: &mut dyn FnMut(&Value) -> bool) -> bool {
-        match self.root {
-            Root::Id => f(&body.id),
-            Root::Type => f(&body.kind),
-            Root::ClientId => f(&body.client_id),
-            Root::Timestamp => f(body.timestamp()),
-            Root::Data => match self.rest.split_first() {
-                None => f(body
-                    .whole_data
-                    .get_or_init(|| Value::Object(body.data.clone()))),
-                Some((first, rest)) => body.data.get(&*first.key).is_some_and(|v| walk(v, rest, f)),
+    /// Calls `f` with every value this path reaches in `body` (none when it is missing).
+    fn with_reached<R>(&self, body: &Body<'_>, f: impl FnOnce(&[Reached<'_>]) -> R) -> R {
+        let single = match self.root {
+            Root::Id => Reached {
+                value: &body.id,
+                hash: body.hashes[0],
             },
+            Root::Type => Reached {
+                value: &body.kind,
+                hash: body.hashes[1],
+            },
+            Root::ClientId => Reached {
+                value: &body.client_id,
+                hash: body.hashes[2],
+            },
+            Root::Timestamp => body.timestamp(),
+            Root::Data if self.rest.is_empty() => Reached::new(
+                body.whole_data
+                    .get_or_init(|| Value::Object(body.data.clone())),
+            ),
+            Root::Data => return self.with_reached_in_data(body, f),
+        };
+        f(&[single])
+    }
+
+    /// What a path below `data` reaches, from the event's memo or walked and remembered.
+    fn with_reached_in_data<R>(&self, body: &Body<'_>, f: impl FnOnce(&[Reached<'_>]) -> R) -> R {
+        let mut memo = body.reached.borrow_mut();
+        let known = memo.get(&self.hash).and_then(|entries| {
+            entries
+                .iter()
+                .find(|(text, _)| Arc::ptr_eq(text, &self.text) || **text == *self.text)
+        });
+        if let Some((_, values)) = known {
+            return f(values);
         }
+        let values = self.gather(body.data);
+        if memo.len() >= MEMO_PATHS {
+            return f(&values);
+        }
+        let entries = memo.entry(self.hash).or_default();
+        entries.push((self.text.clone(), values));
+        let (_, values) = &entries[entries.len() - 1];
+        f(values)
+    }
+
+    /// Every value the segments reach below `data`.
+    fn gather<'v>(&self, data: &'v Map<String, Value>) -> Vec<Reached<'v>> {
+        let mut out = Vec::new();
+        if let Some((first, rest)) = self.rest.split_first()
+            && let Some(v) = data.get(&*first.key)
+        {
+            walk(v, rest, &mut out);
+        }
+        out
     }
 }
 
@@ -541,30 +742,39 @@ thread_local! {
     static VISITS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-fn walk(value: &Value, segments: &[Segment], f: &mut dyn FnMut(&Value) -> bool) -> bool {
+/// Collects what `segments` reach from `value`: a numeric segment picks an array's element,
+/// any other goes on into every element of an array it meets.
+fn walk<'v>(value: &'v Value, segments: &[Segment], out: &mut Vec<Reached<'v>>) {
     #[cfg(test)]
     VISITS.with(|c| c.set(c.get() + 1));
     let Some((segment, rest)) = segments.split_first() else {
-        return f(value);
+        out.push(Reached::new(value));
+        return;
     };
     match value {
-        Value::Object(map) => map.get(&*segment.key).is_some_and(|v| walk(v, rest, f)),
+        Value::Object(map) => {
+            if let Some(v) = map.get(&*segment.key) {
+                walk(v, rest, out);
+            }
+        }
         Value::Array(items) => match segment.index {
-            Some(i) => items.get(i).is_some_and(|v| walk(v, rest, f)),
-            // The segment applies to each element: any of them may satisfy the condition.
-            None => items.iter().any(|v| walk(v, segments, f)),
+            Some(i) => {
+                if let Some(v) = items.get(i) {
+                    walk(v, rest, out);
+                }
+            }
+            None => items.iter().for_each(|v| walk(v, segments, out)),
         },
-        _ => false,
+        _ => {}
     }
 }
 
 impl Test {
-    fn passes(&self, value: &Value) -> bool {
+    fn passes(&self, r: Reached<'_>) -> bool {
+        let value = r.value;
         match self {
-            Test::Eq(want) => json_eq(value, want),
-            Test::Neq(want) => !json_eq(value, want),
-            Test::In(set) => set.iter().any(|w| json_eq(value, w)),
-            Test::Nin(set) => !set.iter().any(|w| json_eq(value, w)),
+            Test::In(set) => set.contains(r),
+            Test::Nin(set) => !set.contains(r),
             Test::Compare(bound, wanted) => {
                 let order = match (value, bound) {
                     (Value::Number(a), Value::Number(b)) => compare_numbers(a, b),
@@ -997,8 +1207,9 @@ mod tests {
             0 => json!({"data.n.v.s": {"$regex": "(a|aa)*c$"}}),
             1 => json!({"data.n.v.s": {"$regex": "^(a+)+b$"}}),
             2 => json!({"data.n.v.s": {"$regex": ".*.*.*=.*"}}),
-            3 => json!({"data.n.v.s": {"$in": ["b", "c", 1, 2.5]}}),
-            _ => json!({"data.n.v": {"$contains": "never"}}),
+            // Paths of their own, each walked in full (an event remembers what a path reached).
+            3 => json!({ format!("data.n.v.s.k{i}"): {"$in": ["b", "c", 1, 2.5]} }),
+            _ => json!({ format!("data.n.v.k{i}"): {"$contains": "never"} }),
         };
         let negated: Vec<Value> = (0..MAX_BRANCHES)
             .map(|i| json!({"$not": {"$or": [failing(3 * i), failing(3 * i + 1), failing(3 * i + 2)]}}))
@@ -1023,9 +1234,10 @@ mod tests {
         let (small, matched, nodes_small) = run(8);
         assert!(!matched);
         let (big, _, nodes_big) = run(32);
-        // Every condition was walked to the end: the filter really was evaluated in full.
+        // Every path was walked to the end: the filter really was evaluated in full.
+        let paths = 1 + (0..MAX_CONDITIONS).filter(|i| i % 5 >= 3).count();
         assert!(
-            small >= MAX_CONDITIONS * nodes_small / 2,
+            small >= paths * nodes_small / 2,
             "{small} visits of {nodes_small} nodes"
         );
         // ... and each condition walks each node of the event at most once.

@@ -36,6 +36,7 @@ diesel::table! {
         revision -> Int8,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        filter -> Nullable<Jsonb>,
     }
 }
 

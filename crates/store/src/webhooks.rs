@@ -11,6 +11,7 @@ use uuid::Uuid;
 use waybill_domain::{
     EventPattern, HttpMethod, SigningSecret, WebhookAuth, WebhookId, WebhookSettings,
     change::{AuthSnapshot, ChangeKind, SecretSnapshot, SubscriptionChange, SubscriptionSnapshot},
+    filter::Filter,
 };
 
 use crate::{
@@ -52,6 +53,8 @@ pub struct WebhookRow {
     pub revision: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The payload filter as the tenant sent it; `None`: every selected event.
+    pub filter: Option<serde_json::Value>,
 }
 
 /// One signing secret row.
@@ -100,6 +103,14 @@ impl WebhookRow {
             },
             other => return Err(corrupt(&format!("unknown auth type {other}"))),
         };
+        // Every stored filter passed these rules when it was written; one that fails them now
+        // was written by something else, or under rules since changed.
+        let filter = self
+            .filter
+            .as_ref()
+            .map(Filter::parse)
+            .transpose()
+            .map_err(|e| corrupt(&format!("stored filter does not parse: {e}")))?;
         Ok(WebhookSettings {
             name: self.name.clone(),
             description: self.description.clone(),
@@ -115,7 +126,7 @@ impl WebhookRow {
             auth,
             active: self.active,
             rate_limit: self.rate_limit.and_then(|r| u32::try_from(r).ok()),
-            filter: None,
+            filter,
         })
     }
 
@@ -144,7 +155,7 @@ impl WebhookRow {
             active: self.active,
             disabled_reason: self.disabled_reason.clone(),
             rate_limit: self.rate_limit.and_then(|r| u32::try_from(r).ok()),
-            filter: None,
+            filter: self.filter.clone(),
             revision: self.revision,
         }
     }
@@ -168,6 +179,7 @@ struct SettingsColumns {
     auth_credential: Option<Vec<u8>>,
     active: bool,
     rate_limit: Option<i32>,
+    filter: Option<serde_json::Value>,
 }
 
 impl SettingsColumns {
@@ -202,6 +214,7 @@ impl SettingsColumns {
             auth_credential: credential,
             active: s.active,
             rate_limit: s.rate_limit.and_then(|r| i32::try_from(r).ok()),
+            filter: s.filter.as_ref().map(|f| f.as_json().clone()),
         })
     }
 }
@@ -616,6 +629,8 @@ pub struct ListQuery {
     /// Keep subscriptions that would receive this event type.
     pub event: Option<String>,
     pub active: Option<bool>,
+    /// Keep subscriptions with a filter (`true`) or without one (`false`).
+    pub has_filter: Option<bool>,
     pub limit: i64,
     pub offset: i64,
 }
@@ -635,6 +650,11 @@ pub async fn list(
         }
         if let Some(active) = q.active {
             b = b.filter(webhooks::active.eq(active));
+        }
+        match q.has_filter {
+            Some(true) => b = b.filter(webhooks::filter.is_not_null()),
+            Some(false) => b = b.filter(webhooks::filter.is_null()),
+            None => {}
         }
         b
     };

@@ -1,6 +1,6 @@
 //! Turns a create or update body into a [`WebhookInput`]: unknown fields (also inside `auth`)
 //! are 422s, wrong types 400s, and `null` means "default" on create but is refused on update
-//! (except `rate_limit`, where `null` means "no limit").
+//! (except `rate_limit` and `filter`, where `null` means "no limit" and "no filter").
 
 use serde_json::{Map, Value};
 use waybill_domain::{ValidationErrors, WebhookInput, subscription::AuthInput};
@@ -18,6 +18,7 @@ pub(crate) const FIELDS: &[&str] = &[
     "secret",
     "active",
     "rate_limit",
+    "filter",
 ];
 
 /// Whether the body creates a subscription or updates one.
@@ -57,6 +58,17 @@ pub fn parse(mut map: Map<String, Value>, mode: Mode) -> Result<Parsed, ApiError
         Some(_) => {
             return Err(ApiError::bad_request(
                 "Invalid value for `rate_limit`: expected an integer or null.",
+            ));
+        }
+    };
+    // Like `rate_limit`, `null` is a value (no filter); what the object holds is the domain's.
+    let filter = match map.remove("filter") {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(f @ Value::Object(_)) => Some(Some(f)),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "Invalid value for `filter`: expected an object or null.",
             ));
         }
     };
@@ -107,6 +119,7 @@ pub fn parse(mut map: Map<String, Value>, mode: Mode) -> Result<Parsed, ApiError
     };
     let mut input: WebhookInput = body::typed(map)?;
     input.rate_limit = rate_limit;
+    input.filter = filter;
     Ok(Parsed {
         input,
         secret,

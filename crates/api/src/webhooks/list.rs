@@ -16,7 +16,15 @@ use crate::{
     state::{State, StoreResultExt},
 };
 
-pub(crate) const PARAMS: &[&str] = &["limit", "page", "sort", "direction", "event", "active"];
+pub(crate) const PARAMS: &[&str] = &[
+    "limit",
+    "page",
+    "sort",
+    "direction",
+    "event",
+    "active",
+    "has_filter",
+];
 
 /// The caller's subscriptions, a page at a time.
 #[utoipa::path(
@@ -33,6 +41,7 @@ pub async fn list(auth: Caller<ReadWebhooks>, state: State, req: HttpRequest) ->
         descending: true,
         event: None,
         active: None,
+        has_filter: None,
         limit: paging.limit,
         offset: paging.offset(),
     };
@@ -54,6 +63,7 @@ pub async fn list(auth: Caller<ReadWebhooks>, state: State, req: HttpRequest) ->
                 _ => errors.add("direction", "must be `asc` or `desc`"),
             },
             "active" => q.active = parse_bool("active", v, &mut errors),
+            "has_filter" => q.has_filter = parse_bool("has_filter", v, &mut errors),
             "event" => q.event = Some(v.clone()),
             _ => {}
         }

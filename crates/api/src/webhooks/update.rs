@@ -20,7 +20,7 @@ use crate::{
 /// How often an update is re-applied when another writer changed the row in between.
 const ATTEMPTS: usize = 3;
 
-/// Changes the fields given; `headers` and `auth` replace the whole value.
+/// Changes the fields given; `headers`, `auth` and `filter` replace the whole value.
 #[utoipa::path(
     patch, path = "/v1/webhooks/{id}", tag = "webhooks", params(WebhookPath),
     request_body = WebhookUpdate,

@@ -36,6 +36,10 @@ pub struct WebhookView {
     /// Most deliveries per second sent to the receiver, over every dispatcher; `null`: no limit.
     #[schema(example = 50, minimum = 1, maximum = 10000)]
     pub rate_limit: Option<u32>,
+    /// The payload filter as stored; `null`: every event that `events` and `client_ids` select
+    /// is delivered.
+    #[schema(value_type = Option<crate::openapi::FilterDoc>)]
+    pub filter: Option<serde_json::Value>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -82,6 +86,7 @@ impl From<&WebhookRow> for WebhookView {
             active: r.active,
             disabled_reason: r.disabled_reason.clone(),
             rate_limit: r.rate_limit.and_then(|n| u32::try_from(n).ok()),
+            filter: r.filter.clone(),
             created_at: r.created_at,
             updated_at: r.updated_at,
         }

@@ -289,3 +289,69 @@ async fn the_same_api_catches_up_once_its_broker_connection_is_back() {
         200
     );
 }
+
+#[tokio::test]
+async fn the_snapshot_carries_the_filter_as_stored() {
+    let app = TestApp::spawn().await;
+    let (_conn, ch, queue) = listen(&app.settings).await;
+    let t = app.acme();
+    let filter =
+        json!({"data.warehouse.country": {"$in": ["DE", "NL"]}, "$not": {"client_id": null}});
+    let mut body = webhook("https://example.com/a");
+    body["filter"] = filter.clone();
+    let id = app.create_webhook_id(&t, body).await;
+    let (c, _) = next(&ch, &queue).await;
+    assert_eq!(c.revision, 1);
+    assert_eq!(c.subscription.unwrap().filter, Some(filter));
+
+    let replaced = json!({"data.available": {"$lt": 10}});
+    app.patch_webhook(&t, &id, json!({"filter": replaced}))
+        .await
+        .assert(200);
+    let (c, _) = next(&ch, &queue).await;
+    assert_eq!(c.revision, 2);
+    assert_eq!(c.subscription.unwrap().filter, Some(replaced));
+
+    app.patch_webhook(&t, &id, json!({"filter": null}))
+        .await
+        .assert(200);
+    let (c, _) = next(&ch, &queue).await;
+    assert_eq!(c.revision, 3);
+    let last = c.subscription.unwrap();
+    assert_eq!(last.filter, None);
+
+    // A resync from Postgres agrees.
+    let pool = waybill_store::pool(&app.settings.database.url, 1).unwrap();
+    let mut conn = waybill_store::conn(&pool).await.unwrap();
+    let from_db = waybill_store::webhooks::snapshots(&mut conn, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(from_db, vec![last]);
+}
+
+#[test]
+fn a_message_of_an_earlier_version_without_a_filter_still_validates_and_reads_as_none() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../proto-schemas/broker/subscription-change.schema.json"
+    ))
+    .unwrap();
+    let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let example = &schema["examples"][0];
+    assert!(
+        example["subscription"]["filter"].is_object(),
+        "the example shows a filter"
+    );
+    assert!(change_schema().is_valid(example));
+    let mut earlier = example.clone();
+    earlier["subscription"]
+        .as_object_mut()
+        .unwrap()
+        .remove("filter");
+    assert!(change_schema().is_valid(&earlier));
+    let change: SubscriptionChange = serde_json::from_value(earlier).unwrap();
+    assert_eq!(change.subscription.unwrap().filter, None);
+    let mut wrong = example.clone();
+    wrong["subscription"]["filter"] = json!("data.status=shipped");
+    assert!(!change_schema().is_valid(&wrong), "a filter is an object");
+}

@@ -8,6 +8,7 @@ mod auth;
 mod change_feed;
 mod encryption;
 mod events;
+mod filters;
 mod helpers;
 mod http_edges;
 mod invalid_events;

@@ -28,6 +28,7 @@ async fn the_served_document_is_the_committed_one() {
         "/v1/webhooks/{id}",
         "/v1/webhooks/{id}/secret",
         "/v1/webhooks/{id}/secret/rotate",
+        "/v1/filters/test",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} documented");
     }
@@ -35,4 +36,22 @@ async fn the_served_document_is_the_committed_one() {
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
+    // A subscription's filter and the trial endpoint share one description of the language.
+    let filter = "#/components/schemas/Filter";
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["FilterTestRequest"]["properties"]["filter"]["$ref"],
+        filter
+    );
+    for object in ["WebhookView", "WebhookCreate", "WebhookUpdate"] {
+        let one_of = schemas[object]["properties"]["filter"]["oneOf"]
+            .as_array()
+            .unwrap();
+        assert!(
+            one_of.iter().any(|s| s["$ref"] == filter)
+                && one_of.iter().any(|s| s["type"] == "null"),
+            "{object}.filter is a Filter or null"
+        );
+    }
+    assert_eq!(schemas["Filter"]["examples"].as_array().unwrap().len(), 4);
 }

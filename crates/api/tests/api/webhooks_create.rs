@@ -89,6 +89,8 @@ fn invalid_cases() -> Vec<(&'static str, &'static str, Value)> {
         ("secret not printable", "secret", json!({"secret": "tab\tsecret!"})),
         ("secret whsec bad base64", "secret", json!({"secret": "whsec_!!!not-base64!!!"})),
         ("secret whsec too few bytes", "secret", json!({"secret": format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode([1u8; 16]))})),
+        ("filter unknown operator", "filter", json!({"filter": {"data.status": {"$like": "ship%"}}})),
+        ("filter empty", "filter", json!({"filter": {}})),
         ("unknown field", "retries", json!({"retries": 5})),
     ]
 }
@@ -117,13 +119,13 @@ async fn several_errors_are_reported_together() {
         .post(
             "/v1/webhooks",
             &app.acme(),
-            json!({"url": "http://x", "events": [], "method": "GET", "typo": 1}),
+            json!({"url": "http://x", "events": [], "method": "GET", "typo": 1, "filter": {"data.qty": {"$gt": []}}}),
         )
         .await;
     r.assert(422);
     let mut fields = r.error_fields();
     fields.sort();
-    assert_eq!(fields, ["events", "method", "typo", "url"]);
+    assert_eq!(fields, ["events", "filter", "method", "typo", "url"]);
 }
 
 #[tokio::test]
@@ -148,6 +150,7 @@ async fn defaults_masks_and_location() {
     assert_eq!(d["secret"], "••••••••");
     assert_eq!(d["active"], true);
     assert!(d["disabled_reason"].is_null());
+    assert!(d["filter"].is_null(), "no filter unless one is given");
     assert_eq!(d["created_at"], d["updated_at"]);
     assert_eq!(r.body.as_object().unwrap().len(), 1, "only `data`");
 

@@ -160,3 +160,100 @@ async fn sorting_and_filters() {
             .assert_invalid(field);
     }
 }
+
+#[tokio::test]
+async fn has_filter_keeps_subscriptions_with_or_without_one() {
+    let app = TestApp::spawn().await;
+    let t = app.acme();
+    for (url, filter, active) in [
+        (
+            "https://a.example.com/",
+            json!({"data.status": "shipped"}),
+            true,
+        ),
+        ("https://b.example.com/", json!(null), true),
+        (
+            "https://c.example.com/",
+            json!({"data.available": {"$lt": 10}}),
+            false,
+        ),
+        (
+            "https://d.example.com/",
+            json!({"client_id": "shop-7"}),
+            true,
+        ),
+        ("https://e.example.com/", json!(null), false),
+    ] {
+        app.create_webhook(
+            &t,
+            json!({"url": url, "events": ["order.shipped"], "filter": filter, "active": active}),
+        )
+        .await;
+    }
+    // Another tenant's filtered subscription is never counted.
+    app.create_webhook(
+        &app.token("globex", &[waybill_domain::Scope::WebhooksWrite]),
+        json!({"url": "https://x.example.com/", "events": ["*"], "filter": {"type": "order.shipped"}}),
+    )
+    .await;
+
+    let r = app
+        .get("/v1/webhooks?has_filter=true&sort=url&direction=asc", &t)
+        .await;
+    assert_eq!(r.body["count"], 3);
+    assert_eq!(
+        r.pluck("url"),
+        [
+            "https://a.example.com/",
+            "https://c.example.com/",
+            "https://d.example.com/"
+        ]
+    );
+    assert!(
+        r.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["filter"].is_object())
+    );
+    let r = app
+        .get("/v1/webhooks?has_filter=false&sort=url&direction=asc", &t)
+        .await;
+    assert_eq!(
+        r.pluck("url"),
+        ["https://b.example.com/", "https://e.example.com/"]
+    );
+    assert!(
+        r.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["filter"].is_null())
+    );
+
+    // With the other filters, and through the pages.
+    let r = app
+        .get("/v1/webhooks?has_filter=true&active=true&event=order.shipped&sort=url&direction=asc&limit=1", &t)
+        .await;
+    assert_eq!(r.body["count"], 2);
+    assert_eq!(r.pluck("url"), ["https://a.example.com/"]);
+    let next = r.body["next"].as_str().unwrap().to_owned();
+    assert_eq!(
+        next,
+        "/v1/webhooks?has_filter=true&active=true&event=order.shipped&sort=url&direction=asc&limit=1&page=2"
+    );
+    let r = app.get(&next, &t).await;
+    assert_eq!(r.body["count"], 2);
+    assert_eq!(r.pluck("url"), ["https://d.example.com/"]);
+    assert!(r.body["next"].is_null());
+    assert_eq!(
+        r.body["previous"],
+        "/v1/webhooks?has_filter=true&active=true&event=order.shipped&sort=url&direction=asc&limit=1&page=1"
+    );
+
+    for bad in ["yes", "1", "", "TRUE"] {
+        let r = app.get(&format!("/v1/webhooks?has_filter={bad}"), &t).await;
+        r.assert_invalid("has_filter");
+        assert_eq!(r.errors_on("has_filter"), ["must be `true` or `false`"]);
+    }
+}
