@@ -35,7 +35,9 @@ pub struct Target {
     /// Most requests per second, over every replica; `None`: no limit.
     pub rate_limit: Option<u32>,
     /// Which events of its types and clients it wants, on the receiver's body; `None`: all.
-    pub filter: Option<Filter>,
+    /// Behind a pointer: most subscriptions have none, and a compiled filter is big enough to
+    /// grow every index entry (and the resync's copy of them) by more than the rest of it.
+    pub filter: Option<Arc<Filter>>,
     pub revision: i64,
 }
 
@@ -75,7 +77,11 @@ impl Target {
         let filter = s
             .filter
             .as_ref()
-            .map(|f| Filter::parse(f).map_err(|e| TargetError::Filter(e.to_string())))
+            .map(|f| {
+                Filter::parse(f)
+                    .map(Arc::new)
+                    .map_err(|e| TargetError::Filter(e.to_string()))
+            })
             .transpose()?;
         let mut client_ids = s.client_ids.clone();
         client_ids.sort();
@@ -101,11 +107,6 @@ impl Target {
                     .is_ok()
             })
     }
-
-    /// Whether the filter (if any) lets an event with receiver body `body` through.
-    pub fn wants_body(&self, body: &Body<'_>) -> bool {
-        self.filter.as_ref().is_none_or(|f| f.matches(body))
-    }
 }
 
 /// The subscriptions an event goes to.
@@ -121,21 +122,40 @@ pub struct Matched {
 /// bring it back.
 const TOMBSTONE_TTL: Duration = Duration::from_secs(3600);
 
+/// A subscription in the list of one (tenant, pattern).
+#[derive(Clone)]
+struct Entry {
+    target: Arc<Target>,
+    /// Whether it lists more than one pattern: only such a subscription can be met in two
+    /// lists of one lookup.
+    several: bool,
+}
+
 #[derive(Default)]
 struct Inner {
     targets: HashMap<WebhookId, Arc<Target>>,
-    /// (tenant, pattern) → subscriptions listing that pattern.
-    by_pattern: HashMap<(String, String), Vec<WebhookId>>,
+    /// (tenant, pattern) → subscriptions listing that pattern. Shared with the lookups in
+    /// progress, which walk a list after the lock is released; a change copies a list only
+    /// while a lookup still holds it.
+    by_pattern: HashMap<(String, String), Arc<Vec<Entry>>>,
     tombstones: HashMap<WebhookId, (i64, Instant)>,
+}
+
+/// The distinct patterns of a subscription, as the keys of its lists.
+fn pattern_keys(t: &Target) -> Vec<String> {
+    let mut keys: Vec<String> = t.events.iter().map(ToString::to_string).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
 }
 
 impl Inner {
     fn unlink(&mut self, t: &Target) {
-        for p in &t.events {
-            let key = (t.tenant.clone(), p.to_string());
-            if let Some(ids) = self.by_pattern.get_mut(&key) {
-                ids.retain(|id| *id != t.id);
-                if ids.is_empty() {
+        for p in pattern_keys(t) {
+            let key = (t.tenant.clone(), p);
+            if let Some(list) = self.by_pattern.get_mut(&key) {
+                Arc::make_mut(list).retain(|e| e.target.id != t.id);
+                if list.is_empty() {
                     self.by_pattern.remove(&key);
                 }
             }
@@ -147,13 +167,20 @@ impl Inner {
             self.unlink(&old);
         }
         self.tombstones.remove(&t.id);
-        for p in &t.events {
-            self.by_pattern
-                .entry((t.tenant.clone(), p.to_string()))
-                .or_default()
-                .push(t.id);
+        let keys = pattern_keys(&t);
+        let several = keys.len() > 1;
+        let target = Arc::new(t);
+        for p in keys {
+            let list = self
+                .by_pattern
+                .entry((target.tenant.clone(), p))
+                .or_default();
+            Arc::make_mut(list).push(Entry {
+                target: target.clone(),
+                several,
+            });
         }
-        self.targets.insert(t.id, Arc::new(t));
+        self.targets.insert(target.id, target);
     }
 
     fn known_revision(&self, id: WebhookId) -> Option<i64> {
@@ -253,64 +280,72 @@ impl Index {
         event_type: &str,
         client_id: Option<&str>,
     ) -> Vec<Arc<Target>> {
-        self.candidates(tenant, event_type, client_id).0
+        self.select(tenant, event_type, client_id, |_| true)
     }
 
     /// The subscriptions `event` goes to: [`Index::matching`] on its tenant, type and client,
     /// then each one's filter on the body its receiver would get.
     pub fn matching_event(&self, event: &EventEnvelope) -> Matched {
-        let (mut targets, filtered) = self.candidates(
+        // Built for the first filter met: without any, the event's body is not even looked at.
+        let mut body = None;
+        let mut filtered_out = 0;
+        let targets = self.select(
             event.tenant.as_str(),
             event.kind.as_str(),
             event.client_id.as_deref(),
+            |t| {
+                let Some(filter) = &t.filter else {
+                    return true;
+                };
+                let kept = filter.matches(body.get_or_insert_with(|| Body::of(event)));
+                filtered_out += usize::from(!kept);
+                kept
+            },
         );
-        // Without any filter among them the event's body is not even looked at.
-        if !filtered {
-            return Matched {
-                targets,
-                filtered_out: 0,
-            };
-        }
-        let body = Body::of(event);
-        let before = targets.len();
-        targets.retain(|t| t.wants_body(&body));
         Matched {
-            filtered_out: before - targets.len(),
             targets,
+            filtered_out,
         }
     }
 
-    /// What [`Index::matching`] returns, and whether any of them has a filter. Filters are
-    /// evaluated by the caller once the lock is released, so a slow one never holds up the
-    /// change feed's writes.
-    fn candidates(
+    /// Active subscriptions of `tenant` wanting `event_type` from `client_id`, each once, that
+    /// `keep` accepts. The lock is held only to take the lists: the walk over them, and any
+    /// filter `keep` evaluates, never hold up the change feed's writes.
+    fn select(
         &self,
         tenant: &str,
         event_type: &str,
         client_id: Option<&str>,
-    ) -> (Vec<Arc<Target>>, bool) {
-        let inner = self.read();
+        mut keep: impl FnMut(&Target) -> bool,
+    ) -> Vec<Arc<Target>> {
+        let keys: Vec<(String, String)> = EventPattern::covering(event_type)
+            .into_iter()
+            .map(|p| (tenant.to_owned(), p))
+            .collect();
+        let lists: Vec<Arc<Vec<Entry>>> = {
+            let inner = self.read();
+            keys.iter()
+                .filter_map(|k| inner.by_pattern.get(k).cloned())
+                .collect()
+        };
+        let overlap = lists.len() > 1;
         let mut seen = HashSet::new();
         let mut out = Vec::new();
-        let mut filtered = false;
-        for pattern in EventPattern::covering(event_type) {
-            let Some(ids) = inner.by_pattern.get(&(tenant.to_owned(), pattern)) else {
-                continue;
-            };
-            for id in ids {
-                if !seen.insert(*id) {
+        for list in &lists {
+            for e in list.iter() {
+                let t = &e.target;
+                if !t.active || !t.wants_client(client_id) {
                     continue;
                 }
-                if let Some(t) = inner.targets.get(id)
-                    && t.active
-                    && t.wants_client(client_id)
-                {
-                    filtered |= t.filter.is_some();
+                if overlap && e.several && !seen.insert(t.id) {
+                    continue;
+                }
+                if keep(t) {
                     out.push(t.clone());
                 }
             }
         }
-        (out, filtered)
+        out
     }
 }
 
@@ -343,7 +378,7 @@ mod tests {
     }
 
     fn filtered(mut t: Target, filter: serde_json::Value) -> Target {
-        t.filter = Some(Filter::parse(&filter).unwrap());
+        t.filter = Some(Arc::new(Filter::parse(&filter).unwrap()));
         t
     }
 
@@ -391,6 +426,29 @@ mod tests {
         );
         assert_eq!(ids(index.matching("globex", "stock.updated", None)), [4]);
         assert!(index.matching("initech", "stock.updated", None).is_empty());
+    }
+
+    #[test]
+    fn a_pattern_listed_twice_or_covered_twice_still_delivers_once() {
+        let index = Index::default();
+        index.upsert(target(
+            1,
+            "acme",
+            &["order.shipped", "order.shipped"],
+            &[],
+            1,
+        ));
+        index.upsert(target(
+            2,
+            "acme",
+            &["*", "order.*", "order.shipped"],
+            &[],
+            1,
+        ));
+        assert_eq!(ids(index.matching("acme", "order.shipped", None)), [1, 2]);
+        index.upsert(target(1, "acme", &["stock.*"], &[], 2));
+        assert_eq!(ids(index.matching("acme", "order.shipped", None)), [2]);
+        assert_eq!(ids(index.matching("acme", "stock.low", None)), [1, 2]);
     }
 
     #[test]
@@ -555,7 +613,7 @@ mod tests {
         };
         let t = Target::from_snapshot(&ok, &cipher).unwrap();
         assert_eq!(
-            t.filter.as_ref().map(Filter::as_json),
+            t.filter.as_deref().map(Filter::as_json),
             Some(&serde_json::json!({"data.sku": "A"}))
         );
     }
