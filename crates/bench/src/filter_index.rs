@@ -33,6 +33,8 @@ use waybill_store::Cipher;
 use crate::stats::Summary;
 
 pub struct Params {
+    /// Subscriptions with filters in the event's tenant and type.
+    pub filtered: u32,
     /// Different events timed in the typical case.
     pub events: u32,
     /// Timed rounds over them.
@@ -42,8 +44,6 @@ pub struct Params {
 
 /// Subscriptions in the index.
 const SUBSCRIPTIONS: u32 = 100_000;
-/// Of which in the event's tenant and type, each with a filter.
-const FILTERED: u32 = 10_000;
 /// Conditions per filter.
 const CONDITIONS: usize = 5;
 const TENANT: &str = "acme";
@@ -298,7 +298,7 @@ fn target(
     Target::from_snapshot(&s, cipher).with_context(|| format!("subscription {n}"))
 }
 
-/// 100,000 subscriptions: `filtered` in (acme, order.created) with the given filters, the rest
+/// 100,000 subscriptions: `filters.len()` in (acme, order.created) with these filters, the rest
 /// over 999 other tenants and, in acme, other types.
 fn build_index(cipher: &Cipher, filters: Vec<Value>) -> anyhow::Result<Index> {
     let index = Index::default();
@@ -522,12 +522,13 @@ fn hostile_filters() -> anyhow::Result<Vec<(String, Filter, HostileFilter)>> {
     add(
         "depth",
         at_limit(waybill_domain::filter::MAX_DEPTH, |depth| {
+            // Each level one combinator, its other branch on another path of every line.
             let mut f = json!({"data.lines.note": {"$endsWith": LAST}});
             for level in 1..depth {
                 f = if level % 2 == 1 {
-                    json!({"$and": [f, {"data.lines.sku": {"$startsWith": "SKU-"}}]})
+                    json!({"$and": [{"data.lines.sku": {"$startsWith": "SKU-"}}, f]})
                 } else {
-                    json!({"$not": {"$not": f}})
+                    json!({"$or": [{"data.lines.quantity": {"$gt": 100_000}}, f]})
                 };
             }
             f
@@ -657,7 +658,7 @@ pub fn run(p: Params) -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
 
     let built = Instant::now();
-    let filters: Vec<Value> = (0..FILTERED).map(|_| typical_filter(&mut rng)).collect();
+    let filters: Vec<Value> = (0..p.filtered).map(|_| typical_filter(&mut rng)).collect();
     let conditions = mean_conditions(&filters)?;
     let index = build_index(&cipher, filters)?;
     println!(
@@ -675,7 +676,7 @@ pub fn run(p: Params) -> anyhow::Result<()> {
         .first()
         .map(|e| e.data.clone())
         .context("no event")?;
-    let filters: Vec<Value> = (0..FILTERED)
+    let filters: Vec<Value> = (0..p.filtered)
         .map(|_| matching_filter(&mut rng, &data))
         .collect();
     let conditions = mean_conditions(&filters)?;
@@ -721,7 +722,7 @@ pub fn run(p: Params) -> anyhow::Result<()> {
 
     let doc = json!({
         "subscriptions": SUBSCRIPTIONS,
-        "filtered": FILTERED,
+        "filtered": p.filtered,
         "typical": typical,
         "worst": worst,
         "hostile": hostile,

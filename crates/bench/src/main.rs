@@ -124,6 +124,9 @@ enum Scenario {
     /// the event's type with filters of 5 conditions (typical and worst case), and filters at
     /// the limits against events of 1 KiB to 256 KiB.
     FilterIndex {
+        /// Subscriptions in the event's tenant and type, each with a filter (of 100,000).
+        #[arg(long, default_value_t = 10_000)]
+        filtered: u32,
         /// Different events timed.
         #[arg(long, default_value_t = 1_000)]
         events: u32,
@@ -226,10 +229,12 @@ async fn main() -> std::process::ExitCode {
             .await
         }
         Scenario::FilterIndex {
+            filtered,
             events,
             rounds,
             json,
         } => filter_index::run(filter_index::Params {
+            filtered,
             events,
             rounds,
             json,
