@@ -69,6 +69,15 @@ Receive deliveries on this machine (make run allows plain http to 127.0.0.1):
   then publish the event above again: the receiver prints the signed delivery.
   Delivery log: psql '${WAYBILL_DATABASE__URL}' -c 'SELECT event_id, status, attempts, last_status_code FROM deliveries'
 
+Only the events you want: a payload filter (here, low stock at one warehouse), tried first:
+
+  curl -s http://127.0.0.1:$API_PORT/v1/filters/test -H "Authorization: Bearer \$TOKEN" \\
+       -H 'Content-Type: application/json' \\
+       -d '{"filter": {"data.warehouse_id": "wh_rtm_01", "data.available": {"\$lt": 10}}, "event": {"type": "stock.updated", "data": {"sku": "TSH-BLK-M", "warehouse_id": "wh_rtm_01", "available": 4}}}'
+  curl -s http://127.0.0.1:$API_PORT/v1/webhooks -H "Authorization: Bearer \$TOKEN" \\
+       -H 'Content-Type: application/json' \\
+       -d '{"url": "http://127.0.0.1:9000/low-stock", "events": ["stock.updated"], "filter": {"data.warehouse_id": "wh_rtm_01", "data.available": {"\$lt": 10}}}'
+
 More tokens: target/release/waybill-api token --tenant <name> --scopes webhooks:read
 Stop everything: make stop
 MSG

@@ -146,14 +146,15 @@ Each key of a filter object is a **path** or a **combinator**, and every key of 
 must hold (an implicit AND). A filter object has at least one key.
 
 **Paths** are dot-separated keys into the body: `id`, `type`, `timestamp`, `client_id`, or \
-`data` alone or followed by keys inside it, e.g. `data.status` or `data.address.country`; no \
-key is empty. A numeric segment indexes an array (`data.lines.0.sku`) and is a plain key on an \
-object. Where a path meets an array without an index, it goes on into every element, and the \
-condition holds when it holds for **any** element reached (`data.lines.sku` matches when some \
-line has that sku; each operator on such a path is satisfied by any element on its own). An \
-array at the end of a path is one value: look for an element with `$contains`. A condition on \
-a path that reaches nothing is false, `$neq` and `$nin` included, except \
-`{\"$exists\": false}`; under `$not` it becomes true.
+`data` alone or followed by keys inside it, e.g. `data.status` or `data.lines.sku`; no key is \
+empty. A segment of digits without a leading zero indexes an array (`data.lines.0.sku`) and is \
+a plain key on an object. Where a path meets an array without an index, it goes on into every \
+element; where it ends on an array, the array and each of its elements are values it reached. \
+A condition holds when it holds for **any** value reached (`data.lines.sku` matches when some \
+line has that sku, `{\"data.tags\": \"fragile\"}` when the tags include it; each operator on \
+such a path is satisfied by any value on its own). `$neq` and `$nin` are the negations of \
+`$eq` and `$in`: no value reached is equal. So on a path that reaches nothing, `$neq`, `$nin`, \
+`{\"$exists\": false}` and `$not` hold, and every other condition does not.
 
 **Values**: a scalar, array or object is compared with the value at the path for JSON \
 equality, numbers by value (`{\"data.status\": \"shipped\"}`; `12` equals `12.0`), except an \
@@ -163,11 +164,11 @@ operators, and all of them must hold (to compare with an object that has `$` key
 
 | operator | operand | holds when the value at the path |
 | --- | --- | --- |
-| `$eq`, `$neq` | any JSON value | equals it / does not equal it |
-| `$in`, `$nin` | an array of 1 to 256 values | equals one of them / none of them |
-| `$gt`, `$gte`, `$lt`, `$lte` | a number or a string | compares so with it: numbers numerically, strings by code point (so RFC 3339 UTC timestamps of the same precision compare by time; `timestamp` has a fraction only when the event's time has one); a value of another type never matches |
+| `$eq`, `$neq` | any JSON value | equals it / (no value reached) equals it |
+| `$in`, `$nin` | an array of 1 to 256 values | equals one of them / (no value reached) equals any of them |
+| `$gt`, `$gte`, `$lt`, `$lte` | a number or a string | compares so with it: numbers numerically (exactly, also integers beyond 2^53), RFC 3339 times as instants when both the operand and the value are one (whatever their precision and offset), other strings by code point; a value of another type never matches |
 | `$exists` | `true` or `false` | is present, `null` included / is absent |
-| `$regex` | a string of at most 256 characters: a pattern in RE2 syntax (no backreferences or look-around) whose compiled form is at most 256 KiB | is a string in which the pattern matches anywhere, unless anchored with `^` or `$` |
+| `$regex` | a string of at most 256 characters: a pattern in the syntax of Rust's `regex` crate (RE2-like: no backreferences or look-around); the regexes of one filter take at most 128 KiB compiled, in all (Unicode classes such as `\\w` are large; `[A-Za-z0-9_]` is small) | is a string in which the pattern matches anywhere, unless anchored with `^` or `$` |
 | `$startsWith`, `$endsWith` | a string | is a string that starts / ends with it |
 | `$contains` | any JSON value | is a string of which the operand (a string) is a substring, or an array of which it is an element |
 
@@ -177,7 +178,7 @@ one must hold); `$not` takes one filter, which must not hold.
 **Limits**: at most 4096 bytes as compact JSON; nesting depth 8 (the filter is level 1, each \
 filter in `$and` or `$or` and each `$not` one level down); 64 conditions in all, each operator \
 or plain value on a path counting as one; 256 values in one `$in` or `$nin`; 256 characters in \
-one regex.
+one regex, 128 KiB for the compiled regexes of one filter.
 
 **Errors**: anything else (an unknown operator or combinator, an operator without a path, an \
 operand of the wrong type, a bad regex, a bad path, a limit passed) is a 422 with one message \
@@ -236,7 +237,7 @@ impl utoipa::PartialSchema for FilterDoc {
             )))
             .examples([
                 serde_json::json!({
-                    "data.warehouse.country": {"$in": ["AT", "BE", "DE", "DK", "ES", "FR", "IE", "IT", "NL", "PL", "SE"]}
+                    "data.warehouse_id": {"$in": ["AMS1", "FRA1", "PAR2", "WAW1", "MAD1"]}
                 }),
                 serde_json::json!({"type": "stock.updated", "data.available": {"$lt": 10}}),
                 serde_json::json!({"data.status": {"$in": ["shipped", "delivered"]}}),

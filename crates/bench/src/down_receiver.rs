@@ -28,15 +28,17 @@ pub struct Params {
 }
 
 pub async fn run(p: Params) -> anyhow::Result<()> {
-    crate::scratch::run_in("down", |settings| measure(&p, settings)).await
+    // A short schedule, so that without a breaker the retries would come due within the run.
+    let schedule = |s: &mut Settings| {
+        s.delivery.retry_schedule = vec!["10s".into(), "20s".into(), "40s".into()];
+    };
+    crate::scratch::run_in_with("down", schedule, |settings| measure(&p, settings)).await
 }
 
 async fn measure(p: &Params, mut settings: Settings) -> anyhow::Result<()> {
     common::on_loopback(&mut settings, "error")?;
     settings.breaker.failure_threshold = p.threshold;
     settings.breaker.cooldown = p.cooldown.clone();
-    // A short schedule, so that without a breaker the retries would come due within the run.
-    settings.delivery.retry_schedule = vec!["10s".into(), "20s".into(), "40s".into()];
     settings.breaker.max_cooldown = "10m".into();
     settings.breaker_policy()?;
     let token = common::token(&settings)?;

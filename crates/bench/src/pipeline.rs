@@ -185,10 +185,15 @@ async fn receive(
 pub async fn run(s: Scenario) -> anyhow::Result<Outcome> {
     let name = s.name.replace('-', "_");
     let mut out = None;
-    crate::scratch::run_in(&name, async |settings| {
-        out = Some(measure(&s, settings).await?);
-        Ok(())
-    })
+    let schedule = s.retry_schedule.clone();
+    crate::scratch::run_in_with(
+        &name,
+        |settings| settings.delivery.retry_schedule = schedule,
+        async |settings| {
+            out = Some(measure(&s, settings).await?);
+            Ok(())
+        },
+    )
     .await?;
     out.ok_or_else(|| anyhow::anyhow!("scenario {} produced nothing", s.name))
 }
@@ -386,8 +391,7 @@ async fn publish(
     (published, accepted, started.elapsed())
 }
 
-async fn measure(s: &Scenario, mut settings: Settings) -> anyhow::Result<Outcome> {
-    settings.delivery.retry_schedule = s.retry_schedule.clone();
+async fn measure(s: &Scenario, settings: Settings) -> anyhow::Result<Outcome> {
     waybill_store::migrate(&settings.database.url).await?;
     seed(&settings, s.seeded_subscriptions, s.seeded_tenants).await?;
 

@@ -17,9 +17,11 @@
 //! ```
 //!
 //! A numeric segment indexes an array (`data.lines.0.sku`); any other segment that meets an
-//! array goes on into every element, and the condition holds when it holds for **any** element
-//! reached. A condition on a path that reaches nothing is false, except `$exists: false`, which
-//! is what holds there; `$not` turns a missing path into true.
+//! array goes on into every element, and where a path ends on an array, the array and each of
+//! its elements are values it reached. A condition holds when it holds for **any** value reached;
+//! `$neq` and `$nin` are the negations of `$eq` and `$in` (no value reached is equal), so they,
+//! `$exists: false` and `$not` hold where a path reaches nothing, and every other condition
+//! does not.
 //!
 //! Cost: walking one path visits each node of the body at most once (a segment either goes one
 //! level down or fans out over an array's elements, never back), regexes run on the `regex`
@@ -39,7 +41,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use regex::{Regex, RegexBuilder};
+use regex_automata::meta::{self, Regex};
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Number, Value};
 
@@ -58,8 +60,11 @@ pub const MAX_SET_VALUES: usize = 256;
 pub const MAX_REGEX_CHARS: usize = 256;
 /// Most filters in one `$and` or `$or`.
 pub const MAX_BRANCHES: usize = 20;
-/// Largest compiled program of one `$regex`, in bytes; a pattern over it is refused.
-pub const REGEX_SIZE_LIMIT: usize = 256 * 1024;
+/// Most memory the compiled `$regex`es of one filter take together, in bytes; a pattern that
+/// would go over is refused. Bounding the programs bounds what each subscription holds, and the
+/// work per byte of text when the engine falls back from its lazy DFA to its NFA simulation.
+/// (One `\w` takes about 50 KB in Unicode mode; `(?-u:\w)` about 1 KB.)
+pub const REGEX_BUDGET: usize = 128 * 1024;
 /// Memory one `$regex`'s lazy DFA may use per thread before it falls back to its (also linear)
 /// NFA simulation.
 const REGEX_DFA_LIMIT: usize = 256 * 1024;
@@ -143,8 +148,9 @@ impl Filter {
                 format!("is {size} bytes as JSON; at most {MAX_FILTER_BYTES}"),
             );
         }
-        let mut conditions = 0;
-        let root = parse_filter(map, "filter", 1, &mut conditions)?;
+        let mut tally = Tally::default();
+        let root = parse_filter(map, "filter", 1, &mut tally)?;
+        let conditions = tally.conditions;
         if conditions > MAX_CONDITIONS {
             return refuse(
                 "filter",
@@ -190,6 +196,7 @@ pub struct Body<'a> {
     data: &'a Map<String, Value>,
     whole_data: OnceCell<Value>,
     reached: RefCell<Memo<'a>>,
+    remembered: std::cell::Cell<usize>,
 }
 
 /// A value a path reached, with the hash of its text when it is a string, so that comparing it
@@ -207,8 +214,10 @@ impl<'v> Reached<'v> {
     }
 }
 
-/// Most paths one event remembers; paths beyond are walked each time (still linear).
+/// Most paths one event remembers, and most values it keeps for them in all; paths beyond are
+/// walked each time (still linear), so what one event holds stays bounded whatever the filters.
 const MEMO_PATHS: usize = 1024;
+const MEMO_VALUES: usize = 64 * 1024;
 
 /// What each path reached, by the path's hash; entries of equal hash are told apart by text.
 type Memo<'a> = HashMap<u64, Vec<(Arc<str>, Vec<Reached<'a>>)>, BuildHasherDefault<PassThrough>>;
@@ -304,6 +313,7 @@ impl<'a> Body<'a> {
             data: &event.data,
             whole_data: OnceCell::new(),
             reached: RefCell::new(Memo::default()),
+            remembered: std::cell::Cell::new(0),
         }
     }
 
@@ -361,7 +371,7 @@ enum Test {
     /// `$neq` (one member), `$nin`.
     Nin(Set),
     /// The value's order against the operand must be one of these.
-    Compare(Value, [bool; 3]),
+    Compare(Bound, [bool; 3]),
     Exists(bool),
     Regex(Regex),
     StartsWith(String),
@@ -369,11 +379,18 @@ enum Test {
     Contains(Value),
 }
 
+/// What a filter has used of its limits so far, while it is parsed.
+#[derive(Default)]
+struct Tally {
+    conditions: usize,
+    regex_bytes: usize,
+}
+
 fn parse_filter(
     map: &Map<String, Value>,
     place: &str,
     depth: usize,
-    conditions: &mut usize,
+    tally: &mut Tally,
 ) -> Result<Node, FilterError> {
     if depth > MAX_DEPTH {
         return refuse(place, format!("nests deeper than {MAX_DEPTH} levels"));
@@ -401,7 +418,7 @@ fn parse_filter(
                     let Value::Object(m) = branch else {
                         return refuse(&at, "must be a filter object");
                     };
-                    nodes.push(parse_filter(m, &at, depth + 1, conditions)?);
+                    nodes.push(parse_filter(m, &at, depth + 1, tally)?);
                 }
                 if key == "$and" {
                     Node::All(nodes)
@@ -414,7 +431,7 @@ fn parse_filter(
                 let Value::Object(m) = value else {
                     return refuse(&at, "$not needs a filter object");
                 };
-                Node::Not(Box::new(parse_filter(m, &at, depth + 1, conditions)?))
+                Node::Not(Box::new(parse_filter(m, &at, depth + 1, tally)?))
             }
             k if OPERATORS.contains(&k) => {
                 return refuse(
@@ -433,7 +450,7 @@ fn parse_filter(
             path => {
                 let at = format!("{place}.{path}");
                 let path = parse_path(path).or_else(|m| refuse(&at, m))?;
-                parse_conditions(path, value, &at, conditions)?
+                parse_conditions(path, value, &at, tally)?
             }
         };
         all.push(node);
@@ -466,11 +483,11 @@ fn parse_path(raw: &str) -> Result<Path, String> {
             if p.is_empty() {
                 return Err("a path is keys separated by single dots, none of them empty".into());
             }
-            let index = if p.bytes().all(|b| b.is_ascii_digit()) {
-                p.parse::<usize>().ok()
-            } else {
-                None
-            };
+            // Digits without a leading zero index an array (a number too big to count reaches
+            // past any array's end); `01` is a key like any other.
+            let index = (p.bytes().all(|b| b.is_ascii_digit())
+                && (p == "0" || !p.starts_with('0')))
+            .then(|| p.parse::<usize>().unwrap_or(usize::MAX));
             Ok(Segment {
                 key: p.into(),
                 index,
@@ -498,12 +515,12 @@ fn parse_conditions(
     path: Path,
     value: &Value,
     place: &str,
-    conditions: &mut usize,
+    tally: &mut Tally,
 ) -> Result<Node, FilterError> {
     let ops = match value {
         Value::Object(m) if m.keys().any(|k| k.starts_with('$')) => m,
         _ => {
-            *conditions += 1;
+            tally.conditions += 1;
             return Ok(Node::Condition(
                 path,
                 Test::In(Set::of(std::slice::from_ref(value))),
@@ -520,10 +537,10 @@ fn parse_conditions(
     }
     let mut all = Vec::with_capacity(ops.len());
     for (op, operand) in ops {
-        *conditions += 1;
+        tally.conditions += 1;
         all.push(Node::Condition(
             path.clone(),
-            parse_test(op, operand, place)?,
+            parse_test(op, operand, place, tally)?,
         ));
     }
     Ok(if all.len() == 1 {
@@ -533,7 +550,12 @@ fn parse_conditions(
     })
 }
 
-fn parse_test(op: &str, operand: &Value, place: &str) -> Result<Test, FilterError> {
+fn parse_test(
+    op: &str,
+    operand: &Value,
+    place: &str,
+    tally: &mut Tally,
+) -> Result<Test, FilterError> {
     let string = |what: &str| match operand {
         Value::String(s) => Ok(s.clone()),
         _ => refuse(place, format!("{op} needs {what}")),
@@ -571,7 +593,15 @@ fn parse_test(op: &str, operand: &Value, place: &str) -> Result<Test, FilterErro
                 "$lt" => [true, false, false],
                 _ => [true, true, false],
             };
-            Test::Compare(operand.clone(), wanted)
+            let bound = match operand {
+                Value::Number(n) => Bound::Number(n.clone()),
+                Value::String(s) => match DateTime::parse_from_rfc3339(s) {
+                    Ok(t) => Bound::Time(t.with_timezone(&Utc), s.as_str().into()),
+                    Err(_) => Bound::Text(s.as_str().into()),
+                },
+                _ => return refuse(place, format!("{op} needs a number or a string")),
+            };
+            Test::Compare(bound, wanted)
         }
         "$exists" => match operand {
             Value::Bool(b) => Test::Exists(*b),
@@ -586,7 +616,11 @@ fn parse_test(op: &str, operand: &Value, place: &str) -> Result<Test, FilterErro
                     format!("$regex is {chars} characters; at most {MAX_REGEX_CHARS}"),
                 );
             }
-            Test::Regex(compile(&pattern).or_else(|m| refuse(place, m))?)
+            let left = REGEX_BUDGET.saturating_sub(tally.regex_bytes);
+            let re =
+                compile(&pattern, left, tally.regex_bytes > 0).or_else(|m| refuse(place, m))?;
+            tally.regex_bytes += re.memory_usage();
+            Test::Regex(re)
         }
         "$startsWith" => Test::StartsWith(string("a string")?),
         "$endsWith" => Test::EndsWith(string("a string")?),
@@ -603,27 +637,79 @@ fn parse_test(op: &str, operand: &Value, place: &str) -> Result<Test, FilterErro
     })
 }
 
-fn compile(pattern: &str) -> Result<Regex, String> {
-    RegexBuilder::new(pattern)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .dfa_size_limit(REGEX_DFA_LIMIT)
-        .build()
-        .map_err(|e| match e {
-            regex::Error::CompiledTooBig(limit) => {
-                format!("$regex is too large once compiled (over {limit} bytes); simplify it")
-            }
-            regex::Error::Syntax(text) => {
+/// Compiles `pattern` as the `regex` crate would (same syntax and engines), within `budget`
+/// bytes of memory; `shared` says whether other regexes of the filter took some already.
+fn compile(pattern: &str, budget: usize, shared: bool) -> Result<Regex, String> {
+    const HINT: &str = "Unicode classes such as \\w, \\d or . repeated are large; [A-Za-z0-9_], [0-9] or (?-u:\\w) are small";
+    let too_big = || {
+        if shared {
+            format!(
+                "$regex is too large once compiled: the regexes of one filter may take {REGEX_BUDGET} bytes in all; simplify them ({HINT})"
+            )
+        } else {
+            format!(
+                "$regex is too large once compiled (over {REGEX_BUDGET} bytes); simplify it ({HINT})"
+            )
+        }
+    };
+    let re = Regex::builder()
+        .configure(
+            meta::Config::new()
+                .nfa_size_limit(Some(budget))
+                .hybrid_cache_capacity(REGEX_DFA_LIMIT),
+        )
+        .build(pattern)
+        .map_err(|e| {
+            if e.size_limit().is_some() {
+                too_big()
+            } else if let Some(syntax) = e.syntax_error() {
                 // The parser's text shows the pattern with a caret over several lines; its
                 // last line says what is wrong.
+                let text = syntax.to_string();
                 let why = text
                     .lines()
                     .rev()
                     .find_map(|l| l.strip_prefix("error: "))
-                    .unwrap_or("it does not parse");
+                    .unwrap_or("it does not parse")
+                    .to_owned();
                 format!("$regex is not a valid pattern: {why}")
+            } else {
+                format!("$regex is not a valid pattern: {e}")
             }
-            other => format!("$regex is not a valid pattern: {other}"),
-        })
+        })?;
+    if re.memory_usage() > budget {
+        return Err(too_big());
+    }
+    Ok(re)
+}
+
+/// The operand of `$gt`, `$gte`, `$lt`, `$lte`. A string that is an RFC 3339 time compares as a
+/// time with values that are too (the receiver's `timestamp` has 0 to 9 fraction digits, which
+/// code-point order would misplace within a second), else by code point.
+#[derive(Debug, Clone)]
+enum Bound {
+    Number(Number),
+    Text(Box<str>),
+    Time(DateTime<Utc>, Box<str>),
+}
+
+impl Bound {
+    fn order(&self, value: &Value) -> Option<Ordering> {
+        match (value, self) {
+            (Value::Number(a), Bound::Number(b)) => compare_numbers(a, b),
+            (Value::String(a), Bound::Text(b)) => Some(a.as_str().cmp(b)),
+            (Value::String(a), Bound::Time(t, text)) => match DateTime::parse_from_rfc3339(a) {
+                Ok(v) => Some(v.with_timezone(&Utc).cmp(t)),
+                Err(_) => Some(a.as_str().cmp(text)),
+            },
+            _ => None,
+        }
+    }
+}
+
+/// Whether an order is one of the `[less, equal, greater]` a comparison wants.
+fn wanted(order: Ordering, wanted: &[bool; 3]) -> bool {
+    wanted[(order as i8 + 1) as usize]
 }
 
 /// The values of `$eq`, `$in` and their negations: strings apart, with their hashes side by
@@ -670,6 +756,16 @@ impl Node {
             Node::Condition(path, Test::Exists(want)) => {
                 path.with_reached(body, |values| values.is_empty() != *want)
             }
+            // Equal to no value reached: also true where the path reaches nothing.
+            Node::Condition(path, Test::Nin(set)) => {
+                path.with_reached(body, |values| !values.iter().any(|r| set.contains(*r)))
+            }
+            // The receiver's timestamp against a time: the event's own instant, nothing parsed.
+            Node::Condition(path, Test::Compare(Bound::Time(t, _), want))
+                if path.root == Root::Timestamp =>
+            {
+                wanted(body.occurred_at.cmp(t), want)
+            }
             Node::Condition(path, test) => {
                 path.with_reached(body, |values| values.iter().any(|r| test.passes(*r)))
             }
@@ -715,9 +811,11 @@ impl Path {
             return f(values);
         }
         let values = self.gather(body.data);
-        if memo.len() >= MEMO_PATHS {
+        let remembered = body.remembered.get() + values.len();
+        if memo.len() >= MEMO_PATHS || remembered > MEMO_VALUES {
             return f(&values);
         }
+        body.remembered.set(remembered);
         let entries = memo.entry(self.hash).or_default();
         entries.push((self.text.clone(), values));
         let (_, values) = &entries[entries.len() - 1];
@@ -748,7 +846,11 @@ fn walk<'v>(value: &'v Value, segments: &[Segment], out: &mut Vec<Reached<'v>>) 
     #[cfg(test)]
     VISITS.with(|c| c.set(c.get() + 1));
     let Some((segment, rest)) = segments.split_first() else {
+        // An array where the path ends is a value, and so is each of its elements.
         out.push(Reached::new(value));
+        if let Value::Array(items) = value {
+            out.extend(items.iter().map(Reached::new));
+        }
         return;
     };
     match value {
@@ -774,15 +876,9 @@ impl Test {
         let value = r.value;
         match self {
             Test::In(set) => set.contains(r),
+            // Decided over every value at once, in `Node::holds`.
             Test::Nin(set) => !set.contains(r),
-            Test::Compare(bound, wanted) => {
-                let order = match (value, bound) {
-                    (Value::Number(a), Value::Number(b)) => compare_numbers(a, b),
-                    (Value::String(a), Value::String(b)) => Some(a.as_str().cmp(b.as_str())),
-                    _ => None,
-                };
-                order.is_some_and(|o| wanted[(o as i8 + 1) as usize])
-            }
+            Test::Compare(bound, want) => bound.order(value).is_some_and(|o| wanted(o, want)),
             Test::Exists(_) => true,
             Test::Regex(re) => value.as_str().is_some_and(|s| re.is_match(s)),
             Test::StartsWith(p) => value.as_str().is_some_and(|s| s.starts_with(p.as_str())),
@@ -812,16 +908,38 @@ fn json_eq(a: &Value, b: &Value) -> bool {
     }
 }
 
-/// Numbers by value: integers exactly, anything with a fraction as `f64`.
+/// Numbers by value, exactly: integers as integers, an integer against a float by where the
+/// integer lies around it (no rounding of either through `f64`).
 fn compare_numbers(a: &Number, b: &Number) -> Option<Ordering> {
     fn integer(n: &Number) -> Option<i128> {
         n.as_i64()
             .map(i128::from)
             .or_else(|| n.as_u64().map(i128::from))
     }
+    /// `i` against the float `f`.
+    fn mixed(i: i128, f: f64) -> Option<Ordering> {
+        if f.is_nan() {
+            return None;
+        }
+        // Every i64/u64 lies strictly inside ±2^127.
+        if f >= 2f64.powi(127) {
+            return Some(Ordering::Less);
+        }
+        if f < -(2f64.powi(127)) {
+            return Some(Ordering::Greater);
+        }
+        let floor = f.floor();
+        // Within ±2^127 the floor converts exactly.
+        match i.cmp(&(floor as i128)) {
+            Ordering::Equal if f > floor => Some(Ordering::Less),
+            order => Some(order),
+        }
+    }
     match (integer(a), integer(b)) {
         (Some(x), Some(y)) => Some(x.cmp(&y)),
-        _ => a.as_f64()?.partial_cmp(&b.as_f64()?),
+        (Some(x), None) => mixed(x, b.as_f64()?),
+        (None, Some(y)) => mixed(y, a.as_f64()?).map(Ordering::reverse),
+        (None, None) => a.as_f64()?.partial_cmp(&b.as_f64()?),
     }
 }
 
@@ -854,7 +972,10 @@ mod tests {
                 {"sku": "SKU-2", "qty": 10, "serials": []}
             ],
             "matrix": [[1, 2], [3]],
-            "shipped_at": "2026-01-10T10:30:00Z"
+            "shipped_at": "2026-01-10T10:30:00Z",
+            "codes": {"01": "x"},
+            "big": 9007199254740993u64,
+            "neg": -3
         })
     }
 
@@ -891,7 +1012,9 @@ mod tests {
             (json!({"data.status": {"$eq": "shipped"}}), true),
             (json!({"data.status": {"$neq": "shipped"}}), false),
             (json!({"data.status": {"$neq": "packed"}}), true),
-            (json!({"data.missing": {"$neq": "x"}}), false),
+            (json!({"data.missing": {"$neq": "x"}}), true),
+            (json!({"data.missing": {"$nin": ["x"]}}), true),
+            (json!({"data.missing": {"$in": ["x"]}}), false),
             // $in / $nin.
             (
                 json!({"data.warehouse.country": {"$in": ["DE", "FR", "NL"]}}),
@@ -954,7 +1077,45 @@ mod tests {
             (json!({"data.lines.qty": {"$gt": 10}}), false),
             (json!({"data.lines.serials": {"$contains": "A2"}}), true),
             (json!({"data.matrix.0": [1, 2]}), true),
-            (json!({"data.matrix": {"$contains": 2}}), false),
+            // An array where the path ends: the array, and each of its elements.
+            (json!({"data.matrix": {"$contains": 2}}), true),
+            (json!({"data.matrix": {"$contains": 4}}), false),
+            (json!({"data.tags": "gift"}), true),
+            (json!({"data.tags": {"$in": ["gift", "heavy"]}}), true),
+            (json!({"data.tags": {"$regex": "^fra"}}), true),
+            (json!({"data.tags": {"$neq": "gift"}}), false),
+            (json!({"data.tags": {"$nin": ["heavy", "bulky"]}}), true),
+            (json!({"data.lines.serials": "A2"}), true),
+            (json!({"data.lines.sku": {"$nin": ["SKU-1"]}}), false),
+            (json!({"data.lines.sku": {"$neq": "SKU-3"}}), true),
+            (json!({"data.lines.sku": {"$neq": "SKU-2"}}), false),
+            // Digits index only without a leading zero; too many digits reach past the end.
+            (json!({"data.lines.00.sku": {"$exists": false}}), true),
+            (
+                json!({"data.lines.99999999999999999999999.sku": {"$exists": false}}),
+                true,
+            ),
+            (json!({"data.codes.01": "x"}), true),
+            // Numbers compare exactly, also integers beyond 2^53 against floats.
+            (json!({"data.big": 9007199254740992.0}), false),
+            (json!({"data.big": {"$gt": 9007199254740992.0}}), true),
+            (json!({"data.big": {"$lt": 9007199254740994.5}}), true),
+            (json!({"data.qty": {"$gt": 11.999}}), true),
+            (json!({"data.qty": {"$lt": 12.001, "$gt": -1e300}}), true),
+            (json!({"data.neg": {"$lt": -2.5, "$gt": -3.5}}), true),
+            // Strings that are RFC 3339 times compare as times, whatever their precision.
+            (
+                json!({"data.shipped_at": {"$lt": "2026-01-10T10:30:00.5Z"}}),
+                true,
+            ),
+            (
+                json!({"data.shipped_at": {"$gt": "2026-01-10T11:29:59+01:00"}}),
+                true,
+            ),
+            (
+                json!({"data.status": {"$lt": "2026-01-10T10:30:00Z"}}),
+                false,
+            ),
             // A key that is a number names an object's key where there is no array.
             (json!({"data.warehouse.0": {"$exists": false}}), true),
             // Paths below a scalar reach nothing.
@@ -1007,6 +1168,18 @@ mod tests {
         assert!(f(json!({"client_id": {"$exists": true}})));
         assert!(!f(json!({"client_id": {"$in": ["c1"]}})));
         assert!(f(json!({"timestamp": "2026-01-10T10:30:00.250Z"})));
+        // By code point `.250Z` would sort before `00Z`; as times it is after.
+        assert!(f(json!({"timestamp": {"$gte": "2026-01-10T10:30:00Z"}})));
+        assert!(!f(json!({"timestamp": {"$lt": "2026-01-10T10:30:00Z"}})));
+        assert!(f(
+            json!({"timestamp": {"$lt": "2026-01-10T11:30:00.251+01:00"}})
+        ));
+        assert!(!f(
+            json!({"timestamp": {"$gt": "2026-01-10T10:30:00.250Z"}})
+        ));
+        assert!(f(
+            json!({"timestamp": {"$gte": "2026-01-10T10:30:00.250Z"}})
+        ));
         let received: Value = serde_json::from_slice(&crate::delivery::receiver_body(&e)).unwrap();
         assert_eq!(received["timestamp"], json!("2026-01-10T10:30:00.250Z"));
     }
@@ -1090,7 +1263,7 @@ mod tests {
             ),
             (
                 json!({"data.a": {"$regex": "\\w{200}\\w{200}"}}),
-                "filter.data.a: $regex is too large once compiled (over 262144 bytes); simplify it",
+                "filter.data.a: $regex is too large once compiled (over 131072 bytes); simplify it (Unicode classes such as \\w, \\d or . repeated are large; [A-Za-z0-9_], [0-9] or (?-u:\\w) are small)",
             ),
             (
                 json!({"data.a": {"$eq": 1, "b": 2}}),
@@ -1099,6 +1272,10 @@ mod tests {
             (
                 json!({"$and": []}),
                 "filter.$and: $and needs an array of 1 to 20 filters",
+            ),
+            (
+                json!({"data.a": {"$regex": "\\w"}, "data.b": {"$regex": "\\w"}, "data.c": {"$regex": "\\w"}}),
+                "filter.data.c: $regex is too large once compiled: the regexes of one filter may take 131072 bytes in all; simplify them (Unicode classes such as \\w, \\d or . repeated are large; [A-Za-z0-9_], [0-9] or (?-u:\\w) are small)",
             ),
             (
                 json!({"$or": vec![json!({"data.a": 1}); MAX_BRANCHES + 1]}),
@@ -1175,6 +1352,11 @@ mod tests {
             deep,
             json!({"data.a": {"$in": set}}),
             json!({"data.a": {"$regex": "a".repeat(MAX_REGEX_CHARS)}}),
+            json!({"data.a": {"$regex": "^[A-Z]{2}-\\d{4}$", "$startsWith": "D"}}),
+            json!({"data.a": {"$regex": "(?i)^dhl[ _-](express|parcel)"}}),
+            json!({"data.a": {"$regex": "^[A-Za-z0-9_.+-]+@[A-Za-z0-9.-]+\\.[a-z]{2,}$"}}),
+            json!({"data.a": {"$regex": "^\\w+$"}}),
+            json!({"data.a": {"$regex": "^SKU-[0-9]{4,8}(-[A-Z]{2})?$"}}),
             json!({"$or": vec![json!({"data.a": 1}); MAX_BRANCHES]}),
             Value::Object(many),
         ] {
@@ -1203,18 +1385,20 @@ mod tests {
         // Regexes that backtracking engines take exponential time on, none of which matches,
         // and conditions through nested arrays that never hold, arranged so that evaluation
         // cannot stop early: every `$or` runs all its branches, every `$not` of one holds.
-        let failing = |i: usize| match i % 5 {
-            0 => json!({"data.n.v.s": {"$regex": "(a|aa)*c$"}}),
-            1 => json!({"data.n.v.s": {"$regex": "^(a+)+b$"}}),
-            2 => json!({"data.n.v.s": {"$regex": ".*.*.*=.*"}}),
+        const REGEXES: usize = 8;
+        let failing = |i: usize| match (i, i % 2) {
+            (0..REGEXES, _) => {
+                let re = ["(a|aa)*c$", "^(a+)+b$", ".*.*.*=.*", "(x+x+)+y"][i % 4];
+                json!({"data.n.v.s": {"$regex": re}})
+            }
             // Paths of their own, each walked in full (an event remembers what a path reached).
-            3 => json!({ format!("data.n.v.s.k{i}"): {"$in": ["b", "c", 1, 2.5]} }),
+            (_, 0) => json!({ format!("data.n.v.s.k{i}"): {"$in": ["b", "c", 1, 2.5]} }),
             _ => json!({ format!("data.n.v.k{i}"): {"$contains": "never"} }),
         };
         let negated: Vec<Value> = (0..MAX_BRANCHES)
             .map(|i| json!({"$not": {"$or": [failing(3 * i), failing(3 * i + 1), failing(3 * i + 2)]}}))
             .collect();
-        let mut deep = failing(3);
+        let mut deep = failing(63);
         for _ in 2..MAX_DEPTH {
             deep = json!({"$and": [deep]});
         }
@@ -1235,7 +1419,7 @@ mod tests {
         assert!(!matched);
         let (big, _, nodes_big) = run(32);
         // Every path was walked to the end: the filter really was evaluated in full.
-        let paths = 1 + (0..MAX_CONDITIONS).filter(|i| i % 5 >= 3).count();
+        let paths = 1 + MAX_CONDITIONS - REGEXES;
         assert!(
             small >= paths * nodes_small / 2,
             "{small} visits of {nodes_small} nodes"
@@ -1256,6 +1440,41 @@ mod tests {
             ratio <= size_ratio * 1.05,
             "work grew {ratio}x for {size_ratio}x the event"
         );
+    }
+
+    #[test]
+    fn an_event_remembers_a_bounded_number_of_values_and_still_answers_right() {
+        let many: Vec<Value> = (0..MEMO_VALUES).map(|i| json!({"k": i, "j": i})).collect();
+        let e = event(json!({"a": many}));
+        let body = Body::of(&e);
+        let holds = |f: Value| Filter::parse(&f).unwrap().matches(&body);
+        // The first path fills the memo; the second is walked each time, with the same answers.
+        for _ in 0..2 {
+            assert!(holds(json!({"data.a.k": MEMO_VALUES - 1})));
+            assert!(holds(json!({"data.a.j": {"$gte": MEMO_VALUES - 1}})));
+            assert!(!holds(json!({"data.a.j": {"$gt": MEMO_VALUES}})));
+        }
+        assert!(body.remembered.get() <= MEMO_VALUES);
+    }
+
+    #[test]
+    fn the_regexes_of_one_filter_share_one_budget() {
+        // Unicode classes repeated: small to write, large to run.
+        for re in ["\\w{10}", ".{300}", "[^a-z]{300}"] {
+            let e = Filter::parse(&json!({"data.s": {"$regex": re}})).unwrap_err();
+            assert!(e.message.contains("too large once compiled"), "{re}: {e}");
+        }
+        let big = "[a-m].{100}[^a-z]";
+        assert!(Filter::parse(&json!({"data.s": {"$regex": big}})).is_ok());
+        let e = Filter::parse(&json!({"data.s": {"$regex": big}, "data.t": {"$regex": big}}))
+            .unwrap_err();
+        assert_eq!(e.place, "filter.data.t");
+        assert!(e.message.contains("131072 bytes in all"), "{e}");
+        // Many small ones fit.
+        let small: Map<String, Value> = (0..32)
+            .map(|i| (format!("data.k{i}"), json!({"$regex": "^dhl-[0-9]+$"})))
+            .collect();
+        assert!(Filter::parse(&Value::Object(small)).is_ok());
     }
 
     fn count_nodes(map: &Map<String, Value>) -> usize {

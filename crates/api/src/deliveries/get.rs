@@ -16,6 +16,7 @@ use crate::{
 
 /// One delivery of the caller's tenant, with its event and every attempt.
 #[utoipa::path(
+    operation_id = "get_delivery",
     get, path = "/v1/deliveries/{id}", tag = "deliveries", params(("id" = uuid::Uuid, Path, description = "Delivery id (the `waybill-delivery-id` header the receiver got)")),
     responses((status = 200, body = DeliveryResponse), NotFound),
     security(("bearer" = ["webhooks:read"]))

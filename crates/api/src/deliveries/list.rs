@@ -18,6 +18,7 @@ pub(crate) const PARAMS: &[&str] = &["status", "event_type", "since", "until", "
 
 /// A subscription's deliveries, newest first.
 #[utoipa::path(
+    operation_id = "list_deliveries",
     get, path = "/v1/webhooks/{id}/deliveries", tag = "deliveries", params( WebhookPath, DeliveryListQuery, ),
     responses((status = 200, body = DeliveryList), NotFound, Invalid),
     security(("bearer" = ["webhooks:read"]))

@@ -184,6 +184,7 @@ async fn replay(
 /// One more attempt of a delivery now, whatever its status, to the subscription as it is now
 /// (its current URL, headers, auth and keys).
 #[utoipa::path(
+    operation_id = "retry_delivery",
     post, path = "/v1/deliveries/{id}/retry", tag = "deliveries", params(("id" = uuid::Uuid, Path, description = "Delivery id")),
     responses((status = 202, description = "Queued; the delivery is `pending` until the attempt is made", body = DeliveryViewResponse), NotFound, (status = 409, description = "The delivery's event is no longer recorded", body = ErrorResponse)),
     security(("bearer" = ["webhooks:write"]))
@@ -226,6 +227,7 @@ struct RecoverBody {
 /// Retries every failed delivery of a subscription created in a window. Calling it twice queues
 /// nothing more: the deliveries it queued are `pending` until their attempt.
 #[utoipa::path(
+    operation_id = "recover_deliveries",
     post, path = "/v1/webhooks/{id}/recover", tag = "deliveries", params(WebhookPath),
     request_body = RecoverInput,
     responses((status = 202, body = QueuedResponse), NotFound, (status = 409, description = "A delivery's event is no longer recorded", body = ErrorResponse)),

@@ -13,6 +13,7 @@ use crate::{
 
 /// One event type with its schema.
 #[utoipa::path(
+    operation_id = "get_event_type",
     get, path = "/v1/events/{name}", tag = "events", params(EventTypePath),
     responses((status = 200, body = EventTypeResponse), NotFound),
     security(("bearer" = []))

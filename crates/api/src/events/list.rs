@@ -18,6 +18,7 @@ use crate::{
 
 /// The catalog, optionally one group or only (in)active types, sorted by name.
 #[utoipa::path(
+    operation_id = "list_event_types",
     get, path = "/v1/events", tag = "events", params(EventTypeListQuery),
     responses((status = 200, body = EventTypeList), Invalid),
     security(("bearer" = []))

@@ -26,6 +26,7 @@ struct Patch {
 /// Activates or deactivates an event type, or changes its description. An inactive type cannot
 /// be newly subscribed to or published, and is not delivered.
 #[utoipa::path(
+    operation_id = "update_event_type",
     patch, path = "/v1/events/{name}", tag = "events", params(EventTypePath),
     request_body = EventTypeUpdate,
     responses((status = 200, body = EventTypeResponse), NotFound, Invalid),

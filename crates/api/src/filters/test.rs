@@ -87,7 +87,11 @@ pub async fn test(auth: Caller<ReadWebhooks>, state: State, body: Body) -> Reply
     let (Some(filter), Some(envelope), true) = (filter, envelope, errors.is_empty()) else {
         return Err(ApiError::validation(errors));
     };
-    let matches = filter.matches(&ReceiverBody::of(&envelope));
+    // A filter at its limits on an event of 256 KiB can take a while (linear, but with regexes
+    // that are large once compiled); off the workers, so other requests are not held up.
+    let matches = tokio::task::spawn_blocking(move || filter.matches(&ReceiverBody::of(&envelope)))
+        .await
+        .map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().json(One {
         data: FilterTestOutcome { matches },
     }))

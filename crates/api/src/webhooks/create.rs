@@ -19,6 +19,7 @@ use crate::{
 
 /// Creates a subscription.
 #[utoipa::path(
+    operation_id = "create_webhook",
     post, path = "/v1/webhooks", tag = "webhooks",
     request_body = WebhookCreate,
     responses(

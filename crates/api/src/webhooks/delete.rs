@@ -14,6 +14,7 @@ use crate::{
 
 /// Deletes a subscription; dispatchers stop delivering to it once the change reaches them.
 #[utoipa::path(
+    operation_id = "delete_webhook",
     delete, path = "/v1/webhooks/{id}", tag = "webhooks", params(WebhookPath),
     responses((status = 204, description = "Deleted."), NotFound),
     security(("bearer" = ["webhooks:write"]))

@@ -14,6 +14,7 @@ use crate::{
 
 /// One subscription of the caller's tenant.
 #[utoipa::path(
+    operation_id = "get_webhook",
     get, path = "/v1/webhooks/{id}", tag = "webhooks", params(WebhookPath),
     responses((status = 200, body = WebhookResponse), NotFound),
     security(("bearer" = ["webhooks:read"]))

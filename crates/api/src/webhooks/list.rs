@@ -28,6 +28,7 @@ pub(crate) const PARAMS: &[&str] = &[
 
 /// The caller's subscriptions, a page at a time.
 #[utoipa::path(
+    operation_id = "list_webhooks",
     get, path = "/v1/webhooks", tag = "webhooks", params(WebhookListQuery),
     responses((status = 200, body = WebhookList), Invalid),
     security(("bearer" = ["webhooks:read"]))

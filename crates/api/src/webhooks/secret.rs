@@ -37,6 +37,7 @@ pub struct SecretView {
 
 /// The current signing secret, in clear.
 #[utoipa::path(
+    operation_id = "get_webhook_secret",
     get, path = "/v1/webhooks/{id}/secret", tag = "webhooks", params(WebhookPath),
     responses((status = 200, body = SecretResponse), NotFound),
     security(("bearer" = ["webhooks:write"]))
@@ -66,6 +67,7 @@ struct RotateBody {
 
 /// Replaces the signing secret; the old one keeps signing during the grace period.
 #[utoipa::path(
+    operation_id = "rotate_webhook_secret",
     post, path = "/v1/webhooks/{id}/secret/rotate", tag = "webhooks", params(WebhookPath),
     request_body(content = Option<RotateSecret>, description = "Optional; an empty body generates a secret with the default grace period."),
     responses((status = 200, body = SecretResponse), NotFound, Invalid),

@@ -48,6 +48,7 @@ pub struct TestOutcome {
 /// Sends a `webhook.test` event now and answers with the outcome of that attempt (200 whatever
 /// the receiver answered; `succeeded` tells). An inactive subscription can be tested too.
 #[utoipa::path(
+    operation_id = "test_webhook",
     post, path = "/v1/webhooks/{id}/test", tag = "webhooks", params(WebhookPath),
     responses((status = 200, body = TestOutcomeResponse), NotFound),
     security(("bearer" = ["webhooks:write"]))

@@ -22,6 +22,7 @@ const ATTEMPTS: usize = 3;
 
 /// Changes the fields given; `headers`, `auth` and `filter` replace the whole value.
 #[utoipa::path(
+    operation_id = "update_webhook",
     patch, path = "/v1/webhooks/{id}", tag = "webhooks", params(WebhookPath),
     request_body = WebhookUpdate,
     responses((status = 200, body = WebhookResponse), NotFound, Conflict, Invalid),

@@ -97,7 +97,7 @@ fn refused_filters() -> Vec<(Value, String)> {
         ),
         (
             json!({"data.a": {"$regex": "\\w{200}\\w{200}"}}),
-            "filter.data.a: $regex is too large once compiled (over 262144 bytes); simplify it",
+            "filter.data.a: $regex is too large once compiled (over 131072 bytes); simplify it (Unicode classes such as \\w, \\d or . repeated are large; [A-Za-z0-9_], [0-9] or (?-u:\\w) are small)",
         ),
         // Limits.
         (

@@ -55,3 +55,20 @@ async fn the_served_document_is_the_committed_one() {
     }
     assert_eq!(schemas["Filter"]["examples"].as_array().unwrap().len(), 4);
 }
+
+#[test]
+fn every_operation_has_an_id_of_its_own() {
+    // Client generators name their methods after operation ids; two alike collide.
+    let doc: serde_json::Value = serde_json::from_str(&waybill_api::openapi::document()).unwrap();
+    let mut seen = std::collections::BTreeMap::new();
+    for (path, operations) in doc["paths"].as_object().unwrap() {
+        for (method, op) in operations.as_object().unwrap() {
+            let id = op["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+            if let Some(other) = seen.insert(id.to_owned(), format!("{method} {path}")) {
+                panic!("{id} names both {other} and {method} {path}");
+            }
+        }
+    }
+}

@@ -14,6 +14,7 @@ use crate::{
 
 /// Deletes the record of a refused event; the event itself is gone for good.
 #[utoipa::path(
+    operation_id = "delete_invalid_event",
     delete, path = "/v1/admin/invalid-events/{id}", tag = "admin", params(InvalidEventPath),
     responses((status = 204, description = "Deleted."), NotFound),
     security(("bearer" = ["admin"]))

@@ -38,6 +38,7 @@ pub struct InvalidEventListQuery {
 
 /// The events the dispatcher refused, newest first, each body cut at 16 KiB.
 #[utoipa::path(
+    operation_id = "list_invalid_events",
     get, path = "/v1/admin/invalid-events", tag = "admin", params(InvalidEventListQuery),
     responses((status = 200, body = InvalidEventList), Invalid),
     security(("bearer" = ["admin"]))

@@ -48,6 +48,7 @@ impl From<diesel::result::Error> for RedriveError {
 
 /// Publishes a refused event again; 202 once the broker confirmed it and its record is removed.
 #[utoipa::path(
+    operation_id = "redrive_invalid_event",
     post, path = "/v1/admin/invalid-events/{id}/redrive", tag = "admin", params(InvalidEventPath),
     responses(
         (status = 202, description = "Published again (the broker confirmed it) and the record removed; the record as it was.", body = InvalidEventResponse),
