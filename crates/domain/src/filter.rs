@@ -253,10 +253,13 @@ impl Hasher for PassThrough {
 /// a key and told apart by the key; those of dropped filters are swept whenever the table has
 /// doubled since the last sweep.
 struct Interner<T: ?Sized> {
-    by_hash: HashMap<u64, Vec<(Box<str>, Weak<T>)>>,
+    by_hash: HashMap<u64, Vec<Interned<T>>>,
     entries: usize,
     swept_at: usize,
 }
+
+/// An interned value by its key.
+type Interned<T> = (Box<str>, Weak<T>);
 
 impl<T: ?Sized> Default for Interner<T> {
     fn default() -> Self {
