@@ -28,8 +28,9 @@
 //! crate's engines, linear in the string, and every operand is bounded (4 KiB in all), so one
 //! evaluation is at most [`MAX_CONDITIONS`] walks: linear in the size of the event, whatever the
 //! filter. Across the many filters evaluated on one event, a [`Body`] remembers what each path
-//! reached (paths are shared by address between filters), so a condition mostly costs a lookup
-//! and an integer compare.
+//! reached (paths are shared by address between filters), and a condition that several filters
+//! have (the same operator and operand on the same path: a tenant's subscriptions name the same
+//! few fields and values) is held once in the process and decided once per event.
 
 use std::{
     cell::{OnceCell, RefCell},
@@ -197,6 +198,8 @@ pub struct Body<'a> {
     whole_data: OnceCell<Value>,
     reached: RefCell<Memo<'a>>,
     remembered: std::cell::Cell<usize>,
+    /// What each shared condition came to, by its id.
+    decided: RefCell<HashMap<u64, bool, BuildHasherDefault<Mix>>>,
 }
 
 /// A value a path reached, with the hash of its text when it is a string, so that comparing it
@@ -218,6 +221,8 @@ impl<'v> Reached<'v> {
 /// walked each time (still linear), so what one event holds stays bounded whatever the filters.
 const MEMO_PATHS: usize = 1024;
 const MEMO_VALUES: usize = 64 * 1024;
+/// Most shared conditions one event remembers the answer of.
+const MEMO_DECIDED: usize = 64 * 1024;
 
 /// What each path reached, by the path's hash; entries of equal hash are told apart by text.
 type Memo<'a> = HashMap<u64, Vec<(Arc<str>, Vec<Reached<'a>>)>, BuildHasherDefault<PassThrough>>;
@@ -242,47 +247,98 @@ impl Hasher for PassThrough {
     }
 }
 
-/// Path texts of the filters alive in this process, one allocation per distinct text, so that
-/// an event's memo recognises a path it has seen by its address, without reading the text.
-/// Entries of dropped filters are swept whenever the table has doubled since the last sweep.
-#[derive(Default)]
-struct PathTexts {
-    by_hash: HashMap<u64, Vec<Weak<str>>>,
+/// Values shared by every filter alive in this process that has them: path texts, so that an
+/// event's memo recognises a path by its address, and whole conditions, so that a condition many
+/// subscriptions have is held once and decided once per event. Entries are found by the hash of
+/// a key and told apart by the key; those of dropped filters are swept whenever the table has
+/// doubled since the last sweep.
+struct Interner<T: ?Sized> {
+    by_hash: HashMap<u64, Vec<Interned<T>>>,
     entries: usize,
     swept_at: usize,
 }
 
-fn intern(text: &str, hash: u64) -> Arc<str> {
-    static TEXTS: OnceLock<Mutex<PathTexts>> = OnceLock::new();
-    // A poisoned table still holds valid entries; at worst a text is not shared.
-    let mut t = TEXTS
+/// An interned value by its key.
+type Interned<T> = (Box<str>, Weak<T>);
+
+impl<T: ?Sized> Default for Interner<T> {
+    fn default() -> Self {
+        Interner {
+            by_hash: HashMap::new(),
+            entries: 0,
+            swept_at: 0,
+        }
+    }
+}
+
+impl<T: ?Sized> Interner<T> {
+    fn find(&self, key: &str, hash: u64) -> Option<Arc<T>> {
+        self.by_hash.get(&hash).and_then(|entries| {
+            entries
+                .iter()
+                .find(|(k, _)| **k == *key)
+                .and_then(|(_, w)| w.upgrade())
+        })
+    }
+
+    fn insert(&mut self, key: &str, hash: u64, value: &Arc<T>) {
+        let entries = self.by_hash.entry(hash).or_default();
+        // A dead entry of the same key gives way.
+        entries.retain(|(k, w)| **k != *key && w.strong_count() > 0);
+        entries.push((key.into(), Arc::downgrade(value)));
+        self.entries += 1;
+        if self.entries > 2 * self.swept_at.max(512) {
+            self.by_hash.retain(|_, entries| {
+                entries.retain(|(_, w)| w.strong_count() > 0);
+                !entries.is_empty()
+            });
+            self.entries = self.by_hash.values().map(Vec::len).sum();
+            self.swept_at = self.entries;
+        }
+    }
+}
+
+fn locked<T: ?Sized>(
+    table: &'static OnceLock<Mutex<Interner<T>>>,
+) -> std::sync::MutexGuard<'static, Interner<T>> {
+    // A poisoned table still holds valid entries; at worst a value is not shared.
+    table
         .get_or_init(Mutex::default)
         .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    let found = t.by_hash.get(&hash).and_then(|texts| {
-        texts
-            .iter()
-            .filter_map(Weak::upgrade)
-            .find(|a| **a == *text)
-    });
-    if let Some(found) = found {
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+static PATH_TEXTS: OnceLock<Mutex<Interner<str>>> = OnceLock::new();
+static CONDITIONS: OnceLock<Mutex<Interner<Condition>>> = OnceLock::new();
+
+fn intern(text: &str, hash: u64) -> Arc<str> {
+    let mut t = locked(&PATH_TEXTS);
+    if let Some(found) = t.find(text, hash) {
         return found;
     }
     let fresh: Arc<str> = text.into();
-    t.by_hash
-        .entry(hash)
-        .or_default()
-        .push(Arc::downgrade(&fresh));
-    t.entries += 1;
-    if t.entries > 2 * t.swept_at.max(512) {
-        t.by_hash.retain(|_, texts| {
-            texts.retain(|w| w.strong_count() > 0);
-            !texts.is_empty()
-        });
-        t.entries = t.by_hash.values().map(Vec::len).sum();
-        t.swept_at = t.entries;
-    }
+    t.insert(text, hash, &fresh);
     fresh
+}
+
+/// A hasher for integer keys without structure in their low bits (ids count up by one).
+#[derive(Default)]
+struct Mix(u64);
+
+impl Hasher for Mix {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
 
 /// FNV-1a of a text: of a path when a filter is parsed, of a string value once per event.
@@ -314,6 +370,7 @@ impl<'a> Body<'a> {
             whole_data: OnceCell::new(),
             reached: RefCell::new(Memo::default()),
             remembered: std::cell::Cell::new(0),
+            decided: RefCell::default(),
         }
     }
 
@@ -360,7 +417,16 @@ enum Node {
     All(Vec<Node>),
     Any(Vec<Node>),
     Not(Box<Node>),
-    Condition(Path, Test),
+    Condition(Arc<Condition>),
+}
+
+/// One operator (or plain value) on one path; shared by every filter alive that has it.
+#[derive(Debug)]
+struct Condition {
+    /// Never reused in this process, so an event's memo can key its answers by it.
+    id: u64,
+    path: Path,
+    test: Test,
 }
 
 /// What a condition asks of a value its path reached.
@@ -521,10 +587,7 @@ fn parse_conditions(
         Value::Object(m) if m.keys().any(|k| k.starts_with('$')) => m,
         _ => {
             tally.conditions += 1;
-            return Ok(Node::Condition(
-                path,
-                Test::In(Set::of(std::slice::from_ref(value))),
-            ));
+            return condition(&path, "$eq", value, place, tally);
         }
     };
     if let Some(plain) = ops.keys().find(|k| !k.starts_with('$')) {
@@ -538,16 +601,59 @@ fn parse_conditions(
     let mut all = Vec::with_capacity(ops.len());
     for (op, operand) in ops {
         tally.conditions += 1;
-        all.push(Node::Condition(
-            path.clone(),
-            parse_test(op, operand, place, tally)?,
-        ));
+        all.push(condition(&path, op, operand, place, tally)?);
     }
     Ok(if all.len() == 1 {
         all.swap_remove(0)
     } else {
         Node::All(all)
     })
+}
+
+/// The condition `op` `operand` on `path`: the one other filters share when there is one, else
+/// checked, compiled and shared from now on.
+fn condition(
+    path: &Path,
+    op: &str,
+    operand: &Value,
+    place: &str,
+    tally: &mut Tally,
+) -> Result<Node, FilterError> {
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let key = format!("{}\u{0}{op}\u{0}{operand}", path.text);
+    let hash = text_hash(&key);
+    let known = locked(&CONDITIONS).find(&key, hash);
+    let shared = match known {
+        Some(c) => {
+            // Shared or not, its regex counts against this filter's budget.
+            if let Test::Regex(re) = &c.test {
+                let used = tally.regex_bytes + re.memory_usage();
+                if used > REGEX_BUDGET {
+                    return refuse(place, regex_too_big(tally.regex_bytes > 0));
+                }
+                tally.regex_bytes = used;
+            }
+            c
+        }
+        None => {
+            let test = parse_test(op, operand, place, tally)?;
+            let fresh = Arc::new(Condition {
+                id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                path: path.clone(),
+                test,
+            });
+            let mut table = locked(&CONDITIONS);
+            // Another thread may have put the same one in meanwhile; either is right.
+            match table.find(&key, hash) {
+                Some(c) => c,
+                None => {
+                    table.insert(&key, hash, &fresh);
+                    fresh
+                }
+            }
+        }
+    };
+    Ok(Node::Condition(shared))
 }
 
 fn parse_test(
@@ -639,19 +745,23 @@ fn parse_test(
 
 /// Compiles `pattern` as the `regex` crate would (same syntax and engines), within `budget`
 /// bytes of memory; `shared` says whether other regexes of the filter took some already.
-fn compile(pattern: &str, budget: usize, shared: bool) -> Result<Regex, String> {
+/// Why a regex over the budget is refused; `shared` when other regexes of the filter took
+/// some of it.
+fn regex_too_big(shared: bool) -> String {
     const HINT: &str = "Unicode classes such as \\w, \\d or . repeated are large; [A-Za-z0-9_], [0-9] or (?-u:\\w) are small";
-    let too_big = || {
-        if shared {
-            format!(
-                "$regex is too large once compiled: the regexes of one filter may take {REGEX_BUDGET} bytes in all; simplify them ({HINT})"
-            )
-        } else {
-            format!(
-                "$regex is too large once compiled (over {REGEX_BUDGET} bytes); simplify it ({HINT})"
-            )
-        }
-    };
+    if shared {
+        format!(
+            "$regex is too large once compiled: the regexes of one filter may take {REGEX_BUDGET} bytes in all; simplify them ({HINT})"
+        )
+    } else {
+        format!(
+            "$regex is too large once compiled (over {REGEX_BUDGET} bytes); simplify it ({HINT})"
+        )
+    }
+}
+
+fn compile(pattern: &str, budget: usize, shared: bool) -> Result<Regex, String> {
+    let too_big = || regex_too_big(shared);
     let re = Regex::builder()
         .configure(
             meta::Config::new()
@@ -753,22 +863,37 @@ impl Node {
             Node::All(nodes) => nodes.iter().all(|n| n.holds(body)),
             Node::Any(nodes) => nodes.iter().any(|n| n.holds(body)),
             Node::Not(node) => !node.holds(body),
-            Node::Condition(path, Test::Exists(want)) => {
-                path.with_reached(body, |values| values.is_empty() != *want)
+            // A condition other filters have too is decided once per event.
+            Node::Condition(c) if Arc::strong_count(c) > 1 => {
+                if let Some(known) = body.decided.borrow().get(&c.id) {
+                    return *known;
+                }
+                let holds = c.holds(body);
+                let mut decided = body.decided.borrow_mut();
+                if decided.len() < MEMO_DECIDED {
+                    decided.insert(c.id, holds);
+                }
+                holds
             }
+            Node::Condition(c) => c.holds(body),
+        }
+    }
+}
+
+impl Condition {
+    fn holds(&self, body: &Body<'_>) -> bool {
+        let path = &self.path;
+        match &self.test {
+            Test::Exists(want) => path.with_reached(body, |values| values.is_empty() != *want),
             // Equal to no value reached: also true where the path reaches nothing.
-            Node::Condition(path, Test::Nin(set)) => {
+            Test::Nin(set) => {
                 path.with_reached(body, |values| !values.iter().any(|r| set.contains(*r)))
             }
             // The receiver's timestamp against a time: the event's own instant, nothing parsed.
-            Node::Condition(path, Test::Compare(Bound::Time(t, _), want))
-                if path.root == Root::Timestamp =>
-            {
+            Test::Compare(Bound::Time(t, _), want) if path.root == Root::Timestamp => {
                 wanted(body.occurred_at.cmp(t), want)
             }
-            Node::Condition(path, test) => {
-                path.with_reached(body, |values| values.iter().any(|r| test.passes(*r)))
-            }
+            test => path.with_reached(body, |values| values.iter().any(|r| test.passes(*r))),
         }
     }
 }
@@ -1475,6 +1600,52 @@ mod tests {
             .map(|i| (format!("data.k{i}"), json!({"$regex": "^dhl-[0-9]+$"})))
             .collect();
         assert!(Filter::parse(&Value::Object(small)).is_ok());
+    }
+
+    #[test]
+    fn a_condition_many_filters_have_is_held_once_and_decided_once_per_event() {
+        let low = json!({"data.qty": {"$lt": 20}, "data.status": "shipped"});
+        let a = Filter::parse(&low).unwrap();
+        let b = Filter::parse(
+            &json!({"data.status": {"$eq": "shipped"}, "data.tags": {"$contains": "gift"}}),
+        )
+        .unwrap();
+        let ids = |f: &Filter| {
+            let mut out = Vec::new();
+            fn walk(n: &Node, out: &mut Vec<u64>) {
+                match n {
+                    Node::All(v) | Node::Any(v) => v.iter().for_each(|n| walk(n, out)),
+                    Node::Not(n) => walk(n, out),
+                    Node::Condition(c) => out.push(c.id),
+                }
+            }
+            walk(&f.root, &mut out);
+            out
+        };
+        // `"shipped"` and `{"$eq": "shipped"}` on the same path are one condition.
+        let shared: Vec<u64> = ids(&a)
+            .into_iter()
+            .filter(|id| ids(&b).contains(id))
+            .collect();
+        assert_eq!(shared.len(), 1);
+        let data = order();
+        let e = event(data);
+        let body = Body::of(&e);
+        assert!(a.matches(&body));
+        assert!(b.matches(&body));
+        assert_eq!(body.decided.borrow().get(&shared[0]), Some(&true));
+        // Another event, other answers: nothing carries over between bodies.
+        let mut other = order();
+        other["status"] = json!("packed");
+        let e2 = event(other);
+        let body2 = Body::of(&e2);
+        assert!(!a.matches(&body2));
+        assert!(!b.matches(&body2));
+        // Once every filter holding it is gone, a new one gets a condition of its own.
+        let id = shared[0];
+        drop((a, b));
+        let c = Filter::parse(&low).unwrap();
+        assert!(!ids(&c).contains(&id));
     }
 
     fn count_nodes(map: &Map<String, Value>) -> usize {
