@@ -16,7 +16,7 @@ use waybill_domain::{
     EventPattern, WebhookId,
     change::SubscriptionSnapshot,
     event::EventEnvelope,
-    filter::{Body, Filter},
+    filter::{Body, Filter, Shortcut},
 };
 use waybill_outbound::{Endpoint, EndpointError};
 use waybill_store::Cipher;
@@ -129,6 +129,14 @@ struct Entry {
     /// Whether it lists more than one pattern: only such a subscription can be met in two
     /// lists of one lookup.
     several: bool,
+    /// Some of its filter's conditions, kept here so that a candidate an event's earlier
+    /// answers already rule out is turned away without reading its filter.
+    shortcut: Shortcut,
+    /// The target's `active`, and whether it takes every client: the cheap checks, read from
+    /// the list itself.
+    active: bool,
+    every_client: bool,
+    filtered: bool,
 }
 
 #[derive(Default)]
@@ -169,6 +177,7 @@ impl Inner {
         self.tombstones.remove(&t.id);
         let keys = pattern_keys(&t);
         let several = keys.len() > 1;
+        let shortcut = t.filter.as_ref().map(|f| f.shortcut()).unwrap_or_default();
         let target = Arc::new(t);
         for p in keys {
             let list = self
@@ -178,6 +187,10 @@ impl Inner {
             Arc::make_mut(list).push(Entry {
                 target: target.clone(),
                 several,
+                shortcut,
+                active: target.active,
+                every_client: target.client_ids.is_empty(),
+                filtered: target.filter.is_some(),
             });
         }
         self.targets.insert(target.id, target);
@@ -293,11 +306,18 @@ impl Index {
             event.tenant.as_str(),
             event.kind.as_str(),
             event.client_id.as_deref(),
-            |t| {
-                let Some(filter) = &t.filter else {
+            |e| {
+                if !e.filtered {
                     return true;
+                }
+                let body = body.get_or_insert_with(|| Body::of(event));
+                let kept = match body.known(&e.shortcut) {
+                    Some(known) => known,
+                    None => match &e.target.filter {
+                        None => return true,
+                        Some(filter) => filter.matches(body),
+                    },
                 };
-                let kept = filter.matches(body.get_or_insert_with(|| Body::of(event)));
                 filtered_out += usize::from(!kept);
                 kept
             },
@@ -316,7 +336,7 @@ impl Index {
         tenant: &str,
         event_type: &str,
         client_id: Option<&str>,
-        mut keep: impl FnMut(&Target) -> bool,
+        mut keep: impl FnMut(&Entry) -> bool,
     ) -> Vec<Arc<Target>> {
         let keys: Vec<(String, String)> = EventPattern::covering(event_type)
             .into_iter()
@@ -333,15 +353,14 @@ impl Index {
         let mut out = Vec::new();
         for list in &lists {
             for e in list.iter() {
-                let t = &e.target;
-                if !t.active || !t.wants_client(client_id) {
+                if !e.active || (!e.every_client && !e.target.wants_client(client_id)) {
                     continue;
                 }
-                if overlap && e.several && !seen.insert(t.id) {
+                if overlap && e.several && !seen.insert(e.target.id) {
                     continue;
                 }
-                if keep(t) {
-                    out.push(t.clone());
+                if keep(e) {
+                    out.push(e.target.clone());
                 }
             }
         }

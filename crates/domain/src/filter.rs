@@ -181,6 +181,52 @@ impl Filter {
     pub fn matches(&self, body: &Body<'_>) -> bool {
         self.root.holds(body)
     }
+
+    /// The ids of up to [`SHORTCUT_IDS`] of the conditions that must all hold (the top level's),
+    /// those other filters share first, for [`Body::known`].
+    pub fn shortcut(&self) -> Shortcut {
+        let top: Vec<&Arc<Condition>> = match &self.root {
+            Node::Condition(c) => vec![c],
+            Node::All(nodes) => nodes
+                .iter()
+                .filter_map(|n| match n {
+                    Node::Condition(c) => Some(c),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let every = match &self.root {
+            Node::Condition(_) => true,
+            Node::All(nodes) => top.len() == nodes.len(),
+            _ => false,
+        };
+        let mut ranked = top;
+        // Shared conditions are the ones an event's memo is likely to know already.
+        ranked.sort_by_key(|c| std::cmp::Reverse(Arc::strong_count(c) > 1));
+        let mut out = Shortcut {
+            complete: every && ranked.len() <= SHORTCUT_IDS,
+            ..Shortcut::default()
+        };
+        for (slot, c) in out.ids.iter_mut().zip(&ranked) {
+            *slot = c.id;
+            out.len += 1;
+        }
+        out
+    }
+}
+
+/// Most condition ids a [`Shortcut`] carries.
+pub const SHORTCUT_IDS: usize = 4;
+
+/// Some conditions a filter needs, by id: enough for an index to turn most candidates away from
+/// what the event already decided, without reading the filter itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shortcut {
+    ids: [u64; SHORTCUT_IDS],
+    len: u8,
+    /// The ids are all the filter is: every one known true means the filter holds.
+    complete: bool,
 }
 
 /// The body a receiver gets for an event, as filters read it. Built once per event and shared
@@ -372,6 +418,28 @@ impl<'a> Body<'a> {
             remembered: std::cell::Cell::new(0),
             decided: RefCell::default(),
         }
+    }
+
+    /// What the filter of `shortcut` comes to, if this event's answers for shared conditions
+    /// already settle it: one of its conditions known false, or all of them known true.
+    /// `None`: evaluate it. Only an answer the filter itself would give.
+    pub fn known(&self, shortcut: &Shortcut) -> Option<bool> {
+        if shortcut.len == 0 {
+            return None;
+        }
+        let decided = self.decided.borrow();
+        if decided.is_empty() {
+            return None;
+        }
+        let mut all = shortcut.complete;
+        for id in &shortcut.ids[..usize::from(shortcut.len)] {
+            match decided.get(id) {
+                Some(false) => return Some(false),
+                Some(true) => {}
+                None => all = false,
+            }
+        }
+        all.then_some(true)
     }
 
     fn timestamp(&self) -> Reached<'_> {
@@ -1646,6 +1714,38 @@ mod tests {
         drop((a, b));
         let c = Filter::parse(&low).unwrap();
         assert!(!ids(&c).contains(&id));
+    }
+
+    #[test]
+    fn a_shortcut_settles_a_filter_only_from_answers_the_event_already_has() {
+        let e = event(order());
+        let body = Body::of(&e);
+        let shipped = json!({"data.status": "shipped", "data.qty": {"$gt": 10}});
+        let first = Filter::parse(&shipped).unwrap();
+        // The same two conditions, and one the event has not decided yet.
+        let same = Filter::parse(&shipped).unwrap();
+        let wider = Filter::parse(
+            &json!({"data.status": "shipped", "data.qty": {"$gt": 10}, "data.note": null}),
+        )
+        .unwrap();
+        let packed =
+            Filter::parse(&json!({"data.status": "packed", "data.qty": {"$gt": 10}})).unwrap();
+        let either = Filter::parse(&json!({"$or": [{"data.status": "shipped"}]})).unwrap();
+        // Nothing decided yet: nothing is known.
+        assert_eq!(body.known(&same.shortcut()), None);
+        assert!(first.matches(&body));
+        // All of `same` is known true; `wider` has a condition of its own.
+        assert_eq!(body.known(&same.shortcut()), Some(true));
+        assert_eq!(body.known(&wider.shortcut()), None);
+        assert!(wider.matches(&body));
+        // One shared condition known false is enough to turn a filter away.
+        let other = Filter::parse(&json!({"data.status": "packed"})).unwrap();
+        assert!(!other.matches(&body));
+        assert_eq!(body.known(&packed.shortcut()), Some(false));
+        assert!(!packed.matches(&body));
+        // A filter that is no plain AND has no shortcut.
+        assert_eq!(body.known(&either.shortcut()), None);
+        assert!(either.matches(&body));
     }
 
     fn count_nodes(map: &Map<String, Value>) -> usize {
