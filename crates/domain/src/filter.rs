@@ -1748,6 +1748,76 @@ mod tests {
         assert!(either.matches(&body));
     }
 
+    #[test]
+    fn what_a_shortcut_settles_is_what_the_filter_says() {
+        // Filters and events drawn from a small vocabulary, so that conditions, paths and
+        // values meet often; every answer the event's memo gives must be the filter's own.
+        let mut seed: u64 = 0x9e37_79b9;
+        let mut next = move |n: usize| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) as usize % n
+        };
+        let words = ["a", "b", "c", "shipped", "packed", "NL", "DE"];
+        let paths = ["data.s", "data.t", "data.l.k", "data.tags", "data.n"];
+        let condition = |next: &mut dyn FnMut(usize) -> usize| {
+            let path = paths[next(paths.len())];
+            let w = |next: &mut dyn FnMut(usize) -> usize| json!(words[next(words.len())]);
+            let value = match next(7) {
+                0 => w(next),
+                1 => json!({"$neq": w(next)}),
+                2 => json!({"$in": [w(next), w(next)]}),
+                3 => json!({"$nin": [w(next), w(next), w(next)]}),
+                4 => json!({"$in": [w(next), 1]}),
+                5 => json!({"$gt": next(5)}),
+                _ => json!({"$exists": next(2) == 0}),
+            };
+            (path.to_owned(), value)
+        };
+        let mut filters = Vec::new();
+        for _ in 0..300 {
+            let mut m = Map::new();
+            for _ in 0..1 + next(4) {
+                let (p, v) = condition(&mut next);
+                m.insert(p, v);
+            }
+            filters.push(Filter::parse(&Value::Object(m)).unwrap());
+        }
+        let mut settled = 0;
+        for _ in 0..200 {
+            let word = |next: &mut dyn FnMut(usize) -> usize| json!(words[next(words.len())]);
+            let mut data = json!({
+                "s": word(&mut next),
+                "l": [{"k": word(&mut next)}, {"k": word(&mut next)}],
+                "tags": [word(&mut next), word(&mut next)],
+                "n": next(6),
+            });
+            if next(2) == 0 {
+                data["t"] = word(&mut next);
+            }
+            let e = event(data);
+            let body = Body::of(&e);
+            for _ in 0..600 {
+                let f = &filters[next(filters.len())];
+                let known = body.known(&f.shortcut());
+                let holds = f.matches(&body);
+                if let Some(k) = known {
+                    settled += 1;
+                    assert_eq!(
+                        k,
+                        holds,
+                        "{:?} on {}",
+                        f,
+                        serde_json::to_string(&e.data).unwrap()
+                    );
+                }
+            }
+        }
+        // The shortcut did settle a good share of them.
+        assert!(settled > 20_000, "{settled}");
+    }
+
     fn count_nodes(map: &Map<String, Value>) -> usize {
         fn count(v: &Value) -> usize {
             1 + match v {
