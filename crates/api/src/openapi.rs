@@ -276,7 +276,7 @@ pub struct FilterTestRequest {
 pub struct FilterTestEvent {
     /// An event type of the catalog, active or not.
     #[serde(rename = "type")]
-    #[schema(value_type = CatalogEventType, inline)]
+    #[schema(value_type = CatalogEventType)]
     pub kind: String,
     /// Any object: it is not checked against the type's schema.
     #[schema(value_type = Object)]
