@@ -428,3 +428,59 @@ async fn each_subscription_receives_exactly_the_events_its_filter_matches() {
     assert_eq!(kept_out_after, 10);
     wait_filtered(&stack, kept_out + probe_kept_out + kept_out_after).await;
 }
+
+/// A dispatcher that starts after the filters were stored reads them from Postgres, not from the
+/// change feed (a restart, a new replica): its index holds and applies them the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatcher_started_later_applies_the_stored_filters() {
+    let mut stack = Stack::start_with(|_| {}, 0).await;
+    let rx = Receiver::start().await;
+    let id = stack
+        .subscribe(
+            "acme",
+            json!({"url": rx.url("/low"), "events": ["stock.updated"],
+                   "filter": {"data.available": {"$lt": 10}}}),
+        )
+        .await;
+    stack.spawn_dispatcher(stack.settings.clone()).await;
+    stack.wait_indexed(1).await;
+
+    let mut data = waybill_testkit::examples::example_data("stock.updated");
+    for (event_id, available) in [("plenty-1", 288), ("short-1", 3)] {
+        data.insert("available".into(), json!(available));
+        let now = chrono::Utc::now();
+        let event = waybill_domain::event::EventEnvelope {
+            id: event_id.into(),
+            tenant: waybill_domain::TenantId::parse("acme").unwrap(),
+            kind: waybill_domain::EventTypeName::parse("stock.updated").unwrap(),
+            client_id: None,
+            occurred_at: now,
+            received_at: now,
+            data: data.clone(),
+        };
+        stack
+            .publish_raw(
+                "stock.updated",
+                event_id,
+                &serde_json::to_vec(&event).unwrap(),
+            )
+            .await;
+    }
+    let both = eventually(WAIT, || async {
+        (stack.events_counted("fanned_out").await == 2.0).then_some(())
+    })
+    .await;
+    assert!(both.is_some(), "both events were fanned out");
+    stack.wait_delivery(&id, "short-1", "succeeded").await;
+    let delivered: Vec<String> = stack
+        .deliveries(&id)
+        .await
+        .into_iter()
+        .map(|d| d.event_id)
+        .collect();
+    assert_eq!(
+        delivered,
+        ["short-1"],
+        "only the event the stored filter matches"
+    );
+}
