@@ -9,16 +9,19 @@
 
 use std::{sync::Arc, time::Duration};
 
+use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use lapin::{message::Delivery, types::AMQPValue};
 use tracing::{Instrument, Span, field::Empty};
 use waybill_bus::{Broker, BusError, Handler, Outcome, Outgoing, TRACEPARENT_HEADER, Topology};
 use waybill_catalog::Catalog;
 use waybill_domain::{
+    DeliveryId, WebhookId,
     delivery::{
         ATTEMPT_HEADER, Cancellation, DeliveryMessage, DeliveryStatus, LastError, MANUAL_HEADER,
         receiver_body,
     },
+    event::EventEnvelope,
     retry::RetrySchedule,
 };
 use waybill_outbound::{Attempt, AttemptResult, Outbound};
@@ -56,7 +59,7 @@ pub const FAIR_HOLDS_HEADER: &str = "waybill-fair-holds";
 
 /// The consumer span of one delivery message (an attempt, or a hold without one), when traces
 /// are exported; its fields are the names operators filter on.
-fn attempt_span(broker: &Broker) -> Span {
+pub fn attempt_span(broker: &Broker) -> Span {
     waybill_trace::span!(
         "waybill.deliver",
         otel.kind = "consumer",
@@ -73,6 +76,26 @@ fn attempt_span(broker: &Broker) -> Span {
         waybill.outcome = Empty,
         http.response.status_code = Empty,
     )
+}
+
+/// Records what operators filter on in the span of an attempt of `job`, when traces are
+/// exported.
+pub fn describe(span: &Span, job: &Job<'_>, number: u32) {
+    if !waybill_trace::on() {
+        return;
+    }
+    span.record("waybill.tenant", job.event.tenant.as_str());
+    span.record("waybill.event_type", job.event.kind.as_str());
+    span.record("waybill.event_id", job.event.id.as_str());
+    span.record(
+        "waybill.subscription_id",
+        tracing::field::display(job.webhook_id),
+    );
+    span.record(
+        "waybill.delivery_id",
+        tracing::field::display(job.delivery_id),
+    );
+    span.record("waybill.attempt", i64::from(number));
 }
 
 /// Delivers.
@@ -95,23 +118,23 @@ pub struct Deliver {
 }
 
 /// What a delivery message says about itself besides its body.
-struct Incoming {
+pub struct Incoming {
     /// The attempt it is for.
-    number: u32,
+    pub number: u32,
     /// The attempt may have been made already: look at Postgres first.
-    recheck: bool,
+    pub recheck: bool,
     /// A tenant's retry: made whatever the status, and not held back by an open circuit.
-    manual: bool,
+    pub manual: bool,
     /// Sent again by a repeated fan-out.
-    refanout: bool,
+    pub refanout: bool,
     /// The rate-limit slot it holds, when it comes back from a hold queue.
-    not_before: Option<DateTime<Utc>>,
+    pub not_before: Option<DateTime<Utc>>,
     /// Times an open circuit held it back.
-    deferrals: u32,
+    pub deferrals: u32,
     /// Times it was held back for fairness between tenants.
-    fair_holds: u32,
+    pub fair_holds: u32,
     /// The trace context it came with, which the attempt continues.
-    traceparent: Option<String>,
+    pub traceparent: Option<String>,
 }
 
 impl Incoming {
@@ -128,6 +151,40 @@ impl Incoming {
             h.push((REFANOUT_HEADER, "true".to_owned()));
         }
         h
+    }
+}
+
+/// One delivery to attempt, borrowed from wherever it came from: a delivery message, or an
+/// event the fan-out stage delivers itself.
+pub struct Job<'a> {
+    pub delivery_id: DeliveryId,
+    pub webhook_id: WebhookId,
+    pub event: &'a EventEnvelope,
+    /// The delivery message as it goes onto a delay, hold or dead queue.
+    pub message: Encoded<'a>,
+    /// The body every attempt sends (made once per event on the fast path).
+    pub body: Bytes,
+}
+
+/// A delivery message's encoding.
+pub enum Encoded<'a> {
+    /// As it came from a queue.
+    Message(&'a [u8]),
+    /// To be built around its event, encoded once for all of the event's deliveries.
+    Event(&'a [u8]),
+}
+
+impl Job<'_> {
+    /// The delivery message, encoded.
+    fn message(&self) -> Result<std::borrow::Cow<'_, [u8]>, serde_json::Error> {
+        Ok(match self.message {
+            Encoded::Message(raw) => std::borrow::Cow::Borrowed(raw),
+            Encoded::Event(event_json) => std::borrow::Cow::Owned(delivery_body(
+                self.delivery_id,
+                self.webhook_id,
+                event_json,
+            )?),
+        })
     }
 }
 
@@ -211,8 +268,9 @@ enum Lookup {
     Unusable(String),
 }
 
-/// What became of one delivery message.
-enum Settled {
+/// What became of one delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
     Succeeded,
     Retrying,
     Failed,
@@ -251,10 +309,10 @@ impl Deliver {
 
     /// The subscription as it stands now: the index, confirmed against Postgres when the index
     /// says it is missing or inactive (the change may not have reached this replica yet).
-    async fn current_target(&self, msg: &DeliveryMessage) -> Result<Option<Arc<Target>>, Lookup> {
-        match self.index.get(msg.webhook_id) {
+    async fn current_target(&self, job: &Job<'_>) -> Result<Option<Arc<Target>>, Lookup> {
+        match self.index.get(job.webhook_id) {
             Some(t) if t.active => Ok(Some(t)),
-            _ => refresh_one(&self.index, &self.pool, &self.cipher, msg.webhook_id)
+            _ => refresh_one(&self.index, &self.pool, &self.cipher, job.webhook_id)
                 .await
                 .map_err(|e| match e {
                     RefreshError::Unusable(t) => Lookup::Unusable(t.to_string()),
@@ -268,14 +326,14 @@ impl Deliver {
     /// duplicate from a repeated fan-out or retry, or a second replay of the same number).
     async fn already_done(
         &self,
-        msg: &DeliveryMessage,
+        job: &Job<'_>,
         number: u32,
         manual: bool,
     ) -> Result<bool, DeliverError> {
         let mut conn = waybill_store::conn(&self.pool)
             .await
             .map_err(DeliverError::Progress)?;
-        let progress = deliveries::progress(&mut conn, msg.delivery_id)
+        let progress = deliveries::progress(&mut conn, job.delivery_id)
             .await
             .map_err(|e| DeliverError::Progress(e.into()))?;
         Ok(match progress {
@@ -288,86 +346,59 @@ impl Deliver {
 
     fn record(
         &self,
-        msg: &DeliveryMessage,
+        job: &Job<'_>,
         status: DeliveryStatus,
         attempts: u32,
         result: Option<&AttemptResult>,
         error: Option<LastError>,
         next_wait: Option<Duration>,
     ) -> DeliveryRecord {
-        let now = Utc::now();
-        DeliveryRecord {
-            id: msg.delivery_id,
-            tenant: msg.event.tenant.to_string(),
-            webhook_id: msg.webhook_id,
-            event_id: msg.event.id.clone(),
-            event_type: msg.event.kind.to_string(),
-            status,
-            attempts: i32::try_from(attempts).unwrap_or(i32::MAX),
-            last_status_code: result.and_then(|r| r.status).map(i32::from),
-            last_error: error,
-            next_attempt_at: next_wait
-                .and_then(|w| chrono::Duration::from_std(w).ok())
-                .map(|w| now + w),
-            at: now,
-            attempt: result.map(|r| AttemptRecord {
-                number: i32::try_from(attempts).unwrap_or(i32::MAX),
-                started_at: r.started_at,
-                duration_ms: i32::try_from(r.duration.as_millis()).unwrap_or(i32::MAX),
-                status_code: r.status.map(i32::from),
-                error: r.error.clone(),
-                response_body: r.response_body.clone(),
-            }),
-        }
+        delivery_record(job, status, attempts, result, error, next_wait, Utc::now())
     }
 
-    async fn process(
-        &self,
-        msg: &DeliveryMessage,
-        inc: &Incoming,
-    ) -> Result<Settled, DeliverError> {
-        let number = inc.number;
+    /// Makes the attempt a delivery message stands for, once its tenant has a slot (or holds it
+    /// back for fairness), and says what became of it and what to record.
+    async fn process(&self, job: &Job<'_>, inc: &Incoming) -> Result<Done, DeliverError> {
         // Checked first, in memory, so a delivery held again and again costs no Postgres read.
-        let Some(_slot) = self.slots.try_take(msg.event.tenant.as_str()) else {
-            self.hold_for_fairness(msg, inc).await?;
-            return Ok(Settled::Held);
+        let Some(_slot) = self.slots.try_take(job.event.tenant.as_str()) else {
+            self.hold_for_fairness(job, inc).await?;
+            return Ok(Done::bare(Settled::Held));
         };
-        if inc.recheck && self.already_done(msg, number, inc.manual).await? {
-            return Ok(Settled::AlreadyDone);
+        self.attempt(job, inc).await
+    }
+
+    /// Makes attempt `inc.number` of `job` under a slot the caller holds, unless it was made
+    /// before, the subscription or type is gone, the circuit holds it back or the rate limit
+    /// makes it wait on a hold queue. Whatever goes to a queue is confirmed there on return;
+    /// what is to be recorded is returned, for the caller to commit before it acks.
+    pub async fn attempt(&self, job: &Job<'_>, inc: &Incoming) -> Result<Done, DeliverError> {
+        let number = inc.number;
+        if inc.recheck && self.already_done(job, number, inc.manual).await? {
+            return Ok(Done::bare(Settled::AlreadyDone));
         }
-        let cancel = |why: Cancellation| {
-            self.record(
-                msg,
+        let cancel = |why: Cancellation| Done {
+            settled: Settled::Cancelled,
+            record: Some(self.record(
+                job,
                 DeliveryStatus::Failed,
                 number - 1,
                 None,
                 Some(LastError::Cancelled(why)),
                 None,
-            )
+            )),
         };
-        let target = match self.current_target(msg).await {
+        let target = match self.current_target(job).await {
             Err(Lookup::Unusable(why)) => {
-                tracing::error!(webhook_id = %msg.webhook_id, error = %why, "subscription unusable; delivery cancelled");
-                self.commit(cancel(Cancellation::SubscriptionUnreadable { why }))
-                    .await?;
-                return Ok(Settled::Cancelled);
+                tracing::error!(webhook_id = %job.webhook_id, error = %why, "subscription unusable; delivery cancelled");
+                return Ok(cancel(Cancellation::SubscriptionUnreadable { why }));
             }
             Err(Lookup::Unavailable(e)) => return Err(DeliverError::Lookup(e)),
-            Ok(None) => {
-                self.commit(cancel(Cancellation::SubscriptionDeleted))
-                    .await?;
-                return Ok(Settled::Cancelled);
-            }
-            Ok(Some(t)) if !t.active => {
-                self.commit(cancel(Cancellation::SubscriptionInactive))
-                    .await?;
-                return Ok(Settled::Cancelled);
-            }
+            Ok(None) => return Ok(cancel(Cancellation::SubscriptionDeleted)),
+            Ok(Some(t)) if !t.active => return Ok(cancel(Cancellation::SubscriptionInactive)),
             Ok(Some(t)) => t,
         };
-        if self.catalog.active(msg.event.kind.as_str()) == Some(false) {
-            self.commit(cancel(Cancellation::EventTypeInactive)).await?;
-            return Ok(Settled::Cancelled);
+        if self.catalog.active(job.event.kind.as_str()) == Some(false) {
+            return Ok(cancel(Cancellation::EventTypeInactive));
         }
         // An open circuit holds everything back but a tenant's own retry, which serves as a
         // probe of its own.
@@ -388,9 +419,9 @@ impl Deliver {
                         DEFERRALS_HEADER,
                         inc.deferrals.saturating_add(1).to_string(),
                     ));
-                    self.forward(msg, inc, &self.broker.topology().hold_queue(hold), headers)
+                    self.forward(job, inc, &self.broker.topology().hold_queue(hold), headers)
                         .await?;
-                    return Ok(Settled::Deferred);
+                    return Ok(Done::bare(Settled::Deferred));
                 }
             }
         };
@@ -414,21 +445,20 @@ impl Deliver {
                     NOT_BEFORE_HEADER,
                     slot.to_rfc3339_opts(SecondsFormat::Micros, true),
                 ));
-                self.forward(msg, inc, &self.broker.topology().hold_queue(hold), headers)
+                self.forward(job, inc, &self.broker.topology().hold_queue(hold), headers)
                     .await?;
-                return Ok(Settled::Throttled);
+                return Ok(Done::bare(Settled::Throttled));
             }
             tokio::time::sleep(wait).await;
         }
-        let body = receiver_body(&msg.event);
         self.metrics.in_flight.inc();
         let result = self
             .outbound
             .send(Attempt {
                 endpoint: &target.endpoint,
-                event: &msg.event,
-                body: &body,
-                delivery_id: msg.delivery_id,
+                event: job.event,
+                body: job.body.clone(),
+                delivery_id: job.delivery_id,
                 number,
                 traceparent: inc.traceparent.as_deref(),
             })
@@ -442,17 +472,18 @@ impl Deliver {
             .observe(result.duration.as_secs_f64());
         if result.succeeded() {
             self.breaker.succeeded(&target).await;
-            self.commit(self.record(
-                msg,
-                DeliveryStatus::Succeeded,
-                number,
-                Some(&result),
-                None,
-                None,
-            ))
-            .await?;
-            self.settled("succeeded", msg, inc, &result);
-            return Ok(Settled::Succeeded);
+            self.settled("succeeded", job, inc, &result);
+            return Ok(Done {
+                settled: Settled::Succeeded,
+                record: Some(self.record(
+                    job,
+                    DeliveryStatus::Succeeded,
+                    number,
+                    Some(&result),
+                    None,
+                    None,
+                )),
+            });
         }
         let error = result.last_error();
         if let Some(health) = self.breaker.failed(&target, result.started_at, probe).await
@@ -471,22 +502,23 @@ impl Deliver {
                 let tier = topology.tier_for(wait).unwrap_or(wait);
                 let queue = topology.retry_queue(tier);
                 self.forward(
-                    msg,
+                    job,
                     inc,
                     &queue,
                     vec![(ATTEMPT_HEADER, (number + 1).to_string())],
                 )
                 .await?;
-                self.commit(self.record(
-                    msg,
-                    DeliveryStatus::Pending,
-                    number,
-                    Some(&result),
-                    error.map(LastError::Attempt),
-                    Some(tier),
-                ))
-                .await?;
-                Ok(Settled::Retrying)
+                Ok(Done {
+                    settled: Settled::Retrying,
+                    record: Some(self.record(
+                        job,
+                        DeliveryStatus::Pending,
+                        number,
+                        Some(&result),
+                        error.map(LastError::Attempt),
+                        Some(tier),
+                    )),
+                })
             }
             None => {
                 let queue = self.broker.topology().dead_queue();
@@ -495,7 +527,7 @@ impl Deliver {
                     error.clone().unwrap_or_default()
                 );
                 self.forward(
-                    msg,
+                    job,
                     inc,
                     &queue,
                     vec![
@@ -504,17 +536,18 @@ impl Deliver {
                     ],
                 )
                 .await?;
-                self.commit(self.record(
-                    msg,
-                    DeliveryStatus::Failed,
-                    number,
-                    Some(&result),
-                    error.map(LastError::Attempt),
-                    None,
-                ))
-                .await?;
-                self.settled("failed", msg, inc, &result);
-                Ok(Settled::Failed)
+                self.settled("failed", job, inc, &result);
+                Ok(Done {
+                    settled: Settled::Failed,
+                    record: Some(self.record(
+                        job,
+                        DeliveryStatus::Failed,
+                        number,
+                        Some(&result),
+                        error.map(LastError::Attempt),
+                        None,
+                    )),
+                })
             }
         }
     }
@@ -522,11 +555,7 @@ impl Deliver {
     /// Sends a delivery of a tenant over its share to a hold queue, keeping its attempt
     /// number and any rate-limit slot; each time it is held it waits twice as long, up to the
     /// longest wait, so a big backlog does not cycle through the broker.
-    async fn hold_for_fairness(
-        &self,
-        msg: &DeliveryMessage,
-        inc: &Incoming,
-    ) -> Result<(), DeliverError> {
+    async fn hold_for_fairness(&self, job: &Job<'_>, inc: &Incoming) -> Result<(), DeliverError> {
         let (first, longest) = self.fair_hold;
         let wait = first
             .saturating_mul(2u32.saturating_pow(inc.fair_holds.min(16)))
@@ -546,15 +575,15 @@ impl Deliver {
             .broker
             .topology()
             .hold_queue(Topology::hold_at_least(wait));
-        self.forward(msg, inc, &queue, headers).await
+        self.forward(job, inc, &queue, headers).await
     }
 
-    /// Publishes `msg` to `queue` (a delay tier or the dead queue) and waits for the confirm.
-    /// The message carries this attempt's trace context, so the next attempt, or the one after
-    /// a hold, is its child in the same trace.
+    /// Publishes the delivery message of `job` to `queue` (a delay tier or the dead queue) and
+    /// waits for the confirm. The message carries this attempt's trace context, so the next
+    /// attempt, or the one after a hold, is its child in the same trace.
     async fn forward(
         &self,
-        msg: &DeliveryMessage,
+        job: &Job<'_>,
         inc: &Incoming,
         queue: &str,
         mut headers: Vec<(&str, String)>,
@@ -562,8 +591,8 @@ impl Deliver {
         if let Some(tp) = waybill_trace::onward(&Span::current(), inc.traceparent.as_deref()) {
             headers.push((TRACEPARENT_HEADER, tp));
         }
-        let id = msg.delivery_id.to_string();
-        let body = serde_json::to_vec(msg).map_err(DeliverError::Encode)?;
+        let id = job.delivery_id.to_string();
+        let body = job.message().map_err(DeliverError::Encode)?;
         self.broker
             .publish(&Outgoing {
                 exchange: "",
@@ -580,13 +609,7 @@ impl Deliver {
     /// Observes the end-to-end lag of a delivery that `result` settled: from the event's
     /// acceptance to the attempt's end. A tenant's retry or recover is left out: it replays an
     /// event that may be days old, on request.
-    fn settled(
-        &self,
-        outcome: &str,
-        msg: &DeliveryMessage,
-        inc: &Incoming,
-        result: &AttemptResult,
-    ) {
+    fn settled(&self, outcome: &str, job: &Job<'_>, inc: &Incoming, result: &AttemptResult) {
         if inc.manual {
             return;
         }
@@ -594,13 +617,99 @@ impl Deliver {
             .ok()
             .and_then(|d| result.started_at.checked_add_signed(d))
             .unwrap_or_else(Utc::now);
-        self.metrics.settled(outcome, msg.event.received_at, ended);
+        self.metrics.settled(outcome, job.event.received_at, ended);
     }
 
     async fn commit(&self, record: DeliveryRecord) -> Result<(), DeliverError> {
         Ok(self.recorder.record(record).await?)
     }
 }
+
+/// What became of a delivery, and the state to record for it (none when nothing changed).
+pub struct Done {
+    pub settled: Settled,
+    pub record: Option<DeliveryRecord>,
+}
+
+impl Done {
+    fn bare(settled: Settled) -> Done {
+        Done {
+            settled,
+            record: None,
+        }
+    }
+}
+
+impl Settled {
+    /// The outcome as the metrics and spans name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Settled::Succeeded => "succeeded",
+            Settled::Retrying => "retrying",
+            Settled::Failed => "failed",
+            Settled::Cancelled => "cancelled",
+            Settled::AlreadyDone => "duplicate",
+            Settled::Deferred => "deferred",
+            Settled::Throttled => "throttled",
+            Settled::Held => "held",
+        }
+    }
+}
+
+/// The state of `job`'s delivery after an attempt (`result`) or without one.
+pub fn delivery_record(
+    job: &Job<'_>,
+    status: DeliveryStatus,
+    attempts: u32,
+    result: Option<&AttemptResult>,
+    error: Option<LastError>,
+    next_wait: Option<Duration>,
+    now: DateTime<Utc>,
+) -> DeliveryRecord {
+    DeliveryRecord {
+        id: job.delivery_id,
+        tenant: job.event.tenant.to_string(),
+        webhook_id: job.webhook_id,
+        event_id: job.event.id.clone(),
+        event_type: job.event.kind.to_string(),
+        status,
+        attempts: i32::try_from(attempts).unwrap_or(i32::MAX),
+        last_status_code: result.and_then(|r| r.status).map(i32::from),
+        last_error: error,
+        next_attempt_at: next_wait
+            .and_then(|w| chrono::Duration::from_std(w).ok())
+            .map(|w| now + w),
+        at: now,
+        attempt: result.map(|r| AttemptRecord {
+            number: i32::try_from(attempts).unwrap_or(i32::MAX),
+            started_at: r.started_at,
+            duration_ms: i32::try_from(r.duration.as_millis()).unwrap_or(i32::MAX),
+            status_code: r.status.map(i32::from),
+            error: r.error.clone(),
+            response_body: r.response_body.clone(),
+        }),
+    }
+}
+
+/// A delivery message as [`DeliveryMessage`] encodes it, around an event encoded already.
+pub fn delivery_body(
+    id: DeliveryId,
+    webhook_id: WebhookId,
+    event_json: &[u8],
+) -> Result<Vec<u8>, serde_json::Error> {
+    let mut body = Vec::with_capacity(event_json.len() + MESSAGE_OVERHEAD);
+    body.extend_from_slice(br#"{"delivery_id":"#);
+    serde_json::to_writer(&mut body, &id)?;
+    body.extend_from_slice(br#","webhook_id":"#);
+    serde_json::to_writer(&mut body, &webhook_id)?;
+    body.extend_from_slice(br#","event":"#);
+    body.extend_from_slice(event_json);
+    body.push(b'}');
+    Ok(body)
+}
+
+/// What a delivery message adds to its event: the two ids and the JSON around them.
+pub const MESSAGE_OVERHEAD: usize = 128;
 
 impl Handler for Deliver {
     async fn handle(&self, delivery: &Delivery) -> Outcome {
@@ -618,20 +727,6 @@ impl Handler for Deliver {
             }
         };
         let number = attempt_number(delivery);
-        if waybill_trace::on() {
-            span.record("waybill.tenant", msg.event.tenant.as_str());
-            span.record("waybill.event_type", msg.event.kind.as_str());
-            span.record("waybill.event_id", msg.event.id.as_str());
-            span.record(
-                "waybill.subscription_id",
-                tracing::field::display(msg.webhook_id),
-            );
-            span.record(
-                "waybill.delivery_id",
-                tracing::field::display(msg.delivery_id),
-            );
-            span.record("waybill.attempt", i64::from(number));
-        }
         let manual = header(delivery, MANUAL_HEADER).is_some();
         let refanout = header(delivery, REFANOUT_HEADER).is_some();
         let held = header(delivery, HELD_HEADER).is_some();
@@ -648,20 +743,27 @@ impl Handler for Deliver {
             fair_holds: number_header(delivery, FAIR_HOLDS_HEADER).unwrap_or(0),
             traceparent,
         };
-        let processed = self.process(&msg, &inc).instrument(span.clone()).await;
+        let job = Job {
+            delivery_id: msg.delivery_id,
+            webhook_id: msg.webhook_id,
+            event: &msg.event,
+            message: Encoded::Message(&delivery.data),
+            body: Bytes::from(receiver_body(&msg.event)),
+        };
+        describe(&span, &job, number);
+        let processed = async {
+            let done = self.process(&job, &inc).await?;
+            if let Some(record) = done.record {
+                self.commit(record).await?;
+            }
+            Ok::<_, DeliverError>(done.settled)
+        }
+        .instrument(span.clone())
+        .await;
         let _entered = span.enter();
         match processed {
             Ok(settled) => {
-                let outcome = match settled {
-                    Settled::Succeeded => "succeeded",
-                    Settled::Retrying => "retrying",
-                    Settled::Failed => "failed",
-                    Settled::Cancelled => "cancelled",
-                    Settled::AlreadyDone => "duplicate",
-                    Settled::Deferred => "deferred",
-                    Settled::Throttled => "throttled",
-                    Settled::Held => "held",
-                };
+                let outcome = settled.name();
                 span.record("waybill.outcome", outcome);
                 if matches!(settled, Settled::Retrying | Settled::Failed) {
                     span.record("otel.status_code", "error");

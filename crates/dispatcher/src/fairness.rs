@@ -52,11 +52,26 @@ impl TenantSlots {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A slot for an attempt of `tenant`, or `None` when it is to wait for others.
+    /// A slot for an attempt of `tenant`, or `None` when it is to wait for others. The
+    /// delivery stage's consumer bounds how many it asks for; see [`TenantSlots::try_take_free`].
     pub fn try_take(&self, tenant: &str) -> Option<Slot<'_>> {
+        self.take(tenant, false)
+    }
+
+    /// [`TenantSlots::try_take`], and `None` too while every slot is taken, whatever the
+    /// reserve: the fan-out stage asks for one per delivery it would attempt itself, which
+    /// nothing else bounds.
+    pub fn try_take_free(&self, tenant: &str) -> Option<Slot<'_>> {
+        self.take(tenant, true)
+    }
+
+    fn take(&self, tenant: &str, bounded: bool) -> Option<Slot<'_>> {
         let mut held = self.counts();
         let mine = held.get(tenant).copied().unwrap_or(0);
         let total: usize = held.values().sum();
+        if bounded && total >= self.capacity {
+            return None;
+        }
         let tenants = held.len() + usize::from(mine == 0);
         // Nothing in progress: nobody to be fair to, whatever the settings.
         let reserve_stays_free = total == 0 || total < self.capacity.saturating_sub(self.reserve);
@@ -145,5 +160,22 @@ mod tests {
         assert_eq!(take_all(&slots, "a").len(), 3);
         let open = TenantSlots::new(4, 0);
         assert_eq!(take_all(&open, "a").len(), 1_000);
+    }
+
+    #[test]
+    fn the_fan_out_never_takes_more_than_every_slot() {
+        let open = TenantSlots::new(4, 0);
+        let taken: Vec<Slot<'_>> = std::iter::from_fn(|| open.try_take_free("a"))
+            .take(1_000)
+            .collect();
+        assert_eq!(taken.len(), 4);
+        let fair = TenantSlots::new(8, 25);
+        let _a: Vec<Slot<'_>> = std::iter::from_fn(|| fair.try_take_free("a")).collect();
+        let b: Vec<Slot<'_>> = std::iter::from_fn(|| fair.try_take_free("b")).collect();
+        assert_eq!(b.len(), 2, "6 + 2: all 8 taken, though b's share is 4");
+        assert!(
+            fair.try_take("b").is_some(),
+            "the delivery stage's own bound is its consumer's"
+        );
     }
 }

@@ -18,6 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use chrono::Utc;
 use lapin::message::Delivery;
 use tokio::sync::Semaphore;
@@ -28,18 +29,22 @@ use waybill_bus::{
 use waybill_catalog::Catalog;
 use waybill_domain::{
     DeliveryId, ValidationErrors, WebhookId,
-    delivery::{ATTEMPT_HEADER, DeliveryStatus, delivery_id},
+    delivery::{ATTEMPT_HEADER, DeliveryStatus, delivery_id, receiver_body},
     event::EventEnvelope,
     invalid_event::InvalidEvent,
 };
 use waybill_store::{
     PgPool, StoreError,
-    deliveries::{self, Claim, ClaimState, EventState, NewDelivery},
+    deliveries::{self, Claim, ClaimState, DeliveryRecord, EventState},
     invalid_events,
 };
 
 use crate::{
     batch::{BatchError, Batcher},
+    deliver::{
+        Deliver, DeliverError, Done, Encoded, Incoming, Job, MESSAGE_OVERHEAD, Settled,
+        attempt_span, delivery_body, describe,
+    },
     health::DISABLED_EVENT,
     index::{Index, Target},
     metrics::DispatchMetrics,
@@ -69,6 +74,8 @@ pub struct FanOut {
     pub claim: Claim,
     /// KiB of delivery messages this replica's fan-outs may hold at once.
     pub budget: Arc<Semaphore>,
+    /// The delivery stage, whose slots, checks and records first attempts made here share.
+    pub deliver: Arc<Deliver>,
 }
 
 /// Bytes of delivery messages one fan-out builds before publishing them and waiting for their
@@ -81,9 +88,6 @@ const CHUNK_MESSAGES: usize = 1_000;
 /// Bytes of delivery messages all fan-outs of a replica hold at once (each also copied once
 /// into the connection's buffers until the broker has it).
 pub const BUDGET_BYTES: usize = 16 << 20;
-
-/// What a delivery message adds to its event: the two ids and the JSON around them.
-const MESSAGE_OVERHEAD: usize = 128;
 
 /// Shortest and longest wait between two looks at a claim another replica holds.
 const CLAIM_POLL: (Duration, Duration) = (Duration::from_millis(20), Duration::from_millis(500));
@@ -133,8 +137,9 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// One event's fan-out as it is recorded: tenant, event id, and its pending deliveries.
-pub type Finished = (String, String, Vec<NewDelivery>);
+/// One event's fan-out as it is recorded: tenant, event id, and the state of each of its
+/// deliveries (settled by a first attempt made here, waiting on a queue, or not yet attempted).
+pub type Finished = (String, String, Vec<DeliveryRecord>);
 
 /// Most events per batched statement.
 const FANOUT_BATCH: usize = 256;
@@ -353,7 +358,7 @@ impl FanOut {
         // the event over meanwhile, this one stops and leaves the rest to it.
         let done = tokio::select! {
             biased;
-            done = self.publish_and_finish(event, &targets, refanout, traceparent) => done,
+            done = self.deliver_and_finish(event, &targets, refanout, traceparent) => done,
             lost = self.keep_claim(event) => Err(lost),
         };
         match &done {
@@ -452,17 +457,208 @@ impl FanOut {
         }
     }
 
-    /// Publishes the delivery messages of `event` to `targets` a chunk at a time, then records
-    /// the deliveries and marks the event fanned out.
-    async fn publish_and_finish(
+    /// Delivers `event` to `targets` and records it: the first attempt of each delivery is made
+    /// here when its tenant may take one of the replica's delivery slots now, the others go to
+    /// the deliveries queue as messages (a chunk at a time, each confirmed), where the delivery
+    /// stage's fairness between tenants applies. Once every delivery is settled or confirmed on
+    /// a queue, all of them are recorded and the event marked fanned out in one group commit:
+    /// a delivery that succeeded at once is one row written, never a pending row updated.
+    async fn deliver_and_finish(
         &self,
         event: &EventEnvelope,
         targets: &[Arc<Target>],
         refanout: bool,
         traceparent: Option<&str>,
     ) -> Result<usize, FanOutError> {
-        // The event is the bulk of every message: encoded once, copied into each.
+        // The event is the bulk of every message: encoded once, copied into each; the body the
+        // receivers get is made once and shared by every attempt.
         let event_json = serde_json::to_vec(event).map_err(FanOutError::Encode)?;
+        let body = Bytes::from(receiver_body(event));
+        // Each delivery continues the fan-out's span (the event's own trace when not exported).
+        let onward = waybill_trace::onward(&tracing::Span::current(), traceparent);
+        let tenant = event.tenant.as_str();
+        let mut inline = Vec::new();
+        let mut queued: Vec<Arc<Target>> = Vec::new();
+        for t in targets {
+            match self.deliver.slots.try_take_free(tenant) {
+                Some(slot) => inline.push((t, slot)),
+                None => queued.push(t.clone()),
+            }
+        }
+        let attempts = futures_util::future::join_all(inline.into_iter().map(|(t, slot)| {
+            let job = Job {
+                delivery_id: delivery_id(tenant, &event.id, t.id),
+                webhook_id: t.id,
+                event,
+                message: Encoded::Event(&event_json),
+                body: body.clone(),
+            };
+            let onward = onward.clone();
+            async move {
+                let done = self.first_attempt(&job, refanout, onward).await;
+                drop(slot);
+                (job.delivery_id, t, done)
+            }
+        }));
+        let (attempts, published) = tokio::join!(
+            attempts,
+            self.publish(event, &event_json, &queued, refanout, onward.as_deref())
+        );
+        let now = Utc::now();
+        let mut records = Vec::with_capacity(targets.len());
+        let mut outcomes = Vec::with_capacity(attempts.len());
+        let mut unsettled = Vec::new();
+        for (id, t, done) in attempts {
+            match done {
+                Ok(done) => {
+                    outcomes.push(done.settled);
+                    match done.record {
+                        Some(r) => records.push(r),
+                        // Waiting on a hold queue before its first attempt: pending.
+                        None if matches!(done.settled, Settled::Deferred | Settled::Throttled) => {
+                            records.push(self.pending(event, id, t.id, now));
+                        }
+                        // Made before: recorded then.
+                        None => {}
+                    }
+                }
+                Err(e) => {
+                    // Whatever kept it from being settled here (Postgres or the broker away a
+                    // moment) is the delivery stage's to wait out: it goes there as a message.
+                    let error = &e as &dyn std::error::Error;
+                    tracing::warn!(delivery_id = %id, error, "first attempt not settled in place; queueing it");
+                    unsettled.push(t.clone());
+                }
+            }
+        }
+        let mut published = published;
+        if published.is_ok() && !unsettled.is_empty() {
+            published = self
+                .publish(event, &event_json, &unsettled, refanout, onward.as_deref())
+                .await;
+        }
+        if let Err(e) = published {
+            // The event comes back and is fanned out again: what was settled here is recorded
+            // first, so that the repeat finds it and does not send it again.
+            let recorder = &self.deliver.recorder;
+            futures_util::future::join_all(records.into_iter().map(|r| recorder.record(r))).await;
+            return Err(e);
+        }
+        let queued_n = queued.len() + unsettled.len();
+        for t in queued.iter().chain(&unsettled) {
+            records.push(self.pending(event, delivery_id(tenant, &event.id, t.id), t.id, now));
+        }
+        // The deliveries are settled or queued: from here on, failing to record would fan out
+        // again, so keep trying for a while before handing the event back.
+        let mut wait = Duration::from_millis(100);
+        let mut last = None;
+        let finished = (tenant.to_owned(), event.id.clone(), records);
+        for _ in 0..8 {
+            match self.finish.call(finished.clone()).await {
+                Ok(()) => {
+                    self.metrics.events.with_label_values(&["fanned_out"]).inc();
+                    for settled in outcomes {
+                        self.metrics.delivery(tenant, settled.name());
+                    }
+                    let inline_n = targets.len() - queued_n;
+                    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+                    self.metrics
+                        .first_attempts
+                        .with_label_values(&["inline"])
+                        .inc_by(count(inline_n));
+                    self.metrics
+                        .first_attempts
+                        .with_label_values(&["queued"])
+                        .inc_by(count(queued_n));
+                    return Ok(targets.len());
+                }
+                Err(e) => {
+                    last = Some(e);
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        Err(FanOutError::Finish(last.unwrap_or(BatchError::Stopped)))
+    }
+
+    /// The first attempt of one delivery, in a span of its own as the delivery stage's.
+    async fn first_attempt(
+        &self,
+        job: &Job<'_>,
+        refanout: bool,
+        traceparent: Option<String>,
+    ) -> Result<Done, DeliverError> {
+        let span = attempt_span(&self.broker);
+        waybill_trace::set_parent(&span, traceparent.as_deref());
+        describe(&span, job, 1);
+        let inc = Incoming {
+            number: 1,
+            // A repeated fan-out may have delivered before.
+            recheck: refanout,
+            manual: false,
+            refanout,
+            not_before: None,
+            deferrals: 0,
+            fair_holds: 0,
+            traceparent,
+        };
+        let done = self
+            .deliver
+            .attempt(job, &inc)
+            .instrument(span.clone())
+            .await;
+        match &done {
+            Ok(d) => {
+                span.record("waybill.outcome", d.settled.name());
+                if matches!(d.settled, Settled::Retrying | Settled::Failed) {
+                    span.record("otel.status_code", "error");
+                }
+            }
+            Err(_) => {
+                span.record("otel.status_code", "error");
+            }
+        }
+        done
+    }
+
+    /// A delivery recorded as waiting, without an attempt.
+    fn pending(
+        &self,
+        event: &EventEnvelope,
+        id: DeliveryId,
+        webhook_id: WebhookId,
+        now: chrono::DateTime<Utc>,
+    ) -> DeliveryRecord {
+        DeliveryRecord {
+            id,
+            tenant: event.tenant.to_string(),
+            webhook_id,
+            event_id: event.id.clone(),
+            event_type: event.kind.to_string(),
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+            last_status_code: None,
+            last_error: None,
+            next_attempt_at: None,
+            at: now,
+            attempt: None,
+        }
+    }
+
+    /// Publishes a first-attempt delivery message of `event` for each of `targets` to the
+    /// deliveries queue, a chunk at a time, each chunk confirmed before the next is built.
+    async fn publish(
+        &self,
+        event: &EventEnvelope,
+        event_json: &[u8],
+        targets: &[Arc<Target>],
+        refanout: bool,
+        traceparent: Option<&str>,
+    ) -> Result<(), FanOutError> {
+        if targets.is_empty() {
+            return Ok(());
+        }
         let per_message = event_json.len() + MESSAGE_OVERHEAD;
         let per_chunk = (CHUNK_BYTES / per_message).clamp(1, CHUNK_MESSAGES);
         let budget_kib = BUDGET_BYTES / 1024;
@@ -471,9 +667,8 @@ impl FanOut {
         if refanout {
             headers.push((REFANOUT_HEADER, "1".to_owned()));
         }
-        // Each delivery continues the fan-out's span (the event's own trace when not exported).
-        if let Some(tp) = waybill_trace::onward(&tracing::Span::current(), traceparent) {
-            headers.push((TRACEPARENT_HEADER, tp));
+        if let Some(tp) = traceparent {
+            headers.push((TRACEPARENT_HEADER, tp.to_owned()));
         }
         for chunk in targets.chunks(per_chunk) {
             // A chunk bigger than the whole budget (one huge message) takes all of it.
@@ -487,7 +682,7 @@ impl FanOut {
             let mut bodies = Vec::with_capacity(chunk.len());
             for t in chunk {
                 let id = delivery_id(event.tenant.as_str(), &event.id, t.id);
-                let body = delivery_body(id, t.id, &event_json).map_err(FanOutError::Encode)?;
+                let body = delivery_body(id, t.id, event_json).map_err(FanOutError::Encode)?;
                 bodies.push((id.to_string(), body));
             }
             let outgoing: Vec<Outgoing<'_>> = bodies
@@ -506,61 +701,8 @@ impl FanOut {
                 .await
                 .map_err(FanOutError::Publish)?;
         }
-        let now = Utc::now();
-        let rows: Vec<NewDelivery> = targets
-            .iter()
-            .map(|t| NewDelivery {
-                id: delivery_id(event.tenant.as_str(), &event.id, t.id),
-                tenant: event.tenant.to_string(),
-                webhook_id: t.id,
-                event_id: event.id.clone(),
-                event_type: event.kind.to_string(),
-                status: DeliveryStatus::Pending,
-                created_at: now,
-                updated_at: now,
-            })
-            .collect();
-        // The deliveries are queued: from here on, failing to record would fan out again, so
-        // keep trying for a while before handing the event back.
-        let mut wait = Duration::from_millis(100);
-        let mut last = None;
-        for _ in 0..8 {
-            let finished = self
-                .finish
-                .call((event.tenant.to_string(), event.id.clone(), rows.clone()))
-                .await;
-            match finished {
-                Ok(()) => {
-                    self.metrics.events.with_label_values(&["fanned_out"]).inc();
-                    return Ok(targets.len());
-                }
-                Err(e) => {
-                    last = Some(e);
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-        Err(FanOutError::Finish(last.unwrap_or(BatchError::Stopped)))
+        Ok(())
     }
-}
-
-/// A delivery message as [`waybill_domain::delivery::DeliveryMessage`] encodes it, around an
-/// event encoded already.
-fn delivery_body(
-    id: DeliveryId,
-    webhook_id: WebhookId,
-    event_json: &[u8],
-) -> Result<Vec<u8>, serde_json::Error> {
-    let mut body = Vec::with_capacity(event_json.len() + MESSAGE_OVERHEAD);
-    body.extend_from_slice(br#"{"delivery_id":"#);
-    serde_json::to_writer(&mut body, &id)?;
-    body.extend_from_slice(br#","webhook_id":"#);
-    serde_json::to_writer(&mut body, &webhook_id)?;
-    body.extend_from_slice(br#","event":"#);
-    body.extend_from_slice(event_json);
-    body.push(b'}');
-    Ok(body)
 }
 
 impl Handler for FanOut {

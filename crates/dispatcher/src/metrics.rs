@@ -36,9 +36,11 @@ const LAG_BUCKETS: [f64; 23] = [
 
 const LAG_HELP: &str = "Time from an event's acceptance (its received_at: ingest's 202, or what a direct AMQP publisher stamped) to the end of the attempt that settled one of its deliveries: the first successful one (outcome succeeded), or the last one when every attempt failed (outcome failed). Tenants' retries and recovers are not counted.";
 
-const TENANT_HELP: &str = "Delivery messages handled, by tenant and outcome (as dispatcher_deliveries_total). The first metrics.tenant_label_limit tenants this replica sees get their own label; later ones count under tenant=\"~other\", so the series are at most (limit + 1) x 8 outcomes per replica.";
+const TENANT_HELP: &str = "Deliveries handled, by tenant and outcome (as dispatcher_deliveries_total). The first metrics.tenant_label_limit tenants this replica sees get their own label; later ones count under tenant=\"~other\", so the series are at most (limit + 1) x 8 outcomes per replica.";
 
 const FILTERED_HELP: &str = "Subscriptions an event's type and client matched but whose payload filter did not, so no delivery was made for them; counted when the event's fan-out is recorded.";
+
+const FIRST_ATTEMPTS_HELP: &str = "Deliveries of fanned-out events by where their first attempt was made: inline (by the fan-out stage, under a free delivery slot of its tenant; no delivery message) or queued (a delivery message on the deliveries queue: no slot free, or the attempt could not be settled in place); counted when the event's fan-out is recorded.";
 
 const CIRCUITS_HELP: &str = "Subscriptions whose circuit is open now or half-open (cooldown over, waiting for a successful probe), over every replica: read from Postgres every 5 s; every replica reports the same number, take the max.";
 
@@ -96,6 +98,9 @@ pub struct DispatchMetrics {
     pub events: IntCounterVec,
     /// Subscriptions of an event's type and client that its payload filter kept out.
     pub filtered_out: IntCounter,
+    /// Deliveries of fanned-out events by where their first attempt was made: `inline` (by the
+    /// fan-out stage itself, no delivery message) or `queued` (on the deliveries queue).
+    pub first_attempts: IntCounterVec,
     /// Delivery messages handled, by outcome: `succeeded`, `retrying`, `failed`, `cancelled`,
     /// `duplicate`, `deferred` (circuit open), `throttled` (over the rate limit), `held` (its
     /// tenant over its share of the replica).
@@ -136,10 +141,14 @@ impl DispatchMetrics {
                 &["outcome"],
             )?,
             filtered_out: IntCounter::new("dispatcher_filtered_out_total", FILTERED_HELP)?,
+            first_attempts: IntCounterVec::new(
+                Opts::new("dispatcher_first_attempts_total", FIRST_ATTEMPTS_HELP),
+                &["path"],
+            )?,
             deliveries: IntCounterVec::new(
                 Opts::new(
                     "dispatcher_deliveries_total",
-                    "Delivery messages handled, by outcome (succeeded, retrying, failed, cancelled, duplicate, deferred, throttled, held).",
+                    "Deliveries handled (a first attempt the fan-out stage made itself, or a delivery message), by outcome (succeeded, retrying, failed, cancelled, duplicate, deferred, throttled, held).",
                 ),
                 &["outcome"],
             )?,
@@ -188,6 +197,7 @@ impl DispatchMetrics {
         registry.register(Box::new(m.queue_age.clone()))?;
         registry.register(Box::new(m.events.clone()))?;
         registry.register(Box::new(m.filtered_out.clone()))?;
+        registry.register(Box::new(m.first_attempts.clone()))?;
         registry.register(Box::new(m.deliveries.clone()))?;
         registry.register(Box::new(m.attempt_seconds.clone()))?;
         registry.register(Box::new(m.in_flight.clone()))?;

@@ -126,29 +126,6 @@ impl Application {
             owner: replica.clone(),
             lease: parse_duration(&settings.delivery.fanout_lease)?,
         };
-        let (take, finish) = FanOut::writers(&pool, &claim);
-        let fanout = Arc::new(FanOut {
-            index: index.clone(),
-            catalog: catalog.clone(),
-            pool: pool.clone(),
-            broker: broker.clone(),
-            metrics: dispatch_metrics.clone(),
-            take,
-            finish,
-            in_flight: Default::default(),
-            claim,
-            budget: Arc::new(Semaphore::new(fanout::BUDGET_BYTES / 1024)),
-        });
-        let fanout_consumer = Consumer::new(
-            settings.broker.url.clone(),
-            topology.clone(),
-            ConsumerSpec {
-                queue: topology.dispatch_queue(),
-                prefetch: settings.delivery.fanout_concurrency,
-                concurrency: usize::from(settings.delivery.fanout_concurrency),
-                tag: format!("waybill-dispatcher-{replica}-fanout"),
-            },
-        );
         let breaker = Arc::new(Breaker::new(BreakerSetup {
             pool: pool.clone(),
             policy: settings.breaker_policy()?,
@@ -167,8 +144,8 @@ impl Application {
         let refresh = breaker.clone();
         service.spawn(move |stop| refresh.keep_fresh(BREAKER_REFRESH, stop));
         let deliver = Arc::new(Deliver {
-            index,
-            catalog,
+            index: index.clone(),
+            catalog: catalog.clone(),
             pool: pool.clone(),
             cipher,
             broker: broker.clone(),
@@ -176,7 +153,7 @@ impl Application {
             throttle: Throttle::new(pool.clone()),
             outbound: Outbound::new(settings.url_policy(), timeout)?,
             schedule: RetrySchedule::new(settings.retry_schedule()?),
-            recorder: Recorder::start(pool),
+            recorder: Recorder::start(pool.clone()),
             metrics: dispatch_metrics.clone(),
             slots: TenantSlots::new(
                 usize::from(settings.delivery.concurrency),
@@ -187,6 +164,30 @@ impl Application {
                 parse_duration(&settings.delivery.fairness_max_hold)?,
             ),
         });
+        let (take, finish) = FanOut::writers(&pool, &claim);
+        let fanout = Arc::new(FanOut {
+            index: index.clone(),
+            catalog: catalog.clone(),
+            pool: pool.clone(),
+            broker: broker.clone(),
+            metrics: dispatch_metrics.clone(),
+            take,
+            finish,
+            in_flight: Default::default(),
+            claim,
+            budget: Arc::new(Semaphore::new(fanout::BUDGET_BYTES / 1024)),
+            deliver: deliver.clone(),
+        });
+        let fanout_consumer = Consumer::new(
+            settings.broker.url.clone(),
+            topology.clone(),
+            ConsumerSpec {
+                queue: topology.dispatch_queue(),
+                prefetch: settings.delivery.fanout_concurrency,
+                concurrency: usize::from(settings.delivery.fanout_concurrency),
+                tag: format!("waybill-dispatcher-{replica}-fanout"),
+            },
+        );
         let watch_metrics = dispatch_metrics;
         let deliver_consumer = Consumer::new(
             settings.broker.url.clone(),

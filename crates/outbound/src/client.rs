@@ -77,7 +77,8 @@ pub struct Outbound {
 pub struct Attempt<'a> {
     pub endpoint: &'a Endpoint,
     pub event: &'a EventEnvelope,
-    pub body: &'a [u8],
+    /// Shared, not copied, by every attempt that sends it.
+    pub body: bytes::Bytes,
     pub delivery_id: waybill_domain::DeliveryId,
     pub number: u32,
     /// The trace context the request continues when no span of its own is exported (traces
@@ -168,7 +169,7 @@ impl Outbound {
             .client
             .request(method, attempt.endpoint.url.as_str())
             .headers(headers)
-            .body(attempt.body.to_vec())
+            .body(attempt.body.clone())
             .send()
             .await;
         let mut response = match sent {

@@ -31,7 +31,7 @@ pub(crate) fn headers(
     put("webhook-timestamp", &timestamp.to_string())?;
     put(
         "webhook-signature",
-        &signature_header(a.endpoint.keys_at(now), &a.event.id, timestamp, a.body),
+        &signature_header(a.endpoint.keys_at(now), &a.event.id, timestamp, &a.body),
     )?;
     put("waybill-delivery-id", &a.delivery_id.to_string())?;
     put(ATTEMPT_HEADER, &a.number.to_string())?;

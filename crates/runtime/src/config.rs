@@ -45,8 +45,12 @@ timeout = "15s"
 # Requests in flight at once per dispatcher replica (also how many delivery messages the broker
 # sends it ahead: with events of hundreds of KiB, that many copies are held in memory).
 concurrency = 128
-# Events fanned out at once per dispatcher replica.
-fanout_concurrency = 32
+# Events fanned out at once per dispatcher replica. The fan-out makes the first attempts of an
+# event's deliveries itself, each under one of `concurrency`'s slots, so this is also how many
+# first attempts (of events with one subscription) run at once: at most the slots a lone tenant
+# may take (`concurrency` less the reserve), so a burst of such events is not sent round the
+# deliveries queue for want of a slot.
+fanout_concurrency = 96
 # How often the subscription index is rebuilt from Postgres, besides the change feed.
 resync_interval = "5m"
 # How long a replica's claim on an event it fans out lasts unless renewed: after a crash, the

@@ -281,18 +281,17 @@ pub async fn renew_claim(
     Ok(renewed == 1)
 }
 
-/// [`finish_fan_out`] for many events in one transaction: every delivery row, then every
-/// event marked fanned out. Delivery rows go in id order, so two replicas finishing overlapping
+/// [`finish_fan_out`] for many events in one transaction: every delivery's state (settled,
+/// waiting on a queue, or not yet attempted), every attempt made, then every event marked fanned
+/// out. Rows are written in id order ([`record`]'s rule), so two replicas finishing overlapping
 /// batches wait for each other on them; the order in which the `UPDATE` locks events is the
-/// plan's, so two batches of the same events without deliveries could still deadlock, which
-/// Postgres detects and the caller's one-by-one fallback absorbs.
+/// plan's, so two batches of the same events could still deadlock, which Postgres detects and
+/// the caller's one-by-one fallback absorbs.
 pub async fn finish_fan_outs(
     conn: &mut AsyncPgConnection,
-    batch: &[(String, String, Vec<NewDelivery>)],
+    batch: &[(String, String, Vec<DeliveryRecord>)],
 ) -> QueryResult<()> {
-    let mut rows: Vec<&NewDelivery> = batch.iter().flat_map(|(_, _, r)| r).collect();
-    rows.sort_by_key(|r| r.id);
-    rows.dedup_by_key(|r| r.id);
+    let rows: Vec<&DeliveryRecord> = batch.iter().flat_map(|(_, _, r)| r).collect();
     let mut keys: Vec<(&str, &str)> = batch
         .iter()
         .map(|(t, id, _)| (t.as_str(), id.as_str()))
@@ -300,41 +299,7 @@ pub async fn finish_fan_outs(
     keys.sort_unstable();
     keys.dedup();
     conn.transaction(async |conn| {
-        for chunk in rows.chunks(INSERT_CHUNK * 5) {
-            sql_query(
-                "INSERT INTO deliveries (id, tenant, webhook_id, event_id, event_type, status, \
-                 attempts, created_at, updated_at) \
-                 SELECT u.id, u.tenant, u.webhook_id, u.event_id, u.event_type, u.status, 0, \
-                        u.at, u.at \
-                 FROM unnest($1, $2, $3, $4, $5, $6, $7) \
-                   AS u(id, tenant, webhook_id, event_id, event_type, status, at) \
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind::<Array<SqlUuid>, _>(chunk.iter().map(|r| r.id.as_uuid()).collect::<Vec<_>>())
-            .bind::<Array<Text>, _>(chunk.iter().map(|r| r.tenant.as_str()).collect::<Vec<_>>())
-            .bind::<Array<SqlUuid>, _>(
-                chunk
-                    .iter()
-                    .map(|r| r.webhook_id.as_uuid())
-                    .collect::<Vec<_>>(),
-            )
-            .bind::<Array<Text>, _>(
-                chunk
-                    .iter()
-                    .map(|r| r.event_id.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind::<Array<Text>, _>(
-                chunk
-                    .iter()
-                    .map(|r| r.event_type.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind::<Array<Text>, _>(chunk.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
-            .bind::<Array<Timestamptz>, _>(chunk.iter().map(|r| r.created_at).collect::<Vec<_>>())
-            .execute(conn)
-            .await?;
-        }
+        write_records(conn, &rows).await?;
         sql_query(
             "UPDATE events SET fanned_out_at = now() \
              FROM unnest($1, $2) AS u(tenant, id) \
@@ -349,42 +314,18 @@ pub async fn finish_fan_outs(
     .await
 }
 
-/// A delivery the fan-out created.
-#[derive(Debug, Clone, Insertable)]
-#[diesel(table_name = deliveries)]
-pub struct NewDelivery {
-    #[diesel(serialize_as = Uuid)]
-    pub id: DeliveryId,
-    pub tenant: String,
-    #[diesel(serialize_as = Uuid)]
-    pub webhook_id: WebhookId,
-    pub event_id: String,
-    pub event_type: String,
-    #[diesel(serialize_as = StatusColumn)]
-    pub status: DeliveryStatus,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-/// Rows per insert statement (Postgres takes at most 65,535 bound values).
-const INSERT_CHUNK: usize = 1_000;
-
-/// Records the pending deliveries of an event (those already recorded stay as they are) and
-/// marks the event fanned out, in one transaction.
+/// Records the deliveries of an event as its fan-out left them (a state recorded already is
+/// kept unless this one is further on, by [`record`]'s rule) and marks the event fanned out, in
+/// one transaction.
 pub async fn finish_fan_out(
     conn: &mut AsyncPgConnection,
     tenant: &str,
     event_id: &str,
-    rows: &[NewDelivery],
+    rows: &[DeliveryRecord],
 ) -> QueryResult<()> {
+    let rows: Vec<&DeliveryRecord> = rows.iter().collect();
     conn.transaction(async |conn| {
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            diesel::insert_into(deliveries::table)
-                .values(chunk.to_vec())
-                .on_conflict_do_nothing()
-                .execute(conn)
-                .await?;
-        }
+        write_records(conn, &rows).await?;
         diesel::update(events::table.find((tenant, event_id)))
             .set(events::fanned_out_at.eq(Utc::now()))
             .execute(conn)
@@ -443,9 +384,19 @@ pub struct DeliveryRecord {
 /// changes only through a newer attempt (a tenant's retry). Within the batch the state with the
 /// most attempts wins.
 pub async fn record(conn: &mut AsyncPgConnection, batch: &[DeliveryRecord]) -> QueryResult<()> {
+    let rows: Vec<&DeliveryRecord> = batch.iter().collect();
+    conn.transaction(async |conn| write_records(conn, &rows).await)
+        .await
+}
+
+/// [`record`]'s two statements, in the caller's transaction.
+async fn write_records(conn: &mut AsyncPgConnection, batch: &[&DeliveryRecord]) -> QueryResult<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
     let mut latest: HashMap<DeliveryId, &DeliveryRecord> = HashMap::with_capacity(batch.len());
     let mut attempts: HashMap<(DeliveryId, i32), (DeliveryId, &AttemptRecord)> = HashMap::new();
-    for r in batch {
+    for &r in batch {
         match latest.get(&r.id) {
             Some(prev) if prev.attempts > r.attempts => {}
             _ => {
@@ -461,9 +412,8 @@ pub async fn record(conn: &mut AsyncPgConnection, batch: &[DeliveryRecord]) -> Q
     rows.sort_by_key(|r| r.id);
     let mut tries: Vec<(DeliveryId, &AttemptRecord)> = attempts.into_values().collect();
     tries.sort_by_key(|(id, a)| (*id, a.number));
-    conn.transaction(async |conn| {
-        sql_query(
-            "INSERT INTO deliveries (id, tenant, webhook_id, event_id, event_type, status, \
+    sql_query(
+        "INSERT INTO deliveries (id, tenant, webhook_id, event_id, event_type, status, \
              attempts, last_status_code, last_error, next_attempt_at, created_at, updated_at) \
              SELECT *, u.at FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
                AS u(id, tenant, webhook_id, event_id, event_type, status, attempts, \
@@ -474,73 +424,67 @@ pub async fn record(conn: &mut AsyncPgConnection, batch: &[DeliveryRecord]) -> Q
                updated_at = EXCLUDED.updated_at \
              WHERE deliveries.attempts < EXCLUDED.attempts \
                 OR (deliveries.status = 'pending' AND deliveries.attempts = EXCLUDED.attempts)",
-        )
-        .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.id.as_uuid()).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(rows.iter().map(|r| r.tenant.as_str()).collect::<Vec<_>>())
-        .bind::<Array<SqlUuid>, _>(
-            rows.iter()
-                .map(|r| r.webhook_id.as_uuid())
-                .collect::<Vec<_>>(),
-        )
-        .bind::<Array<Text>, _>(rows.iter().map(|r| r.event_id.as_str()).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(
-            rows.iter()
-                .map(|r| r.event_type.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind::<Array<Text>, _>(rows.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
-        .bind::<Array<Int4>, _>(rows.iter().map(|r| r.attempts).collect::<Vec<_>>())
-        .bind::<Array<Nullable<Int4>>, _>(
-            rows.iter().map(|r| r.last_status_code).collect::<Vec<_>>(),
-        )
-        .bind::<Array<Nullable<Text>>, _>(
-            rows.iter()
-                .map(|r| r.last_error.as_ref().map(LastError::to_string))
-                .collect::<Vec<_>>(),
-        )
-        .bind::<Array<Nullable<Timestamptz>>, _>(
-            rows.iter().map(|r| r.next_attempt_at).collect::<Vec<_>>(),
-        )
-        .bind::<Array<Timestamptz>, _>(rows.iter().map(|r| r.at).collect::<Vec<_>>())
-        .execute(conn)
-        .await?;
-        if !tries.is_empty() {
-            sql_query(
-                "INSERT INTO delivery_attempts (delivery_id, number, started_at, duration_ms, \
+    )
+    .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.id.as_uuid()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(rows.iter().map(|r| r.tenant.as_str()).collect::<Vec<_>>())
+    .bind::<Array<SqlUuid>, _>(
+        rows.iter()
+            .map(|r| r.webhook_id.as_uuid())
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Text>, _>(rows.iter().map(|r| r.event_id.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(
+        rows.iter()
+            .map(|r| r.event_type.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Text>, _>(rows.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Int4>, _>(rows.iter().map(|r| r.attempts).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Int4>>, _>(rows.iter().map(|r| r.last_status_code).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(
+        rows.iter()
+            .map(|r| r.last_error.as_ref().map(LastError::to_string))
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Nullable<Timestamptz>>, _>(
+        rows.iter().map(|r| r.next_attempt_at).collect::<Vec<_>>(),
+    )
+    .bind::<Array<Timestamptz>, _>(rows.iter().map(|r| r.at).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
+    if !tries.is_empty() {
+        sql_query(
+            "INSERT INTO delivery_attempts (delivery_id, number, started_at, duration_ms, \
                  status_code, error, response_body) \
                  SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7) \
                  ON CONFLICT (delivery_id, number) DO UPDATE SET \
                    started_at = EXCLUDED.started_at, duration_ms = EXCLUDED.duration_ms, \
                    status_code = EXCLUDED.status_code, error = EXCLUDED.error, \
                    response_body = EXCLUDED.response_body",
-            )
-            .bind::<Array<SqlUuid>, _>(tries.iter().map(|(id, _)| id.as_uuid()).collect::<Vec<_>>())
-            .bind::<Array<Int4>, _>(tries.iter().map(|(_, a)| a.number).collect::<Vec<_>>())
-            .bind::<Array<Timestamptz>, _>(
-                tries.iter().map(|(_, a)| a.started_at).collect::<Vec<_>>(),
-            )
-            .bind::<Array<Int4>, _>(tries.iter().map(|(_, a)| a.duration_ms).collect::<Vec<_>>())
-            .bind::<Array<Nullable<Int4>>, _>(
-                tries.iter().map(|(_, a)| a.status_code).collect::<Vec<_>>(),
-            )
-            .bind::<Array<Nullable<Text>>, _>(
-                tries
-                    .iter()
-                    .map(|(_, a)| a.error.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind::<Array<Nullable<Text>>, _>(
-                tries
-                    .iter()
-                    .map(|(_, a)| a.response_body.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .execute(conn)
-            .await?;
-        }
-        Ok(())
-    })
-    .await
+        )
+        .bind::<Array<SqlUuid>, _>(tries.iter().map(|(id, _)| id.as_uuid()).collect::<Vec<_>>())
+        .bind::<Array<Int4>, _>(tries.iter().map(|(_, a)| a.number).collect::<Vec<_>>())
+        .bind::<Array<Timestamptz>, _>(tries.iter().map(|(_, a)| a.started_at).collect::<Vec<_>>())
+        .bind::<Array<Int4>, _>(tries.iter().map(|(_, a)| a.duration_ms).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Int4>>, _>(
+            tries.iter().map(|(_, a)| a.status_code).collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<Text>>, _>(
+            tries
+                .iter()
+                .map(|(_, a)| a.error.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<Text>>, _>(
+            tries
+                .iter()
+                .map(|(_, a)| a.response_body.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .execute(conn)
+        .await?;
+    }
+    Ok(())
 }
 
 /// A delivery as the delivery log shows it.

@@ -95,7 +95,7 @@ pub async fn test(
         .send(Attempt {
             endpoint: &endpoint,
             event: &event,
-            body: &body,
+            body: bytes::Bytes::from(body),
             delivery_id: delivery,
             number: 1,
             traceparent: incoming.as_deref(),
@@ -110,13 +110,16 @@ pub async fn test(
     deliveries::take_event(&mut conn, &event, &claim)
         .await
         .api()?;
-    // Nothing to fan out: marked done, so retention treats it like any other event.
-    deliveries::finish_fan_out(&mut conn, tenant, &event.id, &[])
-        .await
-        .api()?;
-    deliveries::record(&mut conn, &[record(&event, id, delivery, &result)])
-        .await
-        .api()?;
+    // Its one delivery settled and the event marked done (so retention treats it like any
+    // other event), in one transaction.
+    deliveries::finish_fan_out(
+        &mut conn,
+        tenant,
+        &event.id,
+        &[record(&event, id, delivery, &result)],
+    )
+    .await
+    .api()?;
     tracing::info!(tenant = %tenant, webhook_id = %id, status = ?result.status, "test event sent");
     Ok(HttpResponse::Ok().json(One {
         data: TestOutcome {

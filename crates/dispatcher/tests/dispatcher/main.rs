@@ -8,6 +8,7 @@ mod delivery;
 mod endpoints;
 mod fairness;
 mod fanout;
+mod fast_path;
 mod filters;
 mod helpers;
 mod invalid_events;
