@@ -43,6 +43,11 @@ const RETURN_PREFETCH: u16 = 16;
 /// that): small messages are never held back by it, big ones are taken a few at a time.
 const DELIVERY_BUDGET_BYTES: usize = 2 << 20;
 
+/// Bytes of event messages a replica fans out at once beyond the small ones: a fan-out holds its
+/// event three times over (parsed, encoded for delivery messages, the receivers' body) for as
+/// long as its first attempts take, so big events are fanned out a few at a time.
+const FANOUT_BUDGET_BYTES: usize = 4 << 20;
+
 /// How often a replica reads every failing receiver's circuit from Postgres.
 const BREAKER_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -232,7 +237,12 @@ impl Application {
         let fanout_loaded = loaded_rx.clone();
         service.spawn(move |stop| async move {
             if wait_loaded(fanout_loaded, stop.clone()).await {
-                fanout_consumer.run(fanout, stop).await;
+                fanout_consumer
+                    .run(
+                        Arc::new(Budgeted::new(fanout, FANOUT_BUDGET_BYTES / 1024)),
+                        stop,
+                    )
+                    .await;
             }
         });
         service.spawn(move |stop| async move {
